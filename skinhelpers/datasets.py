@@ -1,0 +1,426 @@
+"""Dataset registry and loaders: every supported dataset becomes one manifest table.
+
+A manifest is a :class:`pandas.DataFrame`, one row per image file, with columns
+
+=============  ==============================================================
+image_id       the dataset's id (HAM10000 ``image_id``, else the file stem)
+relpath        path relative to the dataset root (unique per row)
+path           absolute path, or ``None`` when the file is missing
+label          class name;  ``label_idx``: its index in ``attrs["classes"]``
+group          leakage group: lesion_id (HAM10000), joined with every byte-identical
+               file, so that a grouped split never separates copies of one image
+lesion_id      HAM10000 only (``None`` elsewhere)
+source_split   the split the dataset ships with (``train``/``test``) or ``None``
+age, sex, localization, dx_type   where the dataset has them
+sha1           content hash of the file (``None`` when missing)
+mask_path      lesion segmentation mask where the dataset has one
+=============  ==============================================================
+
+``df.attrs`` carries ``dataset``, ``classes`` (fixed order), ``root``, ``synthetic``,
+``positive_class`` (melanoma / malignant) and ``load_issues`` (problems found while
+walking the folders, reported by :mod:`skinhelpers.validate`).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .runs import PROJECT_ROOT, read_json, write_csv, write_json
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+HAM_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+HAM_CLASS_NAMES = {
+    "akiec": "actinic keratosis / intraepithelial carcinoma",
+    "bcc": "basal cell carcinoma",
+    "bkl": "benign keratosis-like lesion",
+    "df": "dermatofibroma",
+    "mel": "melanoma",
+    "nv": "melanocytic nevus",
+    "vasc": "vascular lesion",
+}
+ISIC9_CLASSES = (
+    "actinic keratosis",
+    "basal cell carcinoma",
+    "dermatofibroma",
+    "melanoma",
+    "nevus",
+    "pigmented benign keratosis",
+    "seborrheic keratosis",
+    "squamous cell carcinoma",
+    "vascular lesion",
+)
+ISIC9_DIRNAME = "Skin cancer ISIC The International Skin Imaging Collaboration"
+HAM_REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx")
+HAM_OPTIONAL_COLUMNS = ("dx_type", "age", "sex", "localization")
+SPLIT_DIR_NAMES = {"train": "train", "test": "test", "val": "val", "valid": "val",
+                   "validation": "val"}
+MANIFEST_COLUMNS = ["image_id", "relpath", "path", "label", "label_idx", "group", "lesion_id",
+                    "source_split", "age", "sex", "localization", "dx_type", "sha1",
+                    "mask_path"]
+
+
+class DatasetError(ValueError):
+    """A dataset on disk is not in the expected layout or holds bad values."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One supported dataset: where it comes from and how it is laid out."""
+
+    name: str
+    title: str
+    kaggle_slug: str | None
+    layout: str
+    classes: tuple[str, ...] | None  # None: taken from the class folders
+    positive_class: str | None  # the class a clinician worries about most
+    marker: str | None  # a path (relative to the root) that identifies the root
+    loader: Callable[["DatasetSpec", Path], pd.DataFrame] = field(repr=False, compare=False)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def sha1_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def _hash_column(paths: pd.Series) -> list[str | None]:
+    out = []
+    for p in paths:
+        if p is None or (isinstance(p, float) and np.isnan(p)):
+            out.append(None)
+            continue
+        try:
+            out.append(sha1_of(p))
+        except OSError:
+            out.append(None)
+    return out
+
+
+def _base_id(stem: str) -> str:
+    """``ISIC_0025509(1)`` and ``ISIC_0025509 (1)`` -> ``ISIC_0025509`` (Windows-style copies)."""
+    return re.sub(r"\s*\(\d+\)$", "", stem)
+
+
+def _union_groups(keys: list[list[str]]) -> list[str]:
+    """Union-find over rows: rows sharing any key end up in one group.
+
+    ``keys[i]`` lists the keys of row ``i``; the group name is the smallest first key of
+    the component, so it is deterministic and readable.
+    """
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for ks in keys:
+        ks = [k for k in ks if k]
+        for k in ks[1:]:
+            ra, rb = find(ks[0]), find(k)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    # name each component by the smallest *first* key of its rows (a lesion id or a
+    # file's base id), never by a hash
+    name: dict[str, str] = {}
+    for ks in keys:
+        r = find(ks[0])
+        name[r] = min(name.get(r, ks[0]), ks[0])
+    return [name[find(ks[0])] for ks in keys]
+
+
+def _finish(df: pd.DataFrame, spec: DatasetSpec, root: Path, classes: tuple[str, ...],
+            load_issues: list[dict], synthetic: bool = False) -> pd.DataFrame:
+    for col in MANIFEST_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    df["label_idx"] = df["label"].map({c: i for i, c in enumerate(classes)}).astype(int)
+    df["sha1"] = _hash_column(df["path"])
+    # the leakage group: the dataset's own group key, joined with byte-identical files
+    first = df["group"].astype(str).tolist()
+    hashes = ["sha1:" + h if isinstance(h, str) else "" for h in df["sha1"]]
+    df["group"] = _union_groups([[a, b] for a, b in zip(first, hashes)])
+    df = df[MANIFEST_COLUMNS].reset_index(drop=True)
+    df.attrs.update({
+        "dataset": spec.name,
+        "classes": list(classes),
+        "root": str(root),
+        "synthetic": synthetic,
+        "positive_class": spec.positive_class if spec.positive_class in classes else None,
+        "load_issues": load_issues,
+    })
+    return df
+
+
+def _index_images(root: Path, exclude_dirs: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Map file stem -> path for every image below ``root`` (first in sorted order wins)."""
+    index: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in exclude_dirs)
+        for fn in sorted(filenames):
+            p = Path(dirpath) / fn
+            if p.suffix.lower() in IMAGE_EXTENSIONS:
+                index.setdefault(p.stem, p)
+    return index
+
+
+# ----------------------------------------------------------------------------- loaders
+
+def _load_ham_layout(spec: DatasetSpec, root: Path, synthetic: bool = False) -> pd.DataFrame:
+    csv = root / "HAM10000_metadata.csv"
+    try:
+        meta = pd.read_csv(csv)
+    except Exception as e:  # empty or unparsable file
+        raise DatasetError(f"{csv}: cannot be read as CSV ({e})") from e
+    missing = [c for c in HAM_REQUIRED_COLUMNS if c not in meta.columns]
+    if missing:
+        raise DatasetError(
+            f"{csv}: missing required column(s) {missing}; found {list(meta.columns)}. "
+            f"A HAM10000 metadata file needs {list(HAM_REQUIRED_COLUMNS)} "
+            f"(and optionally {list(HAM_OPTIONAL_COLUMNS)})."
+        )
+    for c in ("lesion_id", "image_id", "dx"):
+        bad = meta[c].isna() | (meta[c].astype(str).str.strip() == "")
+        if bad.any():
+            rows = (np.flatnonzero(bad.to_numpy()) + 2).tolist()[:10]
+            raise DatasetError(f"{csv}: empty '{c}' on line(s) {rows}")
+    meta["dx"] = meta["dx"].astype(str).str.strip()
+    unknown = sorted(set(meta["dx"]) - set(spec.classes))
+    if unknown:
+        counts = meta["dx"].value_counts()
+        detail = ", ".join(f"'{u}' ({counts[u]} rows)" for u in unknown)
+        raise DatasetError(
+            f"{csv}: unknown diagnosis label(s) {detail}; expected one of {list(spec.classes)}."
+        )
+    index = _index_images(root, exclude_dirs=("HAM10000_segmentations_lesion_200x150",))
+    mask_dirs = [d for d in root.iterdir() if d.is_dir() and "segmentation" in d.name.lower()]
+    masks: dict[str, Path] = {}
+    for d in mask_dirs:
+        for p in sorted(d.glob("*_segmentation.png")):
+            masks.setdefault(p.stem.replace("_segmentation", ""), p)
+    ids = meta["image_id"].astype(str).str.strip()
+    paths = [index.get(i) for i in ids]
+    df = pd.DataFrame({
+        "image_id": ids,
+        "relpath": [str(p.relative_to(root)) if p else f"<missing>/{i}.jpg"
+                    for i, p in zip(ids, paths)],
+        "path": [str(p) if p else None for p in paths],
+        "label": meta["dx"],
+        "group": meta["lesion_id"].astype(str).str.strip(),
+        "lesion_id": meta["lesion_id"].astype(str).str.strip(),
+        "source_split": None,
+        "mask_path": [str(masks[i]) if i in masks else None for i in ids],
+    })
+    for c in HAM_OPTIONAL_COLUMNS:
+        df[c] = meta[c].to_numpy() if c in meta.columns else None
+    if "age" in meta.columns:
+        df["age"] = pd.to_numeric(meta["age"], errors="coerce")
+    load_issues = []
+    n_missing = sum(p is None for p in paths)
+    if n_missing:
+        load_issues.append({"kind": "missing_file", "count": n_missing,
+                            "message": f"{n_missing} image(s) listed in {csv.name} have no file "
+                                       f"below {root}"})
+    return _finish(df, spec, root, spec.classes, load_issues, synthetic=synthetic)
+
+
+def _load_demo(spec: DatasetSpec, root: Path) -> pd.DataFrame:
+    return _load_ham_layout(spec, root, synthetic=True)
+
+
+def _walk_class_folders(spec: DatasetSpec, root: Path) -> pd.DataFrame:
+    """Class-per-folder trees: ``root/<class>/*`` or ``root/<split>/<class>/*``."""
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not subdirs:
+        raise DatasetError(f"{root}: no class folders found (expected <class>/ or "
+                           "<split>/<class>/ subfolders with images)")
+    split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_DIR_NAMES]
+    if split_dirs and len(split_dirs) == len(subdirs):
+        pairs = [(SPLIT_DIR_NAMES[d.name.lower()], c) for d in split_dirs
+                 for c in sorted(x for x in d.iterdir() if x.is_dir())]
+    else:
+        pairs = [(None, c) for c in subdirs]
+    rows, load_issues = [], []
+    skipped: list[str] = []
+    for split, cdir in pairs:
+        n = 0
+        for p in sorted(cdir.rglob("*")):
+            if not p.is_file() or p.name.startswith("."):
+                continue
+            if p.suffix.lower() not in IMAGE_EXTENSIONS:
+                skipped.append(str(p.relative_to(root)))
+                continue
+            n += 1
+            rows.append({"image_id": _base_id(p.stem), "relpath": str(p.relative_to(root)),
+                         "path": str(p), "label": cdir.name, "source_split": split,
+                         "group": "id:" + _base_id(p.stem)})
+        if n == 0:
+            where = f"{split}/{cdir.name}" if split else cdir.name
+            load_issues.append({"kind": "empty_class_folder", "count": 1,
+                                "message": f"class folder '{where}' holds no image",
+                                "path": str(cdir)})
+    if skipped:
+        load_issues.append({"kind": "not_an_image", "count": len(skipped),
+                            "message": f"{len(skipped)} non-image file(s) skipped, e.g. "
+                                       f"{skipped[:3]}", "paths": skipped})
+    folder_classes = sorted({c.name for _, c in pairs})
+    if spec.classes is not None:
+        unknown = sorted(set(folder_classes) - set(spec.classes))
+        if unknown:
+            raise DatasetError(f"{root}: unknown class folder(s) {unknown}; the {spec.name} "
+                               f"dataset has classes {list(spec.classes)}. Use dataset="
+                               "'folder' for an arbitrary class-per-folder tree.")
+        classes = spec.classes
+    else:
+        classes = tuple(folder_classes)
+    if not rows:
+        raise DatasetError(f"{root}: no image files found in the class folders "
+                           f"{folder_classes}")
+    df = pd.DataFrame(rows)
+    return _finish(df, spec, root, classes, load_issues)
+
+
+# ----------------------------------------------------------------------------- registry
+
+DATASETS: dict[str, DatasetSpec] = {
+    s.name: s
+    for s in [
+        DatasetSpec("ham10000", "HAM10000 (7 classes, with lesion metadata)",
+                    "kmader/skin-cancer-mnist-ham10000",
+                    "HAM10000_metadata.csv + HAM10000_images_part_1/ + HAM10000_images_part_2/",
+                    HAM_CLASSES, "mel", "HAM10000_metadata.csv", _load_ham_layout),
+        DatasetSpec("isic9", "ISIC skin cancer, 9 classes (folders only)",
+                    "nodoubttome/skin-cancer9-classesisic",
+                    f"{ISIC9_DIRNAME}/{{Train,Test}}/<class name>/*.jpg",
+                    ISIC9_CLASSES, "melanoma", ISIC9_DIRNAME, _walk_class_folders),
+        DatasetSpec("melanoma10k", "Melanoma benign/malignant, 10,000 images",
+                    "hasnainjaved/melanoma-skin-cancer-dataset-of-10000-images",
+                    "melanoma_cancer_dataset/{train,test}/{benign,malignant}/*.jpg",
+                    ("benign", "malignant"), "malignant", "melanoma_cancer_dataset",
+                    _walk_class_folders),
+        DatasetSpec("folder", "Any class-per-folder tree", None,
+                    "<class>/*.jpg or <split>/<class>/*.jpg", None, None, None,
+                    _walk_class_folders),
+        DatasetSpec("demo", "SYNTHETIC dermoscopy-like demo set (HAM10000 layout)", None,
+                    "generated offline by skinhelpers.synthetic", HAM_CLASSES, "mel",
+                    "HAM10000_metadata.csv", _load_demo),
+    ]
+}
+
+DEFAULT_DATA_DIR = PROJECT_ROOT / "data" / "raw"
+
+
+def get_spec(dataset: str) -> DatasetSpec:
+    try:
+        return DATASETS[dataset]
+    except KeyError:
+        raise ValueError(f"unknown dataset '{dataset}'; choose one of {sorted(DATASETS)}") \
+            from None
+
+
+def find_root(dataset: str, data_dir: str | os.PathLike) -> Path:
+    """Locate the dataset's root below ``data_dir``.
+
+    ``data_dir`` may be the root itself, its parent (``../shared/data`` holds
+    ``ham10000/``), or the folder Kaggle unzipped into; the root is found by the spec's
+    marker file or folder, at most three levels down.
+    """
+    spec = get_spec(dataset)
+    data_dir = Path(data_dir).expanduser().resolve()
+    if not data_dir.exists():
+        raise FileNotFoundError(f"data folder {data_dir} does not exist")
+    if spec.marker is None:
+        return data_dir
+    candidates = [data_dir]
+    for depth in range(3):
+        nxt = []
+        for c in candidates:
+            marker = c / spec.marker
+            if marker.exists():  # a marker folder is the root; a marker file sits in it
+                return marker if marker.is_dir() else c
+            nxt.extend(sorted(d for d in c.iterdir() if d.is_dir() and not d.name.startswith(".")))
+        candidates = nxt
+    raise DatasetError(
+        f"no {spec.name} dataset found in {data_dir}: looked for '{spec.marker}' up to three "
+        f"levels down. Expected layout: {spec.layout}"
+        + (f" (Kaggle dataset {spec.kaggle_slug})." if spec.kaggle_slug else ".")
+    )
+
+
+def load_manifest(dataset: str, data_dir: str | os.PathLike | None = None,
+                  seed: int = 0) -> pd.DataFrame:
+    """Load ``dataset`` from ``data_dir`` into a manifest table (see module docstring).
+
+    ``demo`` is generated on first use (deterministic from ``seed``) when ``data_dir``
+    does not hold it yet. Nothing under ``data_dir`` is ever written to, except the demo
+    generation into an empty or missing folder.
+    """
+    spec = get_spec(dataset)
+    if data_dir is None:
+        data_dir = DEFAULT_DATA_DIR / dataset if dataset != "demo" else default_demo_dir(seed)
+    if dataset == "demo":
+        from .synthetic import ensure_demo
+
+        ensure_demo(Path(data_dir), seed=seed)
+    root = find_root(dataset, data_dir)
+    return spec.loader(spec, root)
+
+
+def default_demo_dir(seed: int = 0) -> Path:
+    return PROJECT_ROOT / "data" / "demo" / f"seed{seed}"
+
+
+def class_counts(df: pd.DataFrame) -> pd.Series:
+    """Images per class, in the dataset's class order (zeros included)."""
+    return df["label"].value_counts().reindex(df.attrs["classes"], fill_value=0)
+
+
+# ----------------------------------------------------------------------------- persistence
+
+def save_manifest(df: pd.DataFrame, run_dir: str | os.PathLike) -> Path:
+    """Write ``manifest.csv`` and its attrs (``manifest.json``) into the run folder."""
+    run_dir = Path(run_dir)
+    write_csv(run_dir / "manifest.csv", df)
+    write_json(run_dir / "manifest.json", dict(df.attrs))
+    return run_dir / "manifest.csv"
+
+
+def read_manifest(run_dir: str | os.PathLike) -> pd.DataFrame:
+    run_dir = Path(run_dir)
+    attrs = read_json(run_dir / "manifest.json")
+    df = pd.read_csv(run_dir / "manifest.csv", dtype={"image_id": str, "group": str,
+                                                      "lesion_id": str, "sha1": str})
+    df = df.astype({c: object for c in ("path", "mask_path", "source_split")})
+    df = df.where(df.notna(), None)
+    df["label_idx"] = df["label_idx"].astype(int)
+    if "age" in df:
+        df["age"] = pd.to_numeric(df["age"], errors="coerce")
+    df.attrs.update(attrs)
+    return df
+
+
+def describe(dataset: str | None = None) -> str:
+    """A human-readable table of the registry (or of one dataset)."""
+    specs = [get_spec(dataset)] if dataset else list(DATASETS.values())
+    lines = []
+    for s in specs:
+        lines.append(f"{s.name:12s} {s.title}")
+        lines.append(f"{'':12s} layout: {s.layout}")
+        if s.kaggle_slug:
+            lines.append(f"{'':12s} kaggle: {s.kaggle_slug}")
+    return "\n".join(lines)

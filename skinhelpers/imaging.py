@@ -1,0 +1,190 @@
+"""Decoding, resizing and the preprocessing methods that can flow into the image cache.
+
+Every function takes and returns RGB ``uint8`` arrays of shape ``(H, W, 3)``.
+Preprocessing is named by a string so that it can be a notebook parameter and part of
+the cache key: ``"none"``, ``"clahe"``, ``"shades_of_gray"``, ``"hair_removal"``, or a
+chain joined by ``+`` (``"hair_removal+shades_of_gray"``), applied left to right.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import cv2
+import numpy as np
+from PIL import Image
+
+RESIZE_MODES = ("squash", "crop", "pad")
+
+
+class ImageReadError(OSError):
+    """An image file is missing, truncated or not an image."""
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read any image as RGB uint8: grayscale, RGBA, CMYK, palette and 16-bit included.
+
+    16-bit images are scaled to 8 bits (not clipped); alpha is dropped; grayscale is
+    replicated to three channels. Raises :class:`ImageReadError` naming the file.
+    """
+    path = str(path)
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:  # formats or modes OpenCV cannot read: let Pillow try
+        try:
+            with Image.open(path) as im:
+                im.load()
+                img = _pil_to_rgb(im)
+        except Exception as e:
+            raise ImageReadError(f"cannot read image {path}: {e}") from e
+        return img
+    if img.dtype == np.uint16:
+        img = (img.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        f = img.astype(np.float64)
+        lo, hi = np.nanmin(f), np.nanmax(f)
+        img = ((f - lo) / (hi - lo + 1e-12) * 255).round().astype(np.uint8)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    if img.shape[2] == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _pil_to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.uint32)
+        a = (a * 255 // max(int(a.max()), 65535 if a.max() > 255 else 255)).astype(np.uint8)
+        return np.repeat(a[:, :, None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
+
+
+def fit_to_square(img: np.ndarray, size: int, mode: str = "squash",
+                  interpolation: int | None = None) -> np.ndarray:
+    """Resize to ``size x size``.
+
+    ``squash`` resizes ignoring the aspect ratio (keeps the whole field of view),
+    ``crop`` resizes the short side to ``size`` and centre-crops, ``pad`` resizes the long
+    side and pads with the border colour (reflect). Works for masks (2-D) as well.
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize_mode '{mode}' is not one of {RESIZE_MODES}")
+    if size < 8:
+        raise ValueError(f"image size must be at least 8 px, got {size}")
+    h, w = img.shape[:2]
+    interp = interpolation
+    if mode == "squash":
+        if interp is None:
+            interp = cv2.INTER_AREA if (h > size or w > size) else cv2.INTER_LINEAR
+        return cv2.resize(img, (size, size), interpolation=interp)
+    scale = size / min(h, w) if mode == "crop" else size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if interp is None:
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    img = cv2.resize(img, (nw, nh), interpolation=interp)
+    if mode == "crop":
+        y, x = (nh - size) // 2, (nw - size) // 2
+        return np.ascontiguousarray(img[y:y + size, x:x + size])
+    top, left = (size - nh) // 2, (size - nw) // 2
+    return cv2.copyMakeBorder(img, top, size - nh - top, left, size - nw - left,
+                              cv2.BORDER_REFLECT_101)
+
+
+# ------------------------------------------------------------------ preprocessing methods
+
+def clahe(img: np.ndarray, clip_limit: float = 2.0, tile_grid: int = 8) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation on the L channel of LAB."""
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
+    op = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tile_grid, tile_grid))
+    lab[:, :, 0] = op.apply(lab[:, :, 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
+def shades_of_gray(img: np.ndarray, power: int = 6, gamma: float | None = None) -> np.ndarray:
+    """Shades of Gray colour constancy (Finlayson & Trezzi 2004), Minkowski norm ``power``.
+
+    Used by the ISIC 2017-2019 winners (Barata et al. 2015) to remove the colour cast of
+    different dermatoscopes.
+    """
+    f = img.astype(np.float32)
+    if gamma is not None:
+        f = 255.0 * np.power(f / 255.0, 1.0 / gamma)
+    illum = np.power(np.mean(np.power(f, power), axis=(0, 1)), 1.0 / power)
+    illum = illum / (np.sqrt(np.sum(illum**2)) + 1e-6)
+    f = f / (illum * np.sqrt(3.0) + 1e-6)
+    return np.clip(f, 0, 255).astype(np.uint8)
+
+
+def hair_mask(img: np.ndarray, kernel_frac: float = 0.06, threshold: int = 10) -> np.ndarray:
+    """Binary mask (uint8 0/255) of thin dark hair-like structures (morphological blackhat).
+
+    The structuring element scales with the image (``kernel_frac`` of the short side), so
+    the same setting works at 150 px and at 450 px.
+    """
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    k = max(3, int(round(min(img.shape[:2]) * kernel_frac)) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_CROSS, (k, k))
+    blackhat = cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel)
+    blackhat = cv2.GaussianBlur(blackhat, (3, 3), 0)
+    _, mask = cv2.threshold(blackhat, threshold, 255, cv2.THRESH_BINARY)
+    return mask
+
+
+def hair_removal(img: np.ndarray, kernel_frac: float = 0.06, threshold: int = 10,
+                 inpaint_radius: int = 3) -> np.ndarray:
+    """DullRazor-style hair removal: blackhat hair mask + Telea inpainting."""
+    mask = hair_mask(img, kernel_frac, threshold)
+    if not mask.any():
+        return img.copy()
+    return cv2.inpaint(img, mask, inpaint_radius, cv2.INPAINT_TELEA)
+
+
+PREPROCESSORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "none": lambda img: img,
+    "clahe": clahe,
+    "shades_of_gray": shades_of_gray,
+    "hair_removal": hair_removal,
+}
+
+
+def parse_preprocess(spec: str | None) -> list[str]:
+    """``"hair_removal+clahe"`` -> ``["hair_removal", "clahe"]``, checked."""
+    if spec is None or spec == "" or spec == "none":
+        return []
+    steps = [s.strip() for s in str(spec).split("+") if s.strip()]
+    bad = [s for s in steps if s not in PREPROCESSORS]
+    if bad:
+        raise ValueError(f"unknown preprocessing {bad} in '{spec}'; choose from "
+                         f"{sorted(PREPROCESSORS)} (chain with '+')")
+    return [s for s in steps if s != "none"]
+
+
+def preprocess(img: np.ndarray, spec: str | None) -> np.ndarray:
+    for step in parse_preprocess(spec):
+        img = PREPROCESSORS[step](img)
+    return img
+
+
+def load_for_model(path: str | os.PathLike, size: int, preprocess_spec: str | None = "none",
+                   resize_mode: str = "squash") -> np.ndarray:
+    """Read, preprocess and resize one image exactly as the cache does.
+
+    Large images are first brought down to about twice the target size so preprocessing
+    costs the same whatever the source resolution.
+    """
+    img = read_rgb(path)
+    return prepare(img, size, preprocess_spec, resize_mode)
+
+
+def prepare(img: np.ndarray, size: int, preprocess_spec: str | None = "none",
+            resize_mode: str = "squash") -> np.ndarray:
+    steps = parse_preprocess(preprocess_spec)
+    if steps:
+        h, w = img.shape[:2]
+        if min(h, w) > 2 * size:
+            s = 2 * size / min(h, w)
+            img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+        for step in steps:
+            img = PREPROCESSORS[step](img)
+    return fit_to_square(img, size, resize_mode)

@@ -1,0 +1,143 @@
+"""Run folders, resolved parameters and atomic artifact writes.
+
+Every notebook calls :func:`start_notebook` right after its ``parameters`` cell; the
+resolved parameters are written to ``<run_dir>/params/<notebook>.json`` so that a run can
+be read, compared and resumed later (the timm habit of saving ``args.yaml`` beside a run).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import random
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    Readers never see a half-written artifact: either the old file or the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as pretty JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_jsonable, sort_keys=False) + "\n")
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist. It is written by an earlier notebook of the chain; "
+            "run the notebooks in order (run_all.sh does) with the same run_dir."
+        )
+    return json.loads(path.read_text())
+
+
+def write_csv(path: str | os.PathLike, df) -> Path:
+    """Write a DataFrame as CSV, atomically."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and (if importable) torch."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+
+
+def resolve_run_dir(run_dir: str | os.PathLike) -> Path:
+    """Relative run folders are taken relative to the project root, not the notebook."""
+    p = Path(run_dir)
+    if not p.is_absolute():
+        p = PROJECT_ROOT / p
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def figures_dir(dataset: str) -> Path:
+    """``figures/<dataset>/``: where a notebook saves the figures a reader looks at."""
+    d = PROJECT_ROOT / "figures" / dataset
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def start_notebook(name: str, params: dict[str, Any]) -> Path:
+    """Record a notebook's resolved parameters in its run folder, seed everything.
+
+    ``params`` must contain ``run_dir``; if it contains ``seed`` everything is seeded.
+    Returns the resolved run folder.
+    """
+    if "run_dir" not in params:
+        raise ValueError(f"notebook {name}: parameter 'run_dir' is missing")
+    run_dir = resolve_run_dir(params["run_dir"])
+    if "seed" in params:
+        seed_everything(int(params["seed"]))
+    record = {
+        "notebook": name,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "params": params,
+    }
+    write_json(run_dir / "params" / f"{name}.json", record)
+    return run_dir
+
+
+def save_figure(fig, dataset: str, name: str, synthetic: bool = False, dpi: int = 110) -> Path:
+    """Save a matplotlib figure to ``figures/<dataset>/<name>.png`` (atomically).
+
+    Figures made from the synthetic demo data get a SYNTHETIC stamp.
+    """
+    if synthetic:
+        fig.text(0.995, 0.005, "SYNTHETIC DATA", ha="right", va="bottom", fontsize=9,
+                 color="crimson", alpha=0.8, weight="bold")
+    out = figures_dir(dataset) / f"{name}.png"
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    return out
