@@ -336,12 +336,16 @@ def get_spec(dataset: str) -> DatasetSpec:
 def find_root(dataset: str, data_dir: str | os.PathLike) -> Path:
     """Locate the dataset's root below ``data_dir``.
 
-    ``data_dir`` may be the root itself, its parent (``../shared/data`` holds
+    A relative ``data_dir`` is taken relative to the project root (as in the notebooks'
+    parameters). ``data_dir`` may be the root itself, its parent (``../shared/data`` holds
     ``ham10000/``), or the folder Kaggle unzipped into; the root is found by the spec's
     marker file or folder, at most three levels down.
     """
     spec = get_spec(dataset)
-    data_dir = Path(data_dir).expanduser().resolve()
+    data_dir = Path(data_dir).expanduser()
+    if not data_dir.is_absolute():
+        data_dir = PROJECT_ROOT / data_dir
+    data_dir = data_dir.resolve()
     if not data_dir.exists():
         raise FileNotFoundError(f"data folder {data_dir} does not exist")
     if spec.marker is None:
@@ -424,3 +428,34 @@ def describe(dataset: str | None = None) -> str:
         if s.kaggle_slug:
             lines.append(f"{'':12s} kaggle: {s.kaggle_slug}")
     return "\n".join(lines)
+
+
+def subsample(df: pd.DataFrame, max_images: int, seed: int = 0,
+              min_per_class: int = 8) -> pd.DataFrame:
+    """A class-stratified subsample of whole groups (lesions), about ``max_images`` rows.
+
+    For smoke runs: every class keeps its share (and at least ``min_per_class`` images
+    where it has them), whole lesions are kept or dropped, and the choice is the same for
+    the same seed. ``max_images <= 0`` or ``>= len(df)`` returns ``df`` unchanged.
+    """
+    if max_images is None or max_images <= 0 or max_images >= len(df):
+        return df
+    rng = np.random.default_rng(seed)
+    groups = df.groupby("group", sort=True).agg(n=("label", "size"),
+                                               label=("label", lambda s: s.mode().iloc[0]))
+    frac = max_images / len(df)
+    chosen = []
+    for label, g in groups.groupby("label", sort=True):
+        total = int(g["n"].sum())
+        want = min(total, max(min_per_class, int(round(total * frac))))
+        order = g.index.to_numpy()[rng.permutation(len(g))]
+        got = 0
+        for grp in order:
+            if got >= want:
+                break
+            chosen.append(grp)
+            got += int(g.loc[grp, "n"])
+    out = df[df["group"].isin(set(chosen))].reset_index(drop=True)
+    out.attrs = {**df.attrs, "subsample": {"max_images": int(max_images), "seed": int(seed),
+                                           "rows_before": len(df), "rows_after": len(out)}}
+    return out

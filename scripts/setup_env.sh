@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment in .venv, then print its python.
+# Used by run_all.sh and run_tests.sh; safe to run again: it only reinstalls when
+# pyproject.toml changed. Needs python3 >= 3.10 and pip; everything else comes from PyPI.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+VENV=${SKINLAB_VENV:-.venv}
+PY=${PYTHON:-python3}
+
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+  echo "setup: need python3 >= 3.10 (found: $("$PY" --version 2>&1 || echo none))" >&2
+  exit 1
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating virtual environment $VENV ..." >&2
+  "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.skinlesion-lab-installed"
+want=$(cat pyproject.toml | sha1sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "setup: installing dependencies into $VENV (first time: a few minutes, ~6 GB with CUDA torch) ..." >&2
+  log="$VENV/pip-install.log"
+  # torch and torchvision resolve together in this one command (matching builds)
+  if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
+         "$VENV/bin/python" -m pip install -e ".[notebooks,dev]"; } > "$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "setup: pip install failed; the full log is $log" >&2
+    exit 1
+  fi
+  if ! "$VENV/bin/python" -c 'import torch, torchvision, timm, cv2' >&2; then
+    echo "setup: torch/torchvision do not import. They must come from one pip command with" >&2
+    echo "       matching versions: $VENV/bin/pip install --force-reinstall torch torchvision" >&2
+    exit 1
+  fi
+  echo "$want" > "$stamp"
+fi
+echo "$VENV/bin/python"
