@@ -115,7 +115,7 @@ def _base_id(stem: str) -> str:
     return re.sub(r"\s*\(\d+\)$", "", stem)
 
 
-def _union_groups(keys: list[list[str]]) -> list[str]:
+def union_groups(keys: list[list[str]]) -> list[str]:
     """Union-find over rows: rows sharing any key end up in one group.
 
     ``keys[i]`` lists the keys of row ``i``; the group name is the smallest first key of
@@ -154,7 +154,7 @@ def _finish(df: pd.DataFrame, spec: DatasetSpec, root: Path, classes: tuple[str,
     # the leakage group: the dataset's own group key, joined with byte-identical files
     first = df["group"].astype(str).tolist()
     hashes = ["sha1:" + h if isinstance(h, str) else "" for h in df["sha1"]]
-    df["group"] = _union_groups([[a, b] for a, b in zip(first, hashes)])
+    df["group"] = union_groups([[a, b] for a, b in zip(first, hashes)])
     df = df[MANIFEST_COLUMNS].reset_index(drop=True)
     df.attrs.update({
         "dataset": spec.name,
