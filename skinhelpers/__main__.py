@@ -1,0 +1,84 @@
+"""Command line: ``python -m skinhelpers <command> ...`` (also installed as ``skinhelpers``).
+
+Commands:
+  datasets                      list the supported datasets and their layouts
+  download DATASET [--dest D]   download from Kaggle (needs credentials), or explain why not
+  validate DATASET DATA_DIR     load and validate a dataset, print the report
+  run ...                       the notebook pipeline (what run_all.sh calls)
+  predict ...                   classify new images with a checkpoint (see --help)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _datasets(argv):
+    from .datasets import describe
+
+    print(describe())
+    return 0
+
+
+def _download(argv):
+    from .download import DownloadError, download
+
+    ap = argparse.ArgumentParser(prog="skinhelpers download")
+    ap.add_argument("dataset")
+    ap.add_argument("--dest", default=None)
+    ap.add_argument("--force", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        root = download(a.dataset, a.dest, force=a.force)
+    except DownloadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(root)
+    return 0
+
+
+def _validate(argv):
+    from .datasets import load_manifest
+    from .validate import validate
+
+    ap = argparse.ArgumentParser(prog="skinhelpers validate")
+    ap.add_argument("dataset")
+    ap.add_argument("data_dir", nargs="?", default=None)
+    ap.add_argument("--findings", default=None, help="write every finding to this CSV")
+    a = ap.parse_args(argv)
+    df = load_manifest(a.dataset, a.data_dir)
+    report = validate(df)
+    print(report)
+    if a.findings:
+        from .runs import write_csv
+
+        write_csv(a.findings, report.findings)
+    return 0
+
+
+def _run(argv):
+    from .pipeline import main
+
+    return main(argv)
+
+
+def _predict(argv):
+    from .predict import main
+
+    return main(argv)
+
+
+COMMANDS = {"datasets": _datasets, "download": _download, "validate": _validate,
+            "run": _run, "predict": _predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    return COMMANDS[argv[0]](argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
