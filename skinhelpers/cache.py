@@ -113,6 +113,12 @@ def build_cache(df: pd.DataFrame, size: int = 128, preprocess: str = "none",
         bad = df.loc[df["path"].isna(), "image_id"].tolist()[:5]
         raise ValueError(f"{df['path'].isna().sum()} manifest row(s) have no file (e.g. {bad}); "
                          "validate the manifest and drop missing files first")
+    if not df["relpath"].is_unique:
+        dup = df.loc[df["relpath"].duplicated(), "relpath"].tolist()[:3]
+        raise ValueError(f"manifest rows repeat a file (e.g. {dup}); validate and apply the "
+                         "report (duplicate_id: dedupe) first")
+    if len(df) == 0:
+        raise ValueError("the manifest is empty: nothing to cache")
     cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
     dataset = df.attrs.get("dataset", "dataset")
     key = cache_key(df, size, preprocess, resize_mode)

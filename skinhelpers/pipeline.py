@@ -44,7 +44,8 @@ def select(notebooks: list[Path], only: str | None) -> list[Path]:
     chosen = [p for p in notebooks if int(p.name[:2]) in wanted]
     missing = sorted(wanted - {int(p.name[:2]) for p in notebooks})
     if missing:
-        raise ValueError(f"--only: no notebook numbered {missing} in {NOTEBOOK_DIR}")
+        raise ValueError(f"--only: no notebook numbered {missing} among "
+                         f"{[p.name for p in notebooks]}")
     return chosen
 
 
@@ -64,21 +65,26 @@ def declared_parameters(nb_path: Path) -> dict:
 
 def run(dataset: str, data_dir: str | None, profile: str, run_name: str | None,
         only: str | None = None, extra: dict | None = None, kernel: str | None = None,
-        html: bool = True) -> Path:
+        html: bool = True, notebook_dir: str | os.PathLike | None = None) -> Path:
+    """Execute the selected notebooks into the run folder; ``SystemExit(1)`` on failure.
+
+    ``run_name`` is a folder name under ``runs/`` or an absolute path.
+    """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     params = profiles.resolve(profile, extra)
     run_name = run_name or f"{dataset}-{profile}"
-    run_dir = PROJECT_ROOT / "runs" / run_name
+    run_dir = Path(run_name) if Path(run_name).is_absolute() else PROJECT_ROOT / "runs" / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     if data_dir:  # relative to where run_all.sh was called from
         data_dir = str(Path(data_dir).expanduser().resolve())
     common = {"dataset": dataset, "data_dir": data_dir or "", "run_dir": str(run_dir),
               **params}
-    notebooks = select(numbered_notebooks(), only)
+    nb_dir = Path(notebook_dir or os.environ.get("SKINHELPERS_NOTEBOOK_DIR") or NOTEBOOK_DIR)
+    notebooks = select(numbered_notebooks(nb_dir), only)
     if not notebooks:
-        raise SystemExit(f"no numbered notebooks found in {NOTEBOOK_DIR}")
+        raise SystemExit(f"no numbered notebooks found in {nb_dir}")
     declared_all: set[str] = set()
     plan = []
     for nb in notebooks:
@@ -147,8 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-html", action="store_true", help="skip the HTML report")
     args = ap.parse_args(argv)
     extra = {k: parse_value(v) for k, v in args.param}
-    run(args.dataset, args.data_dir, args.profile, args.run_name, args.only, extra,
-        args.kernel, html=not args.no_html)
+    try:
+        run(args.dataset, args.data_dir, args.profile, args.run_name, args.only, extra,
+            args.kernel, html=not args.no_html)
+    except ValueError as e:  # bad options: say which, no traceback
+        print(f"run_all.sh: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

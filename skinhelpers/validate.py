@@ -33,6 +33,7 @@ from PIL import Image
 
 from .progress import progress
 
+# a finding's "drop" flag: whether its row goes when the kind's action removes rows
 ACTIONS = {
     "missing_file": ("drop",),
     "unreadable": ("drop",),
@@ -58,7 +59,7 @@ MODE_NAMES = {"L": "grayscale", "LA": "grayscale+alpha", "RGBA": "RGBA (alpha)",
 
 def inspect_image(path: str | None) -> dict:
     """Open and fully decode one file with Pillow: mode, size, bit depth, or the error."""
-    if path is None:
+    if not isinstance(path, str) or not path:
         return {"ok": False, "error": "missing", "mode": None, "width": None, "height": None,
                 "format": None}
     try:
@@ -154,7 +155,7 @@ class ValidationReport:
             if f.empty or acts[kind] == "keep":
                 continue
             before = int(keep.sum())
-            keep &= ~df["relpath"].isin(set(f.loc[f["drop"], "relpath"]))
+            keep &= ~df.index.isin(set(f.loc[f["drop"], "row"]))
             dropped[kind] = before - int(keep.sum())
         out = df[keep].reset_index(drop=True)
         out.attrs = dict(df.attrs)
@@ -166,30 +167,45 @@ class ValidationReport:
         return out
 
 
+def _originals_first(g: pd.DataFrame) -> pd.DataFrame:
+    """Order copies so the one to keep comes first: not a "name(1).jpg" copy, then the
+    shipped test copy (the test set stays intact), then by path."""
+    key = pd.DataFrame({
+        "copy": g["relpath"].str.contains(r"\(\d+\)\.\w+$", regex=True),
+        "train": g["source_split"].ne("test"),
+        "relpath": g["relpath"]}, index=g.index)
+    return g.loc[key.sort_values(["copy", "train", "relpath"]).index]
+
+
 def _finding(kind, r, detail, drop, case=None):
-    return {"kind": kind, "case": case if case is not None else r["relpath"],
+    return {"kind": kind, "row": r.name, "case": case if case is not None else r["relpath"],
             "image_id": r["image_id"], "relpath": r["relpath"], "label": r["label"],
             "detail": detail, "drop": drop}
 
 
 def validate(df: pd.DataFrame, workers: int = 4, show_progress: bool = True) -> ValidationReport:
-    """Check every row of a manifest. See the module docstring for the kinds."""
+    """Check every row of a manifest. See the module docstring for the kinds.
+
+    ``findings["row"]`` is the manifest's index label, so :meth:`ValidationReport.apply`
+    must get the same ``df`` (not a re-indexed copy).
+    """
     info = inspect_images(df, workers=workers, show_progress=show_progress)
     found = []
     for i, r in df.iterrows():
         inf = info.loc[i]
-        if r["path"] is None or inf["error"] == "missing":
+        if inf["error"] == "missing":
             found.append(_finding("missing_file", r, "file not found", True))
         elif not inf["ok"]:
             found.append(_finding("unreadable", r, inf["error"], True))
         elif inf["mode"] != "RGB":
             detail = MODE_NAMES.get(inf["mode"], inf["mode"])
-            found.append(_finding("non_rgb", r, f"mode {inf['mode']} ({detail})", False))
+            found.append(_finding("non_rgb", r, f"mode {inf['mode']} ({detail})", True))
     usable = df[info["ok"].to_numpy()]
     # identical content: one hash, several files
     for sha, g in usable.groupby("sha1", sort=True):
         if len(g) < 2:
             continue
+        g = _originals_first(g)
         labels = sorted(set(g["label"]))
         names = ", ".join(g["relpath"])
         if {"train", "test"} <= set(g["source_split"].dropna()):
@@ -208,6 +224,7 @@ def validate(df: pd.DataFrame, workers: int = 4, show_progress: bool = True) -> 
     for iid, g in df.groupby("image_id", sort=True):
         if len(g) < 2:
             continue
+        g = _originals_first(g)
         for j, (_, r) in enumerate(g.iterrows()):
             found.append(_finding("duplicate_id", r, f"image_id '{iid}' on {len(g)} rows: "
                                   + ", ".join(g["relpath"]), j > 0, iid))
@@ -218,7 +235,7 @@ def validate(df: pd.DataFrame, workers: int = 4, show_progress: bool = True) -> 
                 found.append(_finding("split_overlap", r, f"image_id '{iid}' in train and "
                                       "test (different files)", r["source_split"] == "train",
                                       iid))
-    cols = ["kind", "case", "image_id", "relpath", "label", "detail", "drop"]
+    cols = ["kind", "row", "case", "image_id", "relpath", "label", "detail", "drop"]
     findings = pd.DataFrame(found, columns=cols)
     return ValidationReport(dataset=str(df.attrs.get("dataset")), n_rows=len(df),
                             findings=findings, image_info=info,
