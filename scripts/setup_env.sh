@@ -34,4 +34,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   fi
   echo "$want" > "$stamp"
 fi
+# strip notebook outputs on commit (local git config only; harmless outside a checkout)
+if [ -d .git ] && ! git config --local --get filter.nbstripout.clean >/dev/null 2>&1; then
+  "$VENV/bin/nbstripout" --install >/dev/null 2>&1 || true
+fi
 echo "$VENV/bin/python"
