@@ -4,7 +4,7 @@ The cache is one ``uint8`` array of shape ``(N, size, size, 3)`` in a memory-map
 plus a JSON sidecar. Its key hashes the dataset, size, preprocessing, resize mode and the
 list of files with their content hashes, so a change of any of them builds a new cache
 and an unchanged request reuses the old one. Building runs in worker processes with a
-progress bar; the sidecar is written last, so an interrupted build is never mistaken for
+progress bar (``workers`` threads); the sidecar is written last, so an interrupted build is never mistaken for
 a finished one. Raw data is only read.
 """
 from __future__ import annotations
@@ -13,11 +13,11 @@ import hashlib
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -72,25 +72,14 @@ class ImageCache:
         return np.array([pos[r] for r in df["relpath"]], dtype=np.int64)
 
 
-def _worker_init() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
-def _fill(data_path: str, shape: tuple, rows: list[int], paths: list[str], size: int,
-          preprocess: str, resize_mode: str) -> list[tuple[int, str]]:
-    """Decode ``paths`` into ``rows`` of the memmap; return (row, error) for failures."""
-    arr = np.memmap(data_path, dtype=np.uint8, mode="r+", shape=shape)
-    errors = []
-    for r, p in zip(rows, paths):
-        try:
-            arr[r] = load_for_model(p, size, preprocess, resize_mode)
-        except (ImageReadError, OSError, ValueError) as e:
-            errors.append((r, f"{p}: {e}"))
-    arr.flush()
-    del arr
-    return errors
+def _decode_into(arr: np.ndarray, row: int, path: str, size: int, preprocess: str,
+                 resize_mode: str) -> str | None:
+    """Decode one image into ``arr[row]``; return an error message instead of raising."""
+    try:
+        arr[row] = load_for_model(path, size, preprocess, resize_mode)
+        return None
+    except (ImageReadError, OSError, ValueError) as e:
+        return f"{path}: {e}"
 
 
 def build_cache(df: pd.DataFrame, size: int = 128, preprocess: str = "none",
@@ -137,26 +126,26 @@ def build_cache(df: pd.DataFrame, size: int = 128, preprocess: str = "none",
     t0 = time.perf_counter()
     errors: list[tuple[int, str]] = []
     with atomic_path(data_path) as tmp:
-        np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape).flush()
-        chunk = max(16, min(256, n // (workers * 8) or 16))
-        jobs = [(list(range(i, min(i + chunk, n))), paths[i:i + chunk])
-                for i in range(0, n, chunk)]
+        arr = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
         bar = progress(total=n, desc=f"cache {dataset} {size}px {preprocess}",
                        unit="img", disable=not show_progress)
-        if workers <= 1 or n < 64:
-            _worker_init()
-            for rows, ps in jobs:
-                errors += _fill(str(tmp), shape, rows, ps, size, preprocess, resize_mode)
-                bar.update(len(rows))
-        else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                                     initializer=_worker_init) as ex:
-                futs = {ex.submit(_fill, str(tmp), shape, rows, ps, size, preprocess,
-                                  resize_mode): len(rows) for rows, ps in jobs}
-                for f in as_completed(futs):
-                    errors += f.result()
-                    bar.update(futs[f])
+        # threads, not processes: OpenCV and NumPy release the GIL while decoding,
+        # resizing and filtering, and threads share the memmap with no start-up cost
+        cv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            with ThreadPoolExecutor(max(1, workers)) as ex:
+                futs = ex.map(lambda i: _decode_into(arr, i, paths[i], size, preprocess,
+                                                     resize_mode), range(n))
+                for i, err in enumerate(futs):
+                    if err:
+                        errors.append((i, err))
+                    bar.update(1)
+        finally:
+            cv2.setNumThreads(cv_threads)
         bar.close()
+        arr.flush()
+        del arr
         if errors:
             lines = "\n  ".join(e for _, e in sorted(errors)[:10])
             raise ImageReadError(f"{len(errors)} image(s) could not be decoded while building "
