@@ -203,3 +203,16 @@ def test_raw_data_is_never_written(tmp_path, ham_dir):
     validate(df.sample(200, random_state=0), show_progress=False)
     after = {p: p.stat().st_mtime_ns for p in ham_dir.rglob("*") if p.is_file()}
     assert before == after
+
+
+def test_kaggle_ham_zip_with_lowercase_duplicate_folders(tmp_path):
+    """The Kaggle zip ships each image twice (HAM10000_images_part_1 and
+    ham10000_images_part_1): one row per metadata line, the first folder wins."""
+    root = _ham_tree(tmp_path / "ham", ROWS)
+    for r in ROWS:
+        src = root / "HAM10000_images_part_1" / f"{r['image_id']}.jpg"
+        dst = root / "ham10000_images_part_1" / src.name
+        dst.parent.mkdir(exist_ok=True)
+        dst.write_bytes(src.read_bytes())
+    df = load_manifest("ham10000", tmp_path)
+    assert len(df) == 3 and df["relpath"].str.startswith("HAM10000_images_part_1/").all()
