@@ -25,6 +25,7 @@ def class_counts_bar(df: pd.DataFrame, title: str = "Images per class"):
     fig.tight_layout()
     return fig
 
+
 def image_grid(df: pd.DataFrame, per_class: int = 6, seed: int = 0, size: int = 96,
                title: str = "Examples per class"):
     """A grid: one row per class, ``per_class`` random images (seeded)."""
@@ -50,8 +51,12 @@ def image_grid(df: pd.DataFrame, per_class: int = 6, seed: int = 0, size: int = 
     fig.tight_layout()
     return fig
 
-def table_style(df: pd.DataFrame, fmt: str = "{:,.3g}"):
-    """A lightly styled DataFrame for display in notebooks."""
-    return df.style.format(fmt, subset=df.select_dtypes("number").columns)
 
-__all__ = ["class_counts_bar", "image_grid", "table_style"]
+
+def table(df: pd.DataFrame, title: str, synthetic: bool = False, precision: int = 3):
+    """A table for display in a notebook, captioned (and marked SYNTHETIC for demo data)."""
+    caption = f"{title}  [SYNTHETIC]" if synthetic else title
+    return (df.style.set_caption(caption).format(precision=precision, thousands=",")
+            .set_table_styles([{"selector": "caption",
+                                "props": "font-weight: bold; text-align: left;"
+                                + (" color: crimson;" if synthetic else "")}]))
