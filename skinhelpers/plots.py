@@ -7,8 +7,10 @@ import pandas as pd
 
 from .imaging import read_rgb
 
+
 def _synthetic_title(df: pd.DataFrame, title: str) -> str:
     return f"{title}  [SYNTHETIC]" if df.attrs.get("synthetic") else title
+
 
 def class_counts_bar(df: pd.DataFrame, title: str = "Images per class"):
     """Bar plot of images per class, with counts and the imbalance ratio in the title."""
@@ -50,7 +52,6 @@ def image_grid(df: pd.DataFrame, per_class: int = 6, seed: int = 0, size: int = 
     fig.suptitle(_synthetic_title(df, title), fontsize=11)
     fig.tight_layout()
     return fig
-
 
 
 def table(df: pd.DataFrame, title: str, synthetic: bool = False, precision: int = 3):
