@@ -1,0 +1,96 @@
+"""The HTML report of a run folder."""
+from __future__ import annotations
+
+import json
+import re
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from skinhelpers.report import render_report
+from skinhelpers.runs import write_json
+
+
+def _executed(title: str, code: str, text: str, error: bool = False):
+    nb = new_notebook()
+    cell = new_code_cell(code, execution_count=1)
+    cell.outputs = [new_output("stream", name="stdout", text=text)]
+    if error:
+        cell.outputs.append(new_output("error", ename="ValueError", evalue="boom",
+                                       traceback=["ValueError: boom"]))
+    nb.cells = [new_markdown_cell(f"# {title}\nSome story."), cell]
+    return nb
+
+
+def _run_folder(tmp_path, synthetic=True, metrics=True, fail=False):
+    run = tmp_path / "myrun"
+    run.mkdir()
+    nbformat.write(_executed("01 · The data", "SECRET_CODE_01 = 1", "loaded 520 images"),
+                   run / "01_eda.ipynb")
+    nbformat.write(_executed("08 · Evaluation", "SECRET_CODE_08 = 2", "accuracy 0.8",
+                             error=fail), run / "08_evaluation.ipynb")
+    nbformat.write(new_notebook(), run / "scratch.ipynb")  # not a chapter: ignored
+    write_json(run / "run.json", {
+        "dataset": "demo" if synthetic else "ham10000", "profile": "smoke",
+        "run_name": "myrun", "notebooks": ["01_eda.ipynb", "08_evaluation.ipynb"],
+        "parameters": {"image_size": 64, "max_images": 600, "dataset": "demo"},
+        "timings_s": {"01_eda.ipynb": 11.2, "08_evaluation.ipynb": 42.0},
+        **({"failed": "08_evaluation.ipynb"} if fail else {})})
+    write_json(run / "manifest.json", {"dataset": "demo" if synthetic else "ham10000",
+                                       "classes": ["akiec", "bcc", "mel", "nv"],
+                                       "synthetic": synthetic, "positive_class": "mel"})
+    (run / "params").mkdir()
+    write_json(run / "params" / "08_evaluation.json",
+               {"notebook": "08_evaluation", "params": {"n_bootstrap": 77, "tta_views": 8}})
+    if metrics:
+        write_json(run / "metrics.json", {
+            "primary": "best_ema", "n_test": 123, "n_bootstrap": 77,
+            "models": {"best": {"headline": {"accuracy": {"value": 0.8123, "ci_low": 0.75,
+                                                          "ci_high": 0.86}}},
+                       "best_ema": {"headline": {"accuracy": {"value": 0.8345,
+                                                              "ci_low": 0.78,
+                                                              "ci_high": 0.88}}}},
+            "sentences": ["At the threshold chosen on validation the model finds 71% of "
+                          "melanomas."]})
+    return run
+
+
+def test_report_links_chapters_in_order_with_story_versions(tmp_path):
+    run = _run_folder(tmp_path)
+    index = render_report(run)
+    assert index == run / "report" / "index.html"
+    html = index.read_text()
+    links = re.findall(r"href='([^']+\.html)'", html)
+    assert links == ["01_eda.story.html", "01_eda.html", "08_evaluation.story.html",
+                     "08_evaluation.html"]
+    for name in links:
+        assert (run / "report" / name).stat().st_size > 1000
+    full = (run / "report" / "08_evaluation.html").read_text()
+    story = (run / "report" / "08_evaluation.story.html").read_text()
+    assert "SECRET_CODE_08" in full and "SECRET_CODE_08" not in story
+    assert "accuracy 0.8" in story  # outputs stay
+    assert "scratch" not in html
+    # the story: dataset, synthetic banner, headline metrics with CIs, parameters, timings
+    assert "SYNTHETIC DATA" in html
+    assert "0.835" in html and "0.780" in html and "0.880" in html and "0.812" in html
+    assert "71% of melanomas" in html
+    assert "n_bootstrap" in html and "77" in html and "image_size" in html
+    assert "42 s" in html and "08 · Evaluation" in html
+    assert "failed" not in html
+
+
+def test_report_without_metrics_and_with_a_failed_chapter(tmp_path):
+    run = _run_folder(tmp_path, synthetic=False, metrics=False, fail=True)
+    html = render_report(run).read_text()
+    assert "SYNTHETIC" not in html
+    assert "No <code>metrics.json</code>" in html
+    assert "notebook 08_evaluation.ipynb failed" in html
+    assert re.search(r"class='failed'>failed<", html)
+
+
+def test_report_survives_a_broken_notebook_file(tmp_path):
+    run = _run_folder(tmp_path)
+    (run / "03_leakage.ipynb").write_text("{not json")
+    html = render_report(run).read_text()
+    assert "03_leakage.ipynb (could not be rendered" in html
+    assert "08_evaluation.story.html" in html
