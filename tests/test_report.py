@@ -76,7 +76,7 @@ def test_report_links_chapters_in_order_with_story_versions(tmp_path):
     assert "71% of melanomas" in html
     assert "n_bootstrap" in html and "77" in html and "image_size" in html
     assert "42 s" in html and "08 · Evaluation" in html
-    assert "failed" not in html
+    assert "class='failed'" not in html and "stopped" not in html
 
 
 def test_report_without_metrics_and_with_a_failed_chapter(tmp_path):
