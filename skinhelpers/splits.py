@@ -546,7 +546,10 @@ def plot_split(split_df: pd.DataFrame, title: str | None = None):
     axes[0].set_ylabel("images (log scale)")
     axes[0].set_title("Images per class and split")
     axes[1].set_ylabel("% of the split")
-    axes[1].set_title("Class mix of each split (stratified: bars match)")
+    shipped = _is_shipped(split_df)
+    axes[1].set_title("Class mix of each split" + (" (test as shipped; train and val "
+                                                   "stratified)" if shipped else
+                                                   " (stratified: bars match)"))
     for ax in axes:
         ax.set_xticks(x, classes, rotation=30, ha="right", fontsize=8)
         ax.spines[["top", "right"]].set_visible(False)

@@ -86,7 +86,8 @@ def test_ham_same_seed_same_split_other_seed_other(ham_manifest, ham_split):
 
 @pytest.mark.realdata
 def test_ham_folds(ham_manifest):
-    sp = splits.grouped_split(ham_manifest, seed=0, n_folds=5)
+    sub = datasets.subsample(ham_manifest, 3000, seed=0)  # whole lesions, every class
+    sp = splits.grouped_split(sub, seed=0, n_folds=5)
     pool = sp[sp["split"] != "test"]
     assert sorted(pool["fold"].unique()) == [0, 1, 2, 3, 4]
     assert (sp.loc[sp["split"] == "test", "fold"] == -1).all()
@@ -314,3 +315,15 @@ def test_split_table_and_plot(demo_manifest):
     assert list(t.index) == [c for c in demo_manifest.attrs["classes"]]
     fig = splits.plot_split(sp)
     assert len(fig.axes) == 2
+
+
+def test_tiny_and_single_class_inputs_fall_back_to_group_shuffle():
+    rows = [{"image_id": f"i{g}{k}", "relpath": f"i{g}{k}.jpg", "label": "a", "label_idx": 0,
+             "group": f"G{g}"} for g in range(6) for k in range(2)]
+    df = pd.DataFrame(rows)
+    sp = splits.grouped_split(df, val_size=0.2, test_size=0.2, seed=0)
+    assert "GroupShuffleSplit" in sp.attrs["split"]["test_method"]
+    assert no_group_in_two_splits(sp)
+    assert set(sp["split"]) == {"train", "val", "test"}
+    with pytest.raises(ValueError, match="too few groups"):
+        splits.grouped_split(df[df["group"].isin(["G0", "G1"])], seed=0)
