@@ -116,25 +116,44 @@ def shades_of_gray(img: np.ndarray, power: int = 6, gamma: float | None = None) 
     return np.clip(f, 0, 255).astype(np.uint8)
 
 
-def hair_mask(img: np.ndarray, kernel_frac: float = 0.06, threshold: int = 10) -> np.ndarray:
-    """Binary mask (uint8 0/255) of thin dark hair-like structures (morphological blackhat).
+def hair_mask(img: np.ndarray, kernel_frac: float = 0.06, threshold: int = 15,
+              min_length_frac: float = 0.15) -> np.ndarray:
+    """Binary mask (uint8 0/255) of thin, long, dark hair-like structures.
 
-    The structuring element scales with the image (``kernel_frac`` of the short side), so
-    the same setting works at 150 px and at 450 px.
+    DullRazor-style: a morphological blackhat (closing minus image) with a cross-shaped
+    element finds structures darker than their surroundings and thinner than the
+    element; the element scales with the image (``kernel_frac`` of the short side), so
+    the same setting works at 150 px and at 450 px. Two refinements keep the mask to
+    hairs: the image is padded by replication first, so the dark lens ring cut off by the
+    image border is not mistaken for a hair, and connected pieces shorter than
+    ``min_length_frac`` of the short side (bounding-box diagonal) are dropped, so the dots
+    and meshes of a pigment network (diagnostic structure) are kept out of the mask.
+    ``min_length_frac=0`` keeps every piece.
     """
     gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    k = max(3, int(round(min(img.shape[:2]) * kernel_frac)) | 1)
+    short = min(img.shape[:2])
+    k = max(3, int(round(short * kernel_frac)) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_CROSS, (k, k))
-    blackhat = cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel)
+    padded = cv2.copyMakeBorder(gray, k, k, k, k, cv2.BORDER_REPLICATE)
+    blackhat = cv2.morphologyEx(padded, cv2.MORPH_BLACKHAT, kernel)[k:-k, k:-k]
     blackhat = cv2.GaussianBlur(blackhat, (3, 3), 0)
-    _, mask = cv2.threshold(blackhat, threshold, 255, cv2.THRESH_BINARY)
-    return mask
+    mask = (blackhat > threshold).astype(np.uint8)
+    if min_length_frac > 0 and mask.any():
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        length = np.hypot(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+        keep = length >= min_length_frac * short
+        keep[0] = False  # background
+        mask = keep[labels].astype(np.uint8)
+    return mask * 255
 
 
-def hair_removal(img: np.ndarray, kernel_frac: float = 0.06, threshold: int = 10,
-                 inpaint_radius: int = 3) -> np.ndarray:
-    """DullRazor-style hair removal: blackhat hair mask + Telea inpainting."""
-    mask = hair_mask(img, kernel_frac, threshold)
+def hair_removal(img: np.ndarray, kernel_frac: float = 0.06, threshold: int = 15,
+                 inpaint_radius: int = 3, min_length_frac: float = 0.15) -> np.ndarray:
+    """DullRazor-style hair removal: :func:`hair_mask` + Telea inpainting of the masked pixels.
+
+    Only the masked pixels change; everything else is returned as it was.
+    """
+    mask = hair_mask(img, kernel_frac, threshold, min_length_frac)
     if not mask.any():
         return img.copy()
     return cv2.inpaint(img, mask, inpaint_radius, cv2.INPAINT_TELEA)
