@@ -169,6 +169,32 @@ def bootstrap_ci(y, probs, fns: dict[str, Callable] | None = None, n_bootstrap: 
     return pd.DataFrame(rows).set_index("metric")
 
 
+def paired_bootstrap_diff(y, probs_a, probs_b, fns: dict[str, Callable] | None = None,
+                          n_bootstrap: int = 1000, seed: int = 0,
+                          alpha: float = 0.05) -> pd.DataFrame:
+    """``metric(b) - metric(a)`` on the same images, with a paired bootstrap interval
+    (both scored on each resample) and the share of resamples where ``b`` is better.
+    The way to say whether a change (TTA, EMA, calibration) helps beyond noise."""
+    y, probs_a = _check(y, probs_a)
+    _, probs_b = _check(y, probs_b)
+    fns = HEADLINE if fns is None else fns
+    idx = bootstrap_indices(y, n_bootstrap, seed)
+    rows = []
+    with warnings.catch_warnings(), sklearn.config_context(assume_finite=True,
+                                                           skip_parameter_validation=True):
+        warnings.simplefilter("ignore")
+        for k, f in fns.items():
+            a, b = float(f(y, probs_a)), float(f(y, probs_b))
+            d = np.array([f(y[i], probs_b[i]) - f(y[i], probs_a[i]) for i in idx])
+            d = d[np.isfinite(d)]
+            lo, hi = (np.quantile(d, [alpha / 2, 1 - alpha / 2]) if len(d)
+                      else (np.nan, np.nan))
+            rows.append({"metric": k, "a": a, "b": b, "diff": b - a, "ci_low": float(lo),
+                         "ci_high": float(hi),
+                         "p_better": float(np.mean(d > 0)) if len(d) else float("nan")})
+    return pd.DataFrame(rows).set_index("metric")
+
+
 def ci_dict(table: pd.DataFrame) -> dict:
     """A bootstrap table as JSON-ready ``{metric: {value, ci_low, ci_high}}``."""
     return {k: {"value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
@@ -274,15 +300,15 @@ def positive_class_analysis(y_val, p_val, y_test, p_test, pos: int, name: str = 
             if kind == "specificity":
                 text = (f"At the threshold chosen on validation for {100 * t:.0f}% specificity "
                         f"(p({name}) >= {thr:.3f}), the model finds "
-                        f"{fmt_ci(o['value'], o['ci_low'], o['ci_high'])} of the {name}s in "
-                        f"the test set ({test['tp']} of {test['tp'] + test['fn']}); the "
+                        f"{fmt_ci(o['value'], o['ci_low'], o['ci_high'])} of the {name} cases "
+                        f"in the test set ({test['tp']} of {test['tp'] + test['fn']}); the "
                         f"specificity reached on test is "
                         f"{fmt_ci(k['value'], k['ci_low'], k['ci_high'])}.")
             else:
                 text = (f"At the threshold chosen on validation for {100 * t:.0f}% sensitivity "
                         f"(p({name}) >= {thr:.3f}), the model finds "
-                        f"{fmt_ci(k['value'], k['ci_low'], k['ci_high'])} of the {name}s in "
-                        f"the test set and clears "
+                        f"{fmt_ci(k['value'], k['ci_low'], k['ci_high'])} of the {name} cases "
+                        f"in the test set and clears "
                         f"{fmt_ci(o['value'], o['ci_low'], o['ci_high'])} of the other lesions "
                         f"(specificity): {test['fp']} of the {test['fp'] + test['tn']} other "
                         f"test images would be flagged as suspicious.")
@@ -375,6 +401,32 @@ def calibration_summary(y_val, logits_val, y_test, logits_test, n_bins: int = 15
 
 
 # ----------------------------------------------------------------------------- tables
+
+
+def neg_log_loss(y, probs) -> float:
+    """Minus the log loss (higher is better, like the other bootstrapped metrics)."""
+    probs = np.asarray(probs)
+    return -float(skm.log_loss(y, np.clip(probs, 1e-12, 1), labels=list(range(probs.shape[1]))))
+
+
+def evaluate_predictions(y, probs, classes: Sequence[str], n_bootstrap: int = 1000,
+                         seed: int = 0) -> dict:
+    """Everything for one set of test predictions, JSON-ready: ``metrics`` (all of
+    :func:`classification_metrics`), ``headline`` (:data:`HEADLINE` with bootstrap CIs),
+    ``per_class`` (:func:`per_class_report` as a dict)."""
+    return {"metrics": classification_metrics(y, probs),
+            "headline": ci_dict(bootstrap_ci(y, probs, n_bootstrap=n_bootstrap, seed=seed)),
+            "per_class": per_class_report(y, probs, classes).to_dict(orient="index")}
+
+
+def headline_table(results: dict[str, dict]) -> pd.DataFrame:
+    """``{name: evaluate_predictions(...)}`` -> one row per name, "value (low-high)" cells."""
+    rows = {}
+    for name, r in results.items():
+        rows[name] = {k: f"{v['value']:.3f} ({v['ci_low']:.3f}-{v['ci_high']:.3f})"
+                      for k, v in r["headline"].items()}
+    return pd.DataFrame(rows).T
+
 
 
 def prediction_frame(df: pd.DataFrame, probs, classes: Sequence[str]) -> pd.DataFrame:
@@ -487,11 +539,13 @@ def plot_reliability(y, curves: dict[str, np.ndarray], n_bins: int = 15, title: 
         t = reliability_table(y, p, n_bins)
         t = t[t["count"] > 0]
         ece = expected_calibration_error(y, p, n_bins)
-        a1.plot(t["confidence"], t["accuracy"], marker="o", ms=4, color=cmap(i),
+        a1.plot(t["confidence"], t["accuracy"], color=cmap(i), lw=1.2,
                 label=f"{name} (ECE {ece:.3f})")
+        a1.scatter(t["confidence"], t["accuracy"], s=12 + 120 * t["count"] / t["count"].max(),
+                   color=cmap(i), alpha=0.8, zorder=3)
         a2.hist(np.asarray(p).max(1), bins=np.linspace(0, 1, n_bins + 1), alpha=0.45,
                 color=cmap(i), label=name)
-    a1.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02))
+    a1.set(ylabel="accuracy (marker size: images in the bin)", xlim=(0, 1), ylim=(0, 1.02))
     a1.legend(fontsize=8, loc="upper left")
     a1.grid(alpha=0.3)
     a2.set(xlabel="confidence (top-class probability)", ylabel="images")
@@ -502,9 +556,10 @@ def plot_reliability(y, curves: dict[str, np.ndarray], n_bins: int = 15, title: 
 
 __all__ = [
     "HEADLINE", "classification_metrics", "per_class_report", "confusion",
-    "bootstrap_indices", "bootstrap_ci", "ci_dict", "fmt_ci",
+    "bootstrap_indices", "bootstrap_ci", "paired_bootstrap_diff", "ci_dict", "fmt_ci",
     "threshold_for_specificity", "threshold_for_sensitivity", "operating_point",
     "positive_class_analysis", "softmax", "reliability_table", "expected_calibration_error",
-    "fit_temperature", "apply_temperature", "calibration_summary", "prediction_frame",
+    "fit_temperature", "apply_temperature", "calibration_summary", "neg_log_loss", "evaluate_predictions",
+    "headline_table", "prediction_frame",
     "worst_errors", "plot_confusion_matrices", "plot_roc_pr_curves", "plot_reliability",
 ]

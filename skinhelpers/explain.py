@@ -190,7 +190,7 @@ def plot_image_gallery(images: Sequence[np.ndarray], titles: Sequence[str], ncol
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 2.1, nrows * 2.2), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 2.1, nrows * 2.5), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for i in range(n):

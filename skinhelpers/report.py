@@ -74,7 +74,8 @@ def render_notebook(nb_path: Path, out_dir: Path) -> dict:
     nb = nbformat.read(nb_path, as_version=4)
     title = _title_of(nb) or nb_path.stem
     entry = {"name": nb_path.name, "title": title, "status": _status(nb),
-             "html": f"{nb_path.stem}.html", "story": f"{nb_path.stem}.story.html"}
+             "html": f"{nb_path.stem}.html", "story": f"{nb_path.stem}.story.html",
+             "seconds": nb.metadata.get("papermill", {}).get("duration")}
     for fname, kw in ((entry["html"], {}),
                       (entry["story"], {"exclude_input": True, "exclude_input_prompt": True,
                                         "exclude_output_prompt": True})):
@@ -185,7 +186,11 @@ def _index_html(run_dir: Path, entries: list[dict]) -> str:
     # dataset
     classes = manifest.get("classes") or []
     sub = manifest.get("subsample") or {}
-    ds = {"dataset": dataset, "root": manifest.get("root", ""),
+    n_images = None
+    if (run_dir / "manifest.csv").exists():
+        with open(run_dir / "manifest.csv", "rb") as f:
+            n_images = max(0, sum(1 for _ in f) - 1)
+    ds = {"dataset": dataset, "images": n_images, "root": manifest.get("root", ""),
           "classes": ", ".join(map(str, classes)),
           "positive class": manifest.get("positive_class")}
     if sub:
@@ -200,7 +205,7 @@ def _index_html(run_dir: Path, entries: list[dict]) -> str:
     # notebooks
     rows = ""
     for e in entries:
-        t = timings.get(e["name"])
+        t = timings.get(e["name"], e.get("seconds"))
         cls = "ok" if e["status"] == "ok" else "failed"
         rows += (f"<tr><td>{_e(e['name'][:2])}</td><td>{_e(e['title'])}</td>"
                  f"<td><a href='{_e(e['story'])}'>story</a> &middot; "

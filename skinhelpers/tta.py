@@ -59,12 +59,14 @@ def apply_view(x: torch.Tensor, view: str) -> torch.Tensor:
 
 def to_model_input(x: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                    device: torch.device | str | None = None) -> torch.Tensor:
-    """``uint8`` (or 0-255 float) batch -> normalised float32 on ``device``."""
+    """``uint8`` (or 0-255 float) batch -> normalised float32 on ``device``, exactly as in
+    training (:func:`skinhelpers.augment.normalize`)."""
+    from .augment import normalize
+
     x = x.to(device) if device is not None else x
-    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float() / 255.0
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s
+    if x.dtype != torch.uint8:
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    return normalize(x, mean, std)
 
 
 @dataclass
@@ -133,5 +135,20 @@ def predict_loader(model: torch.nn.Module, loader: Iterable, mean: Sequence[floa
                        views=names)
 
 
+def predict_frame(model: torch.nn.Module, cache, df, mean: Sequence[float],
+                  std: Sequence[float], views: int | Sequence[str] = 1, batch_size: int = 64,
+                  workers: int = 0, desc: str | None = "predict") -> Predictions:
+    """Predict the rows of a manifest ``df`` from an image cache
+    (:class:`skinhelpers.cache.ImageCache` built with the checkpoint's size and
+    preprocessing), in ``df``'s order, with their labels."""
+    from torch.utils.data import DataLoader
+
+    from .cache import CachedImageDataset
+
+    loader = DataLoader(CachedImageDataset(cache, df), batch_size=batch_size, shuffle=False,
+                        num_workers=workers)
+    return predict_loader(model, loader, mean, std, views, desc)
+
+
 __all__ = ["VIEWS", "resolve_views", "apply_view", "to_model_input", "Predictions",
-           "predict_batch", "predict_loader"]
+           "predict_batch", "predict_loader", "predict_frame"]

@@ -168,3 +168,15 @@ def test_plots_render(tmp_path):
                 ev.plot_roc_pr_curves(y % 2, np.stack([1 - p[:, 0], p[:, 0]], 1), ["n", "p"])):
         fig.savefig(tmp_path / "x.png")
         assert (tmp_path / "x.png").stat().st_size > 5000
+
+
+def test_paired_bootstrap_difference():
+    y, p, logits = _toy(n=500, seed=4)
+    worse = ev.softmax(logits + np.random.default_rng(9).normal(0, 2.0, logits.shape))
+    t = ev.paired_bootstrap_diff(y, worse, p, n_bootstrap=200)
+    acc = t.loc["accuracy"]
+    assert acc["diff"] == pytest.approx(skm.accuracy_score(y, p.argmax(1))
+                                        - skm.accuracy_score(y, worse.argmax(1)))
+    assert acc["ci_low"] > 0 and acc["p_better"] > 0.95  # clearly better, beyond noise
+    same = ev.paired_bootstrap_diff(y, p, p.copy(), n_bootstrap=50)
+    assert (same["diff"] == 0).all() and (same["ci_low"] == 0).all() and (same["ci_high"] == 0).all()

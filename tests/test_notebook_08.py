@@ -1,0 +1,137 @@
+"""Notebook 08 end to end, on a prepared run folder (manifest, split, checkpoints).
+
+Two runs: real HAM10000 images (7 classes, lesion masks, TTA, both checkpoints) and a
+binary melanoma10k-layout tree (no masks, no TTA, no EMA checkpoint). The numbers the
+notebook writes are checked against scikit-learn on the predictions it saved.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import papermill as pm
+import pytest
+from sklearn import metrics as skm
+
+from skinhelpers import datasets, splits
+from skinhelpers.report import render_report
+from skinhelpers.runs import write_json
+
+from short_checkpoint import train_short_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+NB = ROOT / "notebooks" / "08_evaluation.ipynb"
+
+
+def _prepare(run: Path, df: pd.DataFrame, ema: bool = True, size: int = 32) -> None:
+    """What notebooks 01, 02, 04 and 07 leave in a run folder, made directly."""
+    datasets.save_manifest(df, run)
+    split = splits.grouped_split(df, val_size=0.25, test_size=0.3, seed=0)
+    splits.save_split(split, run)
+    write_json(run / "preprocessing.json", {"preprocess": "none", "resize_mode": "squash"})
+    full = splits.read_split(run)
+    train = full[full["split"] == "train"].reset_index(drop=True)
+    train.attrs = full.attrs
+    train_short_checkpoint(train, run / "checkpoints" / "best.pt", size=size, steps=10,
+                           seed=0, epoch=2)
+    if ema:
+        train_short_checkpoint(train, run / "checkpoints" / "best_ema.pt", size=size,
+                               steps=14, seed=1, epoch=3)
+
+
+def _execute(run: Path, dataset: str, data_dir, **params) -> None:
+    pm.execute_notebook(str(NB), str(run / "08_evaluation.ipynb"), cwd=str(NB.parent),
+                        parameters={"dataset": dataset, "data_dir": str(data_dir),
+                                    "run_dir": str(run), "seed": 0, "batch_size": 32,
+                                    "workers": 0, **params},
+                        progress_bar=False, kernel_name="python3")
+
+
+def _check_consistency(run: Path, classes: list[str]) -> dict:
+    m = json.loads((run / "metrics.json").read_text())
+    pred = pd.read_csv(run / "predictions_test.csv")
+    split = splits.read_split(run)
+    assert len(pred) == (split["split"] == "test").sum() == m["n_test"]
+    pcols = [f"p_{c}" for c in classes]
+    assert list(pred.columns) == ["image_id", "relpath", "label", *pcols, "pred"]
+    p = pred[pcols].to_numpy()
+    assert np.allclose(p.sum(1), 1, atol=1e-6)
+    y = pred["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    head = m["models"][m["primary"]]["headline"]
+    assert head["accuracy"]["value"] == pytest.approx(skm.accuracy_score(y, p.argmax(1)))
+    assert head["balanced_accuracy"]["value"] == pytest.approx(
+        skm.balanced_accuracy_score(y, p.argmax(1)))
+    for v in head.values():
+        assert v["ci_low"] - 1e-9 <= v["value"] <= v["ci_high"] + 1e-9
+    assert m["calibration"]["temperature"] > 0
+    return m
+
+
+@pytest.fixture(scope="module")
+def ham_run(ham_manifest, ham_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("nb08") / "ham"
+    run.mkdir()
+    df = datasets.subsample(ham_manifest, 110, seed=0)
+    _prepare(run, df)
+    _execute(run, "ham10000", ham_dir.parent, n_bootstrap=40, tta_views=2,
+             gradcam_per_class=1, cam_max_images=24, worst_errors_shown=6)
+    return run
+
+
+def test_ham10000_evaluation(ham_run, ham_manifest):
+    m = _check_consistency(ham_run, list(ham_manifest.attrs["classes"]))
+    assert set(m["models"]) == {"best", "best_ema"} and m["primary"] == "best_ema"
+    assert m["tta_views"] == ["identity", "hflip"]
+    assert "balanced_accuracy" in m["tta"]["diff"]
+    pc = m["positive_class"]
+    assert pc["class"] == "melanoma" and len(pc["operating_points"]) == 4
+    assert any("of the melanoma cases in the test set" in s for s in pc["sentences"])
+    les = m["gradcam_in_lesion"]
+    assert les["images"] > 0 and 0 <= les["cam_inside_mean"] <= 1
+    assert 0 < les["lesion_area_mean"] < 1
+    per_class = m["models"]["best"]["per_class"]
+    assert set(per_class) == set(ham_manifest.attrs["classes"])
+
+
+def test_report_of_the_run(ham_run):
+    index = render_report(ham_run)
+    html = index.read_text()
+    assert "08_evaluation.story.html" in html and "SYNTHETIC" not in html
+    assert "best_ema" in html and "melanoma" in html
+    story = (ham_run / "report" / "08_evaluation.story.html").read_text()
+    assert "Grad-CAM" in story and "data:image/png;base64" in story
+    assert "import matplotlib" not in story  # code hidden
+    assert "import matplotlib" in (ham_run / "report" / "08_evaluation.html").read_text()
+
+
+def test_binary_dataset_without_masks_tta_or_ema(demo_manifest, tmp_path_factory):
+    """melanoma10k layout (benign / malignant) built from demo images."""
+    root = tmp_path_factory.mktemp("mel10k")
+    src = demo_manifest[demo_manifest["label"].isin(["mel", "nv"])]
+    src = pd.concat([src[src["label"] == "mel"].head(40), src[src["label"] == "nv"].head(40)])
+    for i, r in enumerate(src.itertuples()):
+        part = "test" if i % 5 == 0 else "train"
+        cls = "malignant" if r.label == "mel" else "benign"
+        d = root / "melanoma_cancer_dataset" / part / cls
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(r.path, d / f"{r.image_id}.jpg")
+    df = datasets.load_manifest("melanoma10k", root)
+    assert df.attrs["positive_class"] == "malignant"
+    run = tmp_path_factory.mktemp("nb08") / "bin"
+    run.mkdir()
+    _prepare(run, df, ema=False)
+    _execute(run, "melanoma10k", root, n_bootstrap=30, tta_views=1, checkpoint="best",
+             gradcam_per_class=1, cam_max_images=10)
+    m = _check_consistency(run, ["benign", "malignant"])
+    assert set(m["models"]) == {"best"} and m["tta"] is None
+    assert m["gradcam_in_lesion"] is None  # no masks in this dataset
+    assert m["positive_class"]["class"] == "malignant"
+    pred = pd.read_csv(run / "predictions_test.csv")
+    y = (pred["label"] == "malignant").to_numpy()
+    assert m["positive_class"]["auc"]["value"] == pytest.approx(
+        skm.roc_auc_score(y, pred["p_malignant"]))
+    assert m["models"]["best"]["headline"]["roc_auc_macro_ovr"]["value"] == pytest.approx(
+        skm.roc_auc_score(y, pred["p_malignant"]))
