@@ -1,15 +1,17 @@
 """The image cache: every image decoded, preprocessed and resized once.
 
 The cache is one ``uint8`` array of shape ``(N, size, size, 3)`` in a memory-mapped file
-plus a JSON sidecar. Its key hashes the dataset, size, preprocessing, resize mode and the
-list of files with their content hashes, so a change of any of them builds a new cache
+plus a JSON sidecar. Its key hashes the dataset, size, preprocessing, resize mode, the
+list of files with their content hashes and the source of :mod:`skinhelpers.imaging`, so a change of any of them builds a new cache
 and an unchanged request reuses the old one. Building runs in worker processes with a
 progress bar (``workers`` threads); the sidecar is written last, so an interrupted build is never mistaken for
 a finished one. Raw data is only read.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -21,6 +23,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from . import imaging
 from .imaging import RESIZE_MODES, ImageReadError, load_for_model, parse_preprocess
 from .progress import progress
 from .runs import PROJECT_ROOT, atomic_path, write_json
@@ -29,9 +32,15 @@ CACHE_VERSION = 1
 DEFAULT_CACHE_DIR = PROJECT_ROOT / "data" / "cache"
 
 
+@functools.lru_cache(maxsize=1)
+def _imaging_code_hash() -> str:
+    """A hash of the decoding/preprocessing code: a change to it invalidates caches."""
+    return hashlib.sha1(inspect.getsource(imaging).encode()).hexdigest()[:12]
+
+
 def cache_key(df: pd.DataFrame, size: int, preprocess: str, resize_mode: str) -> str:
     files = list(zip(df["relpath"].astype(str), df["sha1"].astype(str)))
-    payload = json.dumps({"v": CACHE_VERSION, "dataset": df.attrs.get("dataset"),
+    payload = json.dumps({"v": CACHE_VERSION, "code": _imaging_code_hash(), "dataset": df.attrs.get("dataset"),
                           "root": df.attrs.get("root"), "size": int(size),
                           "preprocess": preprocess, "resize_mode": resize_mode,
                           "files": files})

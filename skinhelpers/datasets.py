@@ -350,6 +350,8 @@ def find_root(dataset: str, data_dir: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"data folder {data_dir} does not exist")
     if spec.marker is None:
         return data_dir
+    if data_dir.name == spec.marker and data_dir.is_dir():
+        return data_dir  # given the marker folder itself (e.g. df.attrs["root"] of isic9)
     candidates = [data_dir]
     for depth in range(3):
         nxt = []

@@ -6,7 +6,9 @@ localization, dx_type, and lesion masks. Classes differ in colour, border irregu
 texture and structures (vessels, blue-grey veil, central white patch, lobules), and the
 metadata carry the same kind of shortcuts the real data has (dx_type depends on the
 diagnosis, age on the class), so every notebook, the leakage checks included, has
-something real to show. Two byte-identical image pairs are planted, as in HAM10000.
+something real to show. Two byte-identical image pairs are planted, as in HAM10000, and
+one re-scaled, re-encoded copy of a melanoma filed as a nevus under another lesion id (a
+cross-lesion near-duplicate with a conflicting label, for the leakage chapter).
 
 Nothing here is medical data. Every figure made from it is stamped SYNTHETIC.
 """
@@ -24,7 +26,7 @@ import pandas as pd
 
 from .datasets import HAM_CLASSES
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 # images per class (HAM-like imbalance, scaled down); lesions get 1-3 images each
 DEFAULT_COUNTS = {"nv": 210, "mel": 80, "bkl": 80, "bcc": 50, "akiec": 40, "vasc": 30,
                   "df": 30}
@@ -205,6 +207,21 @@ def generate_demo(root: str | os.PathLike, seed: int = 0,
         shutil.copyfile(mask_dir / f"{src['image_id']}_segmentation.png",
                         mask_dir / f"{image_id}_segmentation.png")
         rows.append({**src, "image_id": image_id})
+    # and one near-duplicate across lesions: a melanoma, re-scaled and re-encoded, filed
+    # as a nevus of another lesion (the kind of error the leakage chapter must find)
+    src = next(r for r in rows if r["dx"] == "mel")
+    n_img += 1
+    n_les += 1
+    image_id = f"SYN_{n_img:07d}"
+    img = cv2.imread(str(img_dir / f"{src['image_id']}.jpg"))
+    crop = img[3:-3, 4:-4]
+    img = cv2.resize(crop, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(img_dir / f"{image_id}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    mask = cv2.imread(str(mask_dir / f"{src['image_id']}_segmentation.png"), 0)
+    cv2.imwrite(str(mask_dir / f"{image_id}_segmentation.png"),
+                cv2.resize(mask[3:-3, 4:-4], (WIDTH, HEIGHT), interpolation=cv2.INTER_NEAREST))
+    rows.append({**src, "image_id": image_id, "lesion_id": f"SYNL_{n_les:06d}", "dx": "nv",
+                 "dx_type": "follow_up"})
     pd.DataFrame(rows).to_csv(root / "HAM10000_metadata.csv", index=False)
     (root / "SYNTHETIC.txt").write_text(
         "SYNTHETIC dermoscopy-like images made by skinhelpers.synthetic for demos and tests.\n"
@@ -222,20 +239,25 @@ def ensure_demo(root: str | os.PathLike, seed: int = 0) -> Path:
     """
     root = Path(root)
     stamp = root / ".demo.json"
+    replace_old = False
     if stamp.exists():
         info = json.loads(stamp.read_text())
-        if info.get("version") == DEMO_VERSION and info.get("seed") == seed:
+        if info.get("seed") != seed:
+            raise ValueError(f"{root} holds a demo dataset made with {info}; use another "
+                             f"folder for seed {seed} (or delete it)")
+        if info.get("version") == DEMO_VERSION:
             return root
-        raise ValueError(f"{root} holds a demo dataset made with {info}; use another folder "
-                         f"for seed {seed} (or delete it)")
-    if root.exists() and any(root.iterdir()):
+        replace_old = True  # made by an older generator: make it anew
+    elif root.exists() and any(root.iterdir()):
         raise ValueError(f"{root} is not empty and holds no demo dataset; refusing to write "
                          "into it")
     tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     generate_demo(tmp, seed=seed)
     root.parent.mkdir(parents=True, exist_ok=True)
-    if root.exists():
+    if replace_old:
+        shutil.rmtree(root)
+    elif root.exists():
         root.rmdir()
     os.replace(tmp, root)
     return root

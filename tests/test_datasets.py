@@ -216,3 +216,9 @@ def test_kaggle_ham_zip_with_lowercase_duplicate_folders(tmp_path):
         dst.write_bytes(src.read_bytes())
     df = load_manifest("ham10000", tmp_path)
     assert len(df) == 3 and df["relpath"].str.startswith("HAM10000_images_part_1/").all()
+
+
+def test_the_root_itself_is_accepted(isic9_manifest, ham_manifest):
+    again = load_manifest("isic9", isic9_manifest.attrs["root"])
+    assert len(again) == len(isic9_manifest)
+    assert len(load_manifest("ham10000", ham_manifest.attrs["root"])) == 10015

@@ -36,6 +36,8 @@ def test_demo_looks_like_ham10000(demo_manifest):
     assert df.attrs["classes"] == list(HAM_CLASSES)
     assert set(df["label"]) == set(HAM_CLASSES)
     assert 400 < len(df) < 700
+    # a re-encoded melanoma filed as a nevus of another lesion: not byte-identical
+    assert df.loc[df.image_id == df.image_id.max(), "label"].item() == "nv"
     per_lesion = df.groupby("lesion_id").size()
     assert per_lesion.max() >= 3 and (per_lesion > 1).sum() > 50  # several images per lesion
     assert df["age"].notna().all() and set(df["sex"]) <= {"male", "female", "unknown"}
