@@ -141,11 +141,13 @@ def bootstrap_indices(y, n_bootstrap: int, seed: int = 0,
 
 
 def bootstrap_ci(y, probs, fns: dict[str, Callable] | None = None, n_bootstrap: int = 1000,
-                 seed: int = 0, alpha: float = 0.05, stratified: bool = True) -> pd.DataFrame:
+                 seed: int = 0, alpha: float = 0.05, stratified: bool = True,
+                 desc: str | None = None) -> pd.DataFrame:
     """Point estimate and percentile bootstrap ``1 - alpha`` interval of each metric.
 
     ``fns`` maps a name to ``f(y, probs) -> float`` (default :data:`HEADLINE`). Resamples
-    where a metric is undefined (NaN) are left out of that metric's interval.
+    where a metric is undefined (NaN) are left out of that metric's interval. ``desc``
+    shows a progress bar.
     Returns a frame indexed by metric with ``value, ci_low, ci_high, n_boot``.
     """
     y, probs = _check(y, probs)
@@ -158,8 +160,10 @@ def bootstrap_ci(y, probs, fns: dict[str, Callable] | None = None, n_bootstrap: 
     with warnings.catch_warnings(), sklearn.config_context(assume_finite=True,
                                                            skip_parameter_validation=True):
         warnings.simplefilter("ignore")
-        boots = {k: np.array([f(y[i], probs[i]) for i in idx], dtype=np.float64)
-                 for k, f in fns.items()}
+        vals = [[f(y[i], probs[i]) for f in fns.values()]
+                for i in _progress(idx, desc)]
+    arr = np.array(vals, dtype=np.float64).reshape(len(idx), len(fns))
+    boots = {k: arr[:, j] for j, k in enumerate(fns)}
     for k, f in fns.items():
         value = float(f(y, probs))
         b = boots[k][np.isfinite(boots[k])]
@@ -170,8 +174,8 @@ def bootstrap_ci(y, probs, fns: dict[str, Callable] | None = None, n_bootstrap: 
 
 
 def paired_bootstrap_diff(y, probs_a, probs_b, fns: dict[str, Callable] | None = None,
-                          n_bootstrap: int = 1000, seed: int = 0,
-                          alpha: float = 0.05) -> pd.DataFrame:
+                          n_bootstrap: int = 1000, seed: int = 0, alpha: float = 0.05,
+                          desc: str | None = None) -> pd.DataFrame:
     """``metric(b) - metric(a)`` on the same images, with a paired bootstrap interval
     (both scored on each resample) and the share of resamples where ``b`` is better.
     The way to say whether a change (TTA, EMA, calibration) helps beyond noise."""
@@ -183,9 +187,12 @@ def paired_bootstrap_diff(y, probs_a, probs_b, fns: dict[str, Callable] | None =
     with warnings.catch_warnings(), sklearn.config_context(assume_finite=True,
                                                            skip_parameter_validation=True):
         warnings.simplefilter("ignore")
-        for k, f in fns.items():
+        diffs = np.array([[f(y[i], probs_b[i]) - f(y[i], probs_a[i]) for f in fns.values()]
+                          for i in _progress(idx, desc)], dtype=np.float64)
+        diffs = diffs.reshape(len(idx), len(fns))
+        for j, (k, f) in enumerate(fns.items()):
             a, b = float(f(y, probs_a)), float(f(y, probs_b))
-            d = np.array([f(y[i], probs_b[i]) - f(y[i], probs_a[i]) for i in idx])
+            d = diffs[:, j]
             d = d[np.isfinite(d)]
             lo, hi = (np.quantile(d, [alpha / 2, 1 - alpha / 2]) if len(d)
                       else (np.nan, np.nan))
@@ -193,6 +200,14 @@ def paired_bootstrap_diff(y, probs_a, probs_b, fns: dict[str, Callable] | None =
                          "ci_high": float(hi),
                          "p_better": float(np.mean(d > 0)) if len(d) else float("nan")})
     return pd.DataFrame(rows).set_index("metric")
+
+
+def _progress(it, desc: str | None):
+    if desc is None:
+        return it
+    from .progress import progress
+
+    return progress(it, desc=desc, unit="resample")
 
 
 def ci_dict(table: pd.DataFrame) -> dict:
@@ -259,7 +274,7 @@ def operating_point(y_pos, score, threshold: float) -> dict:
 
 def positive_class_analysis(y_val, p_val, y_test, p_test, pos: int, name: str = "melanoma",
                             targets: Sequence[float] = (0.95, 0.90), n_bootstrap: int = 1000,
-                            seed: int = 0) -> dict:
+                            seed: int = 0, desc: str | None = None) -> dict:
     """The clinical question for one class (melanoma vs rest): AUC on test with CI, and
     operating points whose thresholds are chosen on *validation* (for a specificity target
     and for a sensitivity target), then measured on test with bootstrap CIs.
@@ -276,7 +291,7 @@ def positive_class_analysis(y_val, p_val, y_test, p_test, pos: int, name: str = 
     yt_i, st2 = yt.astype(int), np.stack([1 - st, st], 1)
     fns = {"auc": lambda y, p: skm.roc_auc_score(y, p[:, 1]),
            "average_precision": lambda y, p: skm.average_precision_score(y, p[:, 1])}
-    table = bootstrap_ci(yt_i, st2, fns, n_bootstrap, seed)
+    table = bootstrap_ci(yt_i, st2, fns, n_bootstrap, seed, desc=desc and f"{desc} AUC")
     out: dict = {"class": name, "class_index": int(pos), "n_test_pos": int(yt.sum()),
                  "n_test_neg": int((~yt).sum()), "n_val_pos": int(yv.sum()),
                  **ci_dict(table), "operating_points": [], "sentences": []}
@@ -294,7 +309,7 @@ def positive_class_analysis(y_val, p_val, y_test, p_test, pos: int, name: str = 
             ci = bootstrap_ci(yt_i, st2, {
                 "sensitivity": lambda y, p: operating_point(y, p[:, 1], thr)["sensitivity"],
                 "specificity": lambda y, p: operating_point(y, p[:, 1], thr)["specificity"]},
-                n_bootstrap, seed)
+                n_bootstrap, seed, desc=desc and f"{desc} {kind} {t:.0%}")
             other = "sensitivity" if kind == "specificity" else "specificity"
             o, k = ci.loc[other], ci.loc[kind]
             if kind == "specificity":
@@ -410,12 +425,13 @@ def neg_log_loss(y, probs) -> float:
 
 
 def evaluate_predictions(y, probs, classes: Sequence[str], n_bootstrap: int = 1000,
-                         seed: int = 0) -> dict:
+                         seed: int = 0, desc: str | None = None) -> dict:
     """Everything for one set of test predictions, JSON-ready: ``metrics`` (all of
     :func:`classification_metrics`), ``headline`` (:data:`HEADLINE` with bootstrap CIs),
     ``per_class`` (:func:`per_class_report` as a dict)."""
     return {"metrics": classification_metrics(y, probs),
-            "headline": ci_dict(bootstrap_ci(y, probs, n_bootstrap=n_bootstrap, seed=seed)),
+            "headline": ci_dict(bootstrap_ci(y, probs, n_bootstrap=n_bootstrap, seed=seed,
+                                             desc=desc)),
             "per_class": per_class_report(y, probs, classes).to_dict(orient="index")}
 
 

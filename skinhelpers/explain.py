@@ -56,6 +56,20 @@ def find_target_layer(model: torch.nn.Module, image_size: int = 64) -> torch.nn.
     return found[-1][1]
 
 
+def layer_output_shape(model: torch.nn.Module, layer: torch.nn.Module,
+                       image_size: int) -> tuple[int, ...]:
+    """Shape of ``layer``'s output for one blank image: the CAM's native resolution."""
+    shape: list = []
+    h = layer.register_forward_hook(lambda m, i, o: shape.append(tuple(o.shape)))
+    try:
+        dev = next(model.parameters()).device
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, image_size, image_size, device=dev))
+    finally:
+        h.remove()
+    return shape[-1]
+
+
 def layer_name(model: torch.nn.Module, layer: torch.nn.Module) -> str:
     return next((n for n, m in model.named_modules() if m is layer), "?")
 
@@ -202,6 +216,6 @@ def plot_image_gallery(images: Sequence[np.ndarray], titles: Sequence[str], ncol
     return fig
 
 
-__all__ = ["find_target_layer", "layer_name", "grad_cam", "cams_for_images", "load_mask",
+__all__ = ["find_target_layer", "layer_output_shape", "layer_name", "grad_cam", "cams_for_images", "load_mask",
            "cam_in_lesion", "lesion_attention",
            "select_cases", "overlay", "plot_cam_gallery", "plot_image_gallery"]

@@ -75,6 +75,8 @@ def test_grad_cam_on_the_suite_models(arch):
     assert cams.shape == (2, 64, 64)
     assert np.isfinite(cams).all() and cams.max() <= 1 + 1e-6
     assert explain.layer_name(m, layer) != "?"
+    fmap = explain.layer_output_shape(m, layer, 64)
+    assert len(fmap) == 4 and fmap[0] == 1 and 1 < fmap[-1] <= 64
     assert all(p.grad is None for p in m.parameters())  # no gradients left behind
 
 
