@@ -55,15 +55,16 @@ def _pr_auc_macro(y: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean([skm.average_precision_score(y == c, probs[:, c]) for c in present]))
 
 
-def _labels_kw(probs: np.ndarray) -> dict:
-    return {"labels": list(range(probs.shape[1])), "zero_division": 0}
+# Averages follow scikit-learn's default: over the classes that occur in y_true or in the
+# predictions (a class with no test image and never predicted is left out, not scored 0).
+_AVG = {"zero_division": 0}
 
 
 #: the headline metrics: name -> f(y, probs); each gets a bootstrap CI
 HEADLINE: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": lambda y, p: skm.accuracy_score(y, p.argmax(1)),
     "balanced_accuracy": lambda y, p: skm.balanced_accuracy_score(y, p.argmax(1)),
-    "f1_macro": lambda y, p: skm.f1_score(y, p.argmax(1), average="macro", **_labels_kw(p)),
+    "f1_macro": lambda y, p: skm.f1_score(y, p.argmax(1), average="macro", **_AVG),
     "roc_auc_macro_ovr": _auc_ovr,
 }
 
@@ -73,12 +74,17 @@ def classification_metrics(y, probs) -> dict:
     (one-vs-rest over the classes present) and macro PR-AUC (average precision), NLL."""
     y, probs = _check(y, probs)
     pred = probs.argmax(1)
+    with warnings.catch_warnings():  # absent classes: explained where they occur
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return _classification_metrics(y, probs, pred)
+
+
+def _classification_metrics(y: np.ndarray, probs: np.ndarray, pred: np.ndarray) -> dict:
     out = {"n": int(len(y)),
            "accuracy": float(skm.accuracy_score(y, pred)),
            "balanced_accuracy": float(skm.balanced_accuracy_score(y, pred))}
     for avg in ("macro", "weighted"):
-        p, r, f, _ = skm.precision_recall_fscore_support(y, pred, average=avg,
-                                                         **_labels_kw(probs))
+        p, r, f, _ = skm.precision_recall_fscore_support(y, pred, average=avg, **_AVG)
         out.update({f"precision_{avg}": float(p), f"recall_{avg}": float(r),
                     f"f1_{avg}": float(f)})
     out["roc_auc_macro_ovr"] = _auc_ovr(y, probs)
@@ -90,10 +96,12 @@ def classification_metrics(y, probs) -> dict:
 
 def per_class_report(y, probs, classes: Sequence[str]) -> pd.DataFrame:
     """One row per class: precision, recall (sensitivity), F1, support, one-vs-rest
-    ROC-AUC and average precision (PR-AUC), specificity."""
+    ROC-AUC and average precision (PR-AUC), specificity. Undefined values (a class with
+    no test image, or never predicted) are NaN, not 0."""
     y, probs = _check(y, probs)
     pred = probs.argmax(1)
-    p, r, f, s = skm.precision_recall_fscore_support(y, pred, **_labels_kw(probs))
+    p, r, f, s = skm.precision_recall_fscore_support(
+        y, pred, labels=list(range(probs.shape[1])), zero_division=np.nan)
     cm = skm.confusion_matrix(y, pred, labels=list(range(probs.shape[1])))
     rows = []
     for c, name in enumerate(classes):
@@ -162,10 +170,11 @@ def bootstrap_ci(y, probs, fns: dict[str, Callable] | None = None, n_bootstrap: 
         warnings.simplefilter("ignore")
         vals = [[f(y[i], probs[i]) for f in fns.values()]
                 for i in _progress(idx, desc)]
-    arr = np.array(vals, dtype=np.float64).reshape(len(idx), len(fns))
+        arr = np.array(vals, dtype=np.float64).reshape(len(idx), len(fns))
+        values = {k: float(f(y, probs)) for k, f in fns.items()}
     boots = {k: arr[:, j] for j, k in enumerate(fns)}
-    for k, f in fns.items():
-        value = float(f(y, probs))
+    for k in fns:
+        value = values[k]
         b = boots[k][np.isfinite(boots[k])]
         lo, hi = (np.quantile(b, [alpha / 2, 1 - alpha / 2]) if len(b) else (np.nan, np.nan))
         rows.append({"metric": k, "value": value, "ci_low": float(lo), "ci_high": float(hi),
@@ -286,8 +295,10 @@ def positive_class_analysis(y_val, p_val, y_test, p_test, pos: int, name: str = 
     yt = np.asarray(y_test) == pos
     sv = np.asarray(p_val)[:, pos]
     st = np.asarray(p_test)[:, pos]
-    if not yt.any() or yt.all():
-        raise ValueError(f"the test split needs both {name} and other cases")
+    for split_name, yy in (("validation", yv), ("test", yt)):
+        if not yy.any() or yy.all():
+            raise ValueError(f"the {split_name} split needs both {name} and other cases to "
+                             f"analyse {name} vs rest (it has {int(yy.sum())} of {len(yy)})")
     yt_i, st2 = yt.astype(int), np.stack([1 - st, st], 1)
     fns = {"auc": lambda y, p: skm.roc_auc_score(y, p[:, 1]),
            "average_precision": lambda y, p: skm.average_precision_score(y, p[:, 1])}

@@ -180,3 +180,21 @@ def test_paired_bootstrap_difference():
     assert acc["ci_low"] > 0 and acc["p_better"] > 0.95  # clearly better, beyond noise
     same = ev.paired_bootstrap_diff(y, p, p.copy(), n_bootstrap=50)
     assert (same["diff"] == 0).all() and (same["ci_low"] == 0).all() and (same["ci_high"] == 0).all()
+
+
+def test_absent_classes_are_left_out_not_scored_zero():
+    """A class with no test image that is never predicted must not drag macro F1 down;
+    its per-class recall is undefined (NaN)."""
+    y = np.array([0, 0, 1, 1, 1])
+    p = np.array([[0.8, 0.1, 0.1], [0.4, 0.5, 0.1], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1],
+                  [0.3, 0.6, 0.1]])
+    m = ev.classification_metrics(y, p)
+    assert m["f1_macro"] == pytest.approx(skm.f1_score(y, p.argmax(1), average="macro"))
+    assert m["f1_macro"] == pytest.approx(skm.f1_score(y, p.argmax(1), average="macro",
+                                                       labels=[0, 1]))
+    assert m["balanced_accuracy"] == pytest.approx(0.75)
+    assert m["roc_auc_macro_ovr"] == pytest.approx(np.mean(
+        [skm.roc_auc_score(y == c, p[:, c]) for c in (0, 1)]))
+    rep = ev.per_class_report(y, p, ["a", "b", "c"])
+    assert rep.loc["c", "support"] == 0 and np.isnan(rep.loc["c", "recall"])
+    assert rep.loc["a", "recall"] == pytest.approx(0.5)
