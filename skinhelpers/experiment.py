@@ -81,7 +81,7 @@ def load_data(run_dir, image_size: int, workers: int = 2, seed: int = 0,
     """Training and validation datasets over the image cache of the run's split."""
     from .augment import eval_transform, train_transform
     from .cache import CachedImageDataset, build_cache
-    from .datasets import subsample
+    from .datasets import read_manifest, subsample
     from .splits import read_split
 
     df = read_split(run_dir)
@@ -95,8 +95,12 @@ def load_data(run_dir, image_size: int, workers: int = 2, seed: int = 0,
                          "for early stopping and checkpoint selection")
     if max_train_images and max_train_images < len(train_df):
         train_df = subsample(train_df, int(max_train_images), seed=seed).reset_index(drop=True)
-    used = pd.concat([train_df, val_df], ignore_index=True)
-    used.attrs = df.attrs
+    if len(train_df) == (df["split"] == "train").sum():
+        # the whole manifest: the same cache (same key) as notebooks 02, 05 and 08 build
+        used = read_manifest(run_dir)
+    else:  # a subsample for quick trials: cache only what is used
+        used = pd.concat([train_df, val_df], ignore_index=True)
+        used.attrs = df.attrs
     cache = build_cache(used, image_size, pre["preprocess"], pre["resize_mode"],
                         cache_dir=cache_dir, workers=workers or None,
                         show_progress=show_progress)

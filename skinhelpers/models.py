@@ -415,6 +415,26 @@ def build_model(name: str, num_classes: int, pretrained: bool | str | None = Non
     return model
 
 
+def describe_models(num_classes: int = 7) -> "pd.DataFrame":
+    """One row per factory model: what it is, its parameter count, where its weights come from.
+
+    The networks are built on the ``meta`` device (no memory, no weights), so this is quick.
+    """
+    import pandas as pd
+
+    hub = hub_available()
+    rows = []
+    for name, spec in MODEL_SPECS.items():
+        with torch.device("meta"):
+            total, _ = count_parameters(build_model(name, num_classes, pretrained=False))
+        source = ("none (from scratch)" if not spec.pretrained else
+                  "offline package" if spec.package else
+                  "Hugging Face hub" + ("" if hub else " (NOT reachable here)"))
+        rows.append({"model": name, "what": spec.description, "parameters (M)": total / 1e6,
+                     "default weights": source})
+    return pd.DataFrame(rows)
+
+
 def model_kwargs(num_classes: int, drop_rate: float = 0.2, hidden_dim: int = 0,
                  drop_path_rate: float = 0.0) -> dict:
     """The keyword arguments a checkpoint stores to rebuild the network."""

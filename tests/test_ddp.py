@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-import torch
 
 from helpers_train import demo_run_folder
 from skinhelpers import checkpoints, experiment

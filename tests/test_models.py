@@ -47,6 +47,15 @@ def test_frozen_backbone_trains_only_the_head_and_keeps_bn_statistics():
     assert models.count_parameters(m)[1] == total and m.backbone.training
 
 
+def test_describe_models():
+    table = models.describe_models(7)
+    assert list(table["model"]) == list(models.MODEL_NAMES)
+    small = table.set_index("model")["parameters (M)"]
+    real = models.count_parameters(models.build_model("resnet18", 7))[0] / 1e6
+    assert small["resnet18"] == pytest.approx(real)
+    assert small["resnet50"] > small["resnet18"] > small["small_cnn"]
+
+
 def test_variants():
     assert models.parse_variant("efficientnet_lite0") == {
         "arch": "efficientnet_lite0", "pretrained": True, "frozen": False,

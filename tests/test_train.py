@@ -30,7 +30,7 @@ def test_short_run_on_real_ham10000_lowers_the_loss(ham_manifest, tmp_path):
     from skinhelpers.cache import CachedImageDataset, build_cache
 
     df = ham_manifest.dropna(subset=["path"])
-    train = df.groupby("label", sort=True).head(16).reset_index(drop=True)
+    train = df.groupby("label", sort=True).head(12).reset_index(drop=True)
     val = df[~df["group"].isin(train["group"])].groupby("label", sort=True).head(6)
     used = pd.concat([train, val], ignore_index=True)
     used.attrs = df.attrs
@@ -39,7 +39,7 @@ def test_short_run_on_real_ham10000_lowers_the_loss(ham_manifest, tmp_path):
     meta = DataMeta(classes=df.attrs["classes"], image_size=48, dataset="ham10000",
                     positive_class="mel")
     cfg = _cfg(arch="efficientnet_lite0", epochs=3, freeze_epochs=1, lr=2e-3, ema=False,
-               label_smoothing=0.0, batch_size=16, save="none")
+               label_smoothing=0.0, batch_size=12, save="none")
     tr = Trainer(cfg, train_ds, val_ds, train["label_idx"].to_numpy(), meta, tmp_path / "out")
     plain = torch.utils.data.DataLoader(train_ds, batch_size=64)
     logits, y = tr.predict(tr.model, plain)
@@ -116,7 +116,7 @@ def test_early_stopping_stops(tmp_path):
 
 
 def test_no_early_stop_while_improving(tmp_path):
-    ds, labels = toy_dataset(96)
+    ds, labels = toy_dataset(64)
     res = Trainer(_cfg(epochs=3, patience=3, ema=False, save="none"), ds, ds, labels, META,
                   tmp_path).fit()
     assert not res["stopped_early"] and res["epochs_run"] == 3
