@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import random
@@ -54,10 +55,23 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+def _strict(obj: Any) -> Any:
+    """NaN and infinities become ``null``: strict JSON that browsers and jq can read."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as pretty JSON, atomically."""
+    """Write ``obj`` as pretty, strict JSON (NaN -> null), atomically."""
+    text = json.dumps(_strict(json.loads(json.dumps(obj, default=_jsonable))), indent=2,
+                      allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_jsonable, sort_keys=False) + "\n")
+        tmp.write_text(text + "\n")
     return Path(path)
 
 
