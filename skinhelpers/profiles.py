@@ -55,6 +55,10 @@ PROFILES: dict[str, dict] = {
         "batch_size": 32,
         "patience": 0,
         "max_minutes": 0,
+        # 08: evaluation
+        "n_bootstrap": 200,
+        "tta_views": 2,
+        "cam_max_images": 100,
     },
     "cpu": {
         "image_size": 128,
