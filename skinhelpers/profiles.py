@@ -62,6 +62,9 @@ PROFILES: dict[str, dict] = {
     },
     "cpu": {
         "image_size": 128,
+        # 02: colour constancy removes the dermatoscope's colour cast (ISIC 2017-2019
+        # winners); it flows into the image cache, so 04-08 train and test on it
+        "preprocess": "shades_of_gray",
         "max_images": 0,  # 0: all images
         "workers": 2,
         "trial_models": ["small_cnn", "resnet18", "efficientnet_lite0:scratch",
@@ -78,6 +81,7 @@ PROFILES: dict[str, dict] = {
     },
     "gpu": {
         "image_size": 224,
+        "preprocess": "shades_of_gray",
         "max_images": 0,
         "workers": 8,
         "trial_models": ["small_cnn", "resnet18", "resnet34", "resnet50", "resnet50_frozen",
