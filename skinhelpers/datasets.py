@@ -391,6 +391,13 @@ def default_demo_dir(seed: int = 0) -> Path:
     return PROJECT_ROOT / "data" / "demo" / f"seed{seed}"
 
 
+def has_shipped_split(df: pd.DataFrame) -> bool:
+    """Whether the dataset ships its own train and test parts (``source_split``)."""
+    if "source_split" not in df.columns:
+        return False
+    return {"train", "test"} <= set(df["source_split"].dropna())
+
+
 def class_counts(df: pd.DataFrame) -> pd.Series:
     """Images per class, in the dataset's class order (zeros included)."""
     return df["label"].value_counts().reindex(df.attrs["classes"], fill_value=0)

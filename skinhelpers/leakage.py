@@ -24,6 +24,7 @@ import pandas as pd
 from scipy import stats
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
+from .datasets import has_shipped_split
 from .eda import clean_category
 from .imaging import read_rgb
 from .progress import progress
@@ -220,11 +221,6 @@ def split_indices(df: pd.DataFrame, method: str = "naive", test_size: float = 0.
             raise ValueError("the dataset ships no train/test split (source_split)")
         return tr, te
     raise ValueError(f"split method '{method}' is not 'naive', 'grouped' or 'shipped'")
-
-
-def has_shipped_split(df: pd.DataFrame) -> bool:
-    sp = set(df["source_split"].dropna()) if "source_split" in df else set()
-    return {"train", "test"} <= sp
 
 
 def pairs_across(pairs: pd.DataFrame, df: pd.DataFrame, train_idx, test_idx) -> int:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold
 
-from .datasets import read_manifest, union_groups
+from .datasets import has_shipped_split, read_manifest, union_groups
 from .runs import read_json, write_csv, write_json
 
 SPLITS = ("train", "val", "test")
@@ -69,11 +69,6 @@ def _check_inputs(df: pd.DataFrame, group_col: str, val_size: float, test_size: 
         raise ValueError(f"val_size + test_size must be < 1, got {val_size} + {test_size}")
     if n_folds < 0 or n_folds == 1 or int(n_folds) != n_folds:
         raise ValueError(f"n_folds must be 0 (no folds) or an integer >= 2, got {n_folds}")
-
-
-def has_shipped_split(df: pd.DataFrame) -> bool:
-    """Whether the manifest carries a shipped test set (``source_split == "test"``)."""
-    return "source_split" in df.columns and bool((df["source_split"] == "test").any())
 
 
 # ----------------------------------------------------------------------------- near-duplicates
