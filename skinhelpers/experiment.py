@@ -188,7 +188,14 @@ def launch(config_path, nproc: int, log_path=None, extra_env: dict | None = None
     Returns the summary the main process wrote (``train_result.json``); a failure raises
     with the tail of the log.
     """
+    import torch
+
     spec = read_json(config_path)
+    gpus = torch.cuda.device_count()
+    if int(nproc) < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
+    if gpus and int(nproc) > gpus:
+        raise ValueError(f"nproc={nproc} but this machine has {gpus} GPU(s); use at most {gpus}")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={int(nproc)}", "-m", "skinhelpers.train", "--config",
            str(Path(config_path).resolve())]

@@ -12,7 +12,8 @@ training on 2 cores: ImageNet EfficientNet-Lite0 at 128 px, one epoch of head wa
 the frozen backbone, then fine-tuning with a 0.3x backbone learning rate, square-root
 class-balanced sampling plus a logit-adjusted loss (the remaining imbalance is folded into
 the loss, so the plain argmax suits balanced accuracy), label smoothing 0.1, EMA weights,
-and model selection / early stopping on validation balanced accuracy.
+and model selection / early stopping on validation balanced accuracy. ``torch.compile``
+roughly doubles CPU training speed here (measured on lite0 at 128 px), so 24 epochs fit.
 """
 from __future__ import annotations
 
@@ -75,8 +76,10 @@ PROFILES: dict[str, dict] = {
         "trial_batch_size": 32,
         "trial_max_train_images": 2000,
         **_RECIPE,
-        "epochs": 18,
+        "epochs": 24,
         "batch_size": 32,
+        "compile": True,  # ~2x faster training on this CPU, about 2 min of compiling
+        "patience": 8,
         "max_minutes": 45,
     },
     "gpu": {

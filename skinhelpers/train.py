@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import sys
 import time
 import warnings
@@ -49,6 +50,7 @@ from .trainconfig import MONITORS, RESUME_KEYS, SCHEDULERS, DataMeta, TrainConfi
 
 __all__ = ["TrainConfig", "DataMeta", "Trainer", "val_metrics", "MONITORS", "SCHEDULERS",
            "RESUME_KEYS", "main"]
+
 
 # --------------------------------------------------------------------------- metrics
 def val_metrics(logits: torch.Tensor, labels: torch.Tensor, positive_index: int | None) -> dict:
@@ -238,7 +240,18 @@ class Trainer:
                     g["lr"] = lr
         self.state["phase"] = name
         model = ddp.wrap(self.model, self.dist)  # rebuilt: DDP records trainable params
-        self.train_model = torch.compile(model) if cfg.compile else model
+        self.train_model = torch.compile(model) if self._can_compile() else model
+
+    def _can_compile(self) -> bool:
+        """``cfg.compile``, unless the CPU backend has no C++ compiler to build its kernels."""
+        if not self.cfg.compile:
+            return False
+        if self.dev.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+            if self.dist.is_main:
+                print("note: compile=True ignored: torch.compile on the CPU needs a C++ compiler "
+                      "(g++ or clang++), none found", flush=True)
+            return False
+        return True
 
     # ----------------------------------------------------------------- resume
     def maybe_resume(self) -> int:

@@ -89,6 +89,7 @@ def plot_trials(table: pd.DataFrame, title: str = "", synthetic: bool = False):
         ax.annotate(r["trial"], (r["images_per_s"], r["balanced_accuracy"]), fontsize=8,
                     textcoords="offset points", xytext=(5, 3))
     ax.set_xscale("log")
+    ax.margins(x=0.25, y=0.15)
     ax.set_xlabel("training images / s (log)")
     ax.set_ylabel("validation balanced accuracy")
     ax.set_title("accuracy vs speed (marker size: parameters)")
