@@ -170,7 +170,13 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
         self.use_amp = cfg.amp and self.dev.type == "cuda"
         self.amp_dtype = getattr(torch, cfg.amp_dtype)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and cfg.amp_dtype == "float16")
+        if self.dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed image size: pick the fastest kernels
+            torch.set_float32_matmul_precision("high")
+            if self.use_amp and self.amp_dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+                self.amp_dtype = torch.float16  # older GPUs: float16 with a GradScaler
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp
+                                           and self.amp_dtype == torch.float16)
         self.ema = None
         if cfg.ema:
             from timm.utils import ModelEmaV3
