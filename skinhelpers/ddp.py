@@ -45,6 +45,18 @@ def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     return dev
 
 
+def loader_workers(workers: int, device: torch.device | str) -> int:
+    """DataLoader worker processes to use on ``device``: ``workers`` on a GPU, none on the CPU.
+
+    On the CPU the model's compute threads already occupy every core, and a worker process
+    that preempts one of them stalls each parallel region at its barrier: on 2 cores, 1 or 2
+    workers halved training speed while loading in the main process kept 96% of a bare
+    loop's speed (``benchmarks/bench_train.py``, RESULTS.md section 2). Augmenting a cached
+    image costs ~1.5 ms, cheap beside the model's step.
+    """
+    return 0 if torch.device(device).type == "cpu" else max(0, int(workers))
+
+
 def setup(device: str = "auto", backend: str | None = None, timeout_s: int = 1800) -> DistInfo:
     """Join the process group if launched by torchrun; return rank, world size and device."""
     if not launched_by_torchrun() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:

@@ -167,7 +167,9 @@ class Trainer:
         self.std = torch.tensor(model.std, device=self.dev).view(1, 3, 1, 1) * 255
         self.n_params, _ = count_parameters(self.model)
 
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
+        # fused: one kernel for all parameters (CPU and CUDA); the default steps tensor by tensor
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
+                                           fused=self.dev.type in ("cpu", "cuda"))
         self.use_amp = cfg.amp and self.dev.type == "cuda"
         self.amp_dtype = getattr(torch, cfg.amp_dtype)
         if self.dev.type == "cuda":
@@ -195,8 +197,9 @@ class Trainer:
                                 cfg.seed, self.dist.rank, self.dist.world_size)
         self.generator = torch.Generator()
         pin = self.dev.type == "cuda"
+        self.loader_workers = ddp.loader_workers(cfg.workers, self.dev)
         self.train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
-                                       num_workers=cfg.workers, pin_memory=pin, drop_last=True,
+                                       num_workers=self.loader_workers, pin_memory=pin, drop_last=True,
                                        generator=self.generator,
                                        persistent_workers=False)
         if len(self.train_loader) == 0:
@@ -204,7 +207,8 @@ class Trainer:
                              f"{cfg.batch_size} per process; lower batch_size")
         shard = Subset(val_ds, shard_indices(len(val_ds), self.dist.rank, self.dist.world_size))
         self.val_loader = DataLoader(shard, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
-                                     shuffle=False, num_workers=cfg.workers, pin_memory=pin)
+                                     shuffle=False, num_workers=self.loader_workers,
+                                     pin_memory=pin)
 
         self.history: list[dict] = []
         self.state = {"next_epoch": 0, "global_step": 0, "phase": None, "phase_step": 0,
@@ -392,6 +396,7 @@ class Trainer:
         if main:
             print(f"{self.arch}: {self.n_params / 1e6:.2f} M parameters, weights "
                   f"{self.pretrained_source}, device {self.dev}, world {self.dist.world_size}, "
+                  f"{self.loader_workers} loader workers, "
                   f"{len(self.train_loader)} steps/epoch, phases "
                   f"{[(p, a + 1, b) for p, a, b in self.phases]}", flush=True)
         t_start = time.perf_counter()

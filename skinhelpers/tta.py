@@ -88,12 +88,33 @@ def _device_of(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+def prepare_model(model: torch.nn.Module, channels_last: bool = True,
+                  compile: bool = False) -> torch.nn.Module:
+    """``model`` in eval mode, optionally in channels_last memory format and compiled.
+
+    Inputs follow the model's format in :func:`predict_batch`. Which is fastest is measured
+    by ``benchmarks/bench_infer.py`` (RESULTS.md section 3).
+    """
+    model.eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if compile else model
+
+
+def _is_channels_last(model: torch.nn.Module) -> bool:
+    return any(p.ndim == 4 and not p.is_contiguous()
+               and p.is_contiguous(memory_format=torch.channels_last)
+               for p in model.parameters())
+
+
 @torch.inference_mode()
 def predict_batch(model: torch.nn.Module, x: torch.Tensor, mean: Sequence[float],
                   std: Sequence[float], views: int | Sequence[str] = 1) -> tuple:
     """``(probs, logits)`` tensors (CPU, float64) of one uint8 batch, averaged over views."""
     names = resolve_views(views)
     x = to_model_input(x, mean, std, _device_of(model))
+    if _is_channels_last(model):
+        x = x.contiguous(memory_format=torch.channels_last)
     model.eval()
     probs, logits = None, None
     for v in names:
@@ -145,10 +166,13 @@ def predict_frame(model: torch.nn.Module, cache, df, mean: Sequence[float],
 
     from .cache import CachedImageDataset
 
+    from .ddp import loader_workers
+
     loader = DataLoader(CachedImageDataset(cache, df), batch_size=batch_size, shuffle=False,
-                        num_workers=workers)
+                        num_workers=loader_workers(workers, _device_of(model)))
     return predict_loader(model, loader, mean, std, views, desc)
 
 
 __all__ = ["VIEWS", "resolve_views", "apply_view", "to_model_input", "Predictions",
+           "prepare_model",
            "predict_batch", "predict_loader", "predict_frame"]
