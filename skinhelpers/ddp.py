@@ -57,6 +57,17 @@ def loader_workers(workers: int, device: torch.device | str) -> int:
     return 0 if torch.device(device).type == "cpu" else max(0, int(workers))
 
 
+def compile_blocker(device: torch.device | str) -> str | None:
+    """Why ``torch.compile`` cannot run on ``device`` here, or ``None`` when it can: its CPU
+    backend builds C++ kernels and needs a compiler (g++ or clang++)."""
+    import shutil
+
+    if torch.device(device).type == "cpu" and not any(
+            shutil.which(c) for c in ("g++", "c++", "clang++")):
+        return "torch.compile on the CPU needs a C++ compiler (g++ or clang++), none found"
+    return None
+
+
 def setup(device: str = "auto", backend: str | None = None, timeout_s: int = 1800) -> DistInfo:
     """Join the process group if launched by torchrun; return rank, world size and device."""
     if not launched_by_torchrun() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:

@@ -76,7 +76,7 @@ def predict_images(checkpoint, paths: Iterable[str | os.PathLike] | str | os.Pat
     """
     from .checkpoints import load_checkpoint, model_from_checkpoint
     from .progress import progress
-    from .tta import predict_batch, resolve_views
+    from .tta import predict_batch, prepare_model, resolve_views
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -84,6 +84,7 @@ def predict_images(checkpoint, paths: Iterable[str | os.PathLike] | str | os.Pat
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, info = model_from_checkpoint(ckpt, device)
+    model = prepare_model(model, channels_last=True)  # eager: compiling costs more than it saves here
     classes = list(info["classes"])
     views = resolve_views(tta)
     ds = _ImageFiles(files, int(info["image_size"]), info["preprocess"], info["resize_mode"])

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import sys
 import time
 import warnings
@@ -253,15 +252,13 @@ class Trainer:
         self.train_model = torch.compile(model) if self._can_compile() else model
 
     def _can_compile(self) -> bool:
-        """``cfg.compile``, unless the CPU backend has no C++ compiler to build its kernels."""
+        """``cfg.compile``, unless torch.compile cannot run on this device here."""
         if not self.cfg.compile:
             return False
-        if self.dev.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
-            if self.dist.is_main:
-                print("note: compile=True ignored: torch.compile on the CPU needs a C++ compiler "
-                      "(g++ or clang++), none found", flush=True)
-            return False
-        return True
+        blocker = ddp.compile_blocker(self.dev)
+        if blocker and self.dist.is_main:
+            print(f"note: compile=True ignored: {blocker}", flush=True)
+        return blocker is None
 
     # ----------------------------------------------------------------- resume
     def maybe_resume(self) -> int:

@@ -90,15 +90,25 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 
 def prepare_model(model: torch.nn.Module, channels_last: bool = True,
                   compile: bool = False) -> torch.nn.Module:
-    """``model`` in eval mode, optionally in channels_last memory format and compiled.
-
-    Inputs follow the model's format in :func:`predict_batch`. Which is fastest is measured
-    by ``benchmarks/bench_infer.py`` (RESULTS.md section 3).
+    """``model`` ready for prediction: eval mode, channels_last memory format (inputs follow
+    it in :func:`predict_batch`), optionally ``torch.compile``-d (skipped with a note where it
+    cannot run). Measured on 2 CPU cores with EfficientNet-Lite0 at 128 px
+    (``benchmarks/bench_infer.py``, RESULTS.md section 3): channels_last is 1.5x faster
+    eager; compiling is ~2x faster again once warm but costs 10-25 s first, so it pays from
+    a few thousand images on (notebook 08 with TTA), not for a handful (``predict``).
     """
+    from .ddp import compile_blocker
+
     model.eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if compile else model
+    if compile:
+        blocker = compile_blocker(_device_of(model))
+        if blocker:
+            print(f"note: compile ignored: {blocker}", flush=True)
+        else:
+            model = torch.compile(model)
+    return model
 
 
 def _is_channels_last(model: torch.nn.Module) -> bool:
@@ -113,12 +123,11 @@ def predict_batch(model: torch.nn.Module, x: torch.Tensor, mean: Sequence[float]
     """``(probs, logits)`` tensors (CPU, float64) of one uint8 batch, averaged over views."""
     names = resolve_views(views)
     x = to_model_input(x, mean, std, _device_of(model))
-    if _is_channels_last(model):
-        x = x.contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if _is_channels_last(model) else torch.contiguous_format
     model.eval()
     probs, logits = None, None
-    for v in names:
-        out = model(apply_view(x, v)).double()
+    for v in names:  # every view in the model's memory format: one compiled graph for all
+        out = model(apply_view(x, v).contiguous(memory_format=fmt)).double()
         p = out.softmax(1)
         probs = p if probs is None else probs + p
         if logits is None:
