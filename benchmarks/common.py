@@ -13,7 +13,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SKINLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
-RESULTS_DIR = ROOT / "benchmarks" / "results"
+# where result JSON goes; the CI smoke test points it at a temporary folder
+RESULTS_DIR = Path(os.environ.get("SKINLAB_BENCH_RESULTS", ROOT / "benchmarks" / "results"))
 
 
 def machine() -> dict:
@@ -59,6 +60,15 @@ def save(name: str, payload: dict) -> Path:
     payload = {"benchmark": name, "machine": machine(), "command": " ".join(sys.argv),
                **payload}
     path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.replace(path)
     print(f"wrote {path}")
     return path
+
+
+def pipeline_args(pairs: list[list[str]]) -> dict:
+    """``-p NAME VALUE`` pairs as notebook parameters (values parsed like run_all.sh does)."""
+    from skinhelpers.pipeline import parse_value
+
+    return {k: parse_value(v) for k, v in pairs}
