@@ -12,4 +12,4 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 PY=$(bash scripts/setup_env.sh)
 export SKINHELPERS_PROGRESS=${SKINHELPERS_PROGRESS:-plain}
-exec "$PY" -m skinhelpers.pipeline "$@"
+exec "$PY" -m skinhelpers.run.pipeline "$@"

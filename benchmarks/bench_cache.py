@@ -16,8 +16,8 @@ from pathlib import Path
 
 from common import SHARED_DATA, repeat, save, spread
 
-from skinhelpers.cache import build_cache
-from skinhelpers.datasets import load_manifest
+from skinhelpers.data.cache import build_cache
+from skinhelpers.data.manifest import load_manifest
 
 
 def main() -> None:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from common import ROOT, pipeline_args, save
 
-from skinhelpers import pipeline
-from skinhelpers.runs import read_json
+from skinhelpers.run import pipeline
+from skinhelpers.files import read_json
 
 # what notebooks 01-06 leave in a run folder and 07-08 read
 DATA_DECISIONS = ("manifest.csv", "manifest.json", "split.csv", "split.json",

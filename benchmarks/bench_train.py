@@ -1,6 +1,6 @@
 """Benchmark 2: training-loop overhead of the real trainer against a bare loop.
 
-Both halves run in one process on the same :class:`skinhelpers.train.Trainer` (same model,
+Both halves run in one process on the same :class:`skinhelpers.train.trainer.Trainer` (same model,
 ``torch.compile`` setting, channels_last, optimizer, loss, batch size and image size, the
 ``cpu`` profile's recipe by default):
 
@@ -27,13 +27,14 @@ import time
 import torch
 from common import SHARED_DATA, save, spread
 
-from skinhelpers.augment import train_transform
-from skinhelpers.cache import CachedImageDataset, build_cache
-from skinhelpers.datasets import load_manifest, subsample
-from skinhelpers.experiment import make_config
-from skinhelpers.profiles import resolve
-from skinhelpers.train import DataMeta, Trainer
-from skinhelpers.trainconfig import TrainConfig
+from skinhelpers.train.augment import train_transform
+from skinhelpers.data.cache import CachedImageDataset, build_cache
+from skinhelpers.data.manifest import load_manifest, subsample
+from skinhelpers.train.experiment import make_config
+from skinhelpers.run.profiles import resolve
+from skinhelpers.train.config import DataMeta
+from skinhelpers.train.trainer import Trainer
+from skinhelpers.train.config import TrainConfig
 
 
 def bare_steps(tr: Trainer, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:

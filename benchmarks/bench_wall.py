@@ -19,7 +19,7 @@ import time
 
 from common import ROOT, save, spread
 
-from skinhelpers.runs import read_json
+from skinhelpers.files import read_json
 
 
 def main() -> None:

@@ -69,6 +69,6 @@ def save(name: str, payload: dict) -> Path:
 
 def pipeline_args(pairs: list[list[str]]) -> dict:
     """``-p NAME VALUE`` pairs as notebook parameters (values parsed like run_all.sh does)."""
-    from skinhelpers.pipeline import parse_value
+    from skinhelpers.run.pipeline import parse_value
 
     return {k: parse_value(v) for k, v in pairs}

@@ -14,14 +14,14 @@ import sys
 
 
 def _datasets(argv):
-    from .datasets import describe
+    from skinhelpers.data.registry import describe
 
     print(describe())
     return 0
 
 
 def _download(argv):
-    from .download import DownloadError, download
+    from skinhelpers.data.download import DownloadError, download
 
     ap = argparse.ArgumentParser(prog="skinhelpers download")
     ap.add_argument("dataset")
@@ -38,8 +38,8 @@ def _download(argv):
 
 
 def _validate(argv):
-    from .datasets import load_manifest
-    from .validate import validate
+    from skinhelpers.data.manifest import load_manifest
+    from skinhelpers.data.validate import validate
 
     ap = argparse.ArgumentParser(prog="skinhelpers validate")
     ap.add_argument("dataset")
@@ -50,20 +50,20 @@ def _validate(argv):
     report = validate(df)
     print(report)
     if a.findings:
-        from .runs import write_csv
+        from skinhelpers.files import write_csv
 
         write_csv(a.findings, report.findings)
     return 0
 
 
 def _run(argv):
-    from .pipeline import main
+    from skinhelpers.run.pipeline import main
 
     return main(argv)
 
 
 def _predict(argv):
-    from .predict import main
+    from skinhelpers.evaluate.predict import main
 
     return main(argv)
 

@@ -36,27 +36,27 @@ def isic9_dir(shared_data) -> Path:
 
 @pytest.fixture(scope="session")
 def ham_manifest(ham_dir):
-    from skinhelpers.datasets import load_manifest
+    from skinhelpers.data.manifest import load_manifest
 
     return load_manifest("ham10000", ham_dir)
 
 
 @pytest.fixture(scope="session")
 def isic9_manifest(isic9_dir):
-    from skinhelpers.datasets import load_manifest
+    from skinhelpers.data.manifest import load_manifest
 
     return load_manifest("isic9", isic9_dir)
 
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
-    from skinhelpers.synthetic import ensure_demo
+    from skinhelpers.data.synthetic import ensure_demo
 
     return ensure_demo(tmp_path_factory.mktemp("demo") / "seed0", seed=0)
 
 
 @pytest.fixture(scope="session")
 def demo_manifest(demo_dir):
-    from skinhelpers.datasets import load_manifest
+    from skinhelpers.data.manifest import load_manifest
 
     return load_manifest("demo", demo_dir)

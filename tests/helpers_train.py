@@ -20,7 +20,8 @@ def toy_dataset(n: int = 96, size: int = 32, classes: int = 3, seed: int = 0):
 
 def demo_run_folder(demo_manifest, run_dir: Path, seed: int = 0) -> Path:
     """A run folder with the demo manifest and a grouped split (what notebooks 01 and 04 write)."""
-    from skinhelpers import datasets, splits
+    from skinhelpers.data import manifest as datasets
+    from skinhelpers.split import grouped as splits
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

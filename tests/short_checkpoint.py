@@ -2,7 +2,7 @@
 
 ``train_short_checkpoint`` trains a small network for a few steps with a plain torch loop
 on images prepared exactly as the cache prepares them, and saves it with
-:func:`skinhelpers.checkpoints.save_checkpoint`, so prediction, Grad-CAM and the
+:func:`skinhelpers.model.checkpoints.save_checkpoint`, so prediction, Grad-CAM and the
 notebook can be tested on a real (if barely trained) model in seconds.
 """
 from __future__ import annotations
@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from skinhelpers import checkpoints, models
-from skinhelpers.imaging import load_for_model
-from skinhelpers.tta import to_model_input
+from skinhelpers.model import checkpoints
+from skinhelpers.model import factory as models
+from skinhelpers.data.imaging import load_for_model
+from skinhelpers.evaluate.tta import to_model_input
 
 
 def pick_images(df: pd.DataFrame, per_class: int = 8, seed: int = 0) -> pd.DataFrame:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from skinhelpers import augment
-from skinhelpers.imaging import load_for_model
+from skinhelpers.train import augment
+from skinhelpers.data.imaging import load_for_model
 
 SIZE = 48
 

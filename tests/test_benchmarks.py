@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from helpers_train import demo_run_folder
-from skinhelpers.runs import PROJECT_ROOT
+from skinhelpers.files import PROJECT_ROOT
 
 BENCH = PROJECT_ROOT / "benchmarks"
 pytestmark = [pytest.mark.slow]

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from helpers_images import write_jpg, write_truncated
-from skinhelpers import cache as C
-from skinhelpers.datasets import load_manifest
-from skinhelpers.imaging import ImageReadError, fit_to_square, load_for_model, read_rgb
+from skinhelpers.data import cache as C
+from skinhelpers.data.manifest import load_manifest
+from skinhelpers.data.imaging import ImageReadError, fit_to_square, load_for_model, read_rgb
 
 
 @pytest.fixture()

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from skinhelpers import checkpoints, models
+from skinhelpers.model import checkpoints
+from skinhelpers.model import factory as models
 
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 

@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 
 from helpers_images import write_jpg
-from skinhelpers import datasets
-from skinhelpers.datasets import DatasetError, load_manifest
+from skinhelpers.data import manifest as datasets
+from skinhelpers.data import registry
+from skinhelpers.data.registry import DatasetError
+from skinhelpers.data.manifest import load_manifest
 
 HAM_COUNTS = {"nv": 6705, "mel": 1113, "bkl": 1099, "bcc": 514, "akiec": 327, "vasc": 142,
               "df": 115}
@@ -22,8 +24,8 @@ def test_ham10000_loads_with_known_counts(ham_manifest):
     df = ham_manifest
     assert len(df) == 10015
     assert df["lesion_id"].nunique() == 7470
-    assert datasets.class_counts(df).to_dict() == {k: HAM_COUNTS[k] for k in df.attrs["classes"]}
-    assert df.attrs["classes"] == list(datasets.HAM_CLASSES)
+    assert datasets.images_per_class(df).to_dict() == {k: HAM_COUNTS[k] for k in df.attrs["classes"]}
+    assert df.attrs["classes"] == list(registry.HAM_CLASSES)
     assert df["path"].notna().all() and df["relpath"].is_unique
     assert df["mask_path"].notna().all()
     assert df["age"].isna().sum() == 57
@@ -43,14 +45,14 @@ def test_ham10000_byte_identical_pairs_share_a_hash(ham_manifest):
 def test_find_root_accepts_the_parent_folder(shared_data, ham_dir):
     assert datasets.find_root("ham10000", shared_data) == ham_dir.resolve()
     root9 = datasets.find_root("isic9", shared_data)
-    assert root9.name == datasets.ISIC9_DIRNAME
+    assert root9.name == registry.ISIC9_DIRNAME
     assert {p.name for p in root9.iterdir()} == {"Train", "Test"}
 
 
 def test_isic9_loads_folders_splits_and_groups(isic9_manifest):
     df = isic9_manifest
     assert len(df) == 2359
-    assert df.attrs["classes"] == list(datasets.ISIC9_CLASSES)
+    assert df.attrs["classes"] == list(registry.ISIC9_CLASSES)
     assert df["source_split"].value_counts().to_dict() == {"train": 2241, "test": 118}
     assert df["relpath"].is_unique
     # "(1)" copies get their base id, and byte-identical files always share a group
@@ -181,7 +183,7 @@ def test_folder_dataset_reports_empty_class_folder(tmp_path):
 
 
 def test_isic9_unknown_class_folder_is_an_error(tmp_path):
-    base = tmp_path / datasets.ISIC9_DIRNAME / "Train"
+    base = tmp_path / registry.ISIC9_DIRNAME / "Train"
     write_jpg(base / "melanoma" / "ISIC_1.jpg")
     write_jpg(base / "freckle" / "ISIC_2.jpg")
     with pytest.raises(DatasetError, match=r"unknown class folder.*freckle"):
@@ -197,7 +199,7 @@ def test_folder_without_images_is_an_error(tmp_path):
 def test_raw_data_is_never_written(tmp_path, ham_dir):
     """Loading + validating the real data leaves its files untouched."""
     before = {p: p.stat().st_mtime_ns for p in ham_dir.rglob("*") if p.is_file()}
-    from skinhelpers.validate import validate
+    from skinhelpers.data.validate import validate
 
     df = load_manifest("ham10000", ham_dir)
     validate(df.sample(200, random_state=0), show_progress=False)

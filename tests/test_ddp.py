@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 
 from helpers_train import demo_run_folder
-from skinhelpers import checkpoints, experiment
+from skinhelpers.model import checkpoints
+from skinhelpers.train import experiment
+from skinhelpers.train import launch
 
 
 @pytest.mark.slow
@@ -14,11 +16,11 @@ def test_two_process_gloo_run_completes_and_ranks_agree(demo_manifest, tmp_path)
     cfg = experiment.make_config(dict(arch="small_cnn", epochs=2, batch_size=8, workers=0,
                                       ema=True, patience=0, tensorboard=False, seed=3,
                                       balance_power=0.5, logit_adjust_tau=1.0), None)
-    spec = experiment.write_launch_config(
+    spec = launch.write_launch_config(
         run / "train_config.json", cfg, run, run / "out", image_size=32, max_train_images=64,
         augmentation={"preset": "basic", "cutmix_alpha": 1.0, "mixup_alpha": 0.0,
                       "mix_prob": 0.5})
-    res = experiment.launch(spec, nproc=2, extra_env={"OMP_NUM_THREADS": "1"})
+    res = launch.launch(spec, nproc=2, extra_env={"OMP_NUM_THREADS": "1"})
     assert res["epochs_run"] == 2
     sums = res["rank_checksums"]
     assert len(sums) == 2 and sums[0] == pytest.approx(sums[1], rel=0, abs=1e-9)
@@ -37,8 +39,8 @@ def test_two_process_gloo_run_completes_and_ranks_agree(demo_manifest, tmp_path)
 
 def test_launch_failure_names_the_problem(tmp_path):
     cfg = experiment.make_config(dict(arch="small_cnn", epochs=1, workers=0), None)
-    spec = experiment.write_launch_config(tmp_path / "c.json", cfg, tmp_path / "missing_run",
+    spec = launch.write_launch_config(tmp_path / "c.json", cfg, tmp_path / "missing_run",
                                           tmp_path / "out", image_size=32)
     with pytest.raises(RuntimeError, match="torchrun exited") as err:
-        experiment.launch(spec, nproc=2, extra_env={"OMP_NUM_THREADS": "1"})
+        launch.launch(spec, nproc=2, extra_env={"OMP_NUM_THREADS": "1"})
     assert "split.csv" in str(err.value)  # the workers' error is in the message

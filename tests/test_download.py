@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from skinhelpers import download as D
+from skinhelpers.data import download as D
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skinhelpers import eda
+from skinhelpers.explore import eda
 
 
 def _tiny():

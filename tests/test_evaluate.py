@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from skinhelpers import evaluate as ev
+from skinhelpers.evaluate import scores as ev
 
 
 def _toy(n=600, c=4, seed=0, sharp=2.0):

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from skinhelpers import explain, models
-from skinhelpers.imaging import load_for_model
+from skinhelpers.evaluate import explain
+from skinhelpers.model import factory as models
+from skinhelpers.data.imaging import load_for_model
 
 
 class PatchNet(nn.Module):

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skinhelpers import leakage
+from skinhelpers.data import manifest
+from skinhelpers.explore import leakage
 
 HAM_IDENTICAL = {frozenset({"ISIC_0024366", "ISIC_0029861"}),
                  frozenset({"ISIC_0024777", "ISIC_0029938"})}
@@ -172,7 +173,7 @@ def test_compare_splits_and_pairs_across():
 
 
 def test_shipped_isic9_split_shares_duplicates(isic9_manifest):
-    assert leakage.has_shipped_split(isic9_manifest)
+    assert manifest.has_shipped_split(isic9_manifest)
     tr, te = leakage.split_indices(isic9_manifest, "shipped")
     exact = leakage.exact_duplicates(isic9_manifest)
     assert leakage.pairs_across(exact, isic9_manifest, tr, te) > 0

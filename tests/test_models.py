@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from skinhelpers import models
+from skinhelpers.model import factory as models
 
 
 @pytest.mark.parametrize("name", models.MODEL_NAMES)

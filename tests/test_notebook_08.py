@@ -16,9 +16,10 @@ import papermill as pm
 import pytest
 from sklearn import metrics as skm
 
-from skinhelpers import datasets, splits
-from skinhelpers.report import render_report
-from skinhelpers.runs import write_json
+from skinhelpers.data import manifest as datasets
+from skinhelpers.split import grouped as splits
+from skinhelpers.run.report import render_report
+from skinhelpers.files import write_json
 
 from short_checkpoint import train_short_checkpoint
 

@@ -8,8 +8,8 @@ import uuid
 import pandas as pd
 import pytest
 
-from skinhelpers import pipeline
-from skinhelpers.runs import PROJECT_ROOT
+from skinhelpers.run import pipeline
+from skinhelpers.files import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 PAIR_COLUMNS = {"relpath_a", "relpath_b", "distance", "kind", "same_group"}

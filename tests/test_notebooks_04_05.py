@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from skinhelpers import augment, datasets, splits
-from skinhelpers.runs import PROJECT_ROOT
-from skinhelpers.validate import validate
+from skinhelpers.data import manifest as datasets
+from skinhelpers.split import grouped as splits
+from skinhelpers.train import augment
+from skinhelpers.files import PROJECT_ROOT
+from skinhelpers.data.validate import validate
 
 NB = PROJECT_ROOT / "notebooks"
 pytestmark = pytest.mark.slow

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from helpers_train import demo_run_folder
-from skinhelpers import checkpoints, models
-from skinhelpers.runs import PROJECT_ROOT
+from skinhelpers.model import checkpoints
+from skinhelpers.model import factory as models
+from skinhelpers.files import PROJECT_ROOT
 
 NB = PROJECT_ROOT / "notebooks"
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""run_all.sh / skinhelpers.pipeline: order, parameters, subsets, loud failures."""
+"""run_all.sh / skinhelpers.run.pipeline: order, parameters, subsets, loud failures."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from skinhelpers import pipeline
+from skinhelpers.run import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +100,7 @@ def test_run_all_sh_exit_code_and_message(tmp_path, toy_notebooks):
 def test_notebook_01_on_real_ham10000(tmp_path, shared_data):
     run_dir = pipeline.run("ham10000", str(shared_data), "smoke", str(tmp_path / "ham"),
                            only="01", html=False)
-    from skinhelpers.datasets import read_manifest
+    from skinhelpers.data.manifest import read_manifest
 
     df = read_manifest(run_dir)
     assert 400 < len(df) < 900 and set(df.label) == {"akiec", "bcc", "bkl", "df", "mel",

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from skinhelpers.__main__ import main as cli
-from skinhelpers.checkpoints import model_from_checkpoint
-from skinhelpers.imaging import load_for_model
-from skinhelpers.predict import predict_images
-from skinhelpers.tta import to_model_input
+from skinhelpers.model.checkpoints import model_from_checkpoint
+from skinhelpers.data.imaging import load_for_model
+from skinhelpers.evaluate.predict import predict_images
+from skinhelpers.evaluate.tta import to_model_input
 
 from short_checkpoint import pick_images, train_short_checkpoint
 

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skinhelpers import imaging, quality
+from skinhelpers.data import imaging
+from skinhelpers.explore import quality
 
 H, W = 150, 200
 LINES = [((5, 10), (190, 140), 1), ((20, 140), (180, 5), 2), ((0, 60), (199, 80), 1)]

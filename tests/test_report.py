@@ -7,8 +7,8 @@ import re
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from skinhelpers.report import render_report
-from skinhelpers.runs import write_json
+from skinhelpers.run.report import render_report
+from skinhelpers.files import write_json
 
 
 def _executed(title: str, code: str, text: str, error: bool = False):

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skinhelpers import datasets, splits
+from skinhelpers.data import manifest as datasets
+from skinhelpers.split import grouped as splits
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -242,7 +243,7 @@ def test_shipped_split_synthetic_overlap_dropped():
 
 @pytest.mark.realdata
 def test_isic9_keeps_shipped_test(isic9_manifest):
-    from skinhelpers.validate import validate
+    from skinhelpers.data.validate import validate
 
     clean = validate(isic9_manifest, show_progress=False).apply(isic9_manifest, verbose=False)
     sp = splits.grouped_split(clean, seed=0)

@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skinhelpers import synthetic
-from skinhelpers.datasets import HAM_CLASSES, load_manifest
-from skinhelpers.imaging import read_rgb
+from skinhelpers.data import synthetic
+from skinhelpers.data.registry import HAM_CLASSES
+from skinhelpers.data.manifest import load_manifest
+from skinhelpers.data.imaging import read_rgb
 
 
 def _digest(root):

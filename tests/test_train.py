@@ -10,10 +10,17 @@ import torch
 import torch.nn.functional as F
 
 from helpers_train import toy_dataset
-from skinhelpers import checkpoints
-from skinhelpers.losses import FocalLoss, build_loss
-from skinhelpers.sampling import BalancedSampler, class_weights, sampling_prior, train_sampler
-from skinhelpers.train import DataMeta, TrainConfig, Trainer, val_metrics
+from skinhelpers.model import checkpoints
+from skinhelpers.train.losses import FocalLoss, build_loss
+from skinhelpers.train.sampling import (
+    BalancedSampler,
+    class_weights,
+    sampling_prior,
+    train_sampler,
+)
+from skinhelpers.train.config import DataMeta, TrainConfig
+from skinhelpers.train.trainer import Trainer
+from skinhelpers.model.metrics import val_metrics
 
 META = DataMeta(classes=["a", "b", "c"], image_size=32, positive_class="b", dataset="toy")
 
@@ -27,7 +34,7 @@ def _cfg(**kw):
 
 # ----------------------------------------------------------------------------- real data
 def test_short_run_on_real_ham10000_lowers_the_loss(ham_manifest, tmp_path):
-    from skinhelpers.cache import CachedImageDataset, build_cache
+    from skinhelpers.data.cache import CachedImageDataset, build_cache
 
     df = ham_manifest.dropna(subset=["path"])
     train = df.groupby("label", sort=True).head(12).reset_index(drop=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from skinhelpers import tta
+from skinhelpers.evaluate import tta
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 

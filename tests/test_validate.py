@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from helpers_images import write_jpg, write_mode, write_truncated
-from skinhelpers import datasets
-from skinhelpers.datasets import load_manifest
-from skinhelpers.imaging import ImageReadError, read_rgb
-from skinhelpers.validate import validate
+from skinhelpers.data import manifest as datasets
+from skinhelpers.data.manifest import load_manifest
+from skinhelpers.data.imaging import ImageReadError, read_rgb
+from skinhelpers.data.validate import validate
 
 
 # ----------------------------------------------------------------------------- real data

@@ -1,0 +1,200 @@
+"""The image cache: every image decoded, preprocessed and resized once.
+
+The cache is one ``uint8`` array of shape ``(N, size, size, 3)`` in a memory-mapped file
+plus a JSON sidecar. Its key hashes the dataset, size, preprocessing, resize mode, the
+list of files with their content hashes and the source of :mod:`skinhelpers.data.imaging`, so a change of any of them builds a new cache
+and an unchanged request reuses the old one. Building runs in worker processes with a
+progress bar (``workers`` threads); the sidecar is written last, so an interrupted build is never mistaken for
+a finished one. Raw data is only read.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from skinhelpers.data import imaging
+from skinhelpers.data.imaging import (
+    RESIZE_MODES,
+    ImageReadError,
+    load_for_model,
+    parse_preprocess,
+)
+from skinhelpers.progress import progress
+from skinhelpers.files import PROJECT_ROOT, atomic_path, write_json
+
+CACHE_VERSION = 1
+DEFAULT_CACHE_DIR = PROJECT_ROOT / "data" / "cache"
+
+
+@functools.lru_cache(maxsize=1)
+def _imaging_code_hash() -> str:
+    """A hash of the decoding/preprocessing code: a change to it invalidates caches."""
+    return hashlib.sha1(inspect.getsource(imaging).encode()).hexdigest()[:12]
+
+
+def cache_key(df: pd.DataFrame, size: int, preprocess: str, resize_mode: str) -> str:
+    files = list(zip(df["relpath"].astype(str), df["sha1"].astype(str)))
+    payload = json.dumps({"v": CACHE_VERSION, "code": _imaging_code_hash(), "dataset": df.attrs.get("dataset"),
+                          "root": df.attrs.get("root"), "size": int(size),
+                          "preprocess": preprocess, "resize_mode": resize_mode,
+                          "files": files})
+    return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+
+@dataclass
+class ImageCache:
+    """A built cache: ``images[i]`` is the image of manifest row ``relpaths[i]``."""
+
+    path: Path
+    meta: dict
+    images: np.ndarray  # read-only memmap (N, S, S, 3) uint8
+
+    @classmethod
+    def open(cls, meta_path: str | os.PathLike) -> "ImageCache":
+        meta_path = Path(meta_path)
+        meta = json.loads(meta_path.read_text())
+        data = meta_path.with_suffix(".u8")
+        n, s = meta["n"], meta["size"]
+        images = np.memmap(data, dtype=np.uint8, mode="r", shape=(n, s, s, 3))
+        return cls(meta_path, meta, images)
+
+    def __len__(self) -> int:
+        return self.meta["n"]
+
+    @property
+    def size(self) -> int:
+        return self.meta["size"]
+
+    def rows_for(self, df: pd.DataFrame) -> np.ndarray:
+        """Cache row of each manifest row (by ``relpath``); error if one is not cached."""
+        pos = {r: i for i, r in enumerate(self.meta["relpaths"])}
+        missing = [r for r in df["relpath"] if r not in pos]
+        if missing:
+            raise KeyError(f"{len(missing)} image(s) are not in cache {self.path.name}, e.g. "
+                           f"{missing[:3]}: build the cache from the same manifest")
+        return np.array([pos[r] for r in df["relpath"]], dtype=np.int64)
+
+
+def _decode_into(arr: np.ndarray, row: int, path: str, size: int, preprocess: str,
+                 resize_mode: str) -> str | None:
+    """Decode one image into ``arr[row]``; return an error message instead of raising."""
+    try:
+        arr[row] = load_for_model(path, size, preprocess, resize_mode)
+        return None
+    except (ImageReadError, OSError, ValueError) as e:
+        return f"{path}: {e}"
+
+
+def build_cache(df: pd.DataFrame, size: int = 128, preprocess: str = "none",
+                resize_mode: str = "squash", cache_dir: str | os.PathLike | None = None,
+                workers: int | None = None, rebuild: bool = False,
+                show_progress: bool = True) -> ImageCache:
+    """Build (or reuse) the cache of every image in ``df`` (a manifest, validated).
+
+    Rows with a missing path are an error: run :func:`skinhelpers.data.validate.validate` and
+    apply it first. An image that cannot be decoded fails the build, naming the file.
+    """
+    if resize_mode not in RESIZE_MODES:
+        raise ValueError(f"resize_mode '{resize_mode}' is not one of {RESIZE_MODES}")
+    parse_preprocess(preprocess)  # validates the name early
+    preprocess = preprocess or "none"
+    size = int(size)
+    if size < 8:
+        raise ValueError(f"size must be >= 8, got {size}")
+    if df["path"].isna().any():
+        bad = df.loc[df["path"].isna(), "image_id"].tolist()[:5]
+        raise ValueError(f"{df['path'].isna().sum()} manifest row(s) have no file (e.g. {bad}); "
+                         "validate the manifest and drop missing files first")
+    if not df["relpath"].is_unique:
+        dup = df.loc[df["relpath"].duplicated(), "relpath"].tolist()[:3]
+        raise ValueError(f"manifest rows repeat a file (e.g. {dup}); validate and apply the "
+                         "report (duplicate_id: dedupe) first")
+    if len(df) == 0:
+        raise ValueError("the manifest is empty: nothing to cache")
+    cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
+    dataset = df.attrs.get("dataset", "dataset")
+    key = cache_key(df, size, preprocess, resize_mode)
+    stem = f"{size}px-{preprocess.replace('+', '_')}-{resize_mode}-{key}"
+    out_dir = cache_dir / dataset
+    meta_path = out_dir / f"{stem}.json"
+    data_path = out_dir / f"{stem}.u8"
+    if meta_path.exists() and data_path.exists() and not rebuild:
+        return ImageCache.open(meta_path)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = len(df)
+    shape = (n, size, size, 3)
+    paths = df["path"].astype(str).tolist()
+    workers = workers or min(os.cpu_count() or 1, 8)
+    t0 = time.perf_counter()
+    errors: list[tuple[int, str]] = []
+    with atomic_path(data_path) as tmp:
+        arr = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
+        bar = progress(total=n, desc=f"cache {dataset} {size}px {preprocess}",
+                       unit="img", disable=not show_progress)
+        # threads, not processes: OpenCV and NumPy release the GIL while decoding,
+        # resizing and filtering, and threads share the memmap with no start-up cost
+        cv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            with ThreadPoolExecutor(max(1, workers)) as ex:
+                futs = ex.map(lambda i: _decode_into(arr, i, paths[i], size, preprocess,
+                                                     resize_mode), range(n))
+                for i, err in enumerate(futs):
+                    if err:
+                        errors.append((i, err))
+                    bar.update(1)
+        finally:
+            cv2.setNumThreads(cv_threads)
+        bar.close()
+        arr.flush()
+        del arr
+        if errors:
+            lines = "\n  ".join(e for _, e in sorted(errors)[:10])
+            raise ImageReadError(f"{len(errors)} image(s) could not be decoded while building "
+                                 f"the cache (validate the manifest first):\n  {lines}")
+    seconds = time.perf_counter() - t0
+    meta = {"version": CACHE_VERSION, "key": key, "dataset": dataset, "n": n, "size": size,
+            "preprocess": preprocess, "resize_mode": resize_mode,
+            "build_seconds": round(seconds, 2), "images_per_second": round(n / seconds, 1),
+            "workers": workers, "relpaths": df["relpath"].astype(str).tolist()}
+    write_json(meta_path, meta)
+    return ImageCache.open(meta_path)
+
+
+class CachedImageDataset:
+    """A map-style torch dataset over an :class:`ImageCache` (usable by ``DataLoader``).
+
+    Returns ``(image, label)`` with ``image`` a ``uint8`` CHW tensor, so augmentation runs
+    on uint8 and the float conversion and normalisation happen once per batch on the
+    device (see :mod:`skinhelpers.train.augment`). ``transform`` is applied to the tensor.
+    """
+
+    def __init__(self, cache: ImageCache, df: pd.DataFrame, transform=None,
+                 label_column: str = "label_idx"):
+        self.cache = cache
+        self.rows = cache.rows_for(df)
+        self.labels = df[label_column].to_numpy(dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        img = torch.from_numpy(np.array(self.cache.images[self.rows[i]])).permute(2, 0, 1)
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.labels[i])

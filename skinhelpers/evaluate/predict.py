@@ -1,0 +1,154 @@
+"""Classify new images with a checkpoint and nothing else.
+
+    python -m skinhelpers predict --checkpoint runs/x/checkpoints/best.pt \\
+        --images new_images/ more.jpg --out preds.csv [--tta 8] [--batch-size 32]
+
+The checkpoint carries the network, the class names, the image size, the preprocessing
+and resize mode used in training and the normalisation, so each image is prepared
+exactly as the training cache prepared it (:func:`skinhelpers.data.imaging.load_for_model`).
+One CSV row per readable image: ``image_id, path, p_<class>..., pred, confidence``.
+Unreadable files are reported on stderr (and with ``--errors``) and skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from skinhelpers.data.imaging import load_for_model
+from skinhelpers.data.registry import IMAGE_EXTENSIONS
+
+
+def collect_images(items: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files as given, folders searched recursively for image files (sorted)."""
+    out: list[Path] = []
+    for it in items:
+        p = Path(it).expanduser()
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file()
+                              and f.suffix.lower() in IMAGE_EXTENSIONS
+                              and not f.name.startswith(".")))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"--images: {p} does not exist")
+    return out
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    def __init__(self, paths: Sequence[Path], size: int, preprocess: str, resize_mode: str):
+        self.paths, self.size, self.preprocess, self.mode = list(paths), size, preprocess, \
+            resize_mode
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            img = load_for_model(self.paths[i], self.size, self.preprocess, self.mode)
+            return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1), i, ""
+        except Exception as e:  # unreadable, truncated, not an image: report, skip
+            return None, i, f"{type(e).__name__}: {e}"
+
+
+def _collate(batch):
+    ok = [(x, i) for x, i, _ in batch if x is not None]
+    bad = [(i, err) for x, i, err in batch if x is None]
+    x = torch.stack([b[0] for b in ok]) if ok else None
+    return x, [b[1] for b in ok], bad
+
+
+def predict_images(checkpoint, paths: Iterable[str | os.PathLike] | str | os.PathLike,
+                   tta: int | Sequence[str] = 1, batch_size: int = 32, workers: int = 0,
+                   device: str | None = None, show_progress: bool = True) -> pd.DataFrame:
+    """Predict images (files and/or folders) with a checkpoint (path or loaded dict).
+
+    Returns one row per readable image: ``image_id`` (file stem), ``path``, one
+    ``p_<class>`` column per class (probabilities summing to one), ``pred`` and
+    ``confidence``. Files that could not be read are listed in ``df.attrs["skipped"]``
+    as ``{"path", "error"}`` dicts.
+    """
+    from skinhelpers.evaluate.tta import predict_batch, prepare_model, resolve_views
+    from skinhelpers.model.checkpoints import load_checkpoint, model_from_checkpoint
+    from skinhelpers.progress import progress
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files = collect_images(paths)
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, info = model_from_checkpoint(ckpt, device)
+    model = prepare_model(model, channels_last=True)  # eager: compiling costs more than it saves here
+    classes = list(info["classes"])
+    views = resolve_views(tta)
+    ds = _ImageFiles(files, int(info["image_size"]), info["preprocess"], info["resize_mode"])
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
+                                         num_workers=workers, collate_fn=_collate)
+    rows_idx, probs, skipped = [], [], []
+    for x, idx, bad in progress(loader, desc=f"predict {len(files)} images", unit="batch",
+                                disable=not show_progress):
+        skipped += [{"path": str(files[i]), "error": err} for i, err in bad]
+        if x is None:
+            continue
+        p, _ = predict_batch(model, x, info["mean"], info["std"], views)
+        probs.append(p.numpy())
+        rows_idx += idx
+    probs_arr = np.concatenate(probs) if probs else np.zeros((0, len(classes)))
+    out = pd.DataFrame({"image_id": [files[i].stem for i in rows_idx],
+                        "path": [str(files[i]) for i in rows_idx]})
+    for j, c in enumerate(classes):
+        out[f"p_{c}"] = probs_arr[:, j]
+    out["pred"] = [classes[k] for k in probs_arr.argmax(1)] if len(out) else []
+    out["confidence"] = probs_arr.max(1) if len(out) else []
+    out.attrs.update({"skipped": skipped, "classes": classes, "tta_views": views,
+                      "checkpoint": {k: info[k] for k in ("arch", "dataset", "image_size",
+                                                          "preprocess", "resize_mode",
+                                                          "epoch")}})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from skinhelpers.files import write_csv
+    from skinhelpers.model.checkpoints import CheckpointError
+
+    ap = argparse.ArgumentParser(prog="python -m skinhelpers predict",
+                                 description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True, help="a .pt file written by notebook 07")
+    ap.add_argument("--images", required=True, nargs="+",
+                    help="image files and/or folders (searched recursively)")
+    ap.add_argument("--out", required=True, help="CSV to write (one row per image)")
+    ap.add_argument("--tta", default="1",
+                    help="test-time augmentation: 1 (none), 2, 4 or 8 flips/rotations")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    ap.add_argument("--errors", default=None, help="also write the skipped files to this CSV")
+    a = ap.parse_args(argv)
+    try:
+        df = predict_images(a.checkpoint, a.images, tta=a.tta, batch_size=a.batch_size,
+                            workers=a.workers, device=a.device)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    skipped = df.attrs["skipped"]
+    for s in skipped:
+        print(f"skipped {s['path']}: {s['error']}", file=sys.stderr)
+    write_csv(a.out, df)
+    if a.errors:
+        write_csv(a.errors, pd.DataFrame(skipped, columns=["path", "error"]))
+    print(f"{len(df)} image(s) predicted -> {a.out}"
+          + (f"; {len(skipped)} unreadable file(s) skipped" if skipped else ""))
+    if not len(df):
+        print("error: no image could be read", file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = ["collect_images", "predict_images", "main"]

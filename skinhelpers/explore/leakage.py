@@ -1,0 +1,466 @@
+"""Leakage checks for notebook 03: duplicates, label conflicts, split leaks, shortcuts.
+
+* :func:`exact_duplicates` pairs files with the same content hash (sha1).
+* :func:`phash_codes` + :func:`hamming_pairs` find near-duplicates: a 256-bit perceptual
+  hash (``imagehash.phash``, DCT of a small grayscale image) per image, and all pairs
+  within a Hamming distance, computed as one matrix product per block (10,000 images in
+  a few seconds). :func:`near_duplicates` turns them into a table that says whether each
+  pair lies within one leakage group (same lesion: expected) or crosses groups (two
+  "different" lesions that are the same picture: the dangerous kind).
+* :func:`label_conflicts`: identical files filed under different labels.
+* :func:`split_leak` / :func:`compare_splits`: how a naive image-level random split
+  shares lesions between train and test, and that a grouped split shares none.
+* :func:`associations`: chi-square and Cramer's V of metadata against the diagnosis.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from itertools import combinations
+
+import cv2
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+from skinhelpers.data.imaging import read_rgb
+from skinhelpers.data.manifest import has_shipped_split
+from skinhelpers.explore.eda import clean_category
+from skinhelpers.progress import progress
+
+PAIR_COLUMNS = ["relpath_a", "relpath_b", "distance", "kind", "same_group", "label_a",
+                "label_b", "group_a", "group_b"]
+
+
+# ----------------------------------------------------------------------------- duplicates
+
+def exact_duplicates(df: pd.DataFrame) -> pd.DataFrame:
+    """Every pair of rows with the same ``sha1`` (byte-identical files), distance 0."""
+    rows = []
+    d = df[df["sha1"].notna()]
+    for sha, g in d.groupby("sha1", sort=True):
+        if len(g) < 2:
+            continue
+        for (_, a), (_, b) in combinations(g.iterrows(), 2):
+            rows.append({"relpath_a": a["relpath"], "relpath_b": b["relpath"], "distance": 0,
+                         "kind": "exact", "same_group": a["group"] == b["group"],
+                         "label_a": a["label"], "label_b": b["label"],
+                         "group_a": a["group"], "group_b": b["group"], "sha1": sha})
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS + ["sha1"])
+
+
+def _phash_bits(path: str, hash_size: int) -> np.ndarray:
+    import imagehash
+    from PIL import Image
+
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:  # formats OpenCV cannot read
+        img = cv2.cvtColor(read_rgb(path), cv2.COLOR_RGB2GRAY)
+    # the hash looks at a (4 * hash_size)^2 thumbnail: decode no larger than needed
+    side = 8 * hash_size
+    if min(img.shape) > 2 * side:
+        s = 2 * side / min(img.shape)
+        img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)),
+                         interpolation=cv2.INTER_AREA)
+    return imagehash.phash(Image.fromarray(img), hash_size=hash_size).hash.ravel()
+
+
+def phash_codes(paths, hash_size: int = 16, workers: int = 2,
+                show_progress: bool = True) -> np.ndarray:
+    """Perceptual hashes as a boolean array ``(n, hash_size**2)`` (threads)."""
+    paths = [str(p) for p in paths]
+    with ThreadPoolExecutor(max(1, int(workers or 1))) as ex:
+        it = ex.map(lambda p: _phash_bits(p, hash_size), paths, chunksize=32)
+        bits = list(progress(it, total=len(paths), desc="perceptual hash", unit="img",
+                             disable=not show_progress))
+    if not bits:
+        return np.zeros((0, hash_size * hash_size), dtype=bool)
+    return np.stack(bits).astype(bool)
+
+
+def hamming_pairs(bits: np.ndarray, max_distance: int, block: int = 2048):
+    """All pairs ``i < j`` with Hamming distance ``<= max_distance``.
+
+    With ``x = 2 * bits - 1`` (+-1 per bit), ``x_i . x_j = n_bits - 2 * hamming(i, j)``,
+    so one float32 matrix product per block of rows gives every distance exactly.
+    Returns ``(i, j, distance)`` integer arrays sorted by distance.
+    """
+    bits = np.asarray(bits, dtype=bool)
+    n, nbits = bits.shape
+    x = bits.astype(np.float32) * 2 - 1
+    out_i, out_j, out_d = [], [], []
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        dot = x[s:e] @ x[s:].T  # only columns j >= s: the upper triangle
+        ii, jj = np.nonzero(dot >= nbits - 2 * max_distance - 0.5)
+        keep = jj + s > ii + s
+        ii, jj = ii[keep], jj[keep]
+        out_i.append(ii + s)
+        out_j.append(jj + s)
+        out_d.append(np.rint((nbits - dot[ii, jj]) / 2).astype(np.int32))
+    if not out_i:
+        e = np.zeros(0, dtype=np.int64)
+        return e, e, e.astype(np.int32)
+    i, j, d = (np.concatenate(a) for a in (out_i, out_j, out_d))
+    order = np.lexsort((j, i, d))
+    return i[order].astype(np.int64), j[order].astype(np.int64), d[order]
+
+
+def near_duplicates(df: pd.DataFrame, bits: np.ndarray, max_distance: int) -> pd.DataFrame:
+    """Pairs of ``df`` rows whose hashes lie within ``max_distance`` bits.
+
+    ``kind`` is ``exact`` when the two files are byte-identical, else ``near``;
+    ``same_group`` says whether both rows are in one leakage group (lesion).
+    """
+    if len(bits) != len(df):
+        raise ValueError(f"{len(bits)} hashes for {len(df)} manifest rows")
+    i, j, d = hamming_pairs(bits, max_distance)
+    a, b = df.iloc[i].reset_index(drop=True), df.iloc[j].reset_index(drop=True)
+    sha_a, sha_b = a["sha1"].astype(str), b["sha1"].astype(str)
+    exact = (sha_a == sha_b) & a["sha1"].notna()
+    return pd.DataFrame({
+        "relpath_a": a["relpath"], "relpath_b": b["relpath"], "distance": d,
+        "kind": np.where(exact, "exact", "near"),
+        "same_group": (a["group"].to_numpy() == b["group"].to_numpy()),
+        "label_a": a["label"], "label_b": b["label"],
+        "group_a": a["group"], "group_b": b["group"]}, columns=PAIR_COLUMNS)
+
+
+def combine_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
+    """Concatenate pair tables, one row per unordered pair (exact wins over near)."""
+    t = pd.concat([x[PAIR_COLUMNS] for x in tables if len(x)], ignore_index=True) \
+        if any(len(x) for x in tables) else pd.DataFrame(columns=PAIR_COLUMNS)
+    if t.empty:
+        return t
+    a, b = t["relpath_a"].astype(str), t["relpath_b"].astype(str)
+    t["relpath_a"], t["relpath_b"] = np.where(a <= b, a, b), np.where(a <= b, b, a)
+    swap = a > b
+    for x, y in (("label_a", "label_b"), ("group_a", "group_b")):
+        t.loc[swap, [x, y]] = t.loc[swap, [y, x]].to_numpy()
+    t["_rank"] = (t["kind"] != "exact").astype(int)
+    t = t.sort_values(["_rank", "distance"]).drop_duplicates(["relpath_a", "relpath_b"])
+    return t.drop(columns="_rank").sort_values(["distance", "relpath_a", "relpath_b"]) \
+        .reset_index(drop=True)
+
+
+def mark_in_manifest(pairs: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``in_manifest``: both files of the pair are rows of ``df`` (the analysed set)."""
+    keep = set(df["relpath"])
+    return pairs.assign(in_manifest=pairs["relpath_a"].isin(keep) & pairs["relpath_b"].isin(keep))
+
+
+def pair_summary(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Counts of pairs by kind and by same/cross group, and how many differ in label."""
+    if pairs.empty:
+        return pd.DataFrame(columns=["kind", "same_group", "pairs", "label_differs"])
+    t = pairs.assign(label_differs=pairs["label_a"] != pairs["label_b"])
+    return (t.groupby(["kind", "same_group"]).agg(pairs=("relpath_a", "size"),
+                                                  label_differs=("label_differs", "sum"))
+            .reset_index())
+
+
+# ----------------------------------------------------------------------------- conflicts
+
+def label_conflicts(df: pd.DataFrame) -> pd.DataFrame:
+    """Identical files (one sha1) filed under more than one label: one row per content."""
+    d = df[df["sha1"].notna()]
+    rows = []
+    for sha, g in d.groupby("sha1", sort=True):
+        labels = sorted(set(g["label"]))
+        if len(labels) < 2:
+            continue
+        splits = sorted(set(g["source_split"].dropna())) if "source_split" in g else []
+        rows.append({"sha1": sha, "files": len(g), "labels": " | ".join(labels),
+                     "image_ids": ", ".join(sorted(set(g["image_id"].astype(str)))),
+                     "splits": ", ".join(splits), "relpaths": " | ".join(g["relpath"])})
+    return pd.DataFrame(rows, columns=["sha1", "files", "labels", "image_ids", "splits",
+                                       "relpaths"])
+
+
+def conflict_label_pairs(conflicts: pd.DataFrame) -> pd.DataFrame:
+    """How often each combination of labels is in conflict."""
+    if conflicts.empty:
+        return pd.DataFrame()
+    ct = conflicts["labels"].value_counts().rename("contents").reset_index()
+    return ct.rename(columns={"labels": "labels in conflict"})
+
+
+# ----------------------------------------------------------------------------- splits
+
+def images_per_group(df: pd.DataFrame) -> pd.DataFrame:
+    """How many groups (lesions) have 1, 2, 3, ... images."""
+    n = df.groupby("group").size()
+    vc = n.value_counts().sort_index()
+    out = pd.DataFrame({"groups": vc, "images": vc * vc.index})
+    out.index.name = "images_per_group"
+    return out
+
+
+def split_indices(df: pd.DataFrame, method: str = "naive", test_size: float = 0.2,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions ``(train, test)`` of one split of ``df``.
+
+    ``naive``: :func:`sklearn.model_selection.train_test_split` of images, stratified by
+    label (what most tutorials do); ``grouped``:
+    :class:`sklearn.model_selection.GroupShuffleSplit` on ``group`` (whole lesions);
+    ``shipped``: the dataset's own ``source_split`` (train / test).
+    """
+    idx = np.arange(len(df))
+    if method == "naive":
+        strat = df["label"] if df["label"].value_counts().min() >= 2 else None
+        return tuple(train_test_split(idx, test_size=test_size, random_state=int(seed),
+                                      stratify=strat))
+    if method == "grouped":
+        gss = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=int(seed))
+        return next(gss.split(idx, groups=df["group"].to_numpy()))
+    if method == "shipped":
+        sp = df["source_split"].to_numpy() if "source_split" in df else np.full(len(df), None)
+        tr, te = np.flatnonzero(sp == "train"), np.flatnonzero(sp == "test")
+        if len(tr) == 0 or len(te) == 0:
+            raise ValueError("the dataset ships no train/test split (source_split)")
+        return tr, te
+    raise ValueError(f"split method '{method}' is not 'naive', 'grouped' or 'shipped'")
+
+
+def pairs_across(pairs: pd.DataFrame, df: pd.DataFrame, train_idx, test_idx) -> int:
+    """How many pairs have one image in train and the other in test.
+
+    Pairs with a file that is not a row of ``df`` are ignored.
+    """
+    if pairs.empty:
+        return 0
+    side = pd.Series(np.nan, index=df["relpath"].to_numpy())
+    side.iloc[np.asarray(train_idx, dtype=int)] = 0
+    side.iloc[np.asarray(test_idx, dtype=int)] = 1
+    a = side.reindex(pairs["relpath_a"].to_numpy()).to_numpy()
+    b = side.reindex(pairs["relpath_b"].to_numpy()).to_numpy()
+    return int(np.sum((a + b) == 1))
+
+
+def split_leak(df: pd.DataFrame, method: str = "naive", test_size: float = 0.2,
+               seed: int | None = 0, pairs: pd.DataFrame | None = None) -> dict:
+    """Split once (:func:`split_indices`) and count what the test set shares with train.
+
+    ``shared_groups`` / ``test_groups_shared``: test groups (lesions) that also have
+    images in train; ``test_images_leaked`` / ``..._share``: test images whose group is in
+    train; with ``pairs`` (duplicate pairs), ``dup_pairs_split``: pairs split between
+    train and test.
+    """
+    tr, te = split_indices(df, method, test_size, seed if seed is not None else 0)
+    trd, ted = df.iloc[tr], df.iloc[te]
+    train_groups = set(trd["group"])
+    te_groups = ted["group"].unique()
+    shared = [g for g in te_groups if g in train_groups]
+    te_in = ted["group"].isin(train_groups)
+    out = {"method": method, "seed": None if method == "shipped" else seed,
+           "train_images": len(trd), "test_images": len(ted), "test_groups": len(te_groups),
+           "shared_groups": len(shared),
+           "test_groups_shared": len(shared) / max(1, len(te_groups)),
+           "test_images_leaked": int(te_in.sum()),
+           "test_images_leaked_share": float(te_in.mean()) if len(ted) else 0.0}
+    if pairs is not None:
+        out["dup_pairs_split"] = pairs_across(pairs, df, tr, te)
+    return out
+
+
+def compare_splits(df: pd.DataFrame, test_size: float = 0.2, seeds=(0, 1, 2, 3, 4),
+                   pairs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """:func:`split_leak` for ``naive`` and ``grouped`` over ``seeds`` (+ the shipped split)."""
+    rows = [split_leak(df, m, test_size, s, pairs) for s in seeds for m in ("naive", "grouped")]
+    if has_shipped_split(df):
+        rows.append(split_leak(df, "shipped", pairs=pairs))
+    out = pd.DataFrame(rows)
+    out["seed"] = out["seed"].astype("Int64")  # <NA> for the shipped split
+    return out
+
+
+# ----------------------------------------------------------------------------- shortcuts
+
+def cramers_v(x: pd.Series, y: pd.Series) -> float:
+    """Cramer's V of two categorical series (``scipy.stats.contingency.association``)."""
+    ct = pd.crosstab(x, y)
+    if min(ct.shape) < 2:
+        return float("nan")
+    return float(stats.contingency.association(ct.to_numpy(), method="cramer"))
+
+
+def associations(df: pd.DataFrame, columns=("sex", "localization", "dx_type"),
+                 target: str = "label") -> pd.DataFrame:
+    """Chi-square test of independence and Cramer's V of each column against ``target``.
+
+    ``unknown``/missing values are left out. Cramer's V: 0 = no association, 1 = the
+    column determines the diagnosis (and vice versa). Columns a dataset lacks are skipped.
+    """
+    rows = []
+    for c in columns:
+        if c not in df.columns:
+            continue
+        v = clean_category(df[c])
+        ok = v.notna()
+        if ok.sum() == 0 or v[ok].nunique() < 2:
+            continue
+        ct = pd.crosstab(v[ok], df.loc[ok, target])
+        chi2, p, dof, _ = stats.chi2_contingency(ct.to_numpy())
+        rows.append({"column": c, "n": int(ok.sum()), "values": int(ct.shape[0]),
+                     "chi2": float(chi2), "dof": int(dof), "p_value": float(p),
+                     "cramers_v": cramers_v(v[ok], df.loc[ok, target])})
+    return pd.DataFrame(rows, columns=["column", "n", "values", "chi2", "dof", "p_value",
+                                       "cramers_v"])
+
+
+def age_test(df: pd.DataFrame) -> dict | None:
+    """Kruskal-Wallis test: does the age distribution differ between classes?"""
+    if "age" not in df.columns:
+        return None
+    age = pd.to_numeric(df["age"], errors="coerce")
+    groups = [age[(df["label"] == c)].dropna().to_numpy() for c in sorted(df["label"].unique())]
+    groups = [g for g in groups if len(g) > 0]
+    if len(groups) < 2:
+        return None
+    h, p = stats.kruskal(*groups)
+    # epsilon-squared effect size for Kruskal-Wallis
+    n = sum(len(g) for g in groups)
+    return {"test": "Kruskal-Wallis", "n": int(n), "H": float(h), "p_value": float(p),
+            "epsilon_squared": float(h / ((n**2 - 1) / (n + 1)))}
+
+
+# ----------------------------------------------------------------------------- plots
+
+def _title(df: pd.DataFrame | None, title: str) -> str:
+    if df is not None and df.attrs.get("synthetic"):
+        return f"{title}  [SYNTHETIC]"
+    return title
+
+
+def _off(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for s in ax.spines.values():
+        s.set_visible(False)
+
+
+def plot_images_per_group(df: pd.DataFrame, group_name: str = "lesion"):
+    """Bar plot: how many groups have 1, 2, 3, ... images."""
+    t = images_per_group(df)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    bars = ax.bar(t.index.astype(str), t["groups"], color="#4c72b0")
+    ax.bar_label(bars, labels=[f"{v:,}" for v in t["groups"]], fontsize=8)
+    ax.set_xlabel(f"images per {group_name}")
+    ax.set_ylabel(f"{group_name}s")
+    multi = t.loc[t.index > 1, "images"].sum()
+    ax.set_title(_title(df, f"{df['group'].nunique():,} {group_name}s; {multi:,} of {len(df):,} "
+                            f"images belong to a {group_name} with 2+ images"), fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pairs(pairs: pd.DataFrame, paths: dict, n: int = 8, ncol: int = 2,
+               title: str = "Duplicate pairs"):
+    """Side-by-side pairs (``paths`` maps relpath -> file), distance and labels on top."""
+    p = pairs.head(n)
+    if p.empty:
+        fig, ax = plt.subplots(figsize=(5, 1))
+        _off(ax)
+        ax.text(0.5, 0.5, "no pairs", ha="center", va="center")
+        return fig
+    nrow = int(np.ceil(len(p) / ncol))
+    fig, axes = plt.subplots(nrow, 2 * ncol, figsize=(4.4 * ncol, 2.0 * nrow + 0.5),
+                             squeeze=False)
+    for ax in axes.ravel():
+        _off(ax)
+    for k, (_, r) in enumerate(p.iterrows()):
+        i, j = divmod(k, ncol)
+        for side, col in enumerate(("a", "b")):
+            ax = axes[i, 2 * j + side]
+            ax.imshow(read_rgb(paths[r[f"relpath_{col}"]]))
+            name = str(r[f"relpath_{col}"]).split("/")[-1]
+            ax.set_title(f"{name}\n{r[f'label_{col}']} · {r[f'group_{col}']}", fontsize=6.5)
+        tag = "same group" if r["same_group"] else "CROSS-GROUP"
+        axes[i, 2 * j].set_ylabel(f"{r['kind']} d={r['distance']}\n{tag}", fontsize=7,
+                                  color="black" if r["same_group"] else "crimson")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_distance_hist(bits: np.ndarray, groups: np.ndarray, max_distance: int,
+                       sample: int = 3000, seed: int = 0, title: str = ""):
+    """Hamming distances of random pairs vs pairs within one group, with the threshold."""
+    rng = np.random.default_rng(seed)
+    n, nbits = bits.shape
+    x = bits.astype(np.float32) * 2 - 1
+    ia, ib = rng.integers(0, n, sample), rng.integers(0, n, sample)
+    keep = ia != ib
+    rand = np.rint((nbits - np.sum(x[ia[keep]] * x[ib[keep]], axis=1)) / 2)
+    g = pd.Series(np.arange(n)).groupby(np.asarray(groups)).apply(list)
+    same = []
+    for members in g:
+        for a, b in combinations(members, 2):
+            same.append(int(np.sum(bits[a] != bits[b])))
+            if len(same) >= sample:
+                break
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    bins = np.arange(0, nbits // 2 + 8, 4)
+    ax.hist(rand, bins=bins, alpha=0.6, color="#999999", density=True,
+            label=f"random pairs ({len(rand):,})")
+    if same:
+        ax.hist(same, bins=bins, alpha=0.6, color="#4c72b0", density=True,
+                label=f"pairs within one group ({len(same):,})")
+    ax.set_yscale("log")
+    ax.axvline(max_distance + 0.5, color="crimson", ls="--",
+               label=f"threshold ({max_distance} of {nbits} bits)")
+    ax.set_xlabel("Hamming distance of the perceptual hashes (bits)")
+    ax.set_ylabel("density (log)")
+    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    ax.set_title(title or "How far apart are images?", fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_split_leak(table: pd.DataFrame, df: pd.DataFrame | None = None):
+    """Share of test images whose lesion also has images in train, per split method."""
+    t = table.groupby("method", sort=False).agg(
+        share=("test_images_leaked_share", "mean"), sd=("test_images_leaked_share", "std"),
+        groups=("shared_groups", "mean"), runs=("seed", "size"))
+    order = [m for m in ("naive", "grouped", "shipped") if m in t.index]
+    t = t.loc[order]
+    colors = {"naive": "crimson", "grouped": "#55a868", "shipped": "#8172b2"}
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    bars = ax.bar(t.index, 100 * t["share"], yerr=100 * t["sd"].fillna(0), capsize=4,
+                  color=[colors[m] for m in t.index])
+    ax.bar_label(bars, labels=[f"{100 * s:.1f}%\n({g:.0f} shared groups)" for s, g in
+                               zip(t["share"], t["groups"])], fontsize=8, padding=2)
+    ax.set_ylabel("test images whose group (lesion)\nalso has images in train (%)")
+    ax.set_ylim(0, max(5, 100 * t["share"].max() * 1.35))
+    n_seeds = int(t["runs"].max())
+    ax.set_title(_title(df, f"Train/test leakage by split method (mean of {n_seeds} seeds)"),
+                 fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_associations(assoc: pd.DataFrame, df: pd.DataFrame | None = None):
+    """Cramer's V per metadata column (p-value in the label)."""
+    fig, ax = plt.subplots(figsize=(6, 0.5 * max(1, len(assoc)) + 1.2))
+    a = assoc.sort_values("cramers_v")
+    bars = ax.barh(a["column"], a["cramers_v"], color="#dd8452")
+    ax.bar_label(bars, labels=[f"V={v:.2f}  (p={p:.1g}, n={n:,})" for v, p, n in
+                               zip(a["cramers_v"], a["p_value"], a["n"])], fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("Cramér's V with the diagnosis (0: none, 1: determines it)")
+    ax.set_title(_title(df, "Metadata vs diagnosis"), fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["exact_duplicates", "phash_codes", "hamming_pairs", "near_duplicates",
+           "combine_pairs", "mark_in_manifest", "pair_summary", "label_conflicts", "conflict_label_pairs",
+           "images_per_group", "split_indices", "has_shipped_split", "pairs_across",
+           "split_leak", "compare_splits", "cramers_v", "associations", "age_test",
+           "plot_images_per_group", "plot_pairs", "plot_distance_hist", "plot_split_leak",
+           "plot_associations"]

@@ -1,0 +1,265 @@
+"""The rendered report of a run: every executed notebook as HTML, and an index page.
+
+``render_report(run_dir)`` writes ``<run_dir>/report/``:
+
+* ``NN_name.html``: the executed notebook with its code,
+* ``NN_name.story.html``: the same without code cells (narrative, tables, figures),
+* ``index.html``: the notebooks in order with both links, their run times, the headline
+  metrics from ``metrics.json`` (with confidence intervals), the dataset (a SYNTHETIC
+  banner for the demo set) and the run's parameters (``run.json``, ``params/*.json``).
+
+Everything is self-contained (figures are embedded in the notebooks' HTML), so the
+folder can be zipped and sent. ``run_all.sh`` calls this after a successful run;
+``python -m skinhelpers.run.report RUN_DIR`` renders an existing run folder.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from skinhelpers.files import atomic_path
+
+_NB = re.compile(r"^(\d\d)_.+\.ipynb$")
+
+
+def _read(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write(path: Path, text: str) -> None:
+    """Atomically, readable by everyone (the report is meant to be shared)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, 0o644)
+
+
+def _title_of(nb) -> str:
+    """The first markdown heading of a notebook (without the leading #'s)."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return ""
+
+
+def _status(nb) -> str:
+    """``ok``, ``failed`` (a cell raised) or ``incomplete`` (cells never ran)."""
+    failed = any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code"
+                 for o in c.get("outputs", []))
+    if failed:
+        return "failed"
+    pm = nb.metadata.get("papermill", {})
+    if pm.get("exception"):
+        return "failed"
+    code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    if code and all(c.get("execution_count") is None for c in code):
+        return "not executed"
+    return "ok"
+
+
+def render_notebook(nb_path: Path, out_dir: Path) -> dict:
+    """Render one executed notebook twice (with code / story); return its index entry."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(nb_path, as_version=4)
+    title = _title_of(nb) or nb_path.stem
+    entry = {"name": nb_path.name, "title": title, "status": _status(nb),
+             "html": f"{nb_path.stem}.html", "story": f"{nb_path.stem}.story.html",
+             "seconds": nb.metadata.get("papermill", {}).get("duration")}
+    for fname, kw in ((entry["html"], {}),
+                      (entry["story"], {"exclude_input": True, "exclude_input_prompt": True,
+                                        "exclude_output_prompt": True})):
+        exporter = HTMLExporter(**kw)
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+        _write(out_dir / fname, body)
+    return entry
+
+
+# ----------------------------------------------------------------------------- index page
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
+td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
+th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.banner{background:#fde2e2;border:2px solid #c0392b;color:#8e1b10;padding:.7em 1em;
+font-weight:600;margin:1em 0}
+.ok{color:#1e7e34}.failed{color:#c0392b;font-weight:600}.missing{color:#888}
+.muted{color:#666;font-size:.9em} code{background:#f6f6f6;padding:0 .2em}
+details{margin:.3em 0} summary{cursor:pointer}
+ul.sent li{margin:.3em 0}
+"""
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v)
+    return str(v)
+
+
+def _kv_table(d: dict) -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td><code>{_e(_fmt(v))}</code></td></tr>"
+                   for k, v in d.items())
+    return f"<table>{rows}</table>"
+
+
+def _ci_cell(v) -> str:
+    if isinstance(v, dict) and "value" in v:
+        lo, hi = v.get("ci_low"), v.get("ci_high")
+        ci = (f" <span class='muted'>({lo:.3f}&ndash;{hi:.3f})</span>"
+              if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else "")
+        return f"<td class='num'>{v['value']:.3f}{ci}</td>"
+    if isinstance(v, (int, float)):
+        return f"<td class='num'>{v:.3f}</td>"
+    return "<td class='missing'>&ndash;</td>"
+
+
+def _metrics_section(m: dict) -> str:
+    """Headline metrics of ``metrics.json`` (schema written by notebook 08)."""
+    parts = []
+    models = m.get("models") or {}
+    headline = {name: mm.get("headline", {}) for name, mm in models.items()
+                if isinstance(mm, dict)}
+    if not headline and isinstance(m.get("headline"), dict):
+        headline = {"model": m["headline"]}
+    if headline:
+        keys = []
+        for h in headline.values():
+            keys += [k for k in h if k not in keys]
+        head = "".join(f"<th>{_e(k)}</th>" for k in keys)
+        rows = ""
+        for name, h in headline.items():
+            star = " &#9733;" if name == m.get("primary") else ""
+            rows += f"<tr><th>{_e(name)}{star}</th>" + "".join(_ci_cell(h.get(k))
+                                                               for k in keys) + "</tr>"
+        parts.append(f"<table><tr><th>checkpoint</th>{head}</tr>{rows}</table>"
+                     f"<p class='muted'>Held-out test split, n={_e(m.get('n_test', '?'))}; "
+                     f"95% bootstrap confidence intervals in brackets "
+                     f"({_e(m.get('n_bootstrap', '?'))} resamples)."
+                     + (" &#9733; the checkpoint the report's conclusions use."
+                        if m.get("primary") else "") + "</p>")
+    sentences = list(m.get("sentences") or [])
+    if sentences:
+        parts.append("<ul class='sent'>" + "".join(f"<li>{_e(s)}</li>" for s in sentences)
+                     + "</ul>")
+    return "".join(parts) or "<p class='missing'>metrics.json holds no headline metrics.</p>"
+
+
+def _index_html(run_dir: Path, entries: list[dict]) -> str:
+    run = _read(run_dir / "run.json") or {}
+    manifest = _read(run_dir / "manifest.json") or {}
+    metrics = _read(run_dir / "metrics.json")
+    timings = run.get("timings_s", {})
+    dataset = manifest.get("dataset") or run.get("dataset") or "?"
+    synthetic = bool(manifest.get("synthetic")) or dataset == "demo"
+    out = [f"<!doctype html><html><head><meta charset='utf-8'>"
+           f"<title>skinlesion-lab report: {_e(run_dir.name)}</title><style>{_CSS}</style>"
+           f"</head><body><h1>skinlesion-lab report: <code>{_e(run_dir.name)}</code></h1>"
+           f"<p class='muted'>rendered {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}"
+           + (f"; run started {_e(run['started'])}" if run.get("started") else "")
+           + (f", finished {_e(run['finished'])}" if run.get("finished") else "") + "</p>"]
+    if synthetic:
+        out.append("<div class='banner'>SYNTHETIC DATA: this run used the generated demo "
+                   "set. Nothing here is a medical result; it shows the pipeline working."
+                   "</div>")
+    if run.get("failed"):
+        out.append(f"<div class='banner'>The run stopped: notebook {_e(run['failed'])} "
+                   "failed (its page shows the traceback).</div>")
+    # dataset
+    classes = manifest.get("classes") or []
+    sub = manifest.get("subsample") or {}
+    n_images = None
+    if (run_dir / "manifest.csv").exists():
+        with open(run_dir / "manifest.csv", "rb") as f:
+            n_images = max(0, sum(1 for _ in f) - 1)
+    ds = {"dataset": dataset, "images": n_images, "root": manifest.get("root", ""),
+          "classes": ", ".join(map(str, classes)),
+          "positive class": manifest.get("positive_class")}
+    if sub:
+        ds["subsample"] = (f"{sub.get('rows_after')} of {sub.get('rows_before')} images "
+                           f"(max_images={sub.get('max_images')}, seed {sub.get('seed')})")
+    out.append("<h2>Dataset</h2>" + _kv_table({k: v for k, v in ds.items() if v}))
+    # headline metrics
+    out.append("<h2>Headline results</h2>")
+    out.append(_metrics_section(metrics) if isinstance(metrics, dict) else
+               "<p class='missing'>No <code>metrics.json</code> in this run folder yet "
+               "(written by notebook 08).</p>")
+    # notebooks
+    rows = ""
+    for e in entries:
+        t = timings.get(e["name"], e.get("seconds"))
+        cls = "ok" if e["status"] == "ok" else "failed"
+        rows += (f"<tr><td>{_e(e['name'][:2])}</td><td>{_e(e['title'])}</td>"
+                 f"<td><a href='{_e(e['story'])}'>story</a> &middot; "
+                 f"<a href='{_e(e['html'])}'>with code</a></td>"
+                 f"<td class='num'>{'' if t is None else f'{t:.0f} s'}</td>"
+                 f"<td class='{cls}'>{_e(e['status'])}</td></tr>")
+    for name in run.get("notebooks", []):
+        if name not in {e["name"] for e in entries}:
+            rows += (f"<tr><td>{_e(name[:2])}</td><td class='missing'>{_e(name)}</td>"
+                     f"<td class='missing'>not run</td><td></td><td class='missing'>"
+                     f"missing</td></tr>")
+    out.append("<h2>Chapters</h2><p class='muted'><em>story</em> hides the code for "
+               "readers who want only the narrative, tables and figures.</p>"
+               f"<table><tr><th>#</th><th>chapter</th><th>read</th><th>time</th>"
+               f"<th>status</th></tr>{rows}</table>")
+    # parameters
+    out.append("<h2>Parameters</h2>")
+    if run:
+        top = {k: run[k] for k in ("profile", "run_name", "data_dir", "command") if k in run}
+        out.append(_kv_table(top))
+        out.append("<details open><summary>run parameters (passed to every notebook that "
+                   "declares them)</summary>" + _kv_table(run.get("parameters", {}))
+                   + "</details>")
+    for p in sorted((run_dir / "params").glob("*.json")):
+        rec = _read(p) or {}
+        out.append(f"<details><summary>{_e(p.stem)}</summary>"
+                   + _kv_table(rec.get("params", rec)) + "</details>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def render_report(run_dir, out_dir=None) -> Path:
+    """Render every executed ``NN_*.ipynb`` of ``run_dir`` and the index; return the
+    index path. A notebook that cannot be rendered is listed as failed, not fatal."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    out_dir = Path(out_dir) if out_dir else run_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notebooks = sorted(p for p in run_dir.glob("*.ipynb") if _NB.match(p.name))
+    entries = []
+    for nb in notebooks:
+        try:
+            entries.append(render_notebook(nb, out_dir))
+        except Exception as e:  # a broken notebook file must not hide the others
+            entries.append({"name": nb.name, "title": f"{nb.name} (could not be rendered: "
+                            f"{type(e).__name__}: {e})", "status": "render failed",
+                            "html": "#", "story": "#"})
+    index = out_dir / "index.html"
+    _write(index, _index_html(run_dir, entries))
+    return index
+
+
+if __name__ == "__main__":  # python -m skinhelpers.run.report RUN_DIR
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m skinhelpers.run.report RUN_DIR")
+    print(render_report(sys.argv[1]))

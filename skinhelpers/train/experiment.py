@@ -1,0 +1,172 @@
+"""From a run folder to a trained model: data, trials (notebook 06), the final run (07).
+
+The trainer (:mod:`skinhelpers.train.launch`) knows nothing about files; this module wires it to
+the run folder the earlier notebooks filled:
+
+* ``split.csv`` (04) -> which images train, which validate (the test split is never
+  touched here);
+* ``preprocessing.json`` (02) -> how the image cache is built;
+* ``augmentation.json`` (05) -> the per-image preset and CutMix/MixUp settings.
+
+:func:`train` runs one configuration in this process; :func:`launch` runs the same under
+``torchrun`` on several GPUs and streams its output; :func:`run_trials` trains a list of
+candidate models on the same data and budget and :func:`choose_best` names the winner in
+``best_config.json`` for notebook 07.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from skinhelpers.files import read_json
+from skinhelpers.train import distributed as ddp
+from skinhelpers.train.augment import read_augmentation
+from skinhelpers.train.config import DataMeta, TrainConfig
+from skinhelpers.train.trainer import Trainer
+
+DEFAULT_PREPROCESSING = {"preprocess": "none", "resize_mode": "squash"}
+
+def read_preprocessing(run_dir, verbose: bool = True) -> dict:
+    """``preprocessing.json`` of notebook 02, or none/squash (with a note) if it is absent."""
+    path = Path(run_dir) / "preprocessing.json"
+    if not path.exists():
+        if verbose:
+            print(f"note: {path.name} not found in the run folder (notebook 02 writes it); "
+              "using no preprocessing and squash resizing")
+        return dict(DEFAULT_PREPROCESSING)
+    d = read_json(path)
+    return {"preprocess": d.get("preprocess") or "none",
+            "resize_mode": d.get("resize_mode") or "squash"}
+
+
+@dataclass
+class TrainData:
+    train_ds: object
+    val_ds: object
+    train_labels: np.ndarray
+    meta: DataMeta
+    augmentation: dict
+    train_df: pd.DataFrame
+    val_df: pd.DataFrame
+    synthetic: bool = False
+
+
+def load_data(run_dir, image_size: int, workers: int = 2, seed: int = 0,
+              max_train_images: int = 0, augmentation: dict | None = None,
+              cache_dir=None, show_progress: bool = True) -> TrainData:
+    """Training and validation datasets over the image cache of the run's split."""
+    from skinhelpers.data.cache import CachedImageDataset, build_cache
+    from skinhelpers.data.manifest import read_manifest, subsample
+    from skinhelpers.split.grouped import read_split
+    from skinhelpers.train.augment import eval_transform, train_transform
+
+    df = read_split(run_dir)
+    pre = read_preprocessing(run_dir, show_progress)
+    aug = (dict(augmentation) if augmentation is not None
+           else read_augmentation(run_dir, missing_ok=True, verbose=show_progress))
+    train_df = df[df["split"] == "train"].reset_index(drop=True)
+    val_df = df[df["split"] == "val"].reset_index(drop=True)
+    if len(val_df) == 0:
+        raise ValueError(f"the split in {run_dir} has no validation images; training needs them "
+                         "for early stopping and checkpoint selection")
+    if max_train_images and max_train_images < len(train_df):
+        train_df = subsample(train_df, int(max_train_images), seed=seed).reset_index(drop=True)
+    if len(train_df) == (df["split"] == "train").sum():
+        # the whole manifest: the same cache (same key) as notebooks 02, 05 and 08 build
+        used = read_manifest(run_dir)
+    else:  # a subsample for quick trials: cache only what is used
+        used = pd.concat([train_df, val_df], ignore_index=True)
+        used.attrs = df.attrs
+    cache = build_cache(used, image_size, pre["preprocess"], pre["resize_mode"],
+                        cache_dir=cache_dir, workers=workers or None,
+                        show_progress=show_progress)
+    train_ds = CachedImageDataset(cache, train_df, train_transform(aug["preset"], image_size))
+    val_ds = CachedImageDataset(cache, val_df, eval_transform(image_size))
+    meta = DataMeta(classes=list(df.attrs["classes"]), image_size=int(image_size),
+                    preprocess=pre["preprocess"], resize_mode=pre["resize_mode"],
+                    dataset=str(df.attrs.get("dataset", "")),
+                    positive_class=df.attrs.get("positive_class"))
+    return TrainData(train_ds, val_ds, train_df["label_idx"].to_numpy(np.int64), meta, aug,
+                     train_df, val_df, bool(df.attrs.get("synthetic", False)))
+
+
+def make_config(recipe: dict, augmentation: dict | None = None, **overrides) -> TrainConfig:
+    """A :class:`TrainConfig` from a recipe dict; CutMix/MixUp from ``augmentation.json``
+    unless the recipe or the overrides set them."""
+    d = {}
+    for k in ("cutmix_alpha", "mixup_alpha"):
+        if augmentation:
+            d[k] = float(augmentation.get(k, 0.0))
+    if augmentation:
+        d["mix_prob"] = float(augmentation.get("mix_prob", 0.0))
+    d.update({k: v for k, v in recipe.items() if v is not None})
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = TrainConfig.from_dict(d)
+    cfg.check()
+    return cfg
+
+
+def train(cfg: TrainConfig, data: TrainData, out_dir, dist: ddp.DistInfo | None = None,
+          on_epoch_end=None) -> dict:
+    """Train ``cfg`` on ``data`` in this process; outputs go to ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, data.train_ds, data.val_ds, data.train_labels, data.meta, out_dir,
+                      dist=dist, on_epoch_end=on_epoch_end)
+    res = trainer.fit()
+    res["model"] = trainer.model
+    res["n_train"], res["n_val"] = len(data.train_ds), len(data.val_ds)
+    res["rank"] = trainer.dist.rank
+    return res
+
+
+# --------------------------------------------------------------------------- torchrun
+
+
+
+
+
+
+
+
+# --------------------------------------------------------------------------- trials (06)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def evaluate_checkpoint(path, dataset, batch_size: int = 64, device: str = "cpu") -> dict:
+    """Rebuild a checkpoint and score it on ``dataset`` (uint8 images, labels): a check that
+    the saved file reproduces its recorded validation metrics."""
+    import torch
+
+    from skinhelpers.model.checkpoints import model_from_checkpoint
+    from skinhelpers.model.metrics import val_metrics
+
+    model, info = model_from_checkpoint(path, device)
+    mean = torch.tensor(info["mean"], device=device).view(1, 3, 1, 1)
+    std = torch.tensor(info["std"], device=device).view(1, 3, 1, 1)
+    logits, labels = [], []
+    with torch.inference_mode():
+        for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
+            logits.append(model((x.to(device).float() / 255 - mean) / std).float().cpu())
+            labels.append(y)
+    pos = info.get("positive_class")
+    pos = info["classes"].index(pos) if pos in info["classes"] else None
+    return val_metrics(torch.cat(logits), torch.cat(labels).long(), pos)
+
+

@@ -1,0 +1,501 @@
+"""The trainer: one readable loop for one process, several GPUs, or the CPU.
+
+The recipe (every part a :class:`TrainConfig` field):
+
+* **two phases** - the new head first learns on a frozen pretrained backbone
+  (``freeze_epochs``), then everything trains with *discriminative* learning rates
+  (backbone ``lr * backbone_lr_mult``, head ``lr``); AdamW, linear warmup + cosine decay
+  (timm's ``CosineLRScheduler``; ``scheduler="plateau"`` for torch's ReduceLROnPlateau
+  on the monitored validation metric);
+* **imbalance** - class-balanced sampling (``balance_power``), class-weighted loss
+  (``class_weight_power``), logit-adjusted loss (``logit_adjust_tau``);
+* **regularisation** - label smoothing, focal loss, CutMix/MixUp on the batch, EMA weights
+  (timm's ``ModelEmaV3``);
+* **speed** - mixed precision on CUDA, ``channels_last``, optional ``torch.compile``,
+  DistributedDataParallel under ``torchrun`` (``python -m skinhelpers.train.launch``);
+* **bookkeeping** - early stopping on a validation metric, ``best.pt`` / ``best_ema.pt`` /
+  ``last.pt`` written atomically (see :mod:`skinhelpers.model.checkpoints`), resume from
+  ``last.pt``, ``history.csv``, TensorBoard logs in ``tb/``, seeds everywhere.
+
+Batches arrive as ``uint8`` images; conversion, normalisation and mixing happen on the
+device. Every epoch reseeds the random generators from ``(seed, epoch, rank)``, so a run
+resumed after an interruption continues exactly as the uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from skinhelpers import device
+from skinhelpers.files import write_csv
+from skinhelpers.model import checkpoints
+from skinhelpers.model.factory import (
+    build_model,
+    count_parameters,
+    model_kwargs,
+    parse_variant,
+)
+from skinhelpers.model.metrics import val_metrics
+from skinhelpers.progress import progress
+from skinhelpers.train import distributed as ddp
+from skinhelpers.train.config import (
+    RESUME_KEYS,
+    DataMeta,
+    TrainConfig,
+)
+from skinhelpers.train.losses import build_loss
+from skinhelpers.train.sampling import (
+    class_weights,
+    sampling_prior,
+    shard_indices,
+    train_sampler,
+)
+
+# --------------------------------------------------------------------------- metrics
+
+
+# --------------------------------------------------------------------------- helpers
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> int:
+    """Reseed Python, NumPy and torch for one epoch of one rank; return the seed used."""
+    s = (int(seed) * 1_000_003 + int(epoch) * 1009 + int(rank)) % (2**31 - 1)
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+    return s
+
+
+def rng_state() -> dict:
+    """RNG states in weights_only-loadable form (tensors and lists)."""
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                      int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]}
+
+
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """Backbone/head x decay/no-decay groups (no weight decay on biases and norm weights)."""
+    groups = []
+    for part in ("backbone", "head"):
+        decay, no_decay = [], []
+        for name, p in getattr(model, part).named_parameters():
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        groups += [{"params": decay, "weight_decay": weight_decay, "part": part},
+                   {"params": no_decay, "weight_decay": 0.0, "part": part}]
+    return [g for g in groups if g["params"]]
+
+
+def make_mixer(cfg: TrainConfig, num_classes: int):
+    """CutMix/MixUp on a float batch (``None`` when off); see :mod:`skinhelpers.train.augment`."""
+    if cfg.mix_prob <= 0 or (cfg.cutmix_alpha <= 0 and cfg.mixup_alpha <= 0):
+        return None
+    from skinhelpers.train.augment import BatchMixer
+
+    return BatchMixer(num_classes, cfg.cutmix_alpha, cfg.mixup_alpha, cfg.mix_prob)
+
+
+def _phases(cfg: TrainConfig, pretrained: bool, frozen: bool) -> list[tuple[str, int, int]]:
+    """[(name, first_epoch, end_epoch)]: head_only | warmup_head + finetune | finetune."""
+    if frozen:
+        return [("head_only", 0, cfg.epochs)]
+    k = min(int(cfg.freeze_epochs), cfg.epochs - 1) if pretrained else 0
+    return ([("warmup_head", 0, k)] if k > 0 else []) + [("finetune", k, cfg.epochs)]
+
+
+# --------------------------------------------------------------------------- trainer
+class Trainer:
+    """Train one model; ``fit()`` runs (or resumes) the whole schedule.
+
+    ``train_ds``/``val_ds`` yield ``(uint8 CHW image, label)``; ``train_labels`` are the
+    training labels (for sampling, weights and the prior). ``out_dir`` receives
+    ``checkpoints/``, ``history.csv`` and ``tb/``.
+    """
+
+    def __init__(self, cfg: TrainConfig, train_ds, val_ds, train_labels, meta: DataMeta,
+                 out_dir, dist: ddp.DistInfo | None = None,
+                 on_epoch_end: Callable[[int, dict], bool | None] | None = None):
+        cfg.check()
+        self.cfg, self.meta, self.out = cfg, meta, Path(out_dir)
+        self.dist = dist or ddp.DistInfo(device=device.pick_device(cfg.device))
+        self.dev = self.dist.device
+        self.on_epoch_end = on_epoch_end
+        self.num_classes = len(meta.classes)
+        self.train_labels = np.asarray(train_labels, dtype=np.int64)
+        pos = meta.positive_class
+        self.pos_index = list(meta.classes).index(pos) if pos in list(meta.classes) else None
+        variant = parse_variant(cfg.arch)
+        self.arch = variant["arch"]
+        self.pretrained = variant["pretrained"] if cfg.pretrained is None else cfg.pretrained
+        self.frozen = variant["frozen"] if cfg.frozen is None else bool(cfg.frozen)
+        self.phases = _phases(cfg, bool(self.pretrained), self.frozen)
+        self.ckpt_dir = self.out / "checkpoints"
+
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.kwargs = model_kwargs(self.num_classes, cfg.drop_rate, cfg.hidden_dim,
+                                   cfg.drop_path_rate)
+        model = build_model(self.arch, pretrained=self.pretrained,
+                            **{k: v for k, v in self.kwargs.items() if k != "pretrained"})
+        self.pretrained_source = model.pretrained_source
+        if self.dist.distributed and cfg.sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = model.to(self.dev, memory_format=self.memory_format)
+        self.mean = torch.tensor(model.mean, device=self.dev).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(model.std, device=self.dev).view(1, 3, 1, 1) * 255
+        self.n_params, _ = count_parameters(self.model)
+
+        # fused: one kernel for all parameters (CPU and CUDA); the default steps tensor by tensor
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
+                                           fused=self.dev.type in ("cpu", "cuda"))
+        self.use_amp = cfg.amp and self.dev.type == "cuda"
+        self.amp_dtype = getattr(torch, cfg.amp_dtype)
+        if self.dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed image size: pick the fastest kernels
+            torch.set_float32_matmul_precision("high")
+            if self.use_amp and self.amp_dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+                self.amp_dtype = torch.float16  # older GPUs: float16 with a GradScaler
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp
+                                           and self.amp_dtype == torch.float16)
+        self.ema = None
+        if cfg.ema:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True,
+                                  warmup_power=0.75)
+
+        prior = sampling_prior(self.train_labels, self.num_classes, cfg.balance_power)
+        weights = (class_weights(self.train_labels, self.num_classes, cfg.class_weight_power)
+                   if cfg.class_weight_power > 0 else None)
+        self.criterion = build_loss(cfg.loss, self.num_classes, cfg.label_smoothing, weights,
+                                    cfg.focal_gamma, cfg.logit_adjust_tau, prior).to(self.dev)
+        self.mixer = make_mixer(cfg, self.num_classes)
+
+        sampler = train_sampler(self.train_labels, self.num_classes, cfg.balance_power,
+                                cfg.seed, self.dist.rank, self.dist.world_size)
+        self.generator = torch.Generator()
+        pin = self.dev.type == "cuda"
+        self.loader_workers = device.loader_workers(cfg.workers, self.dev)
+        self.train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
+                                       num_workers=self.loader_workers, pin_memory=pin, drop_last=True,
+                                       generator=self.generator,
+                                       persistent_workers=False)
+        if len(self.train_loader) == 0:
+            raise ValueError(f"{len(train_ds)} training images give no full batch of "
+                             f"{cfg.batch_size} per process; lower batch_size")
+        shard = Subset(val_ds, shard_indices(len(val_ds), self.dist.rank, self.dist.world_size))
+        self.val_loader = DataLoader(shard, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
+                                     shuffle=False, num_workers=self.loader_workers,
+                                     pin_memory=pin)
+
+        self.history: list[dict] = []
+        self.state = {"next_epoch": 0, "global_step": 0, "phase": None, "phase_step": 0,
+                      "best": -math.inf, "best_ema": -math.inf, "best_epoch": -1,
+                      "bad_epochs": 0, "stopped": False}
+        self.scheduler = None
+        self.train_model = self.model
+        self.writer = None
+
+    # ----------------------------------------------------------------- phases
+    def _enter_phase(self, name: str, start: int, end: int, scheduler_state: dict | None) -> None:
+        cfg = self.cfg
+        train_backbone = name == "finetune"
+        self.model.freeze_backbone(not train_backbone)
+        steps = len(self.train_loader)
+        for g in self.optimizer.param_groups:
+            base = cfg.lr * (cfg.backbone_lr_mult if g["part"] == "backbone" else 1.0)
+            base = base if (g["part"] == "head" or train_backbone) else 0.0
+            g["lr"] = g["initial_lr"] = base
+        self.scheduler = None
+        if name != "warmup_head" and cfg.scheduler == "cosine":
+            from timm.scheduler import CosineLRScheduler
+
+            self.scheduler = CosineLRScheduler(
+                self.optimizer, t_initial=max(1, (end - start) * steps), lr_min=cfg.min_lr,
+                warmup_t=int(cfg.warmup_epochs * steps), warmup_lr_init=cfg.min_lr,
+                t_in_epochs=False)
+        elif name != "warmup_head" and cfg.scheduler == "plateau":
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="max", factor=cfg.plateau_factor,
+                patience=cfg.plateau_patience, min_lr=cfg.min_lr)
+        if self.scheduler is not None:
+            if scheduler_state:
+                self.scheduler.load_state_dict(scheduler_state)
+            if cfg.scheduler == "cosine":
+                self.scheduler.step_update(self.state["phase_step"])
+            elif scheduler_state:  # the reduced learning rates of the interrupted run
+                for g, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+                    g["lr"] = lr
+        self.state["phase"] = name
+        model = ddp.wrap(self.model, self.dist)  # rebuilt: DDP records trainable params
+        self.train_model = torch.compile(model) if self._can_compile() else model
+
+    def _can_compile(self) -> bool:
+        """``cfg.compile``, unless torch.compile cannot run on this device here."""
+        if not self.cfg.compile:
+            return False
+        blocker = device.compile_blocker(self.dev)
+        if blocker and self.dist.is_main:
+            print(f"note: compile=True ignored: {blocker}", flush=True)
+        return blocker is None
+
+    # ----------------------------------------------------------------- resume
+    def maybe_resume(self) -> int:
+        """Load ``last.pt`` if resuming; return the epoch to start from."""
+        last = self.ckpt_dir / "last.pt"
+        if not (self.cfg.resume and last.exists()):
+            return 0
+        ck = checkpoints.load_checkpoint(last, map_location="cpu")
+        saved = ck.get("config", {})
+        diff = {k: (saved.get(k), getattr(self.cfg, k)) for k in RESUME_KEYS
+                if saved.get(k) != getattr(self.cfg, k)}
+        if diff:
+            raise ValueError(f"{last} was written with different settings {diff} "
+                             "(saved, now); use resume=False or a new run folder")
+        self.model.load_state_dict(ck["state_dict"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        if self.ema is not None and ck.get("ema_state_dict"):
+            self.ema.module.load_state_dict(ck["ema_state_dict"])
+        if ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        self.history = list(ck.get("history", []))
+        self.state.update(ck["train_state"])
+        self._resume_scheduler_state = ck.get("scheduler")
+        if self.dist.is_main:
+            print(f"resumed from {last}: epoch {self.state['next_epoch']} of {self.cfg.epochs}",
+                  flush=True)
+        return int(self.state["next_epoch"])
+
+    # ----------------------------------------------------------------- steps
+    def _lr(self, part: str) -> float:
+        return max((g["lr"] for g in self.optimizer.param_groups
+                    if g["part"] == part and g["params"][0].requires_grad), default=0.0)
+
+    def _to_input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.dev, non_blocking=True).float()
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
+    def _autocast(self):
+        return torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.use_amp)
+
+    def train_epoch(self, epoch: int) -> dict:
+        cfg, model = self.cfg, self.train_model
+        model.train()
+        self.train_loader.sampler.set_epoch(epoch)
+        self.generator.manual_seed(seed_epoch(cfg.seed, epoch, self.dist.rank))
+        total, n, t0 = 0.0, 0, time.perf_counter()
+        lrs = {"head": 0.0, "backbone": 0.0}
+        bar = progress(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs} "
+                       f"[{self.state['phase']}]", unit="batch",
+                       disable=not self.dist.is_main)
+        for x, y in bar:
+            x, y = self._to_input(x), y.to(self.dev, non_blocking=True)
+            target = y
+            if self.mixer is not None:
+                x, target = self.mixer(x, y)
+            with self._autocast():
+                logits = model(x)
+            loss = self.criterion(logits.float(), target)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step "
+                                         f"{self.state['global_step']}; lower lr or check the data")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            for part in lrs:  # the lr used by this step, averaged over the epoch below
+                lrs[part] += self._lr(part)
+            self.state["global_step"] += 1
+            self.state["phase_step"] += 1
+            if self.scheduler is not None and cfg.scheduler == "cosine":
+                self.scheduler.step_update(self.state["phase_step"])
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.state["global_step"])
+            total += loss.item() * len(y)
+            n += len(y)
+            if self.dist.is_main and self.state["global_step"] % 10 == 0:
+                bar.set_postfix(loss=f"{total / n:.3f}", refresh=False)
+        bar.close()
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+        seconds = time.perf_counter() - t0
+        steps = max(len(self.train_loader), 1)
+        return {"lr_head": lrs["head"] / steps, "lr_backbone": lrs["backbone"] / steps,
+                "train_loss": ddp.all_reduce_mean(total / max(n, 1), self.dist),
+                "train_seconds": seconds,
+                "images_per_s": n * self.dist.world_size / seconds}
+
+    @torch.inference_mode()
+    def predict(self, model: torch.nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and labels over ``loader`` (gathered from every rank under DDP)."""
+        model.eval()
+        out, labels = [], []
+        for x, y in loader:
+            with self._autocast():
+                out.append(model(self._to_input(x)).float().cpu())
+            labels.append(y)
+        logits = torch.cat(out) if out else torch.empty(0, self.num_classes)
+        y = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
+        return ddp.all_gather_cat(logits, self.dist), ddp.all_gather_cat(y.long(), self.dist)
+
+    # ----------------------------------------------------------------- checkpoints
+    def _save(self, name: str, state_dict, metrics: dict, epoch: int, extra=None) -> None:
+        m = self.meta
+        checkpoints.save_checkpoint(
+            self.ckpt_dir / name, state_dict, arch=self.arch, model_kwargs=self.kwargs,
+            classes=m.classes, image_size=m.image_size, preprocess=m.preprocess,
+            resize_mode=m.resize_mode, mean=self.model.mean, std=self.model.std,
+            dataset=m.dataset, epoch=epoch, metrics=metrics,
+            extra={"config": asdict(self.cfg), "positive_class": m.positive_class,
+                   "pretrained_source": self.pretrained_source, **(extra or {})})
+
+    def _save_last(self, epoch: int) -> None:
+        sched = self.scheduler.state_dict() if self.scheduler is not None else {}
+        self._save("last.pt", self.model.state_dict(), _strip(self.history[-1], "val_"), epoch, extra={
+            "optimizer": self.optimizer.state_dict(), "scheduler": sched,
+            "scaler": self.scaler.state_dict(),
+            "ema_state_dict": self.ema.module.state_dict() if self.ema is not None else {},
+            "history": self.history, "train_state": dict(self.state), "rng": rng_state()})
+
+    # ----------------------------------------------------------------- loop
+    def fit(self) -> dict:
+        cfg, main = self.cfg, self.dist.is_main
+        self._resume_scheduler_state = None
+        start = self.maybe_resume()
+        if main and cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "tb"))
+        if main:
+            print(f"{self.arch}: {self.n_params / 1e6:.2f} M parameters, weights "
+                  f"{self.pretrained_source}, device {self.dev}, world {self.dist.world_size}, "
+                  f"{self.loader_workers} loader workers, "
+                  f"{len(self.train_loader)} steps/epoch, phases "
+                  f"{[(p, a + 1, b) for p, a, b in self.phases]}", flush=True)
+        t_start = time.perf_counter()
+        entered, epoch = None, start
+        budget_hit = False
+        while epoch < cfg.epochs and not self.state["stopped"] and not budget_hit:
+            name, a, b = next(p for p in self.phases if p[1] <= epoch < p[2])
+            if entered != name:
+                resumed_mid_phase = entered is None and self.state["phase"] == name
+                if not resumed_mid_phase:
+                    self.state["phase_step"] = 0
+                self._enter_phase(name, a, b,
+                                  self._resume_scheduler_state if resumed_mid_phase else None)
+                entered = name
+            row = {"epoch": epoch + 1, "phase": name}
+            row.update(self.train_epoch(epoch))
+            ddp.sync_buffers(self.model, self.dist)
+            t_val = time.perf_counter()
+            logits, y = self.predict(self.model, self.val_loader)
+            row.update({f"val_{k}": v for k, v in val_metrics(logits, y, self.pos_index).items()})
+            if self.ema is not None:
+                logits, y = self.predict(self.ema.module, self.val_loader)
+                row.update({f"ema_val_{k}": v
+                            for k, v in val_metrics(logits, y, self.pos_index).items()})
+            row["eval_seconds"] = time.perf_counter() - t_val
+            if cfg.scheduler == "plateau" and self.scheduler is not None:
+                score = row[f"val_{cfg.monitor}"]
+                self.scheduler.step(score if math.isfinite(score) else 0.0)
+            self._bookkeep(epoch, row)
+            if main:
+                self._log(row)
+                if self.state.get("early_stopped"):
+                    print(f"early stop: no {cfg.monitor} gain for {cfg.patience} epochs "
+                          f"(best {row['best_so_far']:.4f})", flush=True)
+            self.state["next_epoch"] = epoch + 1
+            minutes = (time.perf_counter() - t_start) / 60
+            if cfg.max_minutes and minutes > cfg.max_minutes and epoch + 1 < cfg.epochs:
+                if main:
+                    print(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1} "
+                          "(run again with resume=True to continue)", flush=True)
+                budget_hit = True
+            if main and cfg.save == "all":
+                self._save_last(epoch + 1)
+            ddp.barrier(self.dist)
+            if self.on_epoch_end is not None and self.on_epoch_end(epoch, row):
+                break
+            epoch += 1
+        if self.writer is not None:
+            self.writer.close()
+        return self.result(time.perf_counter() - t_start)
+
+    def _bookkeep(self, epoch: int, row: dict) -> None:
+        cfg, st, main = self.cfg, self.state, self.dist.is_main
+        score = row[f"val_{cfg.monitor}"]
+        score = -math.inf if math.isnan(score) else score
+        improved = False
+        if score > st["best"] + cfg.min_delta:
+            st["best"], st["best_epoch"], improved = score, epoch + 1, True
+            if main and cfg.save != "none":
+                self._save("best.pt", self.model.state_dict(), _strip(row, "val_"), epoch + 1)
+        if self.ema is not None:
+            ema_score = row[f"ema_val_{cfg.monitor}"]
+            ema_score = -math.inf if math.isnan(ema_score) else ema_score
+            if ema_score > st["best_ema"] + cfg.min_delta:
+                st["best_ema"], improved = ema_score, True
+                st["best_ema_epoch"] = epoch + 1
+                if main and cfg.save != "none":
+                    self._save("best_ema.pt", self.ema.module.state_dict(),
+                               _strip(row, "ema_val_"), epoch + 1)
+        counts = row["phase"] != "warmup_head"
+        st["bad_epochs"] = 0 if improved else st["bad_epochs"] + int(counts)
+        row["best_so_far"] = max(st["best"], st["best_ema"])
+        self.history.append(row)
+        if cfg.patience and st["bad_epochs"] >= cfg.patience:
+            st["stopped"] = st["early_stopped"] = True
+        if main:
+            write_csv(self.out / "history.csv", pd.DataFrame(self.history))
+
+    def _log(self, row: dict) -> None:
+        m = self.cfg.monitor
+        ema = (f" | ema {m} {row[f'ema_val_{m}']:.3f}" if self.ema is not None else "")
+        print(f"epoch {row['epoch']:>3}/{self.cfg.epochs} [{row['phase']}] loss "
+              f"{row['train_loss']:.4f} | val loss {row['val_loss']:.4f} {m} "
+              f"{row[f'val_{m}']:.3f} macro-F1 {row['val_macro_f1']:.3f} AUC "
+              f"{row['val_macro_auc']:.3f}{ema} | {row['images_per_s']:.0f} img/s, "
+              f"{row['train_seconds'] + row['eval_seconds']:.0f} s", flush=True)
+        if self.writer is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "epoch":
+                    self.writer.add_scalar(k.replace("val_", "val/", 1) if k.startswith("val_")
+                                           else k, v, row["epoch"])
+            self.writer.flush()
+
+    def result(self, seconds: float) -> dict:
+        hist = pd.DataFrame(self.history)
+        st = self.state
+        res = {"arch": self.arch, "pretrained": bool(self.pretrained), "frozen": self.frozen,
+               "pretrained_source": self.pretrained_source, "params": self.n_params,
+               "epochs_run": len(hist), "best_epoch": st["best_epoch"],
+               "best_ema_epoch": st.get("best_ema_epoch", -1),
+               "stopped_early": bool(st.get("early_stopped", False)),
+               "seconds": seconds, "history": hist, "out_dir": str(self.out)}
+        if len(hist):
+            res["images_per_s"] = float(hist["images_per_s"].median())
+            res["train_seconds"] = float(hist["train_seconds"].sum())
+            m = f"val_{self.cfg.monitor}"
+            best = hist.loc[hist[m].fillna(-1).idxmax()]
+            res["best_val"] = {k[4:]: float(best[k]) for k in hist if k.startswith("val_")}
+            if self.ema is not None:
+                e = hist.loc[hist[f"ema_{m}"].fillna(-1).idxmax()]
+                res["best_ema_val"] = {k[8:]: float(e[k]) for k in hist if k.startswith("ema_val_")}
+        return res
+
+
+def _strip(row: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in row.items()
+            if k.startswith(prefix) and isinstance(v, (int, float))}
