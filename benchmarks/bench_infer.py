@@ -1,7 +1,7 @@
 """Benchmark 3: inference images/s of the final model, with and without test-time
 augmentation, eager versus ``torch.compile``, channels_last versus contiguous.
 
-Runs :func:`skinhelpers.evaluate.tta.predict_batch` (what notebook 08 and ``predict`` use) over
+Runs :func:`skinhelpers.model.inference.predict_batch` (what notebook 08 and ``predict`` use) over
 real HAM10000 images from the image cache, batch by batch, for every combination; each
 combination is timed ``--repeats`` times after a warm-up (the compile time is reported
 apart). Images/s counts images, not views: 8-view TTA does 8 forward passes per image.
@@ -25,7 +25,8 @@ from skinhelpers.data.cache import build_cache
 from skinhelpers.model.checkpoints import model_from_checkpoint
 from skinhelpers.data.manifest import load_manifest, subsample
 from skinhelpers.model.factory import build_model
-from skinhelpers.evaluate.tta import predict_batch, prepare_model
+from skinhelpers.evaluate.tta import prepare_model
+from skinhelpers.model.inference import predict_batch
 
 
 def main() -> None:

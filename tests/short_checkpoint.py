@@ -16,7 +16,7 @@ import torch
 from skinhelpers.model import checkpoints
 from skinhelpers.model import factory as models
 from skinhelpers.data.imaging import load_for_model
-from skinhelpers.evaluate.tta import to_model_input
+from skinhelpers.model.inference import to_model_input
 
 
 def pick_images(df: pd.DataFrame, per_class: int = 8, seed: int = 0) -> pd.DataFrame:

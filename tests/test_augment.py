@@ -74,17 +74,6 @@ def test_unknown_preset_lists_choices():
         augment.train_transform("heavy", 64)
 
 
-def test_normalize(images):
-    x = augment.normalize(images, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    assert x.dtype == torch.float32 and x.shape == images.shape
-    expected = (images.float() / 255 - 0.5) / 0.25
-    assert torch.allclose(x, expected, atol=1e-6)
-    with pytest.raises(TypeError, match="uint8"):
-        augment.normalize(images.float(), (0.5,) * 3, (0.25,) * 3)
-    with pytest.raises(ValueError, match="mean"):
-        augment.normalize(images, (0.5, 0.5), (0.25, 0.25))
-
-
 @pytest.mark.parametrize("cutmix,mixup", [(1.0, 0.0), (0.0, 0.4), (1.0, 0.4)])
 def test_batch_mixer_targets(images, cutmix, mixup):
     torch.manual_seed(0)

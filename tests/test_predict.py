@@ -15,7 +15,7 @@ from skinhelpers.__main__ import main as cli
 from skinhelpers.model.checkpoints import model_from_checkpoint
 from skinhelpers.data.imaging import load_for_model
 from skinhelpers.evaluate.predict import predict_images
-from skinhelpers.evaluate.tta import to_model_input
+from skinhelpers.model.inference import to_model_input
 
 from short_checkpoint import pick_images, train_short_checkpoint
 

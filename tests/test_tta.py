@@ -1,4 +1,4 @@
-"""Test-time augmentation over the dihedral views."""
+"""Test-time augmentation over the dihedral views (:mod:`skinhelpers.model.inference`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from skinhelpers.evaluate import tta
+from skinhelpers.model import inference as tta
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 

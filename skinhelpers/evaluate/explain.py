@@ -104,7 +104,7 @@ def cams_for_images(model: torch.nn.Module, images: np.ndarray, mean: Sequence[f
                     target_layer: torch.nn.Module | None = None) -> np.ndarray:
     """Grad-CAM of uint8 RGB images ``(N, S, S, 3)`` (as the cache stores them), normalised
     with the checkpoint's ``mean``/``std``."""
-    from skinhelpers.evaluate.tta import to_model_input
+    from skinhelpers.model.inference import to_model_input
 
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     return grad_cam(model, to_model_input(x, mean, std), targets, target_layer)

@@ -64,6 +64,24 @@ def _collate(batch):
     return x, [b[1] for b in ok], bad
 
 
+class _ReadableBatches:
+    """The batches of ``loader`` as ``(images, file indices)``, without the unreadable files
+    (collected in ``skipped`` as ``{"path", "error"}``); a batch of only such files is left
+    out. Its length is the loader's (for the progress bar)."""
+
+    def __init__(self, loader, files: Sequence[Path]):
+        self.loader, self.files, self.skipped = loader, files, []
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, idx, bad in self.loader:
+            self.skipped += [{"path": str(self.files[i]), "error": err} for i, err in bad]
+            if x is not None:
+                yield x, torch.as_tensor(idx, dtype=torch.int64)
+
+
 def predict_images(checkpoint, paths: Iterable[str | os.PathLike] | str | os.PathLike,
                    tta: int | Sequence[str] = 1, batch_size: int = 32, workers: int = 0,
                    device: str | None = None, show_progress: bool = True) -> pd.DataFrame:
@@ -74,9 +92,9 @@ def predict_images(checkpoint, paths: Iterable[str | os.PathLike] | str | os.Pat
     ``confidence``. Files that could not be read are listed in ``df.attrs["skipped"]``
     as ``{"path", "error"}`` dicts.
     """
-    from skinhelpers.evaluate.tta import predict_batch, prepare_model, resolve_views
+    from skinhelpers.evaluate.tta import prepare_model
     from skinhelpers.model.checkpoints import load_checkpoint, model_from_checkpoint
-    from skinhelpers.progress import progress
+    from skinhelpers.model.inference import predict_loader, resolve_views
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -90,16 +108,13 @@ def predict_images(checkpoint, paths: Iterable[str | os.PathLike] | str | os.Pat
     ds = _ImageFiles(files, int(info["image_size"]), info["preprocess"], info["resize_mode"])
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
                                          num_workers=workers, collate_fn=_collate)
-    rows_idx, probs, skipped = [], [], []
-    for x, idx, bad in progress(loader, desc=f"predict {len(files)} images", unit="batch",
-                                disable=not show_progress):
-        skipped += [{"path": str(files[i]), "error": err} for i, err in bad]
-        if x is None:
-            continue
-        p, _ = predict_batch(model, x, info["mean"], info["std"], views)
-        probs.append(p.numpy())
-        rows_idx += idx
-    probs_arr = np.concatenate(probs) if probs else np.zeros((0, len(classes)))
+    batches = _ReadableBatches(loader, files)
+    pred = predict_loader(model, batches, info["mean"], info["std"], views,
+                          desc=f"predict {len(files)} images" if show_progress else None)
+    # the loop's "labels" are the file indices _ReadableBatches yields with each batch
+    rows_idx = pred.labels.tolist() if pred.labels is not None else []
+    probs_arr = pred.probs if len(rows_idx) else np.zeros((0, len(classes)))
+    skipped = batches.skipped
     out = pd.DataFrame({"image_id": [files[i].stem for i in rows_idx],
                         "path": [str(files[i]) for i in rows_idx]})
     for j, c in enumerate(classes):

@@ -17,45 +17,16 @@ import pandas as pd
 import sklearn
 from sklearn import metrics as skm
 
+from skinhelpers.model.metrics import (
+    check_predictions,
+    classification_metrics,
+    macro_auc,
+)
+
 # ----------------------------------------------------------------------------- metrics
-
-
-def _check(y, probs) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y).astype(np.int64).ravel()
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2:
-        raise ValueError(f"probs must be (N, C), got shape {probs.shape}")
-    if len(y) != len(probs):
-        raise ValueError(f"y has {len(y)} rows but probs has {len(probs)}")
-    if len(y) and (y.min() < 0 or y.max() >= probs.shape[1]):
-        raise ValueError(f"labels must lie in [0, {probs.shape[1] - 1}], got "
-                         f"[{y.min()}, {y.max()}]")
-    return y, probs
-
-
-def _auc_ovr(y: np.ndarray, probs: np.ndarray) -> float:
-    """Macro one-vs-rest ROC-AUC over the classes present in ``y`` (NaN if < 2 present)."""
-    present = np.unique(y)
-    if len(present) < 2:
-        return float("nan")
-    if probs.shape[1] == 2:
-        return float(skm.roc_auc_score(y, probs[:, 1]))
-    if len(present) == probs.shape[1]:
-        return float(skm.roc_auc_score(y, probs, multi_class="ovr", average="macro",
-                                       labels=list(range(probs.shape[1]))))
-    aucs = [skm.roc_auc_score(y == c, probs[:, c]) for c in present]
-    return float(np.mean(aucs))
-
-
-def _pr_auc_macro(y: np.ndarray, probs: np.ndarray) -> float:
-    present = np.unique(y)
-    if probs.shape[1] == 2:
-        return float(skm.average_precision_score(y == 1, probs[:, 1])) if len(present) == 2 \
-            else float("nan")
-    return float(np.mean([skm.average_precision_score(y == c, probs[:, c]) for c in present]))
-
-
-# Averages follow scikit-learn's default: over the classes that occur in y_true or in the
+# All metrics of a split come from the one metrics function,
+# :func:`skinhelpers.model.metrics.classification_metrics` (the trainer's validation uses it
+# too). Averages follow scikit-learn's default: over the classes that occur in y or in the
 # predictions (a class with no test image and never predicted is left out, not scored 0).
 _AVG = {"zero_division": 0}
 
@@ -65,40 +36,15 @@ HEADLINE: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": lambda y, p: skm.accuracy_score(y, p.argmax(1)),
     "balanced_accuracy": lambda y, p: skm.balanced_accuracy_score(y, p.argmax(1)),
     "f1_macro": lambda y, p: skm.f1_score(y, p.argmax(1), average="macro", **_AVG),
-    "roc_auc_macro_ovr": _auc_ovr,
+    "roc_auc_macro_ovr": macro_auc,
 }
-
-
-def classification_metrics(y, probs) -> dict:
-    """Accuracy, balanced accuracy, macro and weighted precision/recall/F1, macro ROC-AUC
-    (one-vs-rest over the classes present) and macro PR-AUC (average precision), NLL."""
-    y, probs = _check(y, probs)
-    pred = probs.argmax(1)
-    with warnings.catch_warnings():  # absent classes: explained where they occur
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        return _classification_metrics(y, probs, pred)
-
-
-def _classification_metrics(y: np.ndarray, probs: np.ndarray, pred: np.ndarray) -> dict:
-    out = {"n": int(len(y)),
-           "accuracy": float(skm.accuracy_score(y, pred)),
-           "balanced_accuracy": float(skm.balanced_accuracy_score(y, pred))}
-    for avg in ("macro", "weighted"):
-        p, r, f, _ = skm.precision_recall_fscore_support(y, pred, average=avg, **_AVG)
-        out.update({f"precision_{avg}": float(p), f"recall_{avg}": float(r),
-                    f"f1_{avg}": float(f)})
-    out["roc_auc_macro_ovr"] = _auc_ovr(y, probs)
-    out["pr_auc_macro"] = _pr_auc_macro(y, probs)
-    out["log_loss"] = float(skm.log_loss(y, np.clip(probs, 1e-12, 1),
-                                         labels=list(range(probs.shape[1]))))
-    return out
 
 
 def per_class_report(y, probs, classes: Sequence[str]) -> pd.DataFrame:
     """One row per class: precision, recall (sensitivity), F1, support, one-vs-rest
     ROC-AUC and average precision (PR-AUC), specificity. Undefined values (a class with
     no test image, or never predicted) are NaN, not 0."""
-    y, probs = _check(y, probs)
+    y, probs = check_predictions(y, probs)
     pred = probs.argmax(1)
     p, r, f, s = skm.precision_recall_fscore_support(
         y, pred, labels=list(range(probs.shape[1])), zero_division=np.nan)
@@ -121,7 +67,7 @@ def per_class_report(y, probs, classes: Sequence[str]) -> pd.DataFrame:
 
 def confusion(y, probs, normalize: str | None = None) -> np.ndarray:
     """Confusion matrix (rows: true, columns: predicted); ``normalize='true'`` for recall."""
-    y, probs = _check(y, probs)
+    y, probs = check_predictions(y, probs)
     return skm.confusion_matrix(y, probs.argmax(1), labels=list(range(probs.shape[1])),
                                 normalize=normalize)
 
@@ -158,7 +104,7 @@ def bootstrap_ci(y, probs, fns: dict[str, Callable] | None = None, n_bootstrap: 
     shows a progress bar.
     Returns a frame indexed by metric with ``value, ci_low, ci_high, n_boot``.
     """
-    y, probs = _check(y, probs)
+    y, probs = check_predictions(y, probs)
     fns = HEADLINE if fns is None else fns
     if n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
@@ -188,8 +134,8 @@ def paired_bootstrap_diff(y, probs_a, probs_b, fns: dict[str, Callable] | None =
     """``metric(b) - metric(a)`` on the same images, with a paired bootstrap interval
     (both scored on each resample) and the share of resamples where ``b`` is better.
     The way to say whether a change (TTA, EMA, calibration) helps beyond noise."""
-    y, probs_a = _check(y, probs_a)
-    _, probs_b = _check(y, probs_b)
+    y, probs_a = check_predictions(y, probs_a)
+    _, probs_b = check_predictions(y, probs_b)
     fns = HEADLINE if fns is None else fns
     idx = bootstrap_indices(y, n_bootstrap, seed)
     rows = []
@@ -358,7 +304,7 @@ def softmax(logits) -> np.ndarray:
 def reliability_table(y, probs, n_bins: int = 15) -> pd.DataFrame:
     """Top-label reliability: confidence bins of equal width with their count, mean
     confidence and accuracy (the data of a reliability diagram)."""
-    y, probs = _check(y, probs)
+    y, probs = check_predictions(y, probs)
     conf = probs.max(1)
     correct = probs.argmax(1) == y
     edges = np.linspace(0, 1, n_bins + 1)
@@ -417,7 +363,7 @@ def calibration_summary(y_val, logits_val, y_test, logits_test, n_bins: int = 15
     out = {"temperature": temp, "n_bins": n_bins}
     for key, p in (("before", softmax(logits_test)),
                    ("after", apply_temperature(logits_test, temp))):
-        y, p = _check(y_test, p)
+        y, p = check_predictions(y_test, p)
         onehot = np.eye(p.shape[1])[y]
         out[key] = {"ece": expected_calibration_error(y, p, n_bins),
                     "nll": float(skm.log_loss(y, np.clip(p, 1e-12, 1),
@@ -521,7 +467,7 @@ def plot_roc_pr_curves(y, probs, classes: Sequence[str], title: str = "",
     binary problems), with AUC / average precision in the legend."""
     import matplotlib.pyplot as plt
 
-    y, probs = _check(y, probs)
+    y, probs = check_predictions(y, probs)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.6))
     which = [positive if positive is not None else 1] if _binary_curves(classes) \
         else range(len(classes))
@@ -582,7 +528,7 @@ def plot_reliability(y, curves: dict[str, np.ndarray], n_bins: int = 15, title: 
 
 
 __all__ = [
-    "HEADLINE", "classification_metrics", "per_class_report", "confusion",
+    "HEADLINE", "per_class_report", "confusion",
     "bootstrap_indices", "bootstrap_ci", "paired_bootstrap_diff", "ci_dict", "fmt_ci",
     "threshold_for_specificity", "threshold_for_sensitivity", "operating_point",
     "positive_class_analysis", "softmax", "reliability_table", "expected_calibration_error",

@@ -3,7 +3,8 @@
 Images arrive as ``uint8`` CHW tensors from :class:`skinhelpers.data.cache.CachedImageDataset`,
 already at their final size; every per-image preset maps such a tensor to a ``uint8``
 tensor of the same shape, so augmentation runs cheaply on uint8 in the DataLoader
-workers, and :func:`normalize` converts a whole batch to float once, on the device.
+workers, and :func:`skinhelpers.model.inference.to_model_input` converts a whole batch to
+float once, on the device.
 
 Presets (dermoscopy has no canonical orientation, so every preset but ``none`` flips both
 ways and rotates by multiples of 90 degrees, which loses no pixel):
@@ -105,21 +106,6 @@ def train_transform(preset: str, size: int) -> v2.Compose:
 def eval_transform(size: int) -> v2.Compose:
     """Evaluation: nothing for cached images of ``size``; a resize for any other size."""
     return v2.Compose([v2.Resize((int(size), int(size)), antialias=True)])
-
-
-def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``uint8`` NCHW batch (any device) -> float32, scaled to [0, 1], normalised per channel."""
-    if not isinstance(batch, torch.Tensor) or batch.dtype != torch.uint8:
-        raise TypeError(f"normalize expects a uint8 tensor batch (N, 3, H, W), got "
-                        f"{getattr(batch, 'dtype', type(batch))}")
-    if batch.ndim != 4 or batch.shape[1] != len(mean) or len(mean) != len(std):
-        raise ValueError(f"normalize: batch of shape {tuple(batch.shape)} does not match "
-                         f"mean {list(mean)} / std {list(std)} (expected N x {len(mean)} x H x W)")
-    if any(float(s) <= 0 for s in std):
-        raise ValueError(f"normalize: std must be positive, got {list(std)}")
-    m = torch.as_tensor(mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
-    return batch.float().div_(255.0).sub_(m).div_(s)
 
 
 class BatchMixer:
@@ -368,6 +354,6 @@ def plot_throughput(table, title: str = ""):
 
 
 __all__ = ["PRESETS", "PRESET_DESCRIPTIONS", "RandomRot90", "train_transform",
-           "eval_transform", "normalize", "BatchMixer", "save_augmentation",
+           "eval_transform", "BatchMixer", "save_augmentation",
            "read_augmentation", "measure_throughput", "throughput_table", "plot_gallery",
            "plot_mix_batch", "plot_throughput"]

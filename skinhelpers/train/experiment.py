@@ -150,23 +150,18 @@ def train(cfg: TrainConfig, data: TrainData, out_dir, dist: ddp.DistInfo | None 
 
 
 def evaluate_checkpoint(path, dataset, batch_size: int = 64, device: str = "cpu") -> dict:
-    """Rebuild a checkpoint and score it on ``dataset`` (uint8 images, labels): a check that
-    the saved file reproduces its recorded validation metrics."""
+    """Rebuild a checkpoint and score it on ``dataset`` (uint8 images, labels) with the
+    trainer's validation metrics: a check that the saved file reproduces its recorded
+    validation metrics."""
     import torch
 
     from skinhelpers.model.checkpoints import model_from_checkpoint
+    from skinhelpers.model.inference import predict_loader
     from skinhelpers.model.metrics import val_metrics
 
     model, info = model_from_checkpoint(path, device)
-    mean = torch.tensor(info["mean"], device=device).view(1, 3, 1, 1)
-    std = torch.tensor(info["std"], device=device).view(1, 3, 1, 1)
-    logits, labels = [], []
-    with torch.inference_mode():
-        for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
-            logits.append(model((x.to(device).float() / 255 - mean) / std).float().cpu())
-            labels.append(y)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    pred = predict_loader(model, loader, info["mean"], info["std"], desc=None)
     pos = info.get("positive_class")
     pos = info["classes"].index(pos) if pos in info["classes"] else None
-    return val_metrics(torch.cat(logits), torch.cat(labels).long(), pos)
-
-
+    return val_metrics(torch.from_numpy(pred.logits).float(), torch.from_numpy(pred.labels), pos)

@@ -44,6 +44,7 @@ from skinhelpers.model.factory import (
     model_kwargs,
     parse_variant,
 )
+from skinhelpers.model.inference import predict_loader, to_model_input
 from skinhelpers.model.metrics import val_metrics
 from skinhelpers.progress import progress
 from skinhelpers.train import distributed as ddp
@@ -59,9 +60,6 @@ from skinhelpers.train.sampling import (
     shard_indices,
     train_sampler,
 )
-
-# --------------------------------------------------------------------------- metrics
-
 
 # --------------------------------------------------------------------------- helpers
 def seed_epoch(seed: int, epoch: int, rank: int = 0) -> int:
@@ -150,8 +148,6 @@ class Trainer:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = model.to(self.dev, memory_format=self.memory_format)
-        self.mean = torch.tensor(model.mean, device=self.dev).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(model.std, device=self.dev).view(1, 3, 1, 1) * 255
         self.n_params, _ = count_parameters(self.model)
 
         # fused: one kernel for all parameters (CPU and CUDA); the default steps tensor by tensor
@@ -281,8 +277,9 @@ class Trainer:
                     if g["part"] == part and g["params"][0].requires_grad), default=0.0)
 
     def _to_input(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.dev, non_blocking=True).float()
-        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        """A uint8 batch as the network's input (:func:`skinhelpers.model.inference.to_model_input`
+        on this device, in this memory format)."""
+        return to_model_input(x, self.model.mean, self.model.std, self.dev, self.memory_format)
 
     def _autocast(self):
         return torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.use_amp)
@@ -337,17 +334,16 @@ class Trainer:
                 "train_seconds": seconds,
                 "images_per_s": n * self.dist.world_size / seconds}
 
-    @torch.inference_mode()
     def predict(self, model: torch.nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and labels over ``loader`` (gathered from every rank under DDP)."""
-        model.eval()
-        out, labels = [], []
-        for x, y in loader:
-            with self._autocast():
-                out.append(model(self._to_input(x)).float().cpu())
-            labels.append(y)
-        logits = torch.cat(out) if out else torch.empty(0, self.num_classes)
-        y = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
+        """Logits (float32) and labels over ``loader`` through the one prediction loop
+        (:func:`skinhelpers.model.inference.predict_loader`), gathered from every rank under
+        DDP."""
+        pred = predict_loader(model, loader, self.model.mean, self.model.std, desc=None,
+                              memory_format=self.memory_format,
+                              amp_dtype=self.amp_dtype if self.use_amp else None)
+        logits = torch.from_numpy(pred.logits).float().reshape(-1, self.num_classes)
+        y = (torch.from_numpy(pred.labels) if pred.labels is not None
+             else torch.empty(0, dtype=torch.long))
         return ddp.all_gather_cat(logits, self.dist), ddp.all_gather_cat(y.long(), self.dist)
 
     # ----------------------------------------------------------------- checkpoints
