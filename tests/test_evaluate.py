@@ -6,6 +6,7 @@ import pytest
 from sklearn import metrics as skm
 
 from skinhelpers.evaluate import scores as ev
+from skinhelpers.model.metrics import classification_metrics
 
 
 def _toy(n=600, c=4, seed=0, sharp=2.0):
@@ -20,7 +21,7 @@ def _toy(n=600, c=4, seed=0, sharp=2.0):
 def test_metrics_match_sklearn():
     y, p, _ = _toy()
     pred = p.argmax(1)
-    m = ev.classification_metrics(y, p)
+    m = classification_metrics(y, p)
     assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
     assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
     for avg in ("macro", "weighted"):
@@ -43,7 +44,7 @@ def test_metrics_match_sklearn():
 def test_known_values_and_binary():
     y = np.array([0, 0, 1, 1])
     p = np.array([[0.9, 0.1], [0.4, 0.6], [0.35, 0.65], [0.2, 0.8]])
-    m = ev.classification_metrics(y, p)
+    m = classification_metrics(y, p)
     assert m["accuracy"] == pytest.approx(0.75)
     assert m["roc_auc_macro_ovr"] == pytest.approx(1.0)  # every positive outranks negatives
     assert m["recall_macro"] == pytest.approx(0.75)
@@ -51,9 +52,9 @@ def test_known_values_and_binary():
 
 def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="rows"):
-        ev.classification_metrics([0, 1], np.full((3, 2), 0.5))
+        classification_metrics([0, 1], np.full((3, 2), 0.5))
     with pytest.raises(ValueError, match="labels must lie"):
-        ev.classification_metrics([0, 5], np.full((2, 2), 0.5))
+        classification_metrics([0, 5], np.full((2, 2), 0.5))
 
 
 def test_bootstrap_ci_contains_estimate_and_shrinks_with_n():
@@ -188,7 +189,7 @@ def test_absent_classes_are_left_out_not_scored_zero():
     y = np.array([0, 0, 1, 1, 1])
     p = np.array([[0.8, 0.1, 0.1], [0.4, 0.5, 0.1], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1],
                   [0.3, 0.6, 0.1]])
-    m = ev.classification_metrics(y, p)
+    m = classification_metrics(y, p)
     assert m["f1_macro"] == pytest.approx(skm.f1_score(y, p.argmax(1), average="macro"))
     assert m["f1_macro"] == pytest.approx(skm.f1_score(y, p.argmax(1), average="macro",
                                                        labels=[0, 1]))
