@@ -34,8 +34,22 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   fi
   echo "$want" > "$stamp"
 fi
-# strip notebook outputs on commit (local git config only; harmless outside a checkout)
-if [ -d .git ] && ! git config --local --get filter.nbstripout.clean >/dev/null 2>&1; then
-  "$VENV/bin/nbstripout" --install >/dev/null 2>&1 || true
+# Notebooks are committed without outputs: the nbstripout git filter (and a diff driver
+# that compares notebooks without their outputs), in this clone's git config. The command
+# is relative to the top of the work tree, where git runs filters, so no absolute path of
+# this machine goes into .git/config and every clone or worktree uses its own .venv. The
+# extra keys match the nbstripout hook in .pre-commit-config.yaml.
+if [ -e .git ]; then
+  strip="\"$VENV/bin/python\" -m nbstripout"
+  git config --local filter.nbstripout.clean "$strip"
+  git config --local filter.nbstripout.smudge cat
+  git config --local filter.nbstripout.required true
+  keys=(metadata.language_info.version metadata.language_info.codemirror_mode
+        metadata.language_info.file_extension metadata.language_info.mimetype
+        metadata.language_info.nbconvert_exporter metadata.language_info.pygments_lexer
+        metadata.papermill cell.metadata.papermill metadata.toc metadata.vscode
+        cell.metadata.pycharm)
+  git config --local filter.nbstripout.extrakeys "${keys[*]}"
+  git config --local diff.ipynb.textconv "$strip -t"
 fi
 echo "$VENV/bin/python"

@@ -1,13 +1,78 @@
-"""Shared fixtures: the real data in ../shared/data (read-only) and a small demo set."""
+"""Shared fixtures: the real data in ../shared/data (read-only) and a small demo set.
+
+Every test that uses a real-data fixture (``shared_data``, ``ham_dir``, ``isic9_dir``,
+``ham_manifest``, ``isic9_manifest``, directly or through another fixture) is marked
+``realdata`` here, so ``./run_tests.sh -m "not realdata"`` is the complete offline suite.
+A test that is *not* marked ``realdata`` and still opens or lists a file under the real
+data folder fails (an audit hook watches ``open``/``listdir``/``scandir``): the marker
+cannot silently go missing. ``SKINLAB_SHARED_DATA`` points the fixtures elsewhere (a
+folder that does not exist: every real-data test skips, or fails under ``CI``).
+"""
+
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SKINLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DEFAULT_SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("SKINLAB_SHARED_DATA", DEFAULT_SHARED_DATA))
+pytest_plugins = ["pytester"]  # tests/test_realdata_guard.py
+REAL_DATA_FIXTURES = {"shared_data", "ham_dir", "isic9_dir", "ham_manifest", "isic9_manifest"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that (transitively) uses a real-data fixture ``realdata``."""
+    for item in items:
+        if REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.realdata)
+
+
+# --------------------------------------------------------------------------- the guard
+
+_GUARDED_ROOTS = tuple(
+    sorted({os.path.realpath(p) + os.sep for p in (DEFAULT_SHARED_DATA, SHARED_DATA)})
+)
+_GUARD = {"active": False, "hits": []}
+_AUDITED = {"open", "os.listdir", "os.scandir"}
+
+
+def _touches_real_data(path) -> bool:
+    if isinstance(path, int):  # os.open on a file descriptor
+        return False
+    try:
+        full = os.path.realpath(os.fsdecode(path))
+    except (TypeError, ValueError):
+        return False
+    return (full + os.sep).startswith(_GUARDED_ROOTS)
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _GUARD["active"] and event in _AUDITED and args and args[0] is not None:
+        if _touches_real_data(args[0]):
+            _GUARD["hits"].append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit)  # audit hooks cannot be removed; it is a no-op unless active
+
+
+@pytest.fixture(autouse=True)
+def _real_data_guard(request):
+    """Fail an unmarked test that reads the real data (it belongs behind ``realdata``)."""
+    marked = request.node.get_closest_marker("realdata") is not None
+    _GUARD["active"], _GUARD["hits"] = not marked, []
+    yield
+    _GUARD["active"] = False
+    if _GUARD["hits"]:
+        pytest.fail(
+            f"{request.node.nodeid} read the real data ({_GUARD['hits'][0]}, "
+            f"{len(_GUARD['hits'])} access(es)) without @pytest.mark.realdata",
+            pytrace=False,
+        )
 
 
 def _need(path: Path) -> Path:
