@@ -34,8 +34,8 @@ def ham_runs(ham_manifest, tmp_path_factory):
     runs = []
     for seed in (0, 1):
         run = tmp_path_factory.mktemp("runs") / f"ham-seed{seed}"
-        ck = train_short_checkpoint(train.groupby("label").head(20).reset_index(drop=True),
-                                    run / "checkpoints" / "best.pt", size=32, steps=15,
+        ck = train_short_checkpoint(train.groupby("label").head(10).reset_index(drop=True),
+                                    run / "checkpoints" / "best.pt", size=32, steps=5,
                                     seed=seed)
         pred = predict_images(ck, list(test["path"]), batch_size=64, device="cpu",
                               show_progress=False)
