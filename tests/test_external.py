@@ -21,7 +21,7 @@ OPS = [lambda m: m, lambda m: np.rot90(m, 1), lambda m: np.rot90(m, 2),
 
 def test_dihedral_dct_equals_the_dct_of_each_view():
     img = np.random.default_rng(0).random((64, 64))
-    dct = lambda m: fftpack.dct(fftpack.dct(m, axis=0), axis=1)  # noqa: E731
+    dct = lambda m: fftpack.dct(fftpack.dct(m, axis=0), axis=1)
     views = leakage.dihedral_dct(dct(img))
     for k, op in enumerate(OPS):
         assert np.allclose(views[k], dct(op(img)), atol=1e-9), leakage.DIHEDRAL_VIEWS[k]
@@ -50,7 +50,7 @@ def test_planted_rotated_and_mirrored_copies_are_found(ham_manifest, tmp_path):
         row = hits[hits["relpath_b"] == f"copy_{k}.jpg"].iloc[0]
         assert row["relpath_a"] == src.loc[k, "relpath"] and row["transform"] != "identity"
     # and across sets: the copies against the source images
-    q, r, d, v = leakage.cross_pairs(bits[40:], bits[:40], 36)
+    q, r, _, v = leakage.cross_pairs(bits[40:], bits[:40], 36)
     assert sorted(zip(q.tolist(), r.tolist())) == [(k, k) for k in range(7)]
     # the view of the copy that gives back the source: the inverse of the planted one
     assert [leakage.DIHEDRAL_VIEWS[x] for x in v[np.argsort(q)]] == \

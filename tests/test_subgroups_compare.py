@@ -2,12 +2,12 @@
 checkpoints (two seeds), plus the TensorBoard hparams log."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from short_checkpoint import train_short_checkpoint
 from sklearn import metrics as skm
 
 from skinhelpers.data import manifest as datasets
@@ -15,8 +15,6 @@ from skinhelpers.evaluate import compare, subgroups
 from skinhelpers.evaluate.predict import predict_images
 from skinhelpers.files import write_csv, write_json
 from skinhelpers.split import grouped as splits
-
-from short_checkpoint import train_short_checkpoint
 
 pytestmark = pytest.mark.realdata
 
@@ -83,7 +81,7 @@ def test_subgroup_table_on_ham_test_predictions(ham_runs):
     small = t[t["n"] < 25]
     assert len(small) and not small["ranked"].any() and small["rank"].isna().all()
     ranked = t[t["ranked"] & (t["attribute"] == "sex") & (t["metric"] == "melanoma_auc")]
-    assert sorted(ranked["rank"].tolist())[0] == 1
+    assert min(ranked["rank"].tolist()) == 1
     fig = subgroups.plot_forest(t)
     assert len(fig.axes) == 4
     dx = subgroups.dx_type_table(test)
@@ -91,7 +89,7 @@ def test_subgroup_table_on_ham_test_predictions(ham_runs):
 
 
 def test_compare_two_seeds(ham_runs, capsys):
-    runs, test, classes = ham_runs
+    runs, test, _ = ham_runs
     side, diff = compare.compare_runs(runs, n_bootstrap=50)
     assert list(side.columns) == [r.name for r in runs]
     assert set(diff["metric"]) == {"accuracy", "balanced_accuracy", "f1_macro",
@@ -106,7 +104,7 @@ def test_compare_two_seeds(ham_runs, capsys):
 
 
 def test_compare_refuses_other_classes_and_disjoint_tests(ham_runs, tmp_path, capsys):
-    runs, _, classes = ham_runs
+    runs, _, _ = ham_runs
     pred = pd.read_csv(runs[1] / "predictions_test.csv")
     other = tmp_path / "other"
     write_csv(other / "predictions_test.csv",

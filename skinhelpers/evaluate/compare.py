@@ -160,4 +160,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["CompareError", "load_run", "headline", "compare_runs", "log_hparams", "main"]
+__all__ = ["CompareError", "compare_runs", "headline", "load_run", "log_hparams", "main"]

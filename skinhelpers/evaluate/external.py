@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -83,7 +83,7 @@ def resolve_class_map(source_classes, external_classes,
             c = clinical_meaning(e)
             target = by_concept.get(c, [None])[0] if c else None
             if target is not None:
-                how = (f"same name" if _norm(e) == _norm(target)
+                how = ("same name" if _norm(e) == _norm(target)
                        else f"both mean '{c}'")
             elif c:
                 how = f"'{c}' has no class in the source dataset: dropped"
@@ -171,7 +171,7 @@ def mark_run_split(overlap: pd.DataFrame, run_split: pd.DataFrame) -> pd.DataFra
 
 def overlap_summary(overlap: pd.DataFrame) -> dict:
     """Counts for the report: by kind, by where the source image sits in the run."""
-    return {"n_removed_overlap": int(len(overlap)),
+    return {"n_removed_overlap": len(overlap),
             "by_kind": {k: int(v) for k, v in overlap["kind"].value_counts().items()},
             "by_run_split": {k: int(v) for k, v in overlap["run_split"].value_counts().items()},
             "same_name": int(overlap["same_name"].sum()),
@@ -223,6 +223,16 @@ def leak_table(clean: dict, whole: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
-__all__ = ["CLINICAL_SYNONYMS", "OVERLAP_COLUMNS", "clinical_meaning", "resolve_class_map",
-           "apply_class_map", "content_overlap", "mark_run_split", "overlap_summary",
-           "melanoma_at_threshold", "score_external", "leak_table"]
+__all__ = [
+    "CLINICAL_SYNONYMS",
+    "OVERLAP_COLUMNS",
+    "apply_class_map",
+    "clinical_meaning",
+    "content_overlap",
+    "leak_table",
+    "mark_run_split",
+    "melanoma_at_threshold",
+    "overlap_summary",
+    "resolve_class_map",
+    "score_external",
+]

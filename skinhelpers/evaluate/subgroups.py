@@ -13,7 +13,7 @@ excised, so ``histo`` nearly means "malignant"), so it leaks the label.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -177,5 +177,13 @@ def plot_forest(table: pd.DataFrame, metrics: Sequence[str] | None = None, title
     return fig
 
 
-__all__ = ["AGE_BANDS", "METRICS", "DX_TYPE_NOTE", "age_band", "attributes",
-           "subgroup_table", "dx_type_table", "plot_forest"]
+__all__ = [
+    "AGE_BANDS",
+    "DX_TYPE_NOTE",
+    "METRICS",
+    "age_band",
+    "attributes",
+    "dx_type_table",
+    "plot_forest",
+    "subgroup_table",
+]

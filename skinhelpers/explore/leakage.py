@@ -96,8 +96,8 @@ def dihedral_dct(block: np.ndarray) -> np.ndarray:
     """
     k = block.shape[-1]
     odd = np.where(np.arange(k) % 2, -1.0, 1.0)
-    rot90 = lambda d: d.T * odd[:, None]  # noqa: E731  np.rot90(img) == img.T[::-1]
-    flip = lambda d: d * odd[None, :]  # noqa: E731  np.fliplr
+    rot90 = lambda d: d.T * odd[:, None]
+    flip = lambda d: d * odd[None, :]
     views, d = [], block
     for base in (block, flip(block)):
         d = base
@@ -615,10 +615,32 @@ def plot_associations(assoc: pd.DataFrame, df: pd.DataFrame | None = None):
     return fig
 
 
-__all__ = ["DIHEDRAL_VIEWS", "exact_duplicates", "phash_codes", "dihedral_dct",
-           "cached_phash_codes", "hamming_pairs", "cross_pairs", "near_duplicates",
-           "combine_pairs", "mark_in_manifest", "pair_summary", "label_conflicts", "conflict_label_pairs",
-           "images_per_group", "split_indices", "has_shipped_split", "pairs_across",
-           "split_leak", "compare_splits", "cramers_v", "associations", "age_test",
-           "plot_images_per_group", "plot_pairs", "plot_distance_hist", "plot_split_leak",
-           "plot_associations"]
+__all__ = [
+    "DIHEDRAL_VIEWS",
+    "age_test",
+    "associations",
+    "cached_phash_codes",
+    "combine_pairs",
+    "compare_splits",
+    "conflict_label_pairs",
+    "cramers_v",
+    "cross_pairs",
+    "dihedral_dct",
+    "exact_duplicates",
+    "hamming_pairs",
+    "has_shipped_split",
+    "images_per_group",
+    "label_conflicts",
+    "mark_in_manifest",
+    "near_duplicates",
+    "pair_summary",
+    "pairs_across",
+    "phash_codes",
+    "plot_associations",
+    "plot_distance_hist",
+    "plot_images_per_group",
+    "plot_pairs",
+    "plot_split_leak",
+    "split_indices",
+    "split_leak",
+]
