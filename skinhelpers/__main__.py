@@ -6,6 +6,7 @@ Commands:
   validate DATASET DATA_DIR     load and validate a dataset, print the report
   run ...                       the notebook pipeline (what run_all.sh calls)
   predict ...                   classify new images with a checkpoint (see --help)
+  compare RUN_A RUN_B [...]     headline metrics side by side, paired bootstrap differences
 """
 from __future__ import annotations
 
@@ -68,8 +69,14 @@ def _predict(argv):
     return main(argv)
 
 
+def _compare(argv):
+    from skinhelpers.evaluate.compare import main
+
+    return main(argv)
+
+
 COMMANDS = {"datasets": _datasets, "download": _download, "validate": _validate,
-            "run": _run, "predict": _predict}
+            "run": _run, "predict": _predict, "compare": _compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,163 @@
+"""Compare runs: ``python -m skinhelpers compare RUN_A RUN_B [RUN_C ...]``.
+
+Prints each run's headline metrics (``metrics.json`` of notebook 08) side by side, then,
+on the test images the runs share (``predictions_test.csv``, matched by ``relpath``), the
+paired bootstrap difference of every run against the first with its 95% CI; writes
+``compare.csv`` (into ``--out``, default the first run's folder). Refuses with a message
+when the runs' classes differ or they share no test image.
+
+:func:`log_hparams` writes a run's parameters and headline metrics to TensorBoard's
+hparams view (``<run>/tb/``), so runs can be browsed together with
+``tensorboard --logdir runs``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from skinhelpers.evaluate import scores
+from skinhelpers.files import PROJECT_ROOT, read_json, write_csv
+
+
+class CompareError(ValueError):
+    """Runs that cannot be compared (say why)."""
+
+
+def _run_path(run: str | os.PathLike) -> Path:
+    p = Path(run)
+    for cand in (p, PROJECT_ROOT / "runs" / p, PROJECT_ROOT / p):
+        if (cand / "predictions_test.csv").exists():
+            return cand.resolve()
+    raise CompareError(f"run '{run}': no predictions_test.csv in {p} or runs/{p} (run "
+                       "notebook 08 in it first)")
+
+
+def load_run(run: str | os.PathLike) -> dict:
+    """A run's folder, name, classes, test predictions and (if any) metrics.json."""
+    path = _run_path(run)
+    metrics = read_json(path / "metrics.json") if (path / "metrics.json").exists() else {}
+    pred = pd.read_csv(path / "predictions_test.csv")
+    classes = metrics.get("classes") or [c[2:] for c in pred.columns if c.startswith("p_")]
+    return {"path": path, "name": path.name, "classes": list(classes), "pred": pred,
+            "metrics": metrics}
+
+
+def headline(run: dict) -> dict:
+    """``{metric: value}`` of the reported model (from metrics.json, else recomputed)."""
+    m = run["metrics"]
+    if m.get("models") and m.get("primary") in m["models"]:
+        out = {k: v["value"] for k, v in m["models"][m["primary"]]["headline"].items()}
+    else:
+        y, p = _arrays(run["pred"], run["classes"])
+        out = {k: float(f(y, p)) for k, f in scores.HEADLINE.items()}
+    pc = m.get("positive_class") or {}
+    if "auc" in pc:
+        out["melanoma_auc"] = pc["auc"]["value"]
+    return out
+
+
+def _arrays(pred: pd.DataFrame, classes) -> tuple[np.ndarray, np.ndarray]:
+    y = pred["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    return y, pred[[f"p_{c}" for c in classes]].to_numpy(np.float64)
+
+
+def compare_runs(runs: list[str | os.PathLike], n_bootstrap: int = 1000,
+                 seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(side_by_side, differences)``: headline metrics per run, and the paired bootstrap
+    difference of each later run minus the first on their shared test images (columns
+    ``run_a, run_b, n_shared, metric, a, b, diff, ci_low, ci_high, p_better``)."""
+    if len(runs) < 2:
+        raise CompareError("compare needs at least two runs")
+    loaded = [load_run(r) for r in runs]
+    names = [r["name"] for r in loaded]
+    if len(set(names)) < len(names):
+        names = [str(r["path"]) for r in loaded]
+    base = loaded[0]
+    for r in loaded[1:]:
+        if r["classes"] != base["classes"]:
+            raise CompareError(f"runs {base['path']} and {r['path']} have different classes: "
+                               f"{base['classes']} vs {r['classes']}")
+    side = pd.DataFrame({n: headline(r) for n, r in zip(names, loaded)})
+    diffs = []
+    for name, r in zip(names[1:], loaded[1:]):
+        a = base["pred"].drop_duplicates("relpath").set_index("relpath")
+        b = r["pred"].drop_duplicates("relpath").set_index("relpath")
+        shared = a.index.intersection(b.index)
+        if len(shared) == 0:
+            raise CompareError(f"runs {base['path']} and {r['path']} share no test image "
+                               "(predictions_test.csv relpaths): a paired comparison needs "
+                               "the same images")
+        a, b = a.loc[shared], b.loc[shared]
+        if (a["label"] != b["label"]).any():
+            raise CompareError(f"runs {names[0]} and {name} label "
+                               f"{int((a['label'] != b['label']).sum())} shared images "
+                               "differently")
+        ya, pa = _arrays(a, base["classes"])
+        _, pb = _arrays(b, base["classes"])
+        t = scores.paired_bootstrap_diff(ya, pa, pb, n_bootstrap=n_bootstrap, seed=seed)
+        t = t.reset_index().assign(run_a=names[0], run_b=name, n_shared=len(shared))
+        diffs.append(t)
+    diff = pd.concat(diffs, ignore_index=True)[["run_a", "run_b", "n_shared", "metric", "a",
+                                                "b", "diff", "ci_low", "ci_high",
+                                                "p_better"]]
+    return side, diff
+
+
+def log_hparams(run_dir: str | os.PathLike, params: dict | None = None,
+                metrics: dict | None = None) -> Path:
+    """Write the run's parameters and headline metrics to TensorBoard's hparams view
+    (``<run_dir>/tb/``). Defaults: the parameters of ``run.json`` (else the notebooks'
+    params files) and the reported model's headline of ``metrics.json``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = Path(run_dir)
+    if params is None:
+        params = {}
+        if (run_dir / "run.json").exists():
+            params = dict(read_json(run_dir / "run.json").get("parameters", {}))
+        for f in sorted((run_dir / "params").glob("*.json")):
+            for k, v in read_json(f).get("params", {}).items():
+                params.setdefault(k, v)
+    if metrics is None:
+        metrics = headline({"metrics": read_json(run_dir / "metrics.json"), "pred": None,
+                            "classes": []})
+    hp = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+          for k, v in params.items() if v is not None}
+    hm = {f"hparam/{k}": float(v) for k, v in metrics.items()
+          if isinstance(v, (int, float)) and np.isfinite(v)}
+    with SummaryWriter(log_dir=str(run_dir / "tb")) as w:
+        w.add_hparams(hp, hm, run_name="hparams")
+    return run_dir / "tb"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="skinhelpers compare", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="run folders (or names under runs/)")
+    ap.add_argument("--n-bootstrap", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="folder for compare.csv (default: first run)")
+    a = ap.parse_args(argv)
+    try:
+        side, diff = compare_runs(a.runs, a.n_bootstrap, a.seed)
+    except CompareError as e:
+        print(f"compare: error: {e}", file=sys.stderr)
+        return 2
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print("Headline metrics (test):")
+        print(side.round(4).to_string())
+        print(f"\nPaired bootstrap, later run minus {diff['run_a'].iloc[0]} on the shared "
+              "test images (95% CI):")
+        print(diff.round(4).to_string(index=False))
+    out = Path(a.out) if a.out else _run_path(a.runs[0])
+    path = write_csv(out / "compare.csv", diff)
+    print(f"\nwrote {path}")
+    return 0
+
+
+__all__ = ["CompareError", "compare_runs", "headline", "load_run", "log_hparams", "main"]
