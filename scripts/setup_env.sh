@@ -22,7 +22,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log="$VENV/pip-install.log"
   # torch and torchvision resolve together in this one command (matching builds)
   if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
-         "$VENV/bin/python" -m pip install -e ".[notebooks,dev]"; } > "$log" 2>&1; then
+         "$VENV/bin/python" -m pip install -e ".[notebooks,dev,share]"; } > "$log" 2>&1; then
     tail -n 30 "$log" >&2
     echo "setup: pip install failed; the full log is $log" >&2
     exit 1

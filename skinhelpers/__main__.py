@@ -5,8 +5,10 @@ Commands:
   download DATASET [--dest D]   download from Kaggle (needs credentials), or explain why not
   validate DATASET DATA_DIR     load and validate a dataset, print the report
   run ...                       the notebook pipeline (what run_all.sh calls)
-  predict ...                   classify new images with a checkpoint (see --help)
+  predict ...                   classify new images with a checkpoint or .onnx (see --help)
   compare RUN_A RUN_B [...]     headline metrics side by side, paired bootstrap differences
+  export ...                    a checkpoint as ONNX or safetensors + config.json (see --help)
+  demo --checkpoint CK          a local Gradio page to try a model on 127.0.0.1 (see --help)
 """
 from __future__ import annotations
 
@@ -75,8 +77,23 @@ def _compare(argv):
     return main(argv)
 
 
+# export and demo import onnx / gradio, which take seconds: keep them out of the other
+# commands (every command imports lazily, inside its function)
+def _export(argv):
+    from skinhelpers.share.export import main
+
+    return main(argv)
+
+
+def _demo(argv):
+    from skinhelpers.share.demo import main
+
+    return main(argv)
+
+
 COMMANDS = {"datasets": _datasets, "download": _download, "validate": _validate,
-            "run": _run, "predict": _predict, "compare": _compare}
+            "run": _run, "predict": _predict, "compare": _compare, "export": _export,
+            "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> int:

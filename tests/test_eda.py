@@ -106,3 +106,20 @@ def test_plots_return_figures(ham_manifest):
     for f in figs:
         assert f.axes
         plt.close(f)
+
+
+def test_seaborn_heatmap_and_box_plot_show_the_table_values(ham_manifest):
+    df = ham_manifest.sample(600, random_state=1)
+    df.attrs = dict(ham_manifest.attrs)
+    fig = eda.plot_category_by_class(df, "localization")  # > 6 values: the heatmap
+    ct = eda.category_share(df, "localization", top=12)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    want = [f"{v:.0%}" if v >= 0.01 else "" for v in ct.to_numpy().ravel()]
+    assert texts == want
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()][0].startswith(ct.index[0])
+    plt.close(fig)
+    fig = eda.plot_age_by_class(df)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    n = pd.to_numeric(df["age"], errors="coerce").groupby(df["label"]).count()
+    assert labels == [f"{c}\n(n={n[c]})" for c in eda._classes(df)]
+    plt.close(fig)

@@ -61,8 +61,9 @@ def test_report_links_chapters_in_order_with_story_versions(tmp_path):
     assert index == run / "report" / "index.html"
     html = index.read_text()
     links = re.findall(r"href='([^']+\.html)'", html)
-    assert links == ["01_eda.story.html", "01_eda.html", "08_evaluation.story.html",
-                     "08_evaluation.html"]
+    assert links == ["model_card.html", "01_eda.story.html", "01_eda.html",
+                     "08_evaluation.story.html", "08_evaluation.html"]
+    assert "Not a diagnostic device" in (run / "MODEL_CARD.md").read_text()
     for name in links:
         assert (run / "report" / name).stat().st_size > 1000
     full = (run / "report" / "08_evaluation.html").read_text()

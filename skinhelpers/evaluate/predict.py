@@ -85,13 +85,15 @@ class _ReadableBatches:
 def predict_images(checkpoint, paths: Iterable[str | os.PathLike] | str | os.PathLike,
                    tta: int | Sequence[str] = 1, batch_size: int = 32, workers: int = 0,
                    device: str | None = None, show_progress: bool = True) -> pd.DataFrame:
-    """Predict images (files and/or folders) with a checkpoint (path or loaded dict).
+    """Predict images (files and/or folders) with a checkpoint (path or loaded dict) or
+    an exported ``.onnx`` file (with its ``config.json`` beside it; run in onnxruntime).
 
     Returns one row per readable image: ``image_id`` (file stem), ``path``, one
     ``p_<class>`` column per class (probabilities summing to one), ``pred`` and
     ``confidence``. Files that could not be read are listed in ``df.attrs["skipped"]``
     as ``{"path", "error"}`` dicts.
     """
+    from skinhelpers.evaluate.onnx_model import is_onnx, load_onnx_model
     from skinhelpers.evaluate.tta import prepare_model
     from skinhelpers.model.checkpoints import load_checkpoint, model_from_checkpoint
     from skinhelpers.model.inference import predict_loader, resolve_views
@@ -99,10 +101,13 @@ def predict_images(checkpoint, paths: Iterable[str | os.PathLike] | str | os.Pat
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files = collect_images(paths)
-    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, info = model_from_checkpoint(ckpt, device)
-    model = prepare_model(model, channels_last=True)  # eager: compiling costs more than it saves here
+    if is_onnx(checkpoint):  # an exported model.onnx (+ config.json): onnxruntime
+        model, info = load_onnx_model(checkpoint)
+    else:
+        ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, info = model_from_checkpoint(ckpt, device)
+        model = prepare_model(model, channels_last=True)  # eager: compiling costs more than it saves here
     classes = list(info["classes"])
     views = resolve_views(tta)
     ds = _ImageFiles(files, int(info["image_size"]), info["preprocess"], info["resize_mode"])
@@ -135,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m skinhelpers predict",
                                  description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True, help="a .pt file written by notebook 07")
+    ap.add_argument("--checkpoint", required=True,
+                    help="a .pt file written by notebook 07, or a model.onnx written by "
+                    "`skinhelpers export` (config.json beside it)")
     ap.add_argument("--images", required=True, nargs="+",
                     help="image files and/or folders (searched recursively)")
     ap.add_argument("--out", required=True, help="CSV to write (one row per image)")

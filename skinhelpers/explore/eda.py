@@ -10,6 +10,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 METADATA_COLUMNS = ("age", "sex", "localization", "dx_type")
 MISSING_VALUES = {"unknown", "", "nan", "none", "null"}
@@ -149,27 +150,25 @@ def size_counts(info: pd.DataFrame, top: int = 10) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- plots
 
 def plot_age_by_class(df: pd.DataFrame):
-    """Box plots of age per class (n per class in the labels) and the overall histogram."""
+    """Box plots of age per class with the points themselves (n per class in the labels)
+    and the overall histogram (seaborn)."""
     classes = _classes(df)
-    age = pd.to_numeric(df["age"], errors="coerce")
-    data = [age[df["label"] == c].dropna().to_numpy() for c in classes]
+    data = pd.DataFrame({"class": df["label"].astype(str),
+                         "age": pd.to_numeric(df["age"], errors="coerce")})
+    known = data.dropna(subset=["age"])
+    n = known["class"].value_counts().reindex(classes, fill_value=0)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=[3, 1.3])
-    ax.boxplot(data, showfliers=False, widths=0.6, medianprops={"color": "crimson"})
-    rng = np.random.default_rng(0)
-    for i, d in enumerate(data, start=1):  # the points themselves, lightly
-        if len(d):
-            sub = d if len(d) <= 400 else rng.choice(d, 400, replace=False)
-            ax.scatter(i + rng.uniform(-0.18, 0.18, len(sub)), sub, s=3, alpha=0.25,
-                       color="#4c72b0")
-    ax.set_xticks(range(1, len(classes) + 1),
-                  [f"{c}\n(n={len(d)})" for c, d in zip(classes, data)], fontsize=8)
-    ax.set_ylabel("age (years)")
-    ax.set_title("Age by diagnosis")
-    ax.spines[["top", "right"]].set_visible(False)
-    ax2.hist(age.dropna(), bins=np.arange(0, 95, 5), color="#8c564b")
-    ax2.set_xlabel("age (years)")
-    ax2.set_title(f"All images (missing: {int(age.isna().sum())})")
-    ax2.spines[["top", "right"]].set_visible(False)
+    sns.boxplot(data=known, x="class", y="age", order=classes, showfliers=False, width=0.6,
+                color="#dde6f0", medianprops={"color": "crimson"}, ax=ax)
+    points = known.sample(frac=1, random_state=0).groupby("class").head(400)  # lightly
+    sns.stripplot(data=points, x="class", y="age", order=classes, size=2, alpha=0.3,
+                  jitter=0.18, color="#4c72b0", ax=ax)
+    ax.set_xticks(range(len(classes)), [f"{c}\n(n={n[c]})" for c in classes], fontsize=8)
+    ax.set(xlabel="", ylabel="age (years)", title="Age by diagnosis")
+    sns.histplot(known["age"], bins=np.arange(0, 95, 5), color="#8c564b", ax=ax2)
+    ax2.set(xlabel="age (years)",
+            title=f"All images (missing: {int(data['age'].isna().sum())})")
+    sns.despine(fig)
     fig.suptitle(_title(df, "Age"), fontsize=11)
     fig.tight_layout()
     return fig
@@ -204,16 +203,13 @@ def plot_category_by_class(df: pd.DataFrame, column: str, top: int = 12):
         fig.suptitle(_title(df, f"{column} by diagnosis"), fontsize=11, y=1.02)
     else:
         fig, ax = plt.subplots(figsize=(0.62 * ct.shape[1] + 2.5, 0.45 * len(ct) + 1.8))
-        im = ax.imshow(ct.to_numpy(), cmap="Blues", vmin=0, aspect="auto")
-        for i in range(ct.shape[0]):
-            for j in range(ct.shape[1]):
-                v = ct.iat[i, j]
-                if v >= 0.01:
-                    ax.text(j, i, f"{v:.0%}", ha="center", va="center", fontsize=7,
-                            color="white" if v > 0.5 * ct.to_numpy().max() else "black")
-        ax.set_xticks(range(ct.shape[1]), ct.columns, rotation=40, ha="right", fontsize=8)
-        ax.set_yticks(range(len(ct)), ylabels, fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.03, label="share of the class")
+        labels = ct.map(lambda v: f"{v:.0%}" if v >= 0.01 else "")
+        sns.heatmap(ct.set_axis(ylabels), annot=labels.to_numpy(), fmt="", cmap="Blues",
+                    vmin=0, annot_kws={"fontsize": 7}, linewidths=0.3, ax=ax,
+                    cbar_kws={"fraction": 0.03, "label": "share of the class"})
+        ax.set_xticklabels(ax.get_xticklabels(), rotation=40, ha="right", fontsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.set(xlabel="", ylabel="")
         ax.set_title(_title(df, f"{column} by diagnosis (row shares)"), fontsize=11)
     fig.tight_layout()
     return fig

@@ -6,7 +6,9 @@
 * ``NN_name.story.html``: the same without code cells (narrative, tables, figures),
 * ``index.html``: the notebooks in order with both links, their run times, the headline
   metrics from ``metrics.json`` (with confidence intervals), the dataset (a SYNTHETIC
-  banner for the demo set) and the run's parameters (``run.json``, ``params/*.json``).
+  banner for the demo set) and the run's parameters (``run.json``, ``params/*.json``),
+* ``model_card.html``: the run's ``MODEL_CARD.md`` (written here too, by
+  :func:`skinhelpers.share.model_card.write_model_card`), linked from the index.
 
 Everything is self-contained (figures are embedded in the notebooks' HTML), so the
 folder can be zipped and sent. ``run_all.sh`` calls this after a successful run;
@@ -197,6 +199,10 @@ def _index_html(run_dir: Path, entries: list[dict]) -> str:
         ds["subsample"] = (f"{sub.get('rows_after')} of {sub.get('rows_before')} images "
                            f"(max_images={sub.get('max_images')}, seed {sub.get('seed')})")
     out.append("<h2>Dataset</h2>" + _kv_table({k: v for k, v in ds.items() if v}))
+    if (run_dir / "MODEL_CARD.md").exists():
+        out.append("<p><b>Model card</b> (intended use, data, metrics, operating points, "
+                   "limits, licence): <a href='model_card.html'>read</a> &middot; "
+                   "<a href='../MODEL_CARD.md'>MODEL_CARD.md</a></p>")
     # headline metrics
     out.append("<h2>Headline results</h2>")
     out.append(_metrics_section(metrics) if isinstance(metrics, dict) else
@@ -237,6 +243,25 @@ def _index_html(run_dir: Path, entries: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _write_model_card(run_dir: Path, out_dir: Path) -> None:
+    """``MODEL_CARD.md`` in the run folder and its HTML beside the report pages; a failure
+    is printed, not fatal (the report matters more)."""
+    import mistune  # comes with nbconvert
+
+    from skinhelpers.share.model_card import write_model_card
+
+    try:
+        card = write_model_card(run_dir)
+    except Exception as e:
+        print(f"model card not written: {type(e).__name__}: {e}", file=sys.stderr)
+        return
+    body = mistune.html(card.read_text(encoding="utf-8"))
+    _write(out_dir / "model_card.html",
+           f"<!doctype html><html><head><meta charset='utf-8'><title>Model card: "
+           f"{_e(run_dir.name)}</title><style>{_CSS}</style></head><body>{body}"
+           "<p class='muted'><a href='index.html'>back to the report</a></p></body></html>")
+
+
 def render_report(run_dir, out_dir=None) -> Path:
     """Render every executed ``NN_*.ipynb`` of ``run_dir`` and the index; return the
     index path. A notebook that cannot be rendered is listed as failed, not fatal."""
@@ -254,6 +279,7 @@ def render_report(run_dir, out_dir=None) -> Path:
             entries.append({"name": nb.name, "title": f"{nb.name} (could not be rendered: "
                             f"{type(e).__name__}: {e})", "status": "render failed",
                             "html": "#", "story": "#"})
+    _write_model_card(run_dir, out_dir)
     index = out_dir / "index.html"
     _write(index, _index_html(run_dir, entries))
     return index
