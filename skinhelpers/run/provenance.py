@@ -39,12 +39,13 @@ def _git(*args: str, cwd: Path = PROJECT_ROOT) -> str | None:
                            timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return p.stdout.strip() if p.returncode == 0 else None
+    return p.stdout.rstrip() if p.returncode == 0 else None
 
 
 def git_state(cwd: Path = PROJECT_ROOT) -> dict:
     """``{"commit", "dirty", "changed"}``: tracked files that differ from the commit."""
     commit = _git("rev-parse", "HEAD", cwd=cwd)
+    commit = commit.strip() if commit else None
     if commit is None:
         return {"commit": None, "dirty": None, "note": f"{cwd} is not a git checkout"}
     status = _git("status", "--porcelain", "--untracked-files=no", cwd=cwd) or ""
