@@ -311,14 +311,15 @@ def list_params(notebooks: list[Path], profile: str | None = None) -> str:
     for nb in notebooks:
         lines.append(nb.name)
         declared = declared_parameters(nb)
-        width = max((len(f"{n} = {i['default']}") for n, i in declared.items()), default=0)
+        width = min(40, max((len(f"{n} = {i['default']}") for n, i in declared.items()),
+                            default=0))
         for n, info in declared.items():
             left = f"{n} = {info['default']}".ljust(width)
             help_ = f"  # {info['help']}" if info.get("help") else ""
             p = ""
             if n in prof and prof[n] != default_value(info):
                 p = f"  [profile {profile}: {prof[n]!r}]"
-            lines.append(f"  {left}{help_}{p}")
+            lines.append(f"  {left}{help_}{p}".rstrip())
         lines.append("")
     return "\n".join(lines)
 
