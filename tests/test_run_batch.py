@@ -127,7 +127,8 @@ def test_list_params_prints_defaults_and_help(tmp_path, nbs):
     _nb(nbs / "02_b.ipynb", 'lr = 0.001  # head learning rate', "pass")
     env = {**os.environ, "SKINHELPERS_NOTEBOOK_DIR": str(nbs), "PYTHONPATH": str(ROOT)}
     p = subprocess.run([sys.executable, "-m", "skinhelpers.run.pipeline", "--list-params",
-                        "02"], capture_output=True, text=True, env=env, timeout=120)
+                        "02"], check=False, capture_output=True, text=True, env=env,
+                       timeout=120)
     assert p.returncode == 0 and "02_b.ipynb" in p.stdout and "01_a" not in p.stdout
     assert "lr = 0.001  # head learning rate" in p.stdout
     text = pipeline.list_params(pipeline.numbered_notebooks(nbs), "smoke")
@@ -143,10 +144,10 @@ def test_a_killed_kernel_is_recorded_and_the_run_resumes(tmp_path, nbs):
     for i in (1, 2, 3):
         _nb(nbs / f"0{i}_step.ipynb", 'run_dir = ""\nimage_size = 0',
             f"open({str(log)!r}, 'a').write('0{i}\\n')",
-            *(["import os, signal, pathlib\n"
-               f"if not pathlib.Path({str(once)!r}).exists():\n"
-               f"    pathlib.Path({str(once)!r}).touch()\n"
-               "    os.kill(os.getpid(), signal.SIGKILL)"] if i == 2 else []))
+            *([("import os, signal, pathlib\n"
+                f"if not pathlib.Path({str(once)!r}).exists():\n"
+                f"    pathlib.Path({str(once)!r}).touch()\n"
+                "    os.kill(os.getpid(), signal.SIGKILL)")] if i == 2 else []))
     run_dir = tmp_path / "r"
     with pytest.raises(SystemExit) as e:
         pipeline.run("demo", None, "smoke", str(run_dir), notebook_dir=nbs)

@@ -33,7 +33,7 @@ class RunKernelManager(AsyncKernelManager):
     """A kernel manager that always starts ``sys.executable``'s ipykernel over IPC."""
 
     def __init__(self, *args, **kwargs):
-        kwargs["transport"] = "ipc"
+        kwargs["transport"] = "ipc" if os.name == "posix" else "tcp"  # no ipc on Windows
         super().__init__(*args, **kwargs)
         self._kernel_spec = KernelSpec(
             argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
