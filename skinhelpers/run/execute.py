@@ -6,7 +6,8 @@
 * **IPC transport.** Kernel and client talk over Unix sockets, not TCP: nothing listens on
   a port and ipykernel has no "running over TCP without encryption" warning to print.
 * **Live output.** Every stream a cell writes goes to the terminal as it arrives and to
-  ``<run_dir>/logs/<notebook>.log`` (carriage-return redraws become lines there).
+  ``<run_dir>/logs/<notebook>.log`` (carriage-return redraws become lines there; each
+  attempt is appended under a dated header, so a resumed notebook's log keeps the first).
 * **Outcomes, not tracebacks.** :func:`execute` returns a dict saying how the notebook
   ended: ``ok``, ``failed`` (a cell raised), ``kernel_died`` (killed, e.g. out of memory),
   ``kernel_missing`` (the kernel could not start), ``timeout`` (``timeout_s`` passed: the
@@ -152,7 +153,8 @@ def execute(nb: Path, out: Path, parameters: dict, log_path: Path,
     result: dict = {"status": "ok"}
     interrupted = None
     raised_in_cell = False  # the executed copy already shows the traceback
-    with open(log_path, "w", encoding="utf-8") as log:
+    with open(log_path, "a", encoding="utf-8") as log:  # a resumed notebook keeps its past
+        log.write(f"----- {nb.name} started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         watchdog = _Watchdog(timeout_s)
         try:
             pm.execute_notebook(
