@@ -1,13 +1,18 @@
 """Progress bars that stay readable in a terminal, in JupyterLab and under papermill.
 
 Interactive notebooks get tqdm's widget; batch runs (``SKINHELPERS_PROGRESS=plain``,
-set by ``run_all.sh``, or no TTY) get plain text lines printed at most every 10 s, so an
-executed notebook shows a short log instead of thousands of redrawn bars.
+set by ``run_all.sh``) get one plain text line per update, at most every 10 s (and at
+least every 60 s while the bar moves), so an executed notebook, its log file and the
+terminal show a short readable log instead of hundreds of carriage-return redraws.
+``SKINHELPERS_PROGRESS=off`` hides the bars.
 """
 from __future__ import annotations
 
 import os
 import sys
+
+PLAIN_MININTERVAL = 10.0  # seconds between two plain lines
+PLAIN_MAXINTERVAL = 60.0
 
 
 def _mode() -> str:
@@ -15,6 +20,29 @@ def _mode() -> str:
     if mode in {"plain", "off", "auto"}:
         return mode
     return "auto"
+
+
+class LineWriter:
+    """A file for tqdm that turns each carriage-return redraw into one finished line.
+
+    tqdm redraws a bar as ``"\\r" + bar + padding``; written as is, a log file collects
+    every redraw on one endless line. Here each redraw becomes ``bar + "\\n"`` and the
+    empty writes tqdm makes when it clears or closes a bar are dropped.
+    """
+
+    def __init__(self, stream=None):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        stream = self.stream or sys.stdout
+        for part in text.replace("\r", "\n").split("\n"):
+            part = part.rstrip()
+            if part:
+                stream.write(part + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        (self.stream or sys.stdout).flush()
 
 
 def progress(iterable=None, **kwargs):
@@ -25,9 +53,9 @@ def progress(iterable=None, **kwargs):
     if mode == "plain":
         from tqdm import tqdm
 
-        kwargs.setdefault("mininterval", 10.0)
-        kwargs.setdefault("maxinterval", 60.0)
-        kwargs.setdefault("file", sys.stdout)
+        kwargs.setdefault("mininterval", PLAIN_MININTERVAL)
+        kwargs.setdefault("maxinterval", PLAIN_MAXINTERVAL)
+        kwargs["file"] = LineWriter(kwargs.get("file"))
         kwargs.setdefault("ascii", True)
         kwargs.setdefault("dynamic_ncols", False)
         kwargs.setdefault("ncols", 100)

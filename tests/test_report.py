@@ -95,3 +95,38 @@ def test_report_survives_a_broken_notebook_file(tmp_path):
     html = render_report(run).read_text()
     assert "03_leakage.ipynb (could not be rendered" in html
     assert "08_evaluation.story.html" in html
+
+
+def test_report_merges_stream_fragments_into_one_block(tmp_path):
+    """Progress updates arrive as many stream outputs; the page shows one block, with
+    what a carriage return overwrote dropped."""
+    run = _run_folder(tmp_path)
+    nb = nbformat.read(run / "01_eda.ipynb", as_version=4)
+    cell = nb.cells[1]
+    cell.outputs = [new_output("stream", name="stdout", text=f"\rtrain {i}0%|" + "#" * i)
+                    for i in range(1, 10)] + [new_output("stream", name="stdout",
+                                                         text="\rtrain 100%\nepoch 1 done\n")]
+    nbformat.write(nb, run / "01_eda.ipynb")
+    page = (render_report(run).parent / "01_eda.story.html").read_text()
+    assert page.count("<pre>") == 1  # one stream block, not ten
+    assert "train 100%" in page and "epoch 1 done" in page
+    assert "train 50%" not in page
+
+
+def test_report_marks_a_killed_chapter_from_run_json(tmp_path):
+    """A dead kernel leaves no error output; run.json says what happened and where."""
+    run = _run_folder(tmp_path)
+    rec = json.loads((run / "run.json").read_text())
+    rec.update({"failed": "08_evaluation.ipynb",
+                "failure": {"notebook": "08_evaluation.ipynb", "status": "kernel_died",
+                            "cell": 7, "cell_index": 9, "error": "the kernel died"},
+                "notebooks": [*rec["notebooks"], "09_external_validation.ipynb"],
+                "results": {"08_evaluation.ipynb": {"status": "kernel_died"},
+                            "09_external_validation.ipynb": {
+                                "status": "skipped", "reason": "external_dataset is empty"}}})
+    write_json(run / "run.json", rec)
+    html = render_report(run).read_text()
+    assert re.search(r"class='failed'>kernel died<", html)
+    assert "kernel died, cell 7 (index 9): the kernel died" in html
+    assert "--resume" in html
+    assert "skipped: external_dataset is empty" in html

@@ -1,9 +1,17 @@
 """Run the numbered notebooks in order with papermill (what ``run_all.sh`` calls).
 
 Each notebook gets the parameters its ``parameters`` cell declares, drawn from the
-profile and the command line; the executed copies go to the run folder, the resolved
-parameters of the whole run to ``<run_dir>/run.json``. The first failing notebook stops
-the chain with a message naming the notebook and the cell.
+profile and the command line. Before anything runs, every ``-p`` value is checked
+against the type of the default the notebooks declare. The executed copies go to the
+run folder, each notebook's output streams live to the terminal and to
+``<run_dir>/logs/<notebook>.log``, and ``<run_dir>/run.json`` records the parameters, the
+environment (versions, GPUs, git commit), and how each notebook ended. The first
+notebook that fails, dies (e.g. out of memory), passes ``--timeout`` or is interrupted
+stops the chain with a message naming the notebook and the cell; the report is rendered
+all the same. ``--resume`` continues such a run from the first unfinished notebook.
+
+A notebook that declares ``external_dataset`` is skipped, with a note, while that
+parameter is empty (see ``SKIP_WHEN_EMPTY``).
 """
 from __future__ import annotations
 
@@ -12,7 +20,6 @@ import ast
 import os
 import re
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -57,26 +64,147 @@ def parse_value(text: str):
         return text
 
 
+SKIP_WHEN_EMPTY = ("external_dataset",)  # a notebook declaring one of these runs only when set
+OK = "ok"
+
+
 def declared_parameters(nb_path: Path) -> dict:
+    """papermill's ``inspect_notebook``: ``{name: {"default", "help", ...}}``."""
     import papermill as pm
 
     return pm.inspect_notebook(str(nb_path))
 
 
-def run(dataset: str, data_dir: str | None, profile: str, run_name: str | None,
-        only: str | None = None, extra: dict | None = None, kernel: str | None = None,
-        html: bool = True, notebook_dir: str | os.PathLike | None = None) -> Path:
-    """Execute the selected notebooks into the run folder; ``SystemExit(1)`` on failure.
+_NO_DEFAULT = object()
 
-    ``run_name`` is a folder name under ``runs/`` or an absolute path.
+
+def default_value(info: dict):
+    """The Python value of a declared default, or ``_NO_DEFAULT`` if it is not a literal."""
+    try:
+        return ast.literal_eval(str(info.get("default")))
+    except (ValueError, SyntaxError):
+        return _NO_DEFAULT
+
+
+def type_error(name: str, value, default) -> str | None:
+    """Why ``value`` does not fit a parameter whose default is ``default`` (None: it fits).
+
+    The default's type is the expected one (int, float, bool, str, list, dict); an int
+    is fine for a float, a bool is not an int; a default of None accepts anything.
     """
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
+    if default is None or default is _NO_DEFAULT:
+        return None
+    expected = type(default)
+    if type(value) is expected or (expected is float and type(value) is int):
+        return None
+    hint = ""
+    if expected is list:
+        hint = f"; write a list, e.g. -p {name} \"{[value] if value is not None else []!r}\""
+    elif expected is str:
+        hint = f"; quote it as a string, e.g. -p {name} \"'{value}'\""
+    elif expected is bool:
+        hint = "; write True or False"
+    return (f"parameter {name}={value!r} is a {type(value).__name__}, "
+            f"expected {expected.__name__} (default {default!r}){hint}")
 
+
+def check_parameters(plan: list[dict], values: dict, origin: dict) -> list[str]:
+    """Every value checked against each selected notebook that declares it."""
+    errors = []
+    for step in plan:
+        for name, info in step["declared"].items():
+            if name not in values:
+                continue
+            problem = type_error(name, values[name], default_value(info))
+            if problem:
+                errors.append(f"{step['nb'].name}: {problem} (from {origin.get(name, '?')})")
+    return sorted(set(errors), key=errors.index)
+
+
+def skip_reason(declared: dict, params: dict) -> str | None:
+    """A note when a notebook must be skipped because a SKIP_WHEN_EMPTY parameter is empty."""
+    for name in SKIP_WHEN_EMPTY:
+        if name in declared:
+            value = params.get(name, default_value(declared[name]))
+            if not value or value is _NO_DEFAULT:
+                return f"{name} is empty (run it with -p {name} NAME)"
+    return None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _run_dir(run_name: str) -> Path:
+    return Path(run_name) if Path(run_name).is_absolute() else PROJECT_ROOT / "runs" / run_name
+
+
+def make_plan(notebooks: list[Path], common: dict) -> list[dict]:
+    """One step per notebook: its path, declared parameters and the values it gets."""
+    plan = []
+    for nb in notebooks:
+        declared = declared_parameters(nb)
+        plan.append({"nb": nb, "declared": declared,
+                     "params": {k: v for k, v in common.items() if k in declared}})
+    return plan
+
+
+def resume_point(plan: list[dict], previous: dict, run_dir: Path) -> int:
+    """Index of the first step to run again: the first that did not finish, or whose
+    parameters changed, or whose executed copy is gone (all later ones run too)."""
+    results = previous.get("results") or {}
+    for i, step in enumerate(plan):
+        name = step["nb"].name
+        done = results.get(name) or {}
+        if done.get("status") == "skipped" and skip_reason(step["declared"], step["params"]):
+            continue
+        if (done.get("status") != OK or done.get("parameters") != _jsonable(step["params"])
+                or not (run_dir / name).exists()):
+            return i
+    return len(plan)
+
+
+def _jsonable(d: dict) -> dict:
+    """What ``d`` looks like after a trip through run.json (tuples become lists)."""
+    import json
+
+    return json.loads(json.dumps(d, default=str))
+
+
+def _failure_message(name: str, res: dict, out: Path) -> str:
+    cell = res.get("cell")
+    where = (f"cell {cell if cell is not None else '?'} (cell index {res['cell_index']})"
+             if "cell_index" in res else "before any cell ran")
+    src = f"\n  the cell starts: {res['cell_source']}" if res.get("cell_source") else ""
+    kind = {"failed": "FAILED", "kernel_died": "KERNEL DIED", "timeout": "TIMED OUT",
+            "kernel_missing": "KERNEL DID NOT START", "interrupted": "INTERRUPTED"}
+    return (f"\n{kind.get(res['status'], 'FAILED')}: notebook {name}, {where}{src}"
+            f"\n  {res.get('error', '')}\n  executed copy: {out}"
+            f"\n  log: {res.get('log', '')}\n")
+
+
+def _render(run_dir: Path) -> None:
+    try:
+        from skinhelpers.run.report import render_report
+
+        print(f"report: {render_report(run_dir)}", flush=True)
+    except Exception as e:  # noqa: BLE001 - a report problem must not hide the run's result
+        print(f"report could not be rendered: {type(e).__name__}: {e}", file=sys.stderr)
+
+
+def run(dataset: str, data_dir: str | None, profile: str, run_name: str | None,
+        only: str | None = None, extra: dict | None = None, html: bool = True,
+        notebook_dir: str | os.PathLike | None = None, resume: bool = False,
+        timeout_s: float | None = None) -> Path:
+    """Execute the selected notebooks into the run folder; ``SystemExit`` on failure
+    (code 1; 130 after Ctrl-C). ``run_name`` is a folder name under ``runs/`` or an
+    absolute path; ``resume`` continues it (see :func:`resume_point`)."""
+    from skinhelpers.run import execute, provenance
+
+    extra = dict(extra or {})
     params = profiles.resolve(profile, extra)
     run_name = run_name or f"{dataset}-{profile}"
-    run_dir = Path(run_name) if Path(run_name).is_absolute() else PROJECT_ROOT / "runs" / run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = _run_dir(run_name)
     if data_dir:  # relative to where run_all.sh was called from
         data_dir = str(Path(data_dir).expanduser().resolve())
     common = {"dataset": dataset, "data_dir": data_dir or "", "run_dir": str(run_dir),
@@ -85,55 +213,123 @@ def run(dataset: str, data_dir: str | None, profile: str, run_name: str | None,
     notebooks = select(numbered_notebooks(nb_dir), only)
     if not notebooks:
         raise SystemExit(f"no numbered notebooks found in {nb_dir}")
-    declared_all: set[str] = set()
-    plan = []
-    for nb in notebooks:
-        declared = declared_parameters(nb)
-        declared_all |= set(declared)
-        plan.append((nb, {k: v for k, v in common.items() if k in declared}))
-    unknown = sorted(set(extra or {}) - declared_all)
+    plan = make_plan(notebooks, common)
+    declared_all = set().union(*(s["declared"] for s in plan))
+    unknown = sorted(set(extra) - declared_all)
     if unknown:
         raise SystemExit(f"parameter(s) {unknown} are not declared by any selected notebook; "
                          f"known: {sorted(declared_all)}")
-    record = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "dataset": dataset, "data_dir": data_dir, "profile": profile,
-              "run_name": run_name, "notebooks": [p.name for p, _ in plan],
-              "parameters": common, "command": " ".join(sys.argv)}
+    origin = {k: (f"-p {k}" if k in extra else f"profile {profile}") for k in common}
+    errors = check_parameters(plan, common, origin)
+    if errors:
+        raise SystemExit("run_all.sh: wrong parameter type, nothing was run:\n  "
+                         + "\n  ".join(errors))
+
+    previous = {}
+    if resume:
+        try:
+            import json
+
+            previous = json.loads((run_dir / "run.json").read_text())
+        except (OSError, ValueError):
+            raise SystemExit(f"--resume: no readable {run_dir / 'run.json'}; nothing to resume "
+                             f"(start the run without --resume)") from None
+    start = resume_point(plan, previous, run_dir) if resume else 0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"started": previous.get("started", _now()), "dataset": dataset,
+              "data_dir": data_dir, "profile": profile, "run_name": run_name,
+              "notebooks": [s["nb"].name for s in plan], "parameters": common,
+              "command": " ".join(sys.argv), "timeout_s": timeout_s,
+              "environment": provenance.environment(),
+              "results": {}, "timings_s": {}}
+    if resume:
+        record["resumed"] = [*previous.get("resumed", []), _now()]
+    for step in plan[:start]:
+        name = step["nb"].name
+        record["results"][name] = previous["results"][name]
+        if "seconds" in previous["results"][name]:
+            record["timings_s"][name] = previous["results"][name]["seconds"]
+    if resume:
+        done = [s["nb"].name[:2] for s in plan[:start]]
+        print(f"resume: {len(done)} notebook(s) already finished with the same parameters"
+              + (f" ({', '.join(done)}) are kept" if done else "")
+              + (f"; continuing with {plan[start]['nb'].name}" if start < len(plan)
+                 else "; nothing left to run"), flush=True)
     write_json(run_dir / "run.json", record)
     os.environ.setdefault("SKINHELPERS_PROGRESS", "plain")
-    timings = {}
-    for nb, nb_params in plan:
-        out = run_dir / nb.name
-        print(f"\n=== {nb.name}  ({', '.join(f'{k}={v!r}' for k, v in nb_params.items())})",
-              flush=True)
-        t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(str(nb), str(out), parameters=nb_params, kernel_name=kernel,
-                                cwd=str(nb.parent), log_output=True, progress_bar=False,
-                                stdout_file=None)
-        except PapermillExecutionError as e:
-            timings[nb.name] = round(time.perf_counter() - t0, 1)
-            record.update({"failed": nb.name, "timings_s": timings})
+    for step in plan[start:]:
+        nb, nb_params = step["nb"], step["params"]
+        name, out = nb.name, run_dir / nb.name
+        reason = skip_reason(step["declared"], nb_params)
+        if reason:
+            print(f"\n=== {name} skipped: {reason}", flush=True)
+            record["results"][name] = {"status": "skipped", "reason": reason}
             write_json(run_dir / "run.json", record)
-            sys.stderr.write(
-                f"\nFAILED: notebook {nb.name}, cell {e.exec_count} (cell index {e.cell_index})"
-                f"\n  {e.ename}: {e.evalue}\n  executed copy with the traceback: {out}\n")
-            raise SystemExit(1) from None
-        timings[nb.name] = round(time.perf_counter() - t0, 1)
-        print(f"=== {nb.name} done in {timings[nb.name]} s", flush=True)
-    record.update({"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   "timings_s": timings})
+            continue
+        log = run_dir / "logs" / f"{nb.stem}.log"
+        print(f"\n=== {name}  ({', '.join(f'{k}={v!r}' for k, v in nb_params.items())})"
+              f"\n=== log: {log}", flush=True)
+        record["results"][name] = {"status": "running", "started": _now(),
+                                   "parameters": nb_params, "log": str(log)}
+        write_json(run_dir / "run.json", record)
+        try:
+            res = execute.execute(nb, out, nb_params, log, timeout_s=timeout_s)
+        except KeyboardInterrupt as e:
+            res = e.args[0] if e.args and isinstance(e.args[0], dict) else {
+                "status": "interrupted", "error": "interrupted (Ctrl-C)"}
+        res = {**record["results"][name], **res, "log": str(log)}
+        record["results"][name] = res
+        record["timings_s"][name] = res["seconds"]
+        if res["status"] != OK:
+            record["failed"] = name
+            record["failure"] = {"notebook": name,
+                                 **{k: res[k] for k in ("status", "cell", "cell_index",
+                                                        "cell_source", "error") if k in res}}
+            write_json(run_dir / "run.json", record)
+            sys.stderr.write(_failure_message(name, res, out))
+            sys.stderr.write(f"  continue with: ./run_all.sh --run {run_name} --resume"
+                             f" (plus the same options)\n")
+            if html:
+                _render(run_dir)
+            raise SystemExit(130 if res["status"] == "interrupted" else 1)
+        print(f"=== {name} done in {res['seconds']} s", flush=True)
+        write_json(run_dir / "run.json", record)
+    record.pop("failed", None)
+    record.pop("failure", None)
+    record["finished"] = _now()
     write_json(run_dir / "run.json", record)
     if html:
-        try:
-            from skinhelpers.run.report import render_report
-        except ImportError:
-            render_report = None
-        if render_report is not None:
-            index = render_report(run_dir)
-            print(f"report: {index}")
+        _render(run_dir)
     print(f"\nrun folder: {run_dir}")
     return run_dir
+
+
+def list_params(notebooks: list[Path], profile: str | None = None) -> str:
+    """Every declared parameter with its default, its help comment and the profile's value."""
+    prof = profiles.resolve(profile) if profile else {}
+    lines = []
+    for nb in notebooks:
+        lines.append(nb.name)
+        declared = declared_parameters(nb)
+        width = min(40, max((len(f"{n} = {i['default']}") for n, i in declared.items()),
+                            default=0))
+        for n, info in declared.items():
+            left = f"{n} = {info['default']}".ljust(width)
+            help_ = f"  # {info['help']}" if info.get("help") else ""
+            p = ""
+            if n in prof and prof[n] != default_value(info):
+                p = f"  [profile {profile}: {prof[n]!r}]"
+            lines.append(f"  {left}{help_}{p}".rstrip())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def parse_duration(text: str) -> float:
+    """``"900"``, ``"90s"``, ``"15m"``, ``"2h"`` -> seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([smh]?)\s*", str(text))
+    if not m:
+        raise ValueError(f"--timeout: '{text}' is not a duration like 900, 15m or 2h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,14 +344,31 @@ def main(argv: list[str] | None = None) -> int:
                     help="run name: outputs go to runs/<name>/ (default <dataset>-<profile>)")
     ap.add_argument("--only", default=None, help="subset of notebooks, e.g. 01,03-05")
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[],
-                    metavar=("NAME", "VALUE"), help="any other notebook parameter")
-    ap.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+                    metavar=("NAME", "VALUE"),
+                    help="any other notebook parameter; VALUE is a Python literal "
+                         "(3, 0.5, True, \"['a', 'b']\") or else a string")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run --run NAME from its first unfinished notebook")
+    ap.add_argument("--timeout", default=None, metavar="DURATION",
+                    help="per-notebook limit, e.g. 3600, 90m or 2h (default: none)")
+    ap.add_argument("--list-params", nargs="?", const="", default=None, metavar="NOTEBOOK",
+                    help="print the parameters of every notebook (or of one, e.g. 07) "
+                         "with defaults and help, then exit")
     ap.add_argument("--no-html", action="store_true", help="skip the HTML report")
     args = ap.parse_args(argv)
     extra = {k: parse_value(v) for k, v in args.param}
     try:
+        nb_dir = Path(os.environ.get("SKINHELPERS_NOTEBOOK_DIR") or NOTEBOOK_DIR)
+        if args.list_params is not None:
+            only = args.list_params.strip()
+            if only and not re.fullmatch(r"[\d,\- ]+", only):
+                only = only[:2]  # a notebook name such as 07_final_retrain.ipynb
+            print(list_params(select(numbered_notebooks(nb_dir), only or args.only),
+                              args.profile))
+            return 0
+        timeout_s = parse_duration(args.timeout) if args.timeout else None
         run(args.dataset, args.data_dir, args.profile, args.run_name, args.only, extra,
-            args.kernel, html=not args.no_html)
+            html=not args.no_html, resume=args.resume, timeout_s=timeout_s)
     except ValueError as e:  # bad options: say which, no traceback
         print(f"run_all.sh: error: {e}", file=sys.stderr)
         return 2

@@ -11,7 +11,8 @@
   :func:`skinhelpers.share.model_card.write_model_card`), linked from the index.
 
 Everything is self-contained (figures are embedded in the notebooks' HTML), so the
-folder can be zipped and sent. ``run_all.sh`` calls this after a successful run;
+folder can be zipped and sent. ``run_all.sh`` calls this after every run, a stopped one
+too (the banner and the chapter table say which notebook stopped, how and in which cell);
 ``python -m skinhelpers.run.report RUN_DIR`` renders an existing run folder.
 """
 from __future__ import annotations
@@ -72,6 +73,7 @@ def render_notebook(nb_path: Path, out_dir: Path) -> dict:
     """Render one executed notebook twice (with code / story); return its index entry."""
     import nbformat
     from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
     nb = nbformat.read(nb_path, as_version=4)
     title = _title_of(nb) or nb_path.stem
@@ -82,6 +84,9 @@ def render_notebook(nb_path: Path, out_dir: Path) -> dict:
                       (entry["story"], {"exclude_input": True, "exclude_input_prompt": True,
                                         "exclude_output_prompt": True})):
         exporter = HTMLExporter(**kw)
+        # merge stream fragments (a progress bar's updates become one block; what a
+        # carriage return overwrote is dropped), as the nbconvert command line does
+        exporter.register_preprocessor(CoalesceStreamsPreprocessor, enabled=True)
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
         _write(out_dir / fname, body)
     return entry
@@ -103,6 +108,10 @@ font-weight:600;margin:1em 0}
 details{margin:.3em 0} summary{cursor:pointer}
 ul.sent li{margin:.3em 0}
 """
+
+
+_STOPPED = {"failed": "failed", "kernel_died": "kernel died", "timeout": "timed out",
+            "kernel_missing": "kernel did not start", "interrupted": "interrupted"}
 
 
 def _e(x) -> str:
@@ -183,8 +192,15 @@ def _index_html(run_dir: Path, entries: list[dict]) -> str:
                    "set. Nothing here is a medical result; it shows the pipeline working."
                    "</div>")
     if run.get("failed"):
+        fail = run.get("failure") or {}
+        how = _STOPPED.get(fail.get("status"), "failed")
+        cell = (f", cell {fail.get('cell') if fail.get('cell') is not None else '?'} "
+                f"(index {fail['cell_index']})" if "cell_index" in fail else "")
+        why = f": {_e(fail['error'])}" if fail.get("error") else ""
         out.append(f"<div class='banner'>The run stopped: notebook {_e(run['failed'])} "
-                   "failed (its page shows the traceback).</div>")
+                   f"{how}{cell}{why} (its page shows where). Continue it with "
+                   f"<code>./run_all.sh --run {_e(run.get('run_name', run_dir.name))} "
+                   "--resume</code>.</div>")
     # dataset
     classes = manifest.get("classes") or []
     sub = manifest.get("subsample") or {}
@@ -210,7 +226,11 @@ def _index_html(run_dir: Path, entries: list[dict]) -> str:
                "(written by notebook 08).</p>")
     # notebooks
     rows = ""
-    for e in entries:
+    results = run.get("results") or {}
+    for e in entries:  # run.json knows how a chapter ended (a killed kernel leaves no error)
+        status = (results.get(e["name"]) or {}).get("status")
+        if status in _STOPPED and e["status"] != "render failed":
+            e["status"] = _STOPPED[status]
         t = timings.get(e["name"], e.get("seconds"))
         cls = "ok" if e["status"] == "ok" else "failed"
         rows += (f"<tr><td>{_e(e['name'][:2])}</td><td>{_e(e['title'])}</td>"
@@ -220,9 +240,12 @@ def _index_html(run_dir: Path, entries: list[dict]) -> str:
                  f"<td class='{cls}'>{_e(e['status'])}</td></tr>")
     for name in run.get("notebooks", []):
         if name not in {e["name"] for e in entries}:
+            res = results.get(name) or {}
+            state = (f"skipped: {res.get('reason', '')}" if res.get("status") == "skipped"
+                     else "missing")
             rows += (f"<tr><td>{_e(name[:2])}</td><td class='missing'>{_e(name)}</td>"
                      f"<td class='missing'>not run</td><td></td><td class='missing'>"
-                     f"missing</td></tr>")
+                     f"{_e(state)}</td></tr>")
     out.append("<h2>Chapters</h2><p class='muted'><em>story</em> hides the code for "
                "readers who want only the narrative, tables and figures.</p>"
                f"<table><tr><th>#</th><th>chapter</th><th>read</th><th>time</th>"
@@ -275,7 +298,7 @@ def render_report(run_dir, out_dir=None) -> Path:
     for nb in notebooks:
         try:
             entries.append(render_notebook(nb, out_dir))
-        except Exception as e:  # a broken notebook file must not hide the others
+        except Exception as e:  # noqa: BLE001 - a broken notebook must not hide the others
             entries.append({"name": nb.name, "title": f"{nb.name} (could not be rendered: "
                             f"{type(e).__name__}: {e})", "status": "render failed",
                             "html": "#", "story": "#"})

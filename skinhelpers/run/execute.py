@@ -1,0 +1,195 @@
+"""Execute one notebook with papermill the way a batch run needs it.
+
+* **This Python.** The kernel runs ``sys.executable -m ipykernel_launcher`` (the
+  environment ``run_all.sh`` set up), whatever kernelspec the notebook's metadata or the
+  user's Jupyter names, so a missing or foreign kernel cannot be picked.
+* **IPC transport.** Kernel and client talk over Unix sockets, not TCP: nothing listens on
+  a port and ipykernel has no "running over TCP without encryption" warning to print.
+* **Live output.** Every stream a cell writes goes to the terminal as it arrives and to
+  ``<run_dir>/logs/<notebook>.log`` (carriage-return redraws become lines there; each
+  attempt is appended under a dated header, so a resumed notebook's log keeps the first).
+* **Outcomes, not tracebacks.** :func:`execute` returns a dict saying how the notebook
+  ended: ``ok``, ``failed`` (a cell raised), ``kernel_died`` (killed, e.g. out of memory),
+  ``kernel_missing`` (the kernel could not start), ``timeout`` (``timeout_s`` passed: the
+  kernel is interrupted, then killed 30 s later) or ``interrupted`` (Ctrl-C), with the
+  cell that was running. Only ``interrupted`` is re-raised (as ``KeyboardInterrupt``)
+  after the record is made, so the caller can stop the chain.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.manager import AsyncKernelManager
+
+KILL_GRACE_S = 30.0  # after a timeout: seconds between the interrupt and the kill
+
+
+class RunKernelManager(AsyncKernelManager):
+    """A kernel manager that always starts ``sys.executable``'s ipykernel over IPC."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["transport"] = "ipc" if os.name == "posix" else "tcp"  # no ipc on Windows
+        super().__init__(*args, **kwargs)
+        self._kernel_spec = KernelSpec(
+            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            display_name=f"Python ({sys.executable})", language="python",
+            interrupt_mode="signal", metadata={"debugger": False})
+        RunKernelManager.latest = self
+
+    latest: RunKernelManager | None = None
+
+    def kernel_pid(self) -> int | None:
+        """The process id of the running kernel, or None."""
+        prov = getattr(self, "provisioner", None)
+        return getattr(prov, "pid", None) if prov is not None else None
+
+
+class Tee:
+    """A write-only stream that copies to the terminal and to a log file.
+
+    The log gets each carriage-return redraw as its own line (what is left after the
+    last ``\\r`` of a line), so it stays readable in ``less`` and in the report.
+    """
+
+    def __init__(self, terminal, log):
+        self.terminal, self.log = terminal, log
+
+    def write(self, text: str) -> int:
+        self.terminal.write(text)
+        self.terminal.flush()
+        self.log.write(text.replace("\r\n", "\n").replace("\r", "\n"))
+        self.log.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.terminal.flush()
+        self.log.flush()
+
+
+class _Watchdog:
+    """Interrupt the kernel after ``timeout_s``, kill it ``KILL_GRACE_S`` later."""
+
+    def __init__(self, timeout_s: float | None):
+        self.fired = False
+        self._timers = []
+        if timeout_s and timeout_s > 0:
+            self._timers = [threading.Timer(timeout_s, self._signal, (signal.SIGINT,)),
+                            threading.Timer(timeout_s + KILL_GRACE_S, self._signal,
+                                            (signal.SIGKILL,))]
+        for t in self._timers:
+            t.daemon = True
+            t.start()
+
+    def _signal(self, sig) -> None:
+        self.fired = True
+        km = RunKernelManager.latest
+        pid = km.kernel_pid() if km is not None else None
+        if pid:
+            try:
+                os.killpg(pid, sig)  # the kernel runs in its own session
+            except OSError:
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+
+    def cancel(self) -> None:
+        for t in self._timers:
+            t.cancel()
+
+
+def _running_cell(out: Path) -> dict:
+    """The cell that was running when a notebook stopped: the last one papermill started."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(out, as_version=4)
+    except Exception:  # noqa: BLE001 - nothing saved yet (kernel never started)
+        return {}
+    started = [(i, c) for i, c in enumerate(nb.cells)
+               if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    if not started:
+        return {}
+    i, cell = started[-1]
+    first = next((ln.strip() for ln in cell.source.splitlines() if ln.strip()), "")
+    return {"cell": cell.get("execution_count"), "cell_index": i, "cell_source": first[:120]}
+
+
+def _mark_stopped(out: Path, cell_index: int | None, ename: str, evalue: str) -> None:
+    """Put an error output on the cell where a notebook stopped (the report shows it)."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(out, as_version=4)
+        if cell_index is None or cell_index >= len(nb.cells):
+            return
+        cell = nb.cells[cell_index]
+        if cell.cell_type != "code":
+            return
+        cell.outputs.append(nbformat.v4.new_output(
+            "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]))
+        nb.metadata.setdefault("papermill", {})["exception"] = True
+        nbformat.write(nb, out)
+    except Exception as e:  # noqa: BLE001 - the record in run.json is what counts
+        print(f"(could not mark the stopped cell in {out}: {e})", file=sys.stderr)
+
+
+def execute(nb: Path, out: Path, parameters: dict, log_path: Path,
+            timeout_s: float | None = None) -> dict:
+    """Run ``nb`` into ``out``; return ``{"status", "seconds", ...}`` (see module doc)."""
+    import papermill as pm
+    from jupyter_client.kernelspec import NoSuchKernel
+    from nbclient.exceptions import DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result: dict = {"status": "ok"}
+    interrupted = None
+    raised_in_cell = False  # the executed copy already shows the traceback
+    with open(log_path, "a", encoding="utf-8") as log:  # a resumed notebook keeps its past
+        log.write(f"----- {nb.name} started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        watchdog = _Watchdog(timeout_s)
+        try:
+            pm.execute_notebook(
+                str(nb), str(out), parameters=parameters, kernel_name="skinlab-run",
+                language="python", cwd=str(nb.parent), progress_bar=False, log_output=False,
+                stdout_file=Tee(sys.stdout, log), stderr_file=Tee(sys.stderr, log),
+                kernel_manager_class=RunKernelManager)
+        except PapermillExecutionError as e:
+            kind = "timeout" if watchdog.fired else "failed"
+            raised_in_cell = True
+            result = {"status": kind, "cell": e.exec_count, "cell_index": e.cell_index,
+                      "error": f"{e.ename}: {e.evalue}"}
+        except DeadKernelError as e:
+            kind = "timeout" if watchdog.fired else "kernel_died"
+            result = {"status": kind, **_running_cell(out),
+                      "error": f"the kernel died ({e}); out of memory or killed?"}
+        except (NoSuchKernel, FileNotFoundError, PermissionError) as e:
+            result = {"status": "kernel_missing", "error": f"{type(e).__name__}: {e}"}
+        except KeyboardInterrupt as e:
+            interrupted = e
+            result = {"status": "interrupted", **_running_cell(out),
+                      "error": "interrupted (Ctrl-C)"}
+        except RuntimeError as e:  # nbclient: "Kernel died before replying to kernel_info"
+            if "kernel" not in str(e).lower():
+                raise
+            result = {"status": "kernel_missing", "error": f"{type(e).__name__}: {e}"}
+        finally:
+            watchdog.cancel()
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    if result["status"] == "timeout":
+        result["error"] = f"no result after the --timeout of {timeout_s:g} s"
+    if result["status"] in {"kernel_died", "timeout", "interrupted"} and not raised_in_cell:
+        if "cell_index" not in result:
+            result.update(_running_cell(out))
+        _mark_stopped(out, result.get("cell_index"), result["status"], result["error"])
+    if interrupted is not None:
+        raise KeyboardInterrupt(result) from None
+    return result
