@@ -1,0 +1,101 @@
+"""Batched augmentation on the device: shapes, per-image parameters, label pairing, order."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from skinhelpers.data.cache import CachedImageDataset, ImageCache
+from skinhelpers.train.batch_augment import BatchAugment, DeviceBatchLoader, RandomRot90Batch
+from skinhelpers.train.sampling import train_sampler
+
+
+def _stack(n=16, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+
+
+@pytest.mark.parametrize("preset", ["none", "basic", "strong"])
+def test_keeps_shape_dtype_and_device(preset):
+    x = _stack()
+    y = BatchAugment(preset)(x)
+    assert y.shape == x.shape and y.dtype == torch.uint8 and y.device == x.device
+    if preset == "none":
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("preset", ["basic", "strong"])
+def test_parameters_differ_per_image(preset):
+    torch.manual_seed(0)
+    one = _stack(1, 48)
+    out = BatchAugment(preset)(one.repeat(16, 1, 1, 1))
+    distinct = {tuple(o.flatten()[:: 97].tolist()) for o in out}
+    assert len(distinct) >= 14  # the same image, augmented 16 ways
+
+
+def test_same_seed_same_batch():
+    x = _stack()
+    torch.manual_seed(3)
+    a = BatchAugment("strong")(x)
+    torch.manual_seed(3)
+    b = BatchAugment("strong")(x)
+    assert torch.equal(a, b)
+
+
+def test_rot90_is_lossless_and_per_image():
+    torch.manual_seed(1)
+    x = _stack(64, 8)
+    y = RandomRot90Batch()(x)
+    for a, b in zip(x, y):  # each output is some rotation of its own input
+        assert any(torch.equal(torch.rot90(a, k, dims=(-2, -1)), b) for k in range(4))
+    ks = [next(k for k in range(4) if torch.equal(torch.rot90(a, k, dims=(-2, -1)), b))
+          for a, b in zip(x, y)]
+    assert len(set(ks)) == 4
+
+
+def test_unknown_preset_and_bad_input_are_refused():
+    with pytest.raises(ValueError, match="autoaugment"):
+        BatchAugment("autoaugment")
+    with pytest.raises(TypeError, match="uint8"):
+        BatchAugment("basic")(torch.zeros(2, 3, 8, 8))
+
+
+FILL = torch.tensor([10.0, 40.0, 100.0, 220.0])  # far apart even after +-15% brightness
+
+
+def _cache_dataset(tmp_path, n=40, size=16):
+    """A tiny ImageCache whose image i is filled with FILL[its label]."""
+    labels = np.arange(n) % 4
+    images = np.repeat(FILL.numpy().astype(np.uint8)[labels][:, None, None, None], size, 1)
+    images = np.repeat(np.repeat(images, size, 2), 3, 3)
+    relpaths = [f"img{i}.jpg" for i in range(n)]
+    cache = ImageCache(tmp_path / "c.json", {"n": n, "size": size, "relpaths": relpaths}, images)
+    df = pd.DataFrame({"relpath": relpaths[::-1], "label_idx": labels[::-1]})
+    return CachedImageDataset(cache, df), labels[::-1]
+
+
+def test_loader_follows_sampler_and_keeps_labels_paired(tmp_path):
+    ds, labels = _cache_dataset(tmp_path)
+    sampler = train_sampler(labels, 4, balance_power=0.5, seed=0)
+    loader = DeviceBatchLoader(ds, sampler, batch_size=8, device="cpu", preset="none")
+    sampler.set_epoch(2)
+    order = list(iter(sampler))
+    sampler.set_epoch(2)
+    batches = list(loader)
+    assert len(batches) == len(loader) == len(order) // 8
+    seen = torch.cat([y for _, y in batches]).tolist()
+    assert seen == [int(labels[i]) for i in order[: len(seen)]]
+    for x, y in batches:  # the image's fill value encodes its label
+        assert torch.equal(x[:, 0, 0, 0].float(), FILL[y])
+
+
+def test_loader_augments_with_flips_keeping_pairs(tmp_path):
+    ds, labels = _cache_dataset(tmp_path)
+    sampler = train_sampler(labels, 4, seed=1)
+    loader = DeviceBatchLoader(ds, sampler, batch_size=10, device="cpu", preset="basic")
+    torch.manual_seed(0)
+    for x, y in loader:
+        assert x.dtype == torch.uint8 and x.shape == (10, 3, 16, 16)
+        # brightness jitter scales a uniform image by 0.85-1.15: the nearest fill value
+        # is still its own label's
+        centre = x[:, :, 6:10, 6:10].float().mean(dim=(1, 2, 3))
+        assert torch.equal((centre[:, None].log() - FILL.log()).abs().argmin(1), y)
