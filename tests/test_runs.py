@@ -64,7 +64,7 @@ def test_start_notebook_collects_declared_names_records_and_seeds(tmp_path, monk
 
 def test_start_notebook_reads_the_repository_notebooks(monkeypatch):
     monkeypatch.delenv("SKINHELPERS_NOTEBOOK_DIR", raising=False)
-    declared = folders.declared_parameters("07_final_retrain")
+    declared = folders.notebook_parameters("07_final_retrain")
     assert {"run_dir", "seed", "epochs", "balance_power", "overrides"} <= set(declared)
 
 

@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from skinhelpers.figures import synthetic_title
+
 METADATA_COLUMNS = ("age", "sex", "localization", "dx_type")
 MISSING_VALUES = {"unknown", "", "nan", "none", "null"}
 DX_TYPE_MEANING = {
@@ -24,10 +26,6 @@ DX_TYPE_MEANING = {
 def _classes(df: pd.DataFrame) -> list[str]:
     classes = df.attrs.get("classes") or sorted(df["label"].unique())
     return [c for c in classes if (df["label"] == c).any()]
-
-
-def _title(df: pd.DataFrame, title: str) -> str:
-    return f"{title}  [SYNTHETIC]" if df.attrs.get("synthetic") else title
 
 
 def clean_category(s: pd.Series) -> pd.Series:
@@ -170,7 +168,7 @@ def plot_age_by_class(df: pd.DataFrame):
     ax2.set_xlabel("age (years)")
     ax2.set_title(f"All images (missing: {int(age.isna().sum())})")
     ax2.spines[["top", "right"]].set_visible(False)
-    fig.suptitle(_title(df, "Age"), fontsize=11)
+    fig.suptitle(synthetic_title("Age", df), fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -201,7 +199,7 @@ def plot_category_by_class(df: pd.DataFrame, column: str, top: int = 12):
         ax.legend(ncol=min(6, ct.shape[1]), fontsize=8, frameon=False,
                   loc="lower center", bbox_to_anchor=(0.5, 1.0))
         ax.spines[["top", "right"]].set_visible(False)
-        fig.suptitle(_title(df, f"{column} by diagnosis"), fontsize=11, y=1.02)
+        fig.suptitle(synthetic_title(f"{column} by diagnosis", df), fontsize=11, y=1.02)
     else:
         fig, ax = plt.subplots(figsize=(0.62 * ct.shape[1] + 2.5, 0.45 * len(ct) + 1.8))
         im = ax.imshow(ct.to_numpy(), cmap="Blues", vmin=0, aspect="auto")
@@ -214,7 +212,7 @@ def plot_category_by_class(df: pd.DataFrame, column: str, top: int = 12):
         ax.set_xticks(range(ct.shape[1]), ct.columns, rotation=40, ha="right", fontsize=8)
         ax.set_yticks(range(len(ct)), ylabels, fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.03, label="share of the class")
-        ax.set_title(_title(df, f"{column} by diagnosis (row shares)"), fontsize=11)
+        ax.set_title(synthetic_title(f"{column} by diagnosis (row shares)", df), fontsize=11)
     fig.tight_layout()
     return fig
 

@@ -53,7 +53,7 @@ def notebook_path(name: str) -> Path:
     return here if here.exists() else PROJECT_ROOT / "notebooks" / f"{name}.ipynb"
 
 
-def declared_parameters(name: str) -> dict[str, dict]:
+def notebook_parameters(name: str) -> dict[str, dict]:
     """The names (and literal defaults) the ``parameters`` cell of notebook ``name`` declares,
     as ``papermill.inspect_notebook`` reads them."""
     import papermill as pm
@@ -80,7 +80,7 @@ def start_notebook(name: str, namespace: dict[str, Any],
     Returns ``(run_dir, params)``.
     """
     if names is None:
-        names = list(declared_parameters(name))
+        names = list(notebook_parameters(name))
     missing = [k for k in names if k not in namespace]
     if missing:
         raise ValueError(f"notebook {name}: parameter(s) {missing} are declared but not "
