@@ -25,7 +25,6 @@ PROFILES: dict[str, dict] = {
     "smoke": {
         "image_size": 64,
         "max_images": 600,
-        "workers": 2,
         # 06: model trials
         "trial_models": ["small_cnn", "efficientnet_lite0"],
         "trial_epochs": 1,
@@ -47,7 +46,6 @@ PROFILES: dict[str, dict] = {
         # winners); it flows into the image cache, so 04-08 train and test on it
         "preprocess": "shades_of_gray",
         "max_images": 0,  # 0: all images
-        "workers": 2,
         # three trials keep 06 near 5 minutes; the gpu profile compares many more
         "trial_models": ["small_cnn", "efficientnet_lite0:frozen", "efficientnet_lite0"],
         "trial_epochs": 2,
@@ -85,7 +83,6 @@ PROFILES: dict[str, dict] = {
         "batch_size": 64,
         "lr": 1.5e-3,
         "patience": 8,
-        "max_minutes": 0,
     },
 }
 
