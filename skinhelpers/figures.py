@@ -10,9 +10,21 @@ import pandas as pd
 from skinhelpers.data.imaging import read_rgb
 from skinhelpers.files import PROJECT_ROOT, atomic_path
 
+SYNTHETIC_TAG = "  [SYNTHETIC]"
 
-def _synthetic_title(df: pd.DataFrame, title: str) -> str:
-    return f"{title}  [SYNTHETIC]" if df.attrs.get("synthetic") else title
+
+def is_synthetic(data) -> bool:
+    """``data``: a bool, or a DataFrame whose ``attrs['synthetic']`` says (None: False)."""
+    if isinstance(data, pd.DataFrame):
+        return bool(data.attrs.get("synthetic"))
+    return bool(data)
+
+
+def synthetic_title(title: str, synthetic) -> str:
+    """The one place a title, caption or heading is marked SYNTHETIC (demo data).
+
+    ``synthetic``: a bool or a DataFrame carrying ``attrs['synthetic']``."""
+    return f"{title}{SYNTHETIC_TAG}" if is_synthetic(synthetic) else title
 
 
 def class_counts_bar(df: pd.DataFrame, title: str = "Images per class"):
@@ -25,7 +37,7 @@ def class_counts_bar(df: pd.DataFrame, title: str = "Images per class"):
     ax.set_ylabel("images")
     nz = counts[counts > 0]
     ratio = nz.max() / nz.min() if len(nz) else float("nan")
-    ax.set_title(_synthetic_title(df, f"{title} (n={len(df):,}, imbalance {ratio:.0f}:1)"))
+    ax.set_title(synthetic_title(f"{title} (n={len(df):,}, imbalance {ratio:.0f}:1)", df))
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     return fig
@@ -52,18 +64,18 @@ def image_grid(df: pd.DataFrame, per_class: int = 6, seed: int = 0, size: int = 
                 ax.imshow(read_rgb(pick["path"].iloc[j]))
             if j == 0:
                 ax.set_ylabel(c, rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle(_synthetic_title(df, title), fontsize=11)
+    fig.suptitle(synthetic_title(title, df), fontsize=11)
     fig.tight_layout()
     return fig
 
 
 def table(df: pd.DataFrame, title: str, synthetic: bool = False, precision: int = 3):
     """A table for display in a notebook, captioned (and marked SYNTHETIC for demo data)."""
-    caption = f"{title}  [SYNTHETIC]" if synthetic else title
+    caption = synthetic_title(title, synthetic)
     return (df.style.set_caption(caption).format(precision=precision, thousands=",")
             .set_table_styles([{"selector": "caption",
                                 "props": "font-weight: bold; text-align: left;"
-                                + (" color: crimson;" if synthetic else "")}]))
+                                + (" color: crimson;" if is_synthetic(synthetic) else "")}]))
 
 
 def figures_dir(dataset: str) -> Path:
@@ -78,7 +90,7 @@ def save_figure(fig, dataset: str, name: str, synthetic: bool = False, dpi: int 
 
     Figures made from the synthetic demo data get a SYNTHETIC stamp.
     """
-    if synthetic:
+    if is_synthetic(synthetic):
         fig.text(0.995, 0.005, "SYNTHETIC DATA", ha="right", va="bottom", fontsize=9,
                  color="crimson", alpha=0.8, weight="bold")
     out = figures_dir(dataset) / f"{name}.png"

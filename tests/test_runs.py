@@ -29,15 +29,43 @@ def test_json_is_strict(tmp_path):
     assert json.loads(text) == {"auc": None, "x": 0.5, "n": 3, "inf": [None]}
 
 
-def test_start_notebook_records_params_and_seeds(tmp_path):
-    run = folders.start_notebook("09_test", {"run_dir": str(tmp_path / "r"), "seed": 7, "k": [1]})
+def _notebook(path, params_source: str):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(params_source)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# test"), cell, nbformat.v4.new_code_cell("x = 1")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_start_notebook_collects_declared_names_records_and_seeds(tmp_path, monkeypatch):
+    _notebook(tmp_path / "09_test.ipynb", 'run_dir = "runs/x"\nseed = 0\nk = [1]')
+    monkeypatch.setenv("SKINHELPERS_NOTEBOOK_DIR", str(tmp_path))
+    # the kernel's globals: injected values (run_dir, seed) win; other names are not recorded
+    ns = {"run_dir": str(tmp_path / "r"), "seed": 7, "k": [1], "np": np, "_private": 3}
+    run, params = folders.start_notebook("09_test", ns)
+    assert run == tmp_path / "r" and params == {"run_dir": str(tmp_path / "r"), "seed": 7,
+                                                "k": [1]}
     rec = json.loads((run / "params" / "09_test.json").read_text())
-    assert rec["params"]["seed"] == 7 and rec["notebook"] == "09_test"
+    assert rec["params"] == params and rec["notebook"] == "09_test"
     a = np.random.rand(3)
-    folders.start_notebook("09_test", {"run_dir": str(tmp_path / "r"), "seed": 7})
+    folders.start_notebook("09_test", ns)
     assert np.array_equal(a, np.random.rand(3))
+    with pytest.raises(ValueError, match=r"\['k'\] are declared but not defined"):
+        folders.start_notebook("09_test", {"run_dir": str(tmp_path / "r"), "seed": 1})
     with pytest.raises(ValueError, match="run_dir"):
-        folders.start_notebook("09_test", {"seed": 1})
+        folders.start_notebook("09_test", {"seed": 1}, names=["seed"])
+    with pytest.raises(FileNotFoundError, match="10_absent.ipynb"):
+        folders.start_notebook("10_absent", ns)
+
+
+def test_start_notebook_reads_the_repository_notebooks(monkeypatch):
+    monkeypatch.delenv("SKINHELPERS_NOTEBOOK_DIR", raising=False)
+    declared = folders.notebook_parameters("07_final_retrain")
+    assert {"run_dir", "seed", "epochs", "balance_power", "overrides"} <= set(declared)
 
 
 def test_read_json_names_the_missing_artifact(tmp_path):

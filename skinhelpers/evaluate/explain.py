@@ -18,6 +18,8 @@ import pandas as pd
 import torch
 
 from skinhelpers.data.imaging import fit_to_square, read_rgb
+from skinhelpers.figures import synthetic_title
+from skinhelpers.progress import progress
 
 
 def find_target_layer(model: torch.nn.Module, image_size: int = 64) -> torch.nn.Module:
@@ -143,6 +145,51 @@ def lesion_attention(df: pd.DataFrame, cams: np.ndarray, size: int,
     return pd.concat([df.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
 
 
+def has_mask(mask_path) -> bool:
+    return isinstance(mask_path, str) and bool(mask_path)
+
+
+def attention_on_lesions(model: torch.nn.Module, cache, pred: pd.DataFrame,
+                         classes: Sequence[str], mean: Sequence[float], std: Sequence[float],
+                         layer: torch.nn.Module, image_size: int, resize_mode: str = "squash",
+                         max_images: int = 300, batch_size: int = 64,
+                         seed: int = 0) -> pd.DataFrame | None:
+    """Grad-CAM of the predicted class for up to ``max_images`` rows of ``pred`` that have a
+    lesion mask (a seeded sample), in batches, scored by :func:`lesion_attention`.
+
+    ``pred``: a prediction frame (``relpath``, ``label``, ``pred``, ``correct``,
+    ``mask_path``); ``cache``: the image cache holding its images. None when no row has a
+    mask.
+    """
+    with_mask = pred[pred["mask_path"].map(has_mask)]
+    if len(with_mask) == 0:
+        return None
+    sample = with_mask.sample(min(max_images, len(with_mask)), random_state=seed)
+    cams = []
+    for start in progress(range(0, len(sample), batch_size), desc="Grad-CAM", unit="batch"):
+        part = sample.iloc[start:start + batch_size]
+        cams.append(cams_for_images(model, cache.images[cache.rows_for(part)], mean, std,
+                                    [list(classes).index(p) for p in part["pred"]], layer))
+    return lesion_attention(sample, np.concatenate(cams), image_size, resize_mode)
+
+
+def attention_summary(att: pd.DataFrame, classes: Sequence[str]) -> tuple[pd.DataFrame, dict]:
+    """Per class (and ``all``) means of :func:`attention_on_lesions`' table, and the
+    record for ``metrics.json`` (overall means, correct vs wrong, per class)."""
+    by = att.groupby("label")[["cam_inside", "lesion_area", "ratio"]].mean().reindex(classes)
+    by["images"] = att.groupby("label").size().reindex(classes).fillna(0).astype(int)
+    by.loc["all"] = [att["cam_inside"].mean(), att["lesion_area"].mean(),
+                     att["ratio"].mean(), len(att)]
+    ok = att.groupby("correct")["cam_inside"].mean()
+    record = {"images": int(len(att)), "cam_inside_mean": float(att["cam_inside"].mean()),
+              "lesion_area_mean": float(att["lesion_area"].mean()),
+              "ratio_mean": float(att["ratio"].mean()),
+              "cam_inside_correct": float(ok.get(True, np.nan)),
+              "cam_inside_wrong": float(ok.get(False, np.nan)),
+              "per_class": by.drop(index="all").to_dict(orient="index")}
+    return by, record
+
+
 def select_cases(pred: pd.DataFrame, classes: Sequence[str], per_class: int = 2,
                  seed: int = 0) -> pd.DataFrame:
     """Up to ``per_class`` correct and ``per_class`` wrong test cases per true class
@@ -191,7 +238,7 @@ def plot_cam_gallery(images: Sequence[np.ndarray], cams: Sequence[np.ndarray],
             a1.contour(masks[i].astype(float), levels=[0.5], colors="white", linewidths=0.8)
         a0.set_title(titles[i], fontsize=7, loc="left",
                      color=(colors[i] if colors else "black"))
-    fig.suptitle(title + ("  [SYNTHETIC]" if synthetic else ""), fontsize=11)
+    fig.suptitle(synthetic_title(title, synthetic), fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -211,7 +258,7 @@ def plot_image_gallery(images: Sequence[np.ndarray], titles: Sequence[str], ncol
         ax = axes.ravel()[i]
         ax.imshow(images[i])
         ax.set_title(titles[i], fontsize=7.5)
-    fig.suptitle(title + ("  [SYNTHETIC]" if synthetic else ""), fontsize=11)
+    fig.suptitle(synthetic_title(title, synthetic), fontsize=11)
     fig.tight_layout()
     return fig
 

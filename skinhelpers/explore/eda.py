@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from skinhelpers.figures import synthetic_title
+
 METADATA_COLUMNS = ("age", "sex", "localization", "dx_type")
 MISSING_VALUES = {"unknown", "", "nan", "none", "null"}
 DX_TYPE_MEANING = {
@@ -25,10 +27,6 @@ DX_TYPE_MEANING = {
 def _classes(df: pd.DataFrame) -> list[str]:
     classes = df.attrs.get("classes") or sorted(df["label"].unique())
     return [c for c in classes if (df["label"] == c).any()]
-
-
-def _title(df: pd.DataFrame, title: str) -> str:
-    return f"{title}  [SYNTHETIC]" if df.attrs.get("synthetic") else title
 
 
 def clean_category(s: pd.Series) -> pd.Series:
@@ -169,7 +167,7 @@ def plot_age_by_class(df: pd.DataFrame):
     ax2.set(xlabel="age (years)",
             title=f"All images (missing: {int(data['age'].isna().sum())})")
     sns.despine(fig)
-    fig.suptitle(_title(df, "Age"), fontsize=11)
+    fig.suptitle(synthetic_title("Age", df), fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -200,7 +198,7 @@ def plot_category_by_class(df: pd.DataFrame, column: str, top: int = 12):
         ax.legend(ncol=min(6, ct.shape[1]), fontsize=8, frameon=False,
                   loc="lower center", bbox_to_anchor=(0.5, 1.0))
         ax.spines[["top", "right"]].set_visible(False)
-        fig.suptitle(_title(df, f"{column} by diagnosis"), fontsize=11, y=1.02)
+        fig.suptitle(synthetic_title(f"{column} by diagnosis", df), fontsize=11, y=1.02)
     else:
         fig, ax = plt.subplots(figsize=(0.62 * ct.shape[1] + 2.5, 0.45 * len(ct) + 1.8))
         labels = ct.map(lambda v: f"{v:.0%}" if v >= 0.01 else "")
@@ -210,7 +208,7 @@ def plot_category_by_class(df: pd.DataFrame, column: str, top: int = 12):
         ax.set_xticklabels(ax.get_xticklabels(), rotation=40, ha="right", fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
         ax.set(xlabel="", ylabel="")
-        ax.set_title(_title(df, f"{column} by diagnosis (row shares)"), fontsize=11)
+        ax.set_title(synthetic_title(f"{column} by diagnosis (row shares)", df), fontsize=11)
     fig.tight_layout()
     return fig
 

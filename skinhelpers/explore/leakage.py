@@ -36,6 +36,7 @@ from sklearn.model_selection import GroupShuffleSplit, train_test_split
 from skinhelpers.data.imaging import read_rgb
 from skinhelpers.data.manifest import has_shipped_split
 from skinhelpers.explore.eda import clean_category
+from skinhelpers.figures import synthetic_title
 from skinhelpers.progress import progress
 
 PAIR_COLUMNS = ["relpath_a", "relpath_b", "distance", "kind", "transform", "same_group",
@@ -481,12 +482,6 @@ def age_test(df: pd.DataFrame) -> dict | None:
 
 # ----------------------------------------------------------------------------- plots
 
-def _title(df: pd.DataFrame | None, title: str) -> str:
-    if df is not None and df.attrs.get("synthetic"):
-        return f"{title}  [SYNTHETIC]"
-    return title
-
-
 def _off(ax) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
@@ -503,8 +498,8 @@ def plot_images_per_group(df: pd.DataFrame, group_name: str = "lesion"):
     ax.set_xlabel(f"images per {group_name}")
     ax.set_ylabel(f"{group_name}s")
     multi = t.loc[t.index > 1, "images"].sum()
-    ax.set_title(_title(df, f"{df['group'].nunique():,} {group_name}s; {multi:,} of {len(df):,} "
-                            f"images belong to a {group_name} with 2+ images"), fontsize=10)
+    ax.set_title(synthetic_title(f"{df['group'].nunique():,} {group_name}s; {multi:,} of {len(df):,} "
+                            f"images belong to a {group_name} with 2+ images", df), fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     return fig
@@ -593,7 +588,7 @@ def plot_split_leak(table: pd.DataFrame, df: pd.DataFrame | None = None):
     ax.set_ylabel("test images whose group (lesion)\nalso has images in train (%)")
     ax.set_ylim(0, max(5, 100 * t["share"].max() * 1.35))
     n_seeds = int(t["runs"].max())
-    ax.set_title(_title(df, f"Train/test leakage by split method (mean of {n_seeds} seeds)"),
+    ax.set_title(synthetic_title(f"Train/test leakage by split method (mean of {n_seeds} seeds)", df),
                  fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
@@ -609,7 +604,7 @@ def plot_associations(assoc: pd.DataFrame, df: pd.DataFrame | None = None):
                                zip(a["cramers_v"], a["p_value"], a["n"])], fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("Cramér's V with the diagnosis (0: none, 1: determines it)")
-    ax.set_title(_title(df, "Metadata vs diagnosis"), fontsize=10)
+    ax.set_title(synthetic_title("Metadata vs diagnosis", df), fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     return fig

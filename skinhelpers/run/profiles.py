@@ -7,6 +7,10 @@ cell declares; anything given on the command line overrides the profile.
 Names: ``trial_*`` are the budget of the model trials (notebook 06); ``epochs``,
 ``batch_size``, ``lr`` and the other recipe keys are the final training (notebook 07).
 
+The training recipe itself (learning rates, sampling, loss, EMA, ...) is the default of
+:class:`skinhelpers.train.config.TrainConfig`, and the notebooks' parameter cells keep the
+same defaults: a profile lists only what it changes (the budget, and the odd recipe value).
+
 The ``cpu`` recipe (07) is built for balanced accuracy on HAM10000 within ~45 minutes of
 training on 2 cores: ImageNet EfficientNet-Lite0 at 128 px, one epoch of head warm-up on
 the frozen backbone, then fine-tuning with a 0.3x backbone learning rate, square-root
@@ -17,32 +21,10 @@ speeds CPU training up (benchmarks/RESULTS.md), so 20 epochs fit in the 45 minut
 """
 from __future__ import annotations
 
-_RECIPE = {  # shared by every profile unless overridden
-    "freeze_epochs": 1,
-    "lr": 1e-3,
-    "backbone_lr_mult": 0.3,
-    "weight_decay": 0.02,
-    "warmup_epochs": 1.0,
-    "loss": "ce",
-    "label_smoothing": 0.1,
-    "balance_power": 0.5,
-    "class_weight_power": 0.0,
-    "logit_adjust_tau": 1.0,
-    "ema": True,
-    "monitor": "balanced_accuracy",
-    "patience": 5,
-    "amp": True,
-    "channels_last": True,
-    "compile": False,
-    "resume": True,
-    "nproc": 1,
-}
-
 PROFILES: dict[str, dict] = {
     "smoke": {
         "image_size": 64,
         "max_images": 600,
-        "workers": 2,
         # 06: model trials
         "trial_models": ["small_cnn", "efficientnet_lite0"],
         "trial_epochs": 1,
@@ -51,11 +33,8 @@ PROFILES: dict[str, dict] = {
         "trial_batch_size": 32,
         "trial_max_train_images": 0,
         # 07: final training
-        **_RECIPE,
         "epochs": 2,
-        "batch_size": 32,
         "patience": 0,
-        "max_minutes": 0,
         # 08: evaluation
         "n_bootstrap": 200,
         "tta_views": 2,
@@ -67,7 +46,6 @@ PROFILES: dict[str, dict] = {
         # winners); it flows into the image cache, so 04-08 train and test on it
         "preprocess": "shades_of_gray",
         "max_images": 0,  # 0: all images
-        "workers": 2,
         # three trials keep 06 near 5 minutes; the gpu profile compares many more
         "trial_models": ["small_cnn", "efficientnet_lite0:frozen", "efficientnet_lite0"],
         "trial_epochs": 2,
@@ -75,7 +53,6 @@ PROFILES: dict[str, dict] = {
         "trial_image_size": 64,
         "trial_batch_size": 32,
         "trial_max_train_images": 2000,
-        **_RECIPE,
         # 07 trains EfficientNet-Lite0 (ImageNet) whatever 06 ranks first: at this trial
         # budget (64 px, 2 epochs, 2,000 images) small from-scratch nets win 06 on HAM10000
         # (seen: small_cnn 0.51 vs pretrained lite0 0.44 val balanced accuracy), which says
@@ -84,7 +61,6 @@ PROFILES: dict[str, dict] = {
         # 20 epochs (~2.2 min each) finish inside the cap: a run cut by the cap ends with
         # its learning rate still high, a finished cosine schedule anneals to min_lr
         "epochs": 20,
-        "batch_size": 32,
         "compile": True,  # faster training on this CPU, about 2 min of compiling
         "patience": 8,
         "max_minutes": 45,
@@ -103,12 +79,10 @@ PROFILES: dict[str, dict] = {
         "trial_image_size": 224,
         "trial_batch_size": 64,
         "trial_max_train_images": 0,
-        **_RECIPE,
         "epochs": 40,
         "batch_size": 64,
         "lr": 1.5e-3,
         "patience": 8,
-        "max_minutes": 0,
     },
 }
 

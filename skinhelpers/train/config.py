@@ -1,6 +1,12 @@
 """What a training run is configured by: :class:`TrainConfig` (the recipe, one field per
 knob, JSON-serialisable so it can travel to ``torchrun`` workers and into checkpoints) and
 :class:`DataMeta` (what a checkpoint must know about the data).
+
+:class:`TrainConfig` is the one home of the training defaults: the run profiles
+(:mod:`skinhelpers.run.profiles`) override only what a profile changes, and a notebook
+parameter of the same name must keep the same literal default (tests/test_defaults.py).
+The defaults are the recipe built for balanced accuracy on HAM10000: square-root
+class-balanced sampling plus a logit-adjusted loss, label smoothing, EMA, two phases.
 """
 from __future__ import annotations
 
@@ -42,9 +48,9 @@ class TrainConfig:
     loss: str = "ce"                    # ce | focal
     label_smoothing: float = 0.1
     focal_gamma: float = 2.0
-    balance_power: float = 0.0          # class-balanced sampling: 0 off, 0.5 sqrt, 1 full
+    balance_power: float = 0.5          # class-balanced sampling: 0 off, 0.5 sqrt, 1 full
     class_weight_power: float = 0.0     # class-weighted loss: 0 off, 1 inverse frequency
-    logit_adjust_tau: float = 0.0       # logit-adjusted loss (balanced-accuracy decision rule)
+    logit_adjust_tau: float = 1.0       # logit-adjusted loss (balanced-accuracy decision rule), 0 off
     # batch mixing (CutMix / MixUp)
     cutmix_alpha: float = 0.0
     mixup_alpha: float = 0.0
@@ -71,7 +77,21 @@ class TrainConfig:
     sync_bn: bool = False               # SyncBatchNorm under DDP
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_params(cls, params: dict, **overrides) -> TrainConfig:
+        """A config from ``params`` (a recipe, or a notebook's whole parameters): the keys
+        that are fields are taken, other keys ignored, and a None keeps the default.
+        ``overrides`` win and must all be fields (a typo is an error)."""
+        known = set(cls.field_names())
+        d = {k: v for k, v in params.items() if k in known and v is not None}
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(d)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

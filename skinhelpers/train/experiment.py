@@ -93,18 +93,14 @@ def load_data(run_dir, image_size: int, workers: int = 2, seed: int = 0,
                      train_df, val_df, bool(df.attrs.get("synthetic", False)))
 
 
-def make_config(recipe: dict, augmentation: dict | None = None, **overrides) -> TrainConfig:
-    """A :class:`TrainConfig` from a recipe dict; CutMix/MixUp from ``augmentation.json``
-    unless the recipe or the overrides set them."""
-    d = {}
-    for k in ("cutmix_alpha", "mixup_alpha"):
-        if augmentation:
-            d[k] = float(augmentation.get(k, 0.0))
-    if augmentation:
-        d["mix_prob"] = float(augmentation.get("mix_prob", 0.0))
-    d.update({k: v for k, v in recipe.items() if v is not None})
-    d.update({k: v for k, v in overrides.items() if v is not None})
-    cfg = TrainConfig.from_dict(d)
+def make_config(params: dict, augmentation: dict | None = None, **overrides) -> TrainConfig:
+    """A checked :class:`TrainConfig` from ``params`` (a recipe, or a notebook's whole
+    parameters: the keys that are training options are taken, the rest ignored); CutMix/MixUp
+    from ``augmentation.json`` unless ``params`` or ``overrides`` set them. ``overrides``
+    must all be training options (a typo is an error)."""
+    mix = ({k: float(augmentation.get(k, 0.0)) for k in ("cutmix_alpha", "mixup_alpha", "mix_prob")}
+           if augmentation else {})
+    cfg = TrainConfig.from_params({**mix, **params}, **overrides)
     cfg.check()
     return cfg
 
@@ -123,30 +119,20 @@ def train(cfg: TrainConfig, data: TrainData, out_dir, dist: ddp.DistInfo | None 
     return res
 
 
-# --------------------------------------------------------------------------- torchrun
-
-
-
-
-
-
-
-
 # --------------------------------------------------------------------------- trials (06)
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+def trial_recipe(params: dict) -> dict:
+    """The recipe of the model trials (notebook 06) from its parameters: the ``trial_*``
+    budget (epochs, freeze epochs, batch size), the training options among ``params``
+    (lr, sampling, loss, monitor, workers, seed, ...), and what a short trial does without:
+    no EMA, no early stopping, no checkpoints, no TensorBoard, a warm-up of at most a
+    quarter of the epochs."""
+    known = set(TrainConfig.field_names())
+    epochs = int(params["trial_epochs"])
+    return {"epochs": epochs, "freeze_epochs": params["trial_freeze_epochs"],
+            "batch_size": params["trial_batch_size"],
+            **{k: v for k, v in params.items() if k in known},
+            "ema": False, "patience": 0, "save": "none", "tensorboard": False,
+            "warmup_epochs": min(1.0, epochs / 4)}
 
 
 def evaluate_checkpoint(path, dataset, batch_size: int = 64, device: str = "cpu") -> dict:

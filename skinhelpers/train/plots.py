@@ -5,12 +5,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from skinhelpers.figures import synthetic_title
+
 METRIC_LABELS = {"balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1",
                  "macro_auc": "macro AUC", "positive_auc": "melanoma AUC"}
-
-
-def _tag(title: str, synthetic: bool) -> str:
-    return f"{title}  [SYNTHETIC]" if synthetic else title
 
 
 def plot_history(hist: pd.DataFrame, monitor: str = "balanced_accuracy", title: str = "",
@@ -60,7 +58,7 @@ def plot_history(hist: pd.DataFrame, monitor: str = "balanced_accuracy", title: 
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.spines[["top", "right"]].set_visible(False)
         a.legend(fontsize=8)
-    fig.suptitle(_tag(title or "Learning curves", synthetic))
+    fig.suptitle(synthetic_title(title or "Learning curves", synthetic))
     fig.tight_layout()
     return fig
 
@@ -95,7 +93,7 @@ def plot_trials(table: pd.DataFrame, title: str = "", synthetic: bool = False):
     ax.set_title("accuracy vs speed (marker size: parameters)")
     for a in axes:
         a.spines[["top", "right"]].set_visible(False)
-    fig.suptitle(_tag(title or "Model trials", synthetic))
+    fig.suptitle(synthetic_title(title or "Model trials", synthetic))
     fig.tight_layout()
     return fig
 
@@ -112,7 +110,7 @@ def plot_trial_curves(histories: dict, metric: str = "balanced_accuracy", title:
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8, ncols=2)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.set_title(_tag(title or f"Validation {METRIC_LABELS.get(metric, metric)} per epoch",
+    ax.set_title(synthetic_title(title or f"Validation {METRIC_LABELS.get(metric, metric)} per epoch",
                       synthetic))
     fig.tight_layout()
     return fig

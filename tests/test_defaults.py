@@ -1,0 +1,88 @@
+"""One home per default: a notebook parameter keeps the literal default of the library
+option of the same name (papermill needs literals in the parameters cell), and the run
+profiles list only what they change."""
+from __future__ import annotations
+
+import ast
+import inspect
+from dataclasses import fields
+
+import papermill as pm
+import pytest
+
+from skinhelpers.data.cache import build_cache
+from skinhelpers.evaluate.scores import calibration_summary, evaluate_predictions
+from skinhelpers.explore.leakage import compare_splits, phash_codes
+from skinhelpers.files import PROJECT_ROOT
+from skinhelpers.run import profiles
+from skinhelpers.split.grouped import grouped_split
+from skinhelpers.train.config import TrainConfig
+
+NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+# notebook parameters whose value means something else than the TrainConfig field
+NOT_TRAIN_OPTIONS = {"arch"}  # 07: "" follows notebook 06's winner
+
+
+def _default(fn, arg):
+    return inspect.signature(fn).parameters[arg].default
+
+
+# other library defaults, per notebook: parameter -> (function, argument)
+LIBRARY = {
+    "02_quality_preprocessing": {"image_size": (build_cache, "size"),
+                                 "preprocess": (build_cache, "preprocess"),
+                                 "resize_mode": (build_cache, "resize_mode")},
+    "03_leakage": {"hash_size": (phash_codes, "hash_size"),
+                   "test_size": (compare_splits, "test_size")},
+    "04_splitting": {"val_size": (grouped_split, "val_size"),
+                     "test_size": (grouped_split, "test_size"),
+                     "n_folds": (grouped_split, "n_folds")},
+    "05_augmentation": {"image_size": (build_cache, "size")},
+    "08_evaluation": {"n_bootstrap": (evaluate_predictions, "n_bootstrap"),
+                      "calibration_bins": (calibration_summary, "n_bins")},
+}
+
+
+def _notebook_defaults(path) -> dict:
+    return {k: ast.literal_eval(v["default"]) for k, v in pm.inspect_notebook(str(path)).items()}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_defaults_agree_with_the_library(path):
+    nb = _notebook_defaults(path)
+    expected = {k: TRAIN_DEFAULTS[k] for k in nb if k in TRAIN_DEFAULTS
+                and k not in NOT_TRAIN_OPTIONS}
+    expected.update({k: _default(fn, arg) for k, (fn, arg) in LIBRARY.get(path.stem, {}).items()})
+    wrong = {k: (nb[k], v) for k, v in expected.items() if nb[k] != v}
+    assert not wrong, f"{path.name}: parameter defaults (notebook, library) disagree: {wrong}"
+
+
+def test_the_check_sees_a_disagreement(tmp_path):
+    """The check above is not vacuous: a notebook saying balance_power = 0.0 is caught."""
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOKS[6], as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert "balance_power = 0.5" in cell.source
+    cell.source = cell.source.replace("balance_power = 0.5", "balance_power = 0.0")
+    nbformat.write(nb, tmp_path / "07_final_retrain.ipynb")
+    with pytest.raises(AssertionError, match="balance_power"):
+        test_notebook_defaults_agree_with_the_library(tmp_path / "07_final_retrain.ipynb")
+
+
+def test_every_library_mapping_names_a_declared_parameter():
+    for stem, mapping in LIBRARY.items():
+        nb = _notebook_defaults(PROJECT_ROOT / "notebooks" / f"{stem}.ipynb")
+        assert set(mapping) <= set(nb), f"{stem}: {sorted(set(mapping) - set(nb))} not declared"
+
+
+@pytest.mark.parametrize("name", sorted(profiles.PROFILES))
+def test_profiles_list_only_what_they_change(name):
+    same = {k: v for k, v in profiles.PROFILES[name].items()
+            if k in TRAIN_DEFAULTS and k not in NOT_TRAIN_OPTIONS and v == TRAIN_DEFAULTS[k]}
+    assert not same, (f"profile {name} repeats TrainConfig defaults {same}: "
+                      "leave them to skinhelpers.train.config.TrainConfig")
+    declared = set().union(*(pm.inspect_notebook(str(p)) for p in NOTEBOOKS))
+    assert set(profiles.PROFILES[name]) <= declared, \
+        f"profile {name} sets parameters no notebook declares"
