@@ -1,3 +1,3 @@
-"""Stage 6, evaluation (notebook 08 and new images): scores with CIs, operating points,
-calibration, TTA, Grad-CAM, and prediction on new images.
+"""Stage 6, evaluation (notebooks 08-09 and new images): scores with CIs, operating points,
+calibration, TTA, Grad-CAM, subgroups, external datasets, run comparison, prediction.
 """
