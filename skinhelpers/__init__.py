@@ -9,12 +9,15 @@ from earlier stages and the top-level helpers only)::
                  download (Kaggle), synthetic (the offline SYNTHETIC ``demo`` set)
       explore/   eda, quality, leakage                        -> notebooks 01-03
       split/     grouped: stratified, lesion-grouped splits   -> notebook 04
-      model/     factory (hub / package / file weights), checkpoints, metrics
-      train/     augment -> config -> losses, sampling -> trainer -> experiment,
-                 trials; distributed + launch (torchrun); plots -> notebooks 05-07
-      evaluate/  scores (CIs, operating points), tta, explain (Grad-CAM),
-                 predict (new images)                         -> notebook 08
-      run/       pipeline (papermill, run_all.sh), profiles, folders, report
+      model/     factory (hub / package / file weights), checkpoints, inference (the one
+                 input function and prediction loop), metrics (the one metrics function)
+      train/     augment, batch_augment -> config -> losses, sampling -> trainer ->
+                 experiment, trials; distributed + launch (torchrun); plots -> notebooks 05-07
+      evaluate/  scores (CIs, operating points), tta, explain (Grad-CAM), summary,
+                 subgroups, external, compare, predict, onnx_model -> notebooks 08-09
+      run/       pipeline (papermill, run_all.sh), execute, provenance, profiles, folders,
+                 report
+      share/     export (ONNX, safetensors), model_card, demo (Gradio), licences
 
     top level, used by every stage: files (atomic JSON/CSV, PROJECT_ROOT), device,
     progress, figures
