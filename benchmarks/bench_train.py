@@ -66,7 +66,7 @@ def main() -> None:
     a = ap.parse_args()
 
     p = resolve(a.profile)
-    size, bs = int(p["image_size"]), int(p["batch_size"])
+    size, bs = int(p["image_size"]), int(p.get("batch_size", TrainConfig.batch_size))
     recipe = {k: v for k, v in p.items() if k in TrainConfig.__dataclass_fields__}
     recipe.update(arch=a.arch or p.get("arch") or "efficientnet_lite0", freeze_epochs=0,
                   epochs=1000, device=a.device, tensorboard=False, save="none")

@@ -65,7 +65,7 @@ def test_every_profile_makes_valid_training_configs(name):
                 "epochs": p["trial_epochs"],
                 "freeze_epochs": p["trial_freeze_epochs"],
                 "batch_size": p["trial_batch_size"],
-                "monitor": p["monitor"],
+                "monitor": p.get("monitor", TrainConfig.monitor),
             },
             arch=label,
         )
@@ -92,8 +92,11 @@ def test_trainconfig_default_then_recipe_then_overrides():
     recipe["mixup_alpha"] = 0.0  # the recipe beats augmentation.json
     cfg = make_config(recipe, augmentation, scheduler="plateau", epochs=4, lr=None)
     assert cfg.scheduler == "plateau" and cfg.epochs == 4  # overrides beat the recipe
-    assert cfg.lr == recipe["lr"]  # None in the overrides: not set
-    assert cfg.balance_power == 0.5 != TrainConfig.balance_power  # the profile beats the default
+    assert cfg.lr == recipe.get("lr", TrainConfig.lr)  # None in the overrides: not set
+    # the profile lists only what it changes, and what it lists beats the default
+    assert "balance_power" not in recipe and cfg.balance_power == TrainConfig.balance_power
+    assert cfg.patience == recipe["patience"] != TrainConfig.patience
+    assert cfg.compile is True and TrainConfig.compile is False
     assert cfg.min_lr == TrainConfig.min_lr and cfg.ema_decay == TrainConfig.ema_decay
     assert (cfg.cutmix_alpha, cfg.mixup_alpha, cfg.mix_prob) == (1.0, 0.0, 0.5)
     with pytest.raises(ValueError, match=r"unknown training option\(s\) \['epoch'\]"):
@@ -162,9 +165,8 @@ def test_profile_values_reach_the_notebooks_that_declare_them(plan):
         "run_dir": got["07_train.ipynb"]["run_dir"],
         "image_size": cpu["image_size"],
         "epochs": cpu["epochs"],
-        "lr": cpu["lr"],
         "profile": "cpu",
-    }
+    }  # lr: the cpu profile keeps the library default, so the notebook keeps its own
     assert "max_images" not in got["07_train.ipynb"]  # only what a notebook declares
 
 
