@@ -79,3 +79,13 @@ def test_bench_seeds_and_wall_tiny(tmp_path, demo_dir, demo_manifest):
     w = _result(tmp_path, "wall_ci")
     assert list(w["notebooks_s"]) == ["01_eda.ipynb"] and w["wall_s"]["median"] > 0
     assert not (PROJECT_ROOT / "runs" / "bench-ci-0").exists()  # cleaned up
+
+
+def test_bench_precision_tiny(tmp_path):
+    _bench(tmp_path, "bench_precision.py", "--steps", "1", "--repeats", "1", "--size", "32",
+           "--batch", "4")
+    d = _result(tmp_path, "precision")
+    for kind in ("train", "infer"):
+        assert d["images_per_s"][kind]["fp32"]["median"] > 0
+        assert d["bf16_over_fp32"][kind] > 0
+    assert isinstance(d["cpu_flags"], list) and d["torch_cpu_capability"]
