@@ -99,3 +99,61 @@ def test_loader_augments_with_flips_keeping_pairs(tmp_path):
         # is still its own label's
         centre = x[:, :, 6:10, 6:10].float().mean(dim=(1, 2, 3))
         assert torch.equal((centre[:, None].log() - FILL.log()).abs().argmin(1), y)
+
+
+@pytest.mark.realdata
+def test_trainer_trains_with_batched_augmentation_on_real_ham10000(ham_manifest, tmp_path):
+    """augment_on="device": the trainer's batches come from DeviceBatchLoader (the cached
+    images as one tensor, augmented per image on the device) and the loss goes down."""
+    from skinhelpers.data.cache import build_cache
+    from skinhelpers.train.config import DataMeta, TrainConfig
+    from skinhelpers.train.trainer import Trainer
+
+    df = ham_manifest.dropna(subset=["path"])
+    train = df.groupby("label", sort=True).head(12).reset_index(drop=True)
+    val = df[~df["group"].isin(train["group"])].groupby("label", sort=True).head(4)
+    used = pd.concat([train, val], ignore_index=True)
+    used.attrs = df.attrs
+    cache = build_cache(used, 48, cache_dir=tmp_path / "cache", workers=2, show_progress=False)
+    train_ds, val_ds = CachedImageDataset(cache, train), CachedImageDataset(cache, val)
+    train_ds.augment_preset = "basic"
+    meta = DataMeta(classes=df.attrs["classes"], image_size=48, dataset="ham10000",
+                    positive_class="mel")
+    cfg = TrainConfig(arch="small_cnn", epochs=3, batch_size=12, workers=0, lr=3e-3,
+                      patience=0, tensorboard=False, save="none", ema=False,
+                      augment_on="device")
+    tr = Trainer(cfg, train_ds, val_ds, train["label_idx"].to_numpy(), meta, tmp_path / "out")
+    assert isinstance(tr.train_loader, DeviceBatchLoader)
+    hist = tr.fit()["history"]
+    assert np.isfinite(hist["train_loss"]).all() and len(hist) == 3
+    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
+
+
+def test_trainer_falls_back_to_per_image_for_other_presets(tmp_path, capsys):
+    from helpers_train import toy_dataset
+    from skinhelpers.train.config import DataMeta, TrainConfig
+    from skinhelpers.train.trainer import Trainer
+
+    ds, labels = toy_dataset(48, 16, 3)
+    ds.augment_preset = "randaugment"
+    meta = DataMeta(classes=["a", "b", "c"], image_size=16, dataset="toy")
+    cfg = TrainConfig(arch="small_cnn", epochs=1, batch_size=8, workers=0, tensorboard=False,
+                      save="none", augment_on="device")
+    tr = Trainer(cfg, ds, ds, labels, meta, tmp_path / "out")
+    assert isinstance(tr.train_loader, torch.utils.data.DataLoader)
+    assert "augmenting per image instead" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="augment_on"):
+        TrainConfig(augment_on="gpu").check()
+
+
+def test_device_fallback_and_names(capsys):
+    from skinhelpers.device import inference_dtype, pick_device
+
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        assert pick_device("cuda").type == "cpu"
+        assert "CUDA is not available" in capsys.readouterr().out
+        assert inference_dtype("cpu") is None
+    with pytest.raises(ValueError, match="not a device name"):
+        pick_device("gpu0")

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from skinhelpers.data.imaging import load_for_model
+from skinhelpers.device import inference_dtype, pick_device
 from skinhelpers.data.registry import IMAGE_EXTENSIONS
 
 
@@ -84,7 +85,7 @@ class _ReadableBatches:
 
 def predict_images(checkpoint, paths: Iterable[str | os.PathLike] | str | os.PathLike,
                    tta: int | Sequence[str] = 1, batch_size: int = 32, workers: int = 0,
-                   device: str | None = None, show_progress: bool = True) -> pd.DataFrame:
+                   device: str = "auto", show_progress: bool = True) -> pd.DataFrame:
     """Predict images (files and/or folders) with a checkpoint (path or loaded dict) or
     an exported ``.onnx`` file (with its ``config.json`` beside it; run in onnxruntime).
 
@@ -96,7 +97,7 @@ def predict_images(checkpoint, paths: Iterable[str | os.PathLike] | str | os.Pat
     from skinhelpers.evaluate.onnx_model import is_onnx, load_onnx_model
     from skinhelpers.evaluate.tta import prepare_model
     from skinhelpers.model.checkpoints import load_checkpoint, model_from_checkpoint
-    from skinhelpers.model.inference import predict_loader, resolve_views
+    from skinhelpers.model.inference import model_device, predict_loader, resolve_views
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -105,8 +106,8 @@ def predict_images(checkpoint, paths: Iterable[str | os.PathLike] | str | os.Pat
         model, info = load_onnx_model(checkpoint)
     else:
         ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model, info = model_from_checkpoint(ckpt, device)
+        dev = pick_device(device)  # "auto": CUDA when present, else the CPU
+        model, info = model_from_checkpoint(ckpt, dev)
         model = prepare_model(model, channels_last=True)  # eager: compiling costs more than it saves here
     classes = list(info["classes"])
     views = resolve_views(tta)
@@ -115,7 +116,8 @@ def predict_images(checkpoint, paths: Iterable[str | os.PathLike] | str | os.Pat
                                          num_workers=workers, collate_fn=_collate)
     batches = _ReadableBatches(loader, files)
     pred = predict_loader(model, batches, info["mean"], info["std"], views,
-                          desc=f"predict {len(files)} images" if show_progress else None)
+                          desc=f"predict {len(files)} images" if show_progress else None,
+                          amp_dtype=inference_dtype(model_device(model)))
     # the loop's "labels" are the file indices _ReadableBatches yields with each batch
     rows_idx = pred.labels.tolist() if pred.labels is not None else []
     probs_arr = pred.probs if len(rows_idx) else np.zeros((0, len(classes)))
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="test-time augmentation: 1 (none), 2, 4 or 8 flips/rotations")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present, else the CPU) | cpu | cuda | cuda:N")
     ap.add_argument("--errors", default=None, help="also write the skipped files to this CSV")
     a = ap.parse_args(argv)
     try:

@@ -50,18 +50,22 @@ def prepare_model(model: torch.nn.Module, channels_last: bool = True,
 
 def predict_frame(model: torch.nn.Module, cache, df, mean: Sequence[float],
                   std: Sequence[float], views: int | Sequence[str] = 1, batch_size: int = 64,
-                  workers: int = 0, desc: str | None = "predict") -> Predictions:
+                  workers: int = 0, desc: str | None = "predict",
+                  amp_dtype: torch.dtype | None = None) -> Predictions:
     """Predict the rows of a manifest ``df`` from an image cache
     (:class:`skinhelpers.data.cache.ImageCache` built with the checkpoint's size and
-    preprocessing), in ``df``'s order, with their labels."""
+    preprocessing), in ``df``'s order, with their labels. On a GPU the batches come from
+    pinned memory; ``amp_dtype`` runs the network under autocast (see
+    :func:`skinhelpers.device.inference_dtype`)."""
     from torch.utils.data import DataLoader
 
     from skinhelpers.data.cache import CachedImageDataset
     from skinhelpers.device import loader_workers
 
+    dev = model_device(model)
     loader = DataLoader(CachedImageDataset(cache, df), batch_size=batch_size, shuffle=False,
-                        num_workers=loader_workers(workers, model_device(model)))
-    return predict_loader(model, loader, mean, std, views, desc)
+                        num_workers=loader_workers(workers, dev), pin_memory=dev.type == "cuda")
+    return predict_loader(model, loader, mean, std, views, desc, amp_dtype=amp_dtype)
 
 
 __all__ = ["prepare_model", "predict_frame"]

@@ -66,6 +66,7 @@ PROFILES: dict[str, dict] = {
         "max_minutes": 45,
     },
     "gpu": {
+        "augment_on": "device",  # the cached images on the GPU, augmented a batch at a time
         "image_size": 224,
         "preprocess": "shades_of_gray",
         "max_images": 0,

@@ -26,6 +26,7 @@ with a DataLoader.
 """
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 import kornia.augmentation as K
@@ -141,3 +142,87 @@ class DeviceBatchLoader:
             y = self.labels.index_select(0, idx.to(self.labels.device)).to(self.device,
                                                                            non_blocking=True)
             yield self.augment(x), y
+
+
+# --------------------------------------------------------------------------- notebook 05
+
+def measure_batch_throughput(preset: str, images: torch.Tensor, n: int = 256,
+                             batch_size: int = 32, device: str | torch.device = "cpu",
+                             seed: int = 0) -> float:
+    """Images per second of :class:`BatchAugment` on ``device``, ``batch_size`` images at a
+    time, cycling through ``images`` (uint8 ``(N, 3, S, S)``) until ``n`` are augmented."""
+    dev = torch.device(device)
+    aug = BatchAugment(preset).to(dev)
+    imgs = images.to(dev)
+    idx = torch.arange(batch_size) % len(imgs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        aug(imgs[idx])  # warm-up
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        done = 0
+        while done < n:
+            aug(imgs[(idx + done) % len(imgs)])
+            done += batch_size
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    return done / (time.perf_counter() - t0)
+
+
+def throughput_comparison(images: torch.Tensor, presets=("basic", "strong"), n: int = 256,
+                          batch_size: int = 32, device: str | torch.device = "cpu",
+                          seed: int = 0):
+    """Per-image presets (one thread, like one DataLoader worker) against the same presets
+    batched on ``device``: images/s and the speed-up, one row per preset."""
+    import pandas as pd
+
+    from skinhelpers.train.augment import measure_throughput
+
+    size = images.shape[-1]
+    rows = []
+    for p in presets:
+        per_image = measure_throughput(p, size, n=n, images=images, seed=seed)
+        batched = measure_batch_throughput(p, images, n, batch_size, device, seed)
+        rows.append({"preset": p, "per image (1 thread)": round(per_image, 1),
+                     f"batched on {torch.device(device).type} ({torch.get_num_threads()} "
+                     "thread(s))": round(batched, 1),
+                     "speed-up": round(batched / per_image, 2)})
+    return pd.DataFrame(rows).set_index("preset")
+
+
+def plot_side_by_side(images: torch.Tensor, preset: str, n: int = 4, seed: int = 0,
+                      labels=None, synthetic: bool = False):
+    """One row per source image: the cached image, ``n`` views of the per-image preset, then
+    ``n`` views of the batched one (same parameter ranges, drawn per image)."""
+    import matplotlib.pyplot as plt
+
+    from skinhelpers.figures import synthetic_title
+    from skinhelpers.train.augment import train_transform
+
+    rows, size = len(images), images.shape[-1]
+    per_image = train_transform(preset, size)
+    batched = BatchAugment(preset)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        a = [[per_image(img) for _ in range(n)] for img in images]
+        b = batched(images.repeat_interleave(n, 0)).view(rows, n, *images.shape[1:])
+    fig, axes = plt.subplots(rows, 2 * n + 1, squeeze=False,
+                             figsize=(1.2 * (2 * n + 1) + 0.4, 1.2 * rows + 0.7))
+    for i in range(rows):
+        views = [images[i]] + a[i] + list(b[i])
+        for j, v in enumerate(views):
+            ax = axes[i, j]
+            ax.imshow(v.permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if labels is not None:
+            axes[i, 0].set_ylabel(labels[i], rotation=0, ha="right", va="center", fontsize=8)
+    axes[0, 0].set_title("cached", fontsize=8)
+    for j in range(n):
+        axes[0, 1 + j].set_title("per image", fontsize=8)
+        axes[0, 1 + n + j].set_title("batched", fontsize=8)
+    fig.suptitle(synthetic_title(f"preset '{preset}': per image (torchvision) vs batched "
+                                 "(kornia, per-image parameters)", synthetic), fontsize=9)
+    fig.tight_layout()
+    return fig

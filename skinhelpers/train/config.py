@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 
 from skinhelpers.model.factory import parse_variant
 
+AUGMENT_ON = ("loader", "device")
 MONITORS = ("balanced_accuracy", "macro_f1", "macro_auc")
 SCHEDULERS = ("cosine", "plateau", "constant")
 # fields that must match to resume a run from its last.pt
@@ -55,6 +56,7 @@ class TrainConfig:
     cutmix_alpha: float = 0.0
     mixup_alpha: float = 0.0
     mix_prob: float = 0.0
+    augment_on: str = "loader"          # loader: per image in the DataLoader | device: batched
     # EMA
     ema: bool = True
     ema_decay: float = 0.999
@@ -102,6 +104,8 @@ class TrainConfig:
         parse_variant(self.arch)
         if self.monitor not in MONITORS:
             raise ValueError(f"monitor '{self.monitor}' is not one of {MONITORS}")
+        if self.augment_on not in AUGMENT_ON:
+            raise ValueError(f"augment_on '{self.augment_on}' is not one of {AUGMENT_ON}")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler '{self.scheduler}' is not one of {SCHEDULERS}")
         if self.save not in ("all", "best", "none"):

@@ -84,6 +84,7 @@ def load_data(run_dir, image_size: int, workers: int = 2, seed: int = 0,
                         cache_dir=cache_dir, workers=workers or None,
                         show_progress=show_progress)
     train_ds = CachedImageDataset(cache, train_df, train_transform(aug["preset"], image_size))
+    train_ds.augment_preset = aug["preset"]  # for augmentation on the device (augment_on)
     val_ds = CachedImageDataset(cache, val_df, eval_transform(image_size))
     meta = DataMeta(classes=list(df.attrs["classes"]), image_size=int(image_size),
                     preprocess=pre["preprocess"], resize_mode=pre["resize_mode"],

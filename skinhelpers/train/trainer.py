@@ -48,6 +48,7 @@ from skinhelpers.model.inference import predict_loader, to_model_input
 from skinhelpers.model.metrics import val_metrics
 from skinhelpers.progress import progress
 from skinhelpers.train import distributed as ddp
+from skinhelpers.train.batch_augment import BATCH_PRESETS, DeviceBatchLoader
 from skinhelpers.train.config import (
     RESUME_KEYS,
     DataMeta,
@@ -181,10 +182,7 @@ class Trainer:
         self.generator = torch.Generator()
         pin = self.dev.type == "cuda"
         self.loader_workers = device.loader_workers(cfg.workers, self.dev)
-        self.train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
-                                       num_workers=self.loader_workers, pin_memory=pin, drop_last=True,
-                                       generator=self.generator,
-                                       persistent_workers=False)
+        self.train_loader = self._train_loader(train_ds, sampler, pin)
         if len(self.train_loader) == 0:
             raise ValueError(f"{len(train_ds)} training images give no full batch of "
                              f"{cfg.batch_size} per process; lower batch_size")
@@ -200,6 +198,22 @@ class Trainer:
         self.scheduler = None
         self.train_model = self.model
         self.writer = None
+
+    def _train_loader(self, train_ds, sampler, pin: bool):
+        """Per-image augmentation in a DataLoader, or (``augment_on="device"``) the cached
+        images as one tensor augmented a whole batch at a time on the device."""
+        cfg = self.cfg
+        preset = getattr(train_ds, "augment_preset", None)
+        if cfg.augment_on == "device":
+            if preset in BATCH_PRESETS and hasattr(train_ds, "cache"):
+                return DeviceBatchLoader(train_ds, sampler, cfg.batch_size, self.dev, preset)
+            if self.dist.is_main:
+                print(f"note: augment_on='device' supports the presets {list(BATCH_PRESETS)} "
+                      f"of a cached dataset, not {preset!r}: augmenting per image instead",
+                      flush=True)
+        return DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
+                          num_workers=self.loader_workers, pin_memory=pin, drop_last=True,
+                          generator=self.generator, persistent_workers=False)
 
     # ----------------------------------------------------------------- phases
     def _enter_phase(self, name: str, start: int, end: int, scheduler_state: dict | None) -> None:
