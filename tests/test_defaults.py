@@ -11,7 +11,9 @@ import papermill as pm
 import pytest
 
 from skinhelpers.data.cache import build_cache
+from skinhelpers.evaluate.external import content_overlap
 from skinhelpers.evaluate.scores import calibration_summary, evaluate_predictions
+from skinhelpers.evaluate.subgroups import subgroup_table
 from skinhelpers.explore.leakage import compare_splits, phash_codes
 from skinhelpers.files import PROJECT_ROOT
 from skinhelpers.run import profiles
@@ -40,7 +42,10 @@ LIBRARY = {
                      "n_folds": (grouped_split, "n_folds")},
     "05_augmentation": {"image_size": (build_cache, "size")},
     "08_evaluation": {"n_bootstrap": (evaluate_predictions, "n_bootstrap"),
-                      "calibration_bins": (calibration_summary, "n_bins")},
+                      "calibration_bins": (calibration_summary, "n_bins"),
+                      "subgroup_min_n": (subgroup_table, "min_n")},
+    "09_external_validation": {"max_distance": (content_overlap, "max_distance"),
+                               "n_bootstrap": (evaluate_predictions, "n_bootstrap")},
 }
 
 
