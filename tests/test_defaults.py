@@ -11,6 +11,7 @@ import papermill as pm
 import pytest
 
 from skinhelpers.data.cache import build_cache
+from skinhelpers.evaluate.external import content_overlap
 from skinhelpers.evaluate.scores import calibration_summary, evaluate_predictions
 from skinhelpers.evaluate.subgroups import subgroup_table
 from skinhelpers.explore.leakage import compare_splits, phash_codes
@@ -43,7 +44,8 @@ LIBRARY = {
     "08_evaluation": {"n_bootstrap": (evaluate_predictions, "n_bootstrap"),
                       "calibration_bins": (calibration_summary, "n_bins"),
                       "subgroup_min_n": (subgroup_table, "min_n")},
-    "09_external_validation": {"n_bootstrap": (evaluate_predictions, "n_bootstrap")},
+    "09_external_validation": {"max_distance": (content_overlap, "max_distance"),
+                               "n_bootstrap": (evaluate_predictions, "n_bootstrap")},
 }
 
 

@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT / "notebooks" / "08_evaluation.ipynb"
 
 
-def _prepare(run: Path, df: pd.DataFrame, ema: bool = True, size: int = 32) -> None:
-    """What notebooks 01, 02, 04 and 07 leave in a run folder, made directly."""
+def prepare_run(run: Path, df: pd.DataFrame, ema: bool = True, size: int = 32) -> None:
+    """What notebooks 01, 02, 04 and 07 leave in a run folder, made directly (also used by
+    tests/test_notebook_09.py)."""
     datasets.save_manifest(df, run)
     split = splits.grouped_split(df, val_size=0.25, test_size=0.3, seed=0)
     splits.save_split(split, run)
@@ -78,7 +79,7 @@ def ham_run(ham_manifest, ham_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("nb08") / "ham"
     run.mkdir()
     df = datasets.subsample(ham_manifest, 110, seed=0)
-    _prepare(run, df)
+    prepare_run(run, df)
     _execute(run, "ham10000", ham_dir.parent, n_bootstrap=40, tta_views=2,
              gradcam_per_class=1, cam_max_images=24, worst_errors_shown=6)
     return run
@@ -99,6 +100,37 @@ def test_ham10000_evaluation(ham_run, ham_manifest):
     assert set(per_class) == set(ham_manifest.attrs["classes"])
 
 
+def test_ham10000_subgroups(ham_run):
+    """subgroups.csv: the whole test set, then sex, age band and body site, each metric
+    with its interval; the model card shows them."""
+    sub = pd.read_csv(ham_run / "subgroups.csv")
+    assert list(sub.columns) == ["attribute", "group", "n", "metric", "value", "ci_low",
+                                 "ci_high"]
+    assert {"all", "sex", "age_band", "localization"} <= set(sub["attribute"])
+    assert "dx_type" not in set(sub["attribute"])  # described, never a subgroup
+    assert set(sub["metric"]) == {"balanced_accuracy", "melanoma_auc", "sensitivity",
+                                  "specificity"}
+    n_test = (splits.read_split(ham_run)["split"] == "test").sum()
+    for attr, t in sub[sub["metric"] == "balanced_accuracy"].groupby("attribute"):
+        assert t["n"].sum() == n_test, attr  # each attribute partitions the test set
+    assert set(sub.loc[sub["attribute"] == "age_band", "group"]) <= {
+        "<30", "30-44", "45-59", "60-74", "75+", "unknown"}
+    ok = sub.dropna(subset=["value", "ci_low", "ci_high"])
+    assert len(ok) and (ok["ci_low"] - 1e-9 <= ok["value"]).all() \
+        and (ok["value"] <= ok["ci_high"] + 1e-9).all()
+    pred = pd.read_csv(ham_run / "predictions_test.csv")
+    classes = [c[2:] for c in pred.columns if c.startswith("p_")]
+    y = pred["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    whole = sub[(sub["attribute"] == "all") & (sub["metric"] == "balanced_accuracy")]
+    assert whole["value"].iloc[0] == pytest.approx(
+        skm.balanced_accuracy_score(y, pred[[f"p_{c}" for c in classes]].to_numpy().argmax(1)))
+    assert (ham_run / "tb").is_dir()  # TensorBoard hparams
+    from skinhelpers.share.model_card import model_card_text
+
+    card = model_card_text(ham_run)
+    assert "## Subgroups" in card and "age_band" in card
+
+
 def test_report_of_the_run(ham_run):
     index = render_report(ham_run)
     html = index.read_text()
@@ -106,6 +138,7 @@ def test_report_of_the_run(ham_run):
     assert "best_ema" in html and "melanoma" in html
     story = (ham_run / "report" / "08_evaluation.story.html").read_text()
     assert "Grad-CAM" in story and "data:image/png;base64" in story
+    assert "Subgroups: does it work as well for every patient?" in story
     assert "plot_confusion_matrices" not in story  # code hidden
     assert "plot_confusion_matrices" in (ham_run / "report" / "08_evaluation.html").read_text()
 
@@ -125,7 +158,7 @@ def test_binary_dataset_without_masks_tta_or_ema(demo_manifest, tmp_path_factory
     assert df.attrs["positive_class"] == "malignant"
     run = tmp_path_factory.mktemp("nb08") / "bin"
     run.mkdir()
-    _prepare(run, df, ema=False)
+    prepare_run(run, df, ema=False)
     _execute(run, "melanoma10k", root, n_bootstrap=30, tta_views=1, checkpoint="best",
              gradcam_per_class=1, cam_max_images=10)
     m = _check_consistency(run, ["benign", "malignant"])

@@ -426,7 +426,9 @@ def worst_errors(pred: pd.DataFrame, classes: Sequence[str], k: int = 12) -> pd.
 
 
 def _title(fig, title: str, synthetic: bool):
-    fig.suptitle(title + ("  [SYNTHETIC]" if synthetic else ""))
+    from skinhelpers.figures import synthetic_title
+
+    fig.suptitle(synthetic_title(title, synthetic))
 
 
 def plot_confusion_matrices(y, probs, classes: Sequence[str], title: str = "",

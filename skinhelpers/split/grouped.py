@@ -524,6 +524,8 @@ def plot_split(split_df: pd.DataFrame, title: str | None = None):
     """Images per class and split (log scale), and each split's class mix side by side."""
     import matplotlib.pyplot as plt
 
+    from skinhelpers.figures import synthetic_title
+
     t = split_table(split_df)[list(SPLITS)]
     classes = list(t.index)
     x = np.arange(len(classes))
@@ -553,10 +555,8 @@ def plot_split(split_df: pd.DataFrame, title: str | None = None):
               for s in SPLITS]
     handles, _ = axes[0].get_legend_handles_labels()
     axes[1].legend(handles, legend, fontsize=8, frameon=False)
-    head = title or f"{split_df.attrs.get('dataset', '')} grouped split"
-    if split_df.attrs.get("synthetic"):
-        head += "  [SYNTHETIC]"
-    fig.suptitle(head.strip(), fontsize=11)
+    head = (title or f"{split_df.attrs.get('dataset', '')} grouped split").strip()
+    fig.suptitle(synthetic_title(head, split_df), fontsize=11)
     fig.tight_layout()
     ymax = axes[0].get_ylim()[1]
     axes[0].set_ylim(top=ymax * 3)  # room for the rotated counts

@@ -283,6 +283,8 @@ def plot_gallery(images, preset: str, n: int = 5, seed: int = 0, labels: Sequenc
     """One row per source image: the image as cached, then ``n`` augmented views."""
     import matplotlib.pyplot as plt
 
+    from skinhelpers.figures import synthetic_title
+
     if images is None:
         raise ValueError("plot_gallery needs the source images (uint8 N x 3 x S x S)")
     imgs = _as_uint8_stack(images, 0)
@@ -303,7 +305,7 @@ def plot_gallery(images, preset: str, n: int = 5, seed: int = 0, labels: Sequenc
     for j in range(n):
         axes[0, j + 1].set_title(f"view {j + 1}", fontsize=8)
     title = f"preset '{preset}': {PRESET_DESCRIPTIONS[preset]}"
-    fig.suptitle(title + ("  [SYNTHETIC]" if synthetic else ""), fontsize=9)
+    fig.suptitle(synthetic_title(title, synthetic), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -312,6 +314,8 @@ def plot_mix_batch(images: torch.Tensor, targets: torch.Tensor, classes: Sequenc
                    title: str = "", synthetic: bool = False, cols: int = 4):
     """Mixed images (float in [0, 1] or uint8, NCHW) with their soft targets as captions."""
     import matplotlib.pyplot as plt
+
+    from skinhelpers.figures import synthetic_title
 
     n = len(images)
     rows = int(np.ceil(n / cols))
@@ -328,8 +332,8 @@ def plot_mix_batch(images: torch.Tensor, targets: torch.Tensor, classes: Sequenc
         top = torch.argsort(t, descending=True)[:2]
         cap = "\n".join(f"{classes[int(c)][:14]} {float(t[c]):.2f}" for c in top if t[c] > 0.005)
         ax.set_title(cap, fontsize=7)
-    fig.suptitle((title or "CutMix / MixUp batch (targets: class shares)")
-                 + ("  [SYNTHETIC]" if synthetic else ""), fontsize=10)
+    fig.suptitle(synthetic_title(title or "CutMix / MixUp batch (targets: class shares)",
+                                 synthetic), fontsize=10)
     fig.tight_layout()
     return fig
 
