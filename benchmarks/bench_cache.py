@@ -7,6 +7,7 @@ and the median is reported. Target: plain resize >= 400 images/s on 2 cores.
     .venv/bin/python benchmarks/bench_cache.py                 # all 10,015 images
     .venv/bin/python benchmarks/bench_cache.py --n 500 --repeats 1   # quick check (CI)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,6 +42,7 @@ def main() -> None:
             if pre != "none" and size != min(sizes):
                 continue  # preprocessing costs: at the smallest size only
             for w in [int(x) for x in a.workers.split(",")]:
+
                 def build():
                     tmp = Path(tempfile.mkdtemp(prefix="bench-cache-"))
                     try:
@@ -51,10 +53,20 @@ def main() -> None:
                 times = repeat(build, a.repeats)
                 ips = [len(df) / t for t in times]
                 s = spread(ips)
-                rows.append({"size": size, "preprocess": pre, "workers": w, "images": len(df),
-                             "images_per_s": s})
-                print(f"{size:4d}px {pre:15s} workers={w}: median {s['median']:7.1f} img/s "
-                      f"(min {s['min']:.1f}, max {s['max']:.1f}, n={s['n']})", flush=True)
+                rows.append(
+                    {
+                        "size": size,
+                        "preprocess": pre,
+                        "workers": w,
+                        "images": len(df),
+                        "images_per_s": s,
+                    }
+                )
+                print(
+                    f"{size:4d}px {pre:15s} workers={w}: median {s['median']:7.1f} img/s "
+                    f"(min {s['min']:.1f}, max {s['max']:.1f}, n={s['n']})",
+                    flush=True,
+                )
     save("cache", {"rows": rows})
 
 

@@ -11,6 +11,7 @@ apart). Images/s counts images, not views: 8-view TTA does 8 forward passes per 
                                                     # the same network, the same speed
     .venv/bin/python benchmarks/bench_infer.py --n 64 --repeats 1 --views 1 --no-compile  # CI
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,10 +23,10 @@ import torch
 from common import SHARED_DATA, save, spread
 
 from skinhelpers.data.cache import build_cache
-from skinhelpers.model.checkpoints import model_from_checkpoint
 from skinhelpers.data.manifest import load_manifest, subsample
-from skinhelpers.model.factory import build_model
 from skinhelpers.evaluate.tta import prepare_model
+from skinhelpers.model.checkpoints import model_from_checkpoint
+from skinhelpers.model.factory import build_model
 from skinhelpers.model.inference import predict_batch
 
 
@@ -61,7 +62,7 @@ def main() -> None:
     batches = list(images[:n].split(bs))
 
     rows = []
-    for compiled in ([False] if a.no_compile else [False, True]):
+    for compiled in [False] if a.no_compile else [False, True]:
         for cl in (False, True):
             model = prepare_model(copy.deepcopy(base), channels_last=cl, compile=compiled)
             t0 = time.perf_counter()
@@ -76,14 +77,31 @@ def main() -> None:
                     for b in batches:
                         predict_batch(model, b, mean, std, v)
                     times.append(n / (time.perf_counter() - t0))
-                row = {"compile": compiled, "channels_last": cl, "views": v, **spread(times),
-                       "warmup_s": round(warm, 1)}
+                row = {
+                    "compile": compiled,
+                    "channels_last": cl,
+                    "views": v,
+                    **spread(times),
+                    "warmup_s": round(warm, 1),
+                }
                 rows.append(row)
-                print(f"compile={compiled!s:5s} channels_last={cl!s:5s} views={v}: "
-                      f"{row['median']:7.1f} images/s ({row['min']:.1f}-{row['max']:.1f}, "
-                      f"n={row['n']}), warm-up {warm:.1f} s", flush=True)
-    save("inference", {"model": name, "image_size": size, "batch_size": bs, "images": n,
-                       "torch_threads": torch.get_num_threads(), "rows": rows})
+                print(
+                    f"compile={compiled!s:5s} channels_last={cl!s:5s} views={v}: "
+                    f"{row['median']:7.1f} images/s ({row['min']:.1f}-{row['max']:.1f}, "
+                    f"n={row['n']}), warm-up {warm:.1f} s",
+                    flush=True,
+                )
+    save(
+        "inference",
+        {
+            "model": name,
+            "image_size": size,
+            "batch_size": bs,
+            "images": n,
+            "torch_threads": torch.get_num_threads(),
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ The trainer keeps float32 on the CPU unless this shows bfloat16 faster (RESULTS.
     .venv/bin/python benchmarks/bench_precision.py                 # 128 px, batch 32
     .venv/bin/python benchmarks/bench_precision.py --steps 2 --repeats 1 --size 64   # CI
 """
+
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import time
 from pathlib import Path
 
@@ -32,8 +34,10 @@ def cpu_flags() -> list[str]:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+        [],
+    )
     return sorted(f for f in flags if "bf16" in f or f.startswith("amx"))
 
 
@@ -55,14 +59,15 @@ def main() -> None:
     a = ap.parse_args()
 
     torch.manual_seed(0)
-    model = build_model(a.arch, pretrained=True, num_classes=7).to(memory_format=torch.channels_last)
+    model = build_model(a.arch, pretrained=True, num_classes=7).to(
+        memory_format=torch.channels_last
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     x = torch.randn(a.batch, 3, a.size, a.size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 7, (a.batch,))
 
     def ctx(bf16: bool):
-        return (torch.autocast("cpu", dtype=torch.bfloat16) if bf16
-                else contextlib.nullcontext())
+        return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     def train_step(bf16: bool):
         model.train()
@@ -82,19 +87,28 @@ def main() -> None:
     res = {"train": {"fp32": [], "bf16": []}, "infer": {"fp32": [], "bf16": []}}
     for r in range(a.repeats):
         for kind, fn in (("train", train_step), ("infer", infer)):
-            for prec in (("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32")):
-                ips = images_per_s(lambda: fn(prec == "bf16"), a.steps, a.batch)
+            for prec in ("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32"):
+                ips = images_per_s(functools.partial(fn, prec == "bf16"), a.steps, a.batch)
                 res[kind][prec].append(ips)
                 print(f"repeat {r + 1}: {kind:5s} {prec}: {ips:7.1f} images/s", flush=True)
     summary = {k: {p: spread(v) for p, v in d.items()} for k, d in res.items()}
     ratios = {k: summary[k]["bf16"]["median"] / summary[k]["fp32"]["median"] for k in res}
     for k, rt in ratios.items():
         print(f"{k}: bfloat16 / float32 = {rt:.2f}")
-    save("precision", {"arch": a.arch, "image_size": a.size, "batch_size": a.batch,
-                       "steps": a.steps, "threads": torch.get_num_threads(),
-                       "cpu_flags": cpu_flags(),
-                       "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                       "images_per_s": summary, "bf16_over_fp32": ratios})
+    save(
+        "precision",
+        {
+            "arch": a.arch,
+            "image_size": a.size,
+            "batch_size": a.batch,
+            "steps": a.steps,
+            "threads": torch.get_num_threads(),
+            "cpu_flags": cpu_flags(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "images_per_s": summary,
+            "bf16_over_fp32": ratios,
+        },
+    )
 
 
 if __name__ == "__main__":

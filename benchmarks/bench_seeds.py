@@ -10,6 +10,7 @@ augmentation, dropout) varies. Test metrics come from each run's ``metrics.json`
     .venv/bin/python benchmarks/bench_seeds.py --source runs/ham-cpu-v2 --dataset ham10000 \\
         --data-dir ../shared/data --seeds 0,1,2 -p epochs 4 -p tta_views 1 -p n_bootstrap 200
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,14 +21,23 @@ from pathlib import Path
 
 from common import ROOT, pipeline_args, save
 
-from skinhelpers.run import pipeline
 from skinhelpers.files import read_json
+from skinhelpers.run import pipeline
 
 # what notebooks 01-06 leave in a run folder and 07-08 read
-DATA_DECISIONS = ("manifest.csv", "manifest.json", "split.csv", "split.json",
-                  "preprocessing.json", "augmentation.json", "best_config.json",
-                  "validation_findings.csv", "near_duplicates.csv", "quality.csv",
-                  "image_info.csv")
+DATA_DECISIONS = (
+    "manifest.csv",
+    "manifest.json",
+    "split.csv",
+    "split.json",
+    "preprocessing.json",
+    "augmentation.json",
+    "best_config.json",
+    "validation_findings.csv",
+    "near_duplicates.csv",
+    "quality.csv",
+    "image_info.csv",
+)
 METRICS = ("balanced_accuracy", "f1_macro", "roc_auc_macro_ovr")
 
 
@@ -50,8 +60,9 @@ def main() -> None:
     ap.add_argument("--only", default="07-08")
     ap.add_argument("--label", default="short", help="names the run folders and the result")
     ap.add_argument("--out", default=str(ROOT / "runs"), help="where the seed runs go")
-    ap.add_argument("-p", "--param", nargs=2, action="append", default=[],
-                    metavar=("NAME", "VALUE"))
+    ap.add_argument(
+        "-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE")
+    )
     a = ap.parse_args()
     source = Path(a.source).resolve()
     extra = pipeline_args(a.param)
@@ -60,8 +71,15 @@ def main() -> None:
         dest = Path(a.out).resolve() / f"{source.name}-{a.label}-seed{seed}"
         prepare(source, dest)
         t0 = time.perf_counter()
-        pipeline.run(a.dataset, a.data_dir, a.profile, str(dest), only=a.only,
-                     extra={**extra, "seed": seed}, html=False)
+        pipeline.run(
+            a.dataset,
+            a.data_dir,
+            a.profile,
+            str(dest),
+            only=a.only,
+            extra={**extra, "seed": seed},
+            html=False,
+        )
         row = {"seed": seed, "run_dir": str(dest), "wall_s": round(time.perf_counter() - t0, 1)}
         hist = dest / "history.csv"
         if hist.exists():
@@ -78,20 +96,33 @@ def main() -> None:
             row.update({f"test_{k}": m["models"][primary]["metrics"][k] for k in METRICS})
             pos = m.get("positive_class") or {}
             if pos.get("auc") is not None:
-                row["test_positive_auc"] = pos["auc"]["value"] if isinstance(pos["auc"], dict) \
-                    else pos["auc"]
+                row["test_positive_auc"] = (
+                    pos["auc"]["value"] if isinstance(pos["auc"], dict) else pos["auc"]
+                )
         rows.append(row)
         print({k: v for k, v in row.items() if k != "run_dir"}, flush=True)
     summary = {}
     for k in rows[0]:
         vals = [r[k] for r in rows if isinstance(r.get(k), float)]
         if k.startswith(("test_", "best_val")) and len(vals) == len(rows):
-            summary[k] = {"mean": statistics.mean(vals), "min": min(vals), "max": max(vals),
-                          "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+            summary[k] = {
+                "mean": statistics.mean(vals),
+                "min": min(vals),
+                "max": max(vals),
+                "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+            }
     for k, v in summary.items():
         print(f"{k}: mean {v['mean']:.3f}, range {v['min']:.3f}-{v['max']:.3f}, sd {v['sd']:.3f}")
-    save(f"seeds_{a.label}", {"source": str(source), "profile": a.profile, "params": extra,
-                              "rows": rows, "summary": summary})
+    save(
+        f"seeds_{a.label}",
+        {
+            "source": str(source),
+            "profile": a.profile,
+            "params": extra,
+            "rows": rows,
+            "summary": summary,
+        },
+    )
 
 
 if __name__ == "__main__":

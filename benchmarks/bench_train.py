@@ -18,6 +18,7 @@ machine's speed hit both.
     .venv/bin/python benchmarks/bench_train.py --steps 3 --repeats 1 --workers 0 \
         --no-compile --n-cache 200                                     # quick check (CI)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,14 +28,13 @@ import time
 import torch
 from common import SHARED_DATA, save, spread
 
-from skinhelpers.train.augment import train_transform
 from skinhelpers.data.cache import CachedImageDataset, build_cache
 from skinhelpers.data.manifest import load_manifest, subsample
-from skinhelpers.train.experiment import make_config
 from skinhelpers.run.profiles import resolve
-from skinhelpers.train.config import DataMeta
+from skinhelpers.train.augment import train_transform
+from skinhelpers.train.config import DataMeta, TrainConfig
+from skinhelpers.train.experiment import make_config
 from skinhelpers.train.trainer import Trainer
-from skinhelpers.train.config import TrainConfig
 
 
 def bare_steps(tr: Trainer, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
@@ -60,16 +60,23 @@ def main() -> None:
     ap.add_argument("--workers", default="0,1,2", help="DataLoader workers to compare")
     ap.add_argument("--arch", default="", help="default: the profile's arch")
     ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--n-cache", type=int, default=0,
-                    help="images to cache (0: steps x batch size)")
+    ap.add_argument(
+        "--n-cache", type=int, default=0, help="images to cache (0: steps x batch size)"
+    )
     ap.add_argument("--device", default="auto")
     a = ap.parse_args()
 
     p = resolve(a.profile)
     size, bs = int(p["image_size"]), int(p.get("batch_size", TrainConfig.batch_size))
     recipe = {k: v for k, v in p.items() if k in TrainConfig.__dataclass_fields__}
-    recipe.update(arch=a.arch or p.get("arch") or "efficientnet_lite0", freeze_epochs=0,
-                  epochs=1000, device=a.device, tensorboard=False, save="none")
+    recipe.update(
+        arch=a.arch or p.get("arch") or "efficientnet_lite0",
+        freeze_epochs=0,
+        epochs=1000,
+        device=a.device,
+        tensorboard=False,
+        save="none",
+    )
     if a.no_compile:
         recipe["compile"] = False
     cfg = make_config(recipe)
@@ -78,17 +85,27 @@ def main() -> None:
     df = load_manifest("ham10000", SHARED_DATA / "ham10000")
     df = subsample(df.drop_duplicates("sha1"), n, seed=0).reset_index(drop=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cache = build_cache(df, size, p.get("preprocess", "none"), cache_dir=tmp,
-                            show_progress=False)
+        cache = build_cache(
+            df, size, p.get("preprocess", "none"), cache_dir=tmp, show_progress=False
+        )
         ds = CachedImageDataset(cache, df, train_transform("basic", size))
-        meta = DataMeta(classes=list(df.attrs["classes"]), image_size=size,
-                        preprocess=p.get("preprocess", "none"), dataset="ham10000",
-                        positive_class=df.attrs.get("positive_class"))
+        meta = DataMeta(
+            classes=list(df.attrs["classes"]),
+            image_size=size,
+            preprocess=p.get("preprocess", "none"),
+            dataset="ham10000",
+            positive_class=df.attrs.get("positive_class"),
+        )
         labels = df["label_idx"].to_numpy()
         tr = Trainer(cfg, ds, ds, labels, meta, tmp)
         tr._enter_phase("finetune", 0, cfg.epochs, None)
-        loader_args = dict(batch_size=bs, sampler=tr.train_loader.sampler, drop_last=True,
-                           generator=tr.generator, pin_memory=tr.dev.type == "cuda")
+        loader_args = dict(
+            batch_size=bs,
+            sampler=tr.train_loader.sampler,
+            drop_last=True,
+            generator=tr.generator,
+            pin_memory=tr.dev.type == "cuda",
+        )
         # the epoch length the benchmark uses: `steps` batches from the balanced sampler
         if hasattr(tr.train_loader.sampler, "per_rank"):
             tr.train_loader.sampler.per_rank = a.steps * bs
@@ -113,22 +130,45 @@ def main() -> None:
                 tr.train_loader = torch.utils.data.DataLoader(ds, num_workers=w, **loader_args)
                 real[w].append(tr.train_epoch(epoch)["images_per_s"])
                 epoch += 1
-            print(f"repeat {r + 1}: bare {bare[-1]:.1f} img/s, real "
-                  + ", ".join(f"{w} workers {real[w][-1]:.1f}" for w in workers), flush=True)
+            print(
+                f"repeat {r + 1}: bare {bare[-1]:.1f} img/s, real "
+                + ", ".join(f"{w} workers {real[w][-1]:.1f}" for w in workers),
+                flush=True,
+            )
 
         rows = [{"loop": "bare", "workers": None, **spread(bare), "ratio": 1.0}]
         for w in workers:
             ratios = [rv / bv for rv, bv in zip(real[w], bare)]
-            rows.append({"loop": "trainer", "workers": w, **spread(real[w]),
-                         "ratio": spread(ratios)["median"], "ratio_min": min(ratios),
-                         "ratio_max": max(ratios)})
+            rows.append(
+                {
+                    "loop": "trainer",
+                    "workers": w,
+                    **spread(real[w]),
+                    "ratio": spread(ratios)["median"],
+                    "ratio_min": min(ratios),
+                    "ratio_max": max(ratios),
+                }
+            )
     for row in rows:
-        print(f"{row['loop']:8s} workers={row['workers']!s:4s} {row['median']:7.1f} img/s "
-              f"({row['min']:.1f}-{row['max']:.1f}, n={row['n']})  ratio {row['ratio']:.3f}")
-    save("train_overhead", {"arch": cfg.arch, "image_size": size, "batch_size": bs,
-                            "compile": bool(cfg.compile), "channels_last": cfg.channels_last,
-                            "steps": a.steps, "torch_threads": torch.get_num_threads(),
-                            "device": str(tr.dev), "warmup_s": warm_s, "rows": rows})
+        print(
+            f"{row['loop']:8s} workers={row['workers']!s:4s} {row['median']:7.1f} img/s "
+            f"({row['min']:.1f}-{row['max']:.1f}, n={row['n']})  ratio {row['ratio']:.3f}"
+        )
+    save(
+        "train_overhead",
+        {
+            "arch": cfg.arch,
+            "image_size": size,
+            "batch_size": bs,
+            "compile": bool(cfg.compile),
+            "channels_last": cfg.channels_last,
+            "steps": a.steps,
+            "torch_threads": torch.get_num_threads(),
+            "device": str(tr.dev),
+            "warmup_s": warm_s,
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ then reads the per-notebook seconds the pipeline records in ``<run>/run.json``.
     .venv/bin/python benchmarks/bench_wall.py --label ham-cpu -- --dataset ham10000 \\
         --data-dir ../shared/data --profile cpu
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ from skinhelpers.files import read_json
 
 def main() -> None:
     argv = sys.argv[1:]
-    rest = argv[argv.index("--") + 1:] if "--" in argv else []
+    rest = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--label", required=True, help="names the run folders and the result")

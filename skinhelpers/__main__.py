@@ -10,6 +10,7 @@ Commands:
   export ...                    a checkpoint as ONNX or safetensors + config.json (see --help)
   demo --checkpoint CK          a local Gradio page to try a model on 127.0.0.1 (see --help)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,9 +92,16 @@ def _demo(argv):
     return main(argv)
 
 
-COMMANDS = {"datasets": _datasets, "download": _download, "validate": _validate,
-            "run": _run, "predict": _predict, "compare": _compare, "export": _export,
-            "demo": _demo}
+COMMANDS = {
+    "datasets": _datasets,
+    "download": _download,
+    "validate": _validate,
+    "run": _run,
+    "predict": _predict,
+    "compare": _compare,
+    "export": _export,
+    "demo": _demo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

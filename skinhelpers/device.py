@@ -1,4 +1,5 @@
 """Device choice: CUDA when present, else the CPU; DataLoader workers; torch.compile checks."""
+
 from __future__ import annotations
 
 import torch
@@ -15,11 +16,14 @@ def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError as e:
-        raise ValueError(f"device '{device}' is not a device name: use auto, cpu, cuda or "
-                         "cuda:N") from e
+        raise ValueError(
+            f"device '{device}' is not a device name: use auto, cpu, cuda or cuda:N"
+        ) from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        print(f"note: device '{device}' asked for, but CUDA is not available here: "
-              "using the CPU", flush=True)
+        print(
+            f"note: device '{device}' asked for, but CUDA is not available here: using the CPU",
+            flush=True,
+        )
         return torch.device("cpu")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank)
@@ -44,7 +48,8 @@ def compile_blocker(device: torch.device | str) -> str | None:
     import shutil
 
     if torch.device(device).type == "cpu" and not any(
-            shutil.which(c) for c in ("g++", "c++", "clang++")):
+        shutil.which(c) for c in ("g++", "c++", "clang++")
+    ):
         return "torch.compile on the CPU needs a C++ compiler (g++ or clang++), none found"
     return None
 

@@ -1,4 +1,5 @@
 """Plots shared by the notebooks. Each function returns a matplotlib Figure."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,13 +44,21 @@ def class_counts_bar(df: pd.DataFrame, title: str = "Images per class"):
     return fig
 
 
-def image_grid(df: pd.DataFrame, per_class: int = 6, seed: int = 0, size: int = 96,
-               title: str = "Examples per class"):
+def image_grid(
+    df: pd.DataFrame,
+    per_class: int = 6,
+    seed: int = 0,
+    size: int = 96,
+    title: str = "Examples per class",
+):
     """A grid: one row per class, ``per_class`` random images (seeded)."""
     classes = [c for c in df.attrs["classes"] if (df["label"] == c).any()]
-    fig, axes = plt.subplots(len(classes), per_class,
-                             figsize=(per_class * 1.3 + 1.2, len(classes) * 1.1 + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(classes),
+        per_class,
+        figsize=(per_class * 1.3 + 1.2, len(classes) * 1.1 + 0.6),
+        squeeze=False,
+    )
     rng = np.random.default_rng(seed)
     for i, c in enumerate(classes):
         sub = df[df["label"] == c]
@@ -72,10 +81,19 @@ def image_grid(df: pd.DataFrame, per_class: int = 6, seed: int = 0, size: int = 
 def table(df: pd.DataFrame, title: str, synthetic: bool = False, precision: int = 3):
     """A table for display in a notebook, captioned (and marked SYNTHETIC for demo data)."""
     caption = synthetic_title(title, synthetic)
-    return (df.style.set_caption(caption).format(precision=precision, thousands=",")
-            .set_table_styles([{"selector": "caption",
-                                "props": "font-weight: bold; text-align: left;"
-                                + (" color: crimson;" if is_synthetic(synthetic) else "")}]))
+    return (
+        df.style.set_caption(caption)
+        .format(precision=precision, thousands=",")
+        .set_table_styles(
+            [
+                {
+                    "selector": "caption",
+                    "props": "font-weight: bold; text-align: left;"
+                    + (" color: crimson;" if is_synthetic(synthetic) else ""),
+                }
+            ]
+        )
+    )
 
 
 def figures_dir(dataset: str) -> Path:
@@ -91,8 +109,17 @@ def save_figure(fig, dataset: str, name: str, synthetic: bool = False, dpi: int 
     Figures made from the synthetic demo data get a SYNTHETIC stamp.
     """
     if is_synthetic(synthetic):
-        fig.text(0.995, 0.005, "SYNTHETIC DATA", ha="right", va="bottom", fontsize=9,
-                 color="crimson", alpha=0.8, weight="bold")
+        fig.text(
+            0.995,
+            0.005,
+            "SYNTHETIC DATA",
+            ha="right",
+            va="bottom",
+            fontsize=9,
+            color="crimson",
+            alpha=0.8,
+            weight="bold",
+        )
     out = figures_dir(dataset) / f"{name}.png"
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")

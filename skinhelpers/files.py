@@ -4,6 +4,7 @@ Every notebook calls :func:`start_notebook` right after its ``parameters`` cell;
 resolved parameters are written to ``<run_dir>/params/<notebook>.json`` so that a run can
 be read, compared and resumed later (the timm habit of saving ``args.yaml`` beside a run).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -11,8 +12,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -69,8 +71,9 @@ def _strict(obj: Any) -> Any:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as pretty, strict JSON (NaN -> null), atomically."""
-    text = json.dumps(_strict(json.loads(json.dumps(obj, default=_jsonable))), indent=2,
-                      allow_nan=False)
+    text = json.dumps(
+        _strict(json.loads(json.dumps(obj, default=_jsonable))), indent=2, allow_nan=False
+    )
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n")
     return Path(path)
@@ -91,13 +94,3 @@ def write_csv(path: str | os.PathLike, df) -> Path:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
     return Path(path)
-
-
-
-
-
-
-
-
-
-

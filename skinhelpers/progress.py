@@ -6,6 +6,7 @@ least every 60 s while the bar moves), so an executed notebook, its log file and
 terminal show a short readable log instead of hundreds of carriage-return redraws.
 ``SKINHELPERS_PROGRESS=off`` hides the bars.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Small image files for bad-input tests (made on the fly, never committed)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,7 @@ from PIL import Image
 def rgb_array(h=40, w=50, seed=0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    a[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = (120, 60, 30)
+    a[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = (120, 60, 30)
     return a
 
 
@@ -26,7 +27,7 @@ def write_mode(path: Path, mode: str, seed=0) -> Path:
     a = rgb_array(seed=seed)
     im = Image.fromarray(a)
     if mode == "I;16":
-        g = (np.asarray(im.convert("L")).astype(np.uint16) * 257)
+        g = np.asarray(im.convert("L")).astype(np.uint16) * 257
         Image.fromarray(g).save(path)  # uint16 -> mode I;16
     else:
         im.convert(mode).save(path)

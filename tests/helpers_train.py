@@ -1,4 +1,5 @@
 """Small datasets and run folders for the training tests (models, trainer, DDP, notebooks)."""
+
 from __future__ import annotations
 
 from pathlib import Path

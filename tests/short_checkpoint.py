@@ -5,6 +5,7 @@ on images prepared exactly as the cache prepares them, and saves it with
 :func:`skinhelpers.model.checkpoints.save_checkpoint`, so prediction, Grad-CAM and the
 notebook can be tested on a real (if barely trained) model in seconds.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,31 +14,46 @@ import numpy as np
 import pandas as pd
 import torch
 
+from skinhelpers.data.imaging import load_for_model
 from skinhelpers.model import checkpoints
 from skinhelpers.model import factory as models
-from skinhelpers.data.imaging import load_for_model
 from skinhelpers.model.inference import to_model_input
 
 
 def pick_images(df: pd.DataFrame, per_class: int = 8, seed: int = 0) -> pd.DataFrame:
     """``per_class`` images of every class (fewer where a class has fewer), seeded."""
-    return (df.groupby("label", group_keys=False, sort=True)
-              .apply(lambda g: g.sample(min(per_class, len(g)), random_state=seed))
-              .reset_index(drop=True))
+    return (
+        df.groupby("label", group_keys=False, sort=True)
+        .apply(lambda g: g.sample(min(per_class, len(g)), random_state=seed))
+        .reset_index(drop=True)
+    )
 
 
-def train_short_checkpoint(df: pd.DataFrame, out: Path, size: int = 32, steps: int = 12,
-                           arch: str = "small_cnn", preprocess: str = "none",
-                           resize_mode: str = "squash", seed: int = 0, epoch: int = 1,
-                           state_dict: dict | None = None) -> Path:
+def train_short_checkpoint(
+    df: pd.DataFrame,
+    out: Path,
+    size: int = 32,
+    steps: int = 12,
+    arch: str = "small_cnn",
+    preprocess: str = "none",
+    resize_mode: str = "squash",
+    seed: int = 0,
+    epoch: int = 1,
+    state_dict: dict | None = None,
+) -> Path:
     classes = list(df.attrs["classes"])
     torch.manual_seed(seed)
     kw = models.model_kwargs(len(classes), drop_rate=0.0)
     model = models.build_model(arch, **kw)
     if state_dict is not None:
         model.load_state_dict(state_dict)
-    x = torch.from_numpy(np.stack([load_for_model(p, size, preprocess, resize_mode)
-                                   for p in df["path"]])).permute(0, 3, 1, 2).contiguous()
+    x = (
+        torch.from_numpy(
+            np.stack([load_for_model(p, size, preprocess, resize_mode) for p in df["path"]])
+        )
+        .permute(0, 3, 1, 2)
+        .contiguous()
+    )
     y = torch.tensor(df["label_idx"].to_numpy().copy(), dtype=torch.long)
     xin = to_model_input(x, model.mean, model.std)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -51,6 +67,17 @@ def train_short_checkpoint(df: pd.DataFrame, out: Path, size: int = 32, steps: i
         opt.step()
     model.eval()
     return checkpoints.save_checkpoint(
-        out, model, arch=arch, model_kwargs=kw, classes=classes, image_size=size,
-        preprocess=preprocess, resize_mode=resize_mode, mean=model.mean, std=model.std,
-        dataset=df.attrs.get("dataset", "?"), epoch=epoch, metrics={"train_loss": loss.item()})
+        out,
+        model,
+        arch=arch,
+        model_kwargs=kw,
+        classes=classes,
+        image_size=size,
+        preprocess=preprocess,
+        resize_mode=resize_mode,
+        mean=model.mean,
+        std=model.std,
+        dataset=df.attrs.get("dataset", "?"),
+        epoch=epoch,
+        metrics={"train_loss": loss.item()},
+    )

@@ -1,4 +1,5 @@
 """Augmentation presets, normalisation, CutMix/MixUp batches, the saved choice."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from skinhelpers.train import augment
 from skinhelpers.data.imaging import load_for_model
+from skinhelpers.train import augment
 
 SIZE = 48
 
@@ -17,8 +18,12 @@ SIZE = 48
 def images(demo_manifest) -> torch.Tensor:
     """Eight real (synthetic-demo) images as the cache would hold them: uint8 (N, 3, S, S)."""
     paths = demo_manifest["path"].iloc[:8]
-    return torch.stack([torch.from_numpy(load_for_model(p, SIZE, "none", "squash"))
-                        .permute(2, 0, 1) for p in paths])
+    return torch.stack(
+        [
+            torch.from_numpy(load_for_model(p, SIZE, "none", "squash")).permute(2, 0, 1)
+            for p in paths
+        ]
+    )
 
 
 @pytest.mark.parametrize("preset", augment.PRESETS)
@@ -95,8 +100,11 @@ def test_batch_mixer_targets(images, cutmix, mixup):
 def test_batch_mixer_off_is_one_hot(images):
     x = images.float() / 255
     y = torch.arange(8, dtype=torch.int64) % 7
-    for mixer in (augment.BatchMixer(7), augment.BatchMixer(7, 1.0, 0.2, prob=0.0),
-                  augment.BatchMixer(7, 0.0, 0.0, prob=1.0)):
+    for mixer in (
+        augment.BatchMixer(7),
+        augment.BatchMixer(7, 1.0, 0.2, prob=0.0),
+        augment.BatchMixer(7, 0.0, 0.0, prob=1.0),
+    ):
         assert not mixer.active
         out, t = mixer(x, y)
         assert torch.equal(out, x)
@@ -111,8 +119,12 @@ def test_save_and_read_augmentation(tmp_path):
     with pytest.raises(FileNotFoundError, match="augmentation.json"):
         augment.read_augmentation(tmp_path)
     augment.save_augmentation(tmp_path, "strong", 1.0, 0.2, 0.5)
-    assert augment.read_augmentation(tmp_path) == {"preset": "strong", "cutmix_alpha": 1.0,
-                                                    "mixup_alpha": 0.2, "mix_prob": 0.5}
+    assert augment.read_augmentation(tmp_path) == {
+        "preset": "strong",
+        "cutmix_alpha": 1.0,
+        "mixup_alpha": 0.2,
+        "mix_prob": 0.5,
+    }
     with pytest.raises(ValueError, match="preset"):
         augment.save_augmentation(tmp_path, "wild")
     (tmp_path / "augmentation.json").write_text(json.dumps({"preset": "basic"}))
@@ -128,13 +140,15 @@ def test_throughput_and_plots(images):
     assert ips > 0 and np.isfinite(ips)
     assert augment.measure_throughput("none", SIZE, n=16, images=images) > ips
     # cache layout (N, S, S, 3) is accepted too
-    assert augment.measure_throughput("none", SIZE, n=4,
-                                      images=images.permute(0, 2, 3, 1).numpy()) > 0
+    assert (
+        augment.measure_throughput("none", SIZE, n=4, images=images.permute(0, 2, 3, 1).numpy()) > 0
+    )
     table = augment.throughput_table(SIZE, images=images, n=8, presets=("none", "basic"))
     assert list(table.index) == ["none", "basic"]
     assert len(augment.plot_throughput(table).axes) == 1
     fig = augment.plot_gallery(images[:3], "strong", n=4)
     assert len(fig.axes) == 3 * 5
-    mixed, t = augment.BatchMixer(7, 1.0, prob=1.0)(images.float() / 255,
-                                                    torch.arange(8, dtype=torch.int64) % 7)
+    mixed, t = augment.BatchMixer(7, 1.0, prob=1.0)(
+        images.float() / 255, torch.arange(8, dtype=torch.int64) % 7
+    )
     assert len(augment.plot_mix_batch(mixed, t, [f"c{i}" for i in range(7)]).axes) == 8

@@ -1,4 +1,5 @@
 """Batched augmentation on the device: shapes, per-image parameters, label pairing, order."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,7 +29,7 @@ def test_parameters_differ_per_image(preset):
     torch.manual_seed(0)
     one = _stack(1, 48)
     out = BatchAugment(preset)(one.repeat(16, 1, 1, 1))
-    distinct = {tuple(o.flatten()[:: 97].tolist()) for o in out}
+    distinct = {tuple(o.flatten()[::97].tolist()) for o in out}
     assert len(distinct) >= 14  # the same image, augmented 16 ways
 
 
@@ -47,8 +48,10 @@ def test_rot90_is_lossless_and_per_image():
     y = RandomRot90Batch()(x)
     for a, b in zip(x, y):  # each output is some rotation of its own input
         assert any(torch.equal(torch.rot90(a, k, dims=(-2, -1)), b) for k in range(4))
-    ks = [next(k for k in range(4) if torch.equal(torch.rot90(a, k, dims=(-2, -1)), b))
-          for a, b in zip(x, y)]
+    ks = [
+        next(k for k in range(4) if torch.equal(torch.rot90(a, k, dims=(-2, -1)), b))
+        for a, b in zip(x, y)
+    ]
     assert len(set(ks)) == 4
 
 
@@ -117,11 +120,21 @@ def test_trainer_trains_with_batched_augmentation_on_real_ham10000(ham_manifest,
     cache = build_cache(used, 48, cache_dir=tmp_path / "cache", workers=2, show_progress=False)
     train_ds, val_ds = CachedImageDataset(cache, train), CachedImageDataset(cache, val)
     train_ds.augment_preset = "basic"
-    meta = DataMeta(classes=df.attrs["classes"], image_size=48, dataset="ham10000",
-                    positive_class="mel")
-    cfg = TrainConfig(arch="small_cnn", epochs=3, batch_size=12, workers=0, lr=3e-3,
-                      patience=0, tensorboard=False, save="none", ema=False,
-                      augment_on="device")
+    meta = DataMeta(
+        classes=df.attrs["classes"], image_size=48, dataset="ham10000", positive_class="mel"
+    )
+    cfg = TrainConfig(
+        arch="small_cnn",
+        epochs=3,
+        batch_size=12,
+        workers=0,
+        lr=3e-3,
+        patience=0,
+        tensorboard=False,
+        save="none",
+        ema=False,
+        augment_on="device",
+    )
     tr = Trainer(cfg, train_ds, val_ds, train["label_idx"].to_numpy(), meta, tmp_path / "out")
     assert isinstance(tr.train_loader, DeviceBatchLoader)
     hist = tr.fit()["history"]
@@ -131,14 +144,22 @@ def test_trainer_trains_with_batched_augmentation_on_real_ham10000(ham_manifest,
 
 def test_trainer_falls_back_to_per_image_for_other_presets(tmp_path, capsys):
     from helpers_train import toy_dataset
+
     from skinhelpers.train.config import DataMeta, TrainConfig
     from skinhelpers.train.trainer import Trainer
 
     ds, labels = toy_dataset(48, 16, 3)
     ds.augment_preset = "randaugment"
     meta = DataMeta(classes=["a", "b", "c"], image_size=16, dataset="toy")
-    cfg = TrainConfig(arch="small_cnn", epochs=1, batch_size=8, workers=0, tensorboard=False,
-                      save="none", augment_on="device")
+    cfg = TrainConfig(
+        arch="small_cnn",
+        epochs=1,
+        batch_size=8,
+        workers=0,
+        tensorboard=False,
+        save="none",
+        augment_on="device",
+    )
     tr = Trainer(cfg, ds, ds, labels, meta, tmp_path / "out")
     assert isinstance(tr.train_loader, torch.utils.data.DataLoader)
     assert "augmenting per image instead" in capsys.readouterr().out

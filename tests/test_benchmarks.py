@@ -1,6 +1,7 @@
 """Every benchmark script runs once with a tiny budget (so they don't rot) and writes a
 result file with sensible numbers. The figures themselves are measured by hand, see
 benchmarks/RESULTS.md; no timing is asserted here."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers_train import demo_run_folder
+
 from skinhelpers.files import PROJECT_ROOT
 
 BENCH = PROJECT_ROOT / "benchmarks"
@@ -18,10 +19,20 @@ pytestmark = [pytest.mark.slow]
 
 
 def _bench(tmp_path, script, *args, timeout=600):
-    env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path / "results"),
-           "SKINHELPERS_PROGRESS": "plain", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=PROJECT_ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    env = {
+        **os.environ,
+        "SKINLAB_BENCH_RESULTS": str(tmp_path / "results"),
+        "SKINHELPERS_PROGRESS": "plain",
+        "HF_HUB_OFFLINE": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
 
@@ -34,8 +45,20 @@ def _result(tmp_path, name):
 
 @pytest.mark.realdata
 def test_bench_cache_tiny(tmp_path, ham_dir):
-    _bench(tmp_path, "bench_cache.py", "--n", "40", "--repeats", "1", "--sizes", "64",
-           "--preprocess", "none,clahe", "--workers", "1")
+    _bench(
+        tmp_path,
+        "bench_cache.py",
+        "--n",
+        "40",
+        "--repeats",
+        "1",
+        "--sizes",
+        "64",
+        "--preprocess",
+        "none,clahe",
+        "--workers",
+        "1",
+    )
     rows = _result(tmp_path, "cache")["rows"]
     assert [(r["size"], r["preprocess"]) for r in rows] == [(64, "none"), (64, "clahe")]
     assert all(r["images"] == 40 and r["images_per_s"]["median"] > 0 for r in rows)
@@ -43,8 +66,17 @@ def test_bench_cache_tiny(tmp_path, ham_dir):
 
 @pytest.mark.realdata
 def test_bench_train_tiny(tmp_path, ham_dir):
-    _bench(tmp_path, "bench_train.py", "--steps", "2", "--repeats", "1", "--workers", "0",
-           "--no-compile")
+    _bench(
+        tmp_path,
+        "bench_train.py",
+        "--steps",
+        "2",
+        "--repeats",
+        "1",
+        "--workers",
+        "0",
+        "--no-compile",
+    )
     d = _result(tmp_path, "train_overhead")
     bare, real = d["rows"]
     assert bare["loop"] == "bare" and real["loop"] == "trainer" and real["workers"] == 0
@@ -54,36 +86,103 @@ def test_bench_train_tiny(tmp_path, ham_dir):
 
 @pytest.mark.realdata
 def test_bench_infer_tiny(tmp_path, ham_dir):
-    _bench(tmp_path, "bench_infer.py", "--n", "16", "--batch-size", "8", "--repeats", "1",
-           "--views", "1,2", "--no-compile")
+    _bench(
+        tmp_path,
+        "bench_infer.py",
+        "--n",
+        "16",
+        "--batch-size",
+        "8",
+        "--repeats",
+        "1",
+        "--views",
+        "1,2",
+        "--no-compile",
+    )
     rows = _result(tmp_path, "inference")["rows"]
     assert [(r["channels_last"], r["views"]) for r in rows] == [
-        (False, 1), (False, 2), (True, 1), (True, 2)]
+        (False, 1),
+        (False, 2),
+        (True, 1),
+        (True, 2),
+    ]
     assert all(r["median"] > 0 for r in rows)
 
 
 def test_bench_seeds_and_wall_tiny(tmp_path, demo_dir, demo_manifest):
     src = demo_run_folder(demo_manifest, tmp_path / "src")
-    _bench(tmp_path, "bench_seeds.py", "--source", str(src), "--dataset", "demo",
-           "--data-dir", str(demo_dir), "--profile", "smoke", "--seeds", "0,1", "--only", "07",
-           "--out", str(tmp_path / "runs"), "--label", "ci", "-p", "epochs", "1",
-           "-p", "image_size", "32", "-p", "batch_size", "16", "-p", "freeze_epochs", "0",
-           "-p", "arch", "small_cnn")
+    _bench(
+        tmp_path,
+        "bench_seeds.py",
+        "--source",
+        str(src),
+        "--dataset",
+        "demo",
+        "--data-dir",
+        str(demo_dir),
+        "--profile",
+        "smoke",
+        "--seeds",
+        "0,1",
+        "--only",
+        "07",
+        "--out",
+        str(tmp_path / "runs"),
+        "--label",
+        "ci",
+        "-p",
+        "epochs",
+        "1",
+        "-p",
+        "image_size",
+        "32",
+        "-p",
+        "batch_size",
+        "16",
+        "-p",
+        "freeze_epochs",
+        "0",
+        "-p",
+        "arch",
+        "small_cnn",
+    )
     d = _result(tmp_path, "seeds_ci")
     assert [r["seed"] for r in d["rows"]] == [0, 1]
     assert all(r["epochs_run"] == 1 for r in d["rows"])
     assert "best_val_balanced_accuracy" in d["summary"]
 
-    _bench(tmp_path, "bench_wall.py", "--label", "ci", "--", "--dataset", "demo",
-           "--data-dir", str(demo_dir), "--only", "01", "--no-html")
+    _bench(
+        tmp_path,
+        "bench_wall.py",
+        "--label",
+        "ci",
+        "--",
+        "--dataset",
+        "demo",
+        "--data-dir",
+        str(demo_dir),
+        "--only",
+        "01",
+        "--no-html",
+    )
     w = _result(tmp_path, "wall_ci")
     assert list(w["notebooks_s"]) == ["01_eda.ipynb"] and w["wall_s"]["median"] > 0
     assert not (PROJECT_ROOT / "runs" / "bench-ci-0").exists()  # cleaned up
 
 
 def test_bench_precision_tiny(tmp_path):
-    _bench(tmp_path, "bench_precision.py", "--steps", "1", "--repeats", "1", "--size", "32",
-           "--batch", "4")
+    _bench(
+        tmp_path,
+        "bench_precision.py",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+        "--size",
+        "32",
+        "--batch",
+        "4",
+    )
     d = _result(tmp_path, "precision")
     for kind in ("train", "infer"):
         assert d["images_per_s"][kind]["fp32"]["median"] > 0

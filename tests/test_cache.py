@@ -1,15 +1,16 @@
 """The image cache: exact pixels, reuse, rebuild on a new key, parallel = serial."""
+
 from __future__ import annotations
 
 import os
 
 import numpy as np
 import pytest
-
 from helpers_images import write_jpg, write_truncated
+
 from skinhelpers.data import cache as C
-from skinhelpers.data.manifest import load_manifest
 from skinhelpers.data.imaging import ImageReadError, fit_to_square, load_for_model, read_rgb
+from skinhelpers.data.manifest import load_manifest
 
 
 @pytest.fixture()
@@ -36,12 +37,15 @@ def test_round_trip_pixels_and_reuse(tmp_path, ham_small):
 
 def test_new_key_builds_a_new_cache(tmp_path, ham_small):
     base = C.build_cache(ham_small, size=32, cache_dir=tmp_path, show_progress=False, workers=1)
-    other_size = C.build_cache(ham_small, size=40, cache_dir=tmp_path, show_progress=False,
-                               workers=1)
-    other_pre = C.build_cache(ham_small, size=32, preprocess="clahe", cache_dir=tmp_path,
-                              show_progress=False, workers=1)
-    other_rows = C.build_cache(ham_small.iloc[:10], size=32, cache_dir=tmp_path,
-                               show_progress=False, workers=1)
+    other_size = C.build_cache(
+        ham_small, size=40, cache_dir=tmp_path, show_progress=False, workers=1
+    )
+    other_pre = C.build_cache(
+        ham_small, size=32, preprocess="clahe", cache_dir=tmp_path, show_progress=False, workers=1
+    )
+    other_rows = C.build_cache(
+        ham_small.iloc[:10], size=32, cache_dir=tmp_path, show_progress=False, workers=1
+    )
     paths = {base.path, other_size.path, other_pre.path, other_rows.path}
     assert len(paths) == 4
     assert not np.array_equal(np.asarray(base.images), np.asarray(other_pre.images))

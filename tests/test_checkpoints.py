@@ -1,4 +1,5 @@
 """Checkpoints: atomic, self-describing, weights_only-loadable, rebuilt strictly."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,10 +13,19 @@ CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 
 
 def _save(path, model, **extra_kw):
-    kw = dict(arch="small_cnn", model_kwargs=models.model_kwargs(7, 0.1, 8),
-              classes=CLASSES, image_size=32, preprocess="shades_of_gray", resize_mode="squash",
-              mean=models.IMAGENET_MEAN, std=models.IMAGENET_STD, dataset="ham10000", epoch=3,
-              metrics={"balanced_accuracy": 0.5, "macro_f1": np.float64(0.25)})
+    kw = dict(
+        arch="small_cnn",
+        model_kwargs=models.model_kwargs(7, 0.1, 8),
+        classes=CLASSES,
+        image_size=32,
+        preprocess="shades_of_gray",
+        resize_mode="squash",
+        mean=models.IMAGENET_MEAN,
+        std=models.IMAGENET_STD,
+        dataset="ham10000",
+        epoch=3,
+        metrics={"balanced_accuracy": 0.5, "macro_f1": np.float64(0.25)},
+    )
     kw.update(extra_kw)
     return checkpoints.save_checkpoint(path, model, **kw)
 
@@ -26,9 +36,15 @@ def test_round_trip_weights_only(tmp_path):
     opt = torch.optim.AdamW(model.parameters())
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     opt.step()
-    path = _save(tmp_path / "ck" / "best.pt", model,
-                 extra={"optimizer": opt.state_dict(), "history": [{"epoch": 1, "loss": 1.0}],
-                        "rng": {"torch": torch.get_rng_state()}})
+    path = _save(
+        tmp_path / "ck" / "best.pt",
+        model,
+        extra={
+            "optimizer": opt.state_dict(),
+            "history": [{"epoch": 1, "loss": 1.0}],
+            "rng": {"torch": torch.get_rng_state()},
+        },
+    )
     raw = torch.load(path, weights_only=True)  # the contract: plain types only
     assert raw["format"] == checkpoints.FORMAT
     for key in checkpoints.REQUIRED_KEYS:
@@ -50,9 +66,20 @@ def test_round_trip_weights_only(tmp_path):
 def test_pretrained_model_is_rebuilt_without_downloading(tmp_path, monkeypatch):
     model = models.build_model("efficientnet_lite0", 7)  # offline package weights
     path = checkpoints.save_checkpoint(
-        tmp_path / "b.pt", model, arch="efficientnet_lite0", model_kwargs=models.model_kwargs(7),
-        classes=CLASSES, image_size=32, preprocess="none", resize_mode="crop",
-        mean=model.mean, std=model.std, dataset="demo", epoch=1, metrics={})
+        tmp_path / "b.pt",
+        model,
+        arch="efficientnet_lite0",
+        model_kwargs=models.model_kwargs(7),
+        classes=CLASSES,
+        image_size=32,
+        preprocess="none",
+        resize_mode="crop",
+        mean=model.mean,
+        std=model.std,
+        dataset="demo",
+        epoch=1,
+        metrics={},
+    )
 
     def no_weights(*a, **k):
         raise AssertionError("rebuilding a checkpoint must not load pretrained weights")

@@ -1,30 +1,37 @@
 """The data layer on the real data and on small bad inputs."""
+
 from __future__ import annotations
 
-import shutil
-import time
-
-import numpy as np
 import pandas as pd
 import pytest
-
 from helpers_images import write_jpg
+
 from skinhelpers.data import manifest as datasets
 from skinhelpers.data import registry
-from skinhelpers.data.registry import DatasetError
 from skinhelpers.data.manifest import load_manifest
+from skinhelpers.data.registry import DatasetError
 
-HAM_COUNTS = {"nv": 6705, "mel": 1113, "bkl": 1099, "bcc": 514, "akiec": 327, "vasc": 142,
-              "df": 115}
+HAM_COUNTS = {
+    "nv": 6705,
+    "mel": 1113,
+    "bkl": 1099,
+    "bcc": 514,
+    "akiec": 327,
+    "vasc": 142,
+    "df": 115,
+}
 
 
 # ----------------------------------------------------------------------------- real data
+
 
 def test_ham10000_loads_with_known_counts(ham_manifest):
     df = ham_manifest
     assert len(df) == 10015
     assert df["lesion_id"].nunique() == 7470
-    assert datasets.images_per_class(df).to_dict() == {k: HAM_COUNTS[k] for k in df.attrs["classes"]}
+    assert datasets.images_per_class(df).to_dict() == {
+        k: HAM_COUNTS[k] for k in df.attrs["classes"]
+    }
     assert df.attrs["classes"] == list(registry.HAM_CLASSES)
     assert df["path"].notna().all() and df["relpath"].is_unique
     assert df["mask_path"].notna().all()
@@ -89,6 +96,7 @@ def test_subsample_is_grouped_stratified_and_deterministic(ham_manifest):
 
 # ----------------------------------------------------------------------------- bad input
 
+
 def _ham_tree(root, rows, make_files=True):
     root.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(root / "HAM10000_metadata.csv", index=False)
@@ -99,12 +107,33 @@ def _ham_tree(root, rows, make_files=True):
 
 
 ROWS = [
-    {"lesion_id": "L1", "image_id": "IMG_1", "dx": "nv", "dx_type": "histo", "age": 40,
-     "sex": "male", "localization": "back"},
-    {"lesion_id": "L1", "image_id": "IMG_2", "dx": "nv", "dx_type": "histo", "age": 40,
-     "sex": "male", "localization": "back"},
-    {"lesion_id": "L2", "image_id": "IMG_3", "dx": "mel", "dx_type": "histo", "age": 70,
-     "sex": "female", "localization": "face"},
+    {
+        "lesion_id": "L1",
+        "image_id": "IMG_1",
+        "dx": "nv",
+        "dx_type": "histo",
+        "age": 40,
+        "sex": "male",
+        "localization": "back",
+    },
+    {
+        "lesion_id": "L1",
+        "image_id": "IMG_2",
+        "dx": "nv",
+        "dx_type": "histo",
+        "age": 40,
+        "sex": "male",
+        "localization": "back",
+    },
+    {
+        "lesion_id": "L2",
+        "image_id": "IMG_3",
+        "dx": "mel",
+        "dx_type": "histo",
+        "age": 70,
+        "sex": "female",
+        "localization": "face",
+    },
 ]
 
 

@@ -1,6 +1,7 @@
 """One home per default: a notebook parameter keeps the literal default of the library
 option of the same name (papermill needs literals in the parameters cell), and the run
 profiles list only what they change."""
+
 from __future__ import annotations
 
 import ast
@@ -32,20 +33,30 @@ def _default(fn, arg):
 
 # other library defaults, per notebook: parameter -> (function, argument)
 LIBRARY = {
-    "02_quality_preprocessing": {"image_size": (build_cache, "size"),
-                                 "preprocess": (build_cache, "preprocess"),
-                                 "resize_mode": (build_cache, "resize_mode")},
-    "03_leakage": {"hash_size": (phash_codes, "hash_size"),
-                   "test_size": (compare_splits, "test_size")},
-    "04_splitting": {"val_size": (grouped_split, "val_size"),
-                     "test_size": (grouped_split, "test_size"),
-                     "n_folds": (grouped_split, "n_folds")},
+    "02_quality_preprocessing": {
+        "image_size": (build_cache, "size"),
+        "preprocess": (build_cache, "preprocess"),
+        "resize_mode": (build_cache, "resize_mode"),
+    },
+    "03_leakage": {
+        "hash_size": (phash_codes, "hash_size"),
+        "test_size": (compare_splits, "test_size"),
+    },
+    "04_splitting": {
+        "val_size": (grouped_split, "val_size"),
+        "test_size": (grouped_split, "test_size"),
+        "n_folds": (grouped_split, "n_folds"),
+    },
     "05_augmentation": {"image_size": (build_cache, "size")},
-    "08_evaluation": {"n_bootstrap": (evaluate_predictions, "n_bootstrap"),
-                      "calibration_bins": (calibration_summary, "n_bins"),
-                      "subgroup_min_n": (subgroup_table, "min_n")},
-    "09_external_validation": {"max_distance": (content_overlap, "max_distance"),
-                               "n_bootstrap": (evaluate_predictions, "n_bootstrap")},
+    "08_evaluation": {
+        "n_bootstrap": (evaluate_predictions, "n_bootstrap"),
+        "calibration_bins": (calibration_summary, "n_bins"),
+        "subgroup_min_n": (subgroup_table, "min_n"),
+    },
+    "09_external_validation": {
+        "max_distance": (content_overlap, "max_distance"),
+        "n_bootstrap": (evaluate_predictions, "n_bootstrap"),
+    },
 }
 
 
@@ -56,8 +67,9 @@ def _notebook_defaults(path) -> dict:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_defaults_agree_with_the_library(path):
     nb = _notebook_defaults(path)
-    expected = {k: TRAIN_DEFAULTS[k] for k in nb if k in TRAIN_DEFAULTS
-                and k not in NOT_TRAIN_OPTIONS}
+    expected = {
+        k: TRAIN_DEFAULTS[k] for k in nb if k in TRAIN_DEFAULTS and k not in NOT_TRAIN_OPTIONS
+    }
     expected.update({k: _default(fn, arg) for k, (fn, arg) in LIBRARY.get(path.stem, {}).items()})
     wrong = {k: (nb[k], v) for k, v in expected.items() if nb[k] != v}
     assert not wrong, f"{path.name}: parameter defaults (notebook, library) disagree: {wrong}"
@@ -84,10 +96,16 @@ def test_every_library_mapping_names_a_declared_parameter():
 
 @pytest.mark.parametrize("name", sorted(profiles.PROFILES))
 def test_profiles_list_only_what_they_change(name):
-    same = {k: v for k, v in profiles.PROFILES[name].items()
-            if k in TRAIN_DEFAULTS and k not in NOT_TRAIN_OPTIONS and v == TRAIN_DEFAULTS[k]}
-    assert not same, (f"profile {name} repeats TrainConfig defaults {same}: "
-                      "leave them to skinhelpers.train.config.TrainConfig")
+    same = {
+        k: v
+        for k, v in profiles.PROFILES[name].items()
+        if k in TRAIN_DEFAULTS and k not in NOT_TRAIN_OPTIONS and v == TRAIN_DEFAULTS[k]
+    }
+    assert not same, (
+        f"profile {name} repeats TrainConfig defaults {same}: "
+        "leave them to skinhelpers.train.config.TrainConfig"
+    )
     declared = set().union(*(pm.inspect_notebook(str(p)) for p in NOTEBOOKS))
-    assert set(profiles.PROFILES[name]) <= declared, \
+    assert set(profiles.PROFILES[name]) <= declared, (
         f"profile {name} sets parameters no notebook declares"
+    )

@@ -1,4 +1,5 @@
 """Kaggle download without network or credentials: a clear error, fast."""
+
 from __future__ import annotations
 
 import subprocess
@@ -54,9 +55,21 @@ def test_demo_and_folder_are_not_downloadable(tmp_path):
 def test_cli_reports_the_error_with_exit_code_2(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KAGGLE_CONFIG_DIR": str(tmp_path)}
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "skinhelpers", "download", "melanoma10k",
-                        "--dest", str(tmp_path / "d")], capture_output=True, text=True,
-                       env=env, timeout=60)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "skinhelpers",
+            "download",
+            "melanoma10k",
+            "--dest",
+            str(tmp_path / "d"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert p.returncode == 2, p.stderr
     assert "no Kaggle credentials" in p.stderr
     assert "hasnainjaved/melanoma-skin-cancer-dataset-of-10000-images" in p.stderr

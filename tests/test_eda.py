@@ -1,4 +1,5 @@
 """Class, metadata and image-size summaries behind notebook 01."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -10,14 +11,16 @@ from skinhelpers.explore import eda
 
 
 def _tiny():
-    df = pd.DataFrame({
-        "label": ["a", "a", "a", "a", "b", "c"],
-        "group": ["g1", "g1", "g2", "g3", "g4", "g5"],
-        "age": [30, 40, np.nan, 50, 70, 80],
-        "sex": ["male", "female", "unknown", "male", None, "female"],
-        "localization": ["back"] * 6,
-        "dx_type": ["histo", "follow_up", "follow_up", "histo", "histo", "consensus"],
-    })
+    df = pd.DataFrame(
+        {
+            "label": ["a", "a", "a", "a", "b", "c"],
+            "group": ["g1", "g1", "g2", "g3", "g4", "g5"],
+            "age": [30, 40, np.nan, 50, 70, 80],
+            "sex": ["male", "female", "unknown", "male", None, "female"],
+            "localization": ["back"] * 6,
+            "dx_type": ["histo", "follow_up", "follow_up", "histo", "histo", "consensus"],
+        }
+    )
     df.attrs["classes"] = ["a", "b", "c", "d"]
     return df
 
@@ -87,8 +90,13 @@ def test_dx_type_follow_up_only_for_nevi_in_ham(ham_manifest):
 
 
 def test_image_size_stats_and_counts():
-    info = pd.DataFrame({"ok": [True, True, True, False], "width": [200, 200, 600, None],
-                         "height": [150, 150, 450, None]})
+    info = pd.DataFrame(
+        {
+            "ok": [True, True, True, False],
+            "width": [200, 200, 600, None],
+            "height": [150, 150, 450, None],
+        }
+    )
     s = eda.image_size_stats(info)
     assert s.loc["width", "count"] == 3
     assert s.loc["aspect", "min"] == pytest.approx(4 / 3)
@@ -101,8 +109,12 @@ def test_plots_return_figures(ham_manifest):
     df = ham_manifest.sample(400, random_state=0)
     df.attrs = dict(ham_manifest.attrs)
     info = pd.DataFrame({"ok": True, "width": 200, "height": 150}, index=range(5))
-    figs = [eda.plot_age_by_class(df), eda.plot_category_by_class(df, "sex"),
-            eda.plot_category_by_class(df, "localization"), eda.plot_image_sizes(info)]
+    figs = [
+        eda.plot_age_by_class(df),
+        eda.plot_category_by_class(df, "sex"),
+        eda.plot_category_by_class(df, "localization"),
+        eda.plot_image_sizes(info),
+    ]
     for f in figs:
         assert f.axes
         plt.close(f)

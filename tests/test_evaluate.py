@@ -1,4 +1,5 @@
 """Evaluation metrics, bootstrap CIs, clinical operating points and calibration."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,7 +30,8 @@ def test_metrics_match_sklearn():
         assert m[f"precision_{avg}"] == pytest.approx(skm.precision_score(y, pred, average=avg))
         assert m[f"recall_{avg}"] == pytest.approx(skm.recall_score(y, pred, average=avg))
     assert m["roc_auc_macro_ovr"] == pytest.approx(
-        skm.roc_auc_score(y, p, multi_class="ovr", average="macro"))
+        skm.roc_auc_score(y, p, multi_class="ovr", average="macro")
+    )
     assert m["log_loss"] == pytest.approx(skm.log_loss(y, p))
     rep = ev.per_class_report(y, p, ["a", "b", "c", "d"])
     assert rep.loc["c", "recall"] == pytest.approx(skm.recall_score(y == 2, pred == 2))
@@ -65,14 +67,14 @@ def test_bootstrap_ci_contains_estimate_and_shrinks_with_n():
     assert (t["ci_high"] - t["ci_low"] > 0).all()
     assert t.loc["accuracy", "value"] == pytest.approx(skm.accuracy_score(y, p.argmax(1)))
     y2, p2, _ = _toy(n=4000)
-    t2 = ev.bootstrap_ci(y2, p2, {"accuracy": ev.HEADLINE["accuracy"]}, n_bootstrap=200,
-                         seed=1)
+    t2 = ev.bootstrap_ci(y2, p2, {"accuracy": ev.HEADLINE["accuracy"]}, n_bootstrap=200, seed=1)
     w = (t["ci_high"] - t["ci_low"])["accuracy"]
     w2 = (t2["ci_high"] - t2["ci_low"])["accuracy"]
     assert w2 < w * 0.6  # ~ 1/sqrt(10)
     # reproducible
     assert ev.bootstrap_ci(y, p, n_bootstrap=50, seed=3).equals(
-        ev.bootstrap_ci(y, p, n_bootstrap=50, seed=3))
+        ev.bootstrap_ci(y, p, n_bootstrap=50, seed=3)
+    )
 
 
 def test_stratified_bootstrap_keeps_class_counts():
@@ -106,8 +108,9 @@ def test_thresholds_meet_targets_on_the_data_they_were_chosen_on():
 def test_positive_class_analysis_words_and_numbers():
     y, p, _ = _toy(n=800, c=3, seed=2)
     yv, pv, _ = _toy(n=800, c=3, seed=3)
-    out = ev.positive_class_analysis(yv, pv, y, p, pos=1, name="melanoma",
-                                     targets=(0.95,), n_bootstrap=100)
+    out = ev.positive_class_analysis(
+        yv, pv, y, p, pos=1, name="melanoma", targets=(0.95,), n_bootstrap=100
+    )
     assert out["auc"]["value"] == pytest.approx(skm.roc_auc_score(y == 1, p[:, 1]))
     assert out["auc"]["ci_low"] <= out["auc"]["value"] <= out["auc"]["ci_high"]
     assert len(out["operating_points"]) == 2
@@ -147,8 +150,13 @@ def test_ece_and_temperature_scaling():
 def test_prediction_frame_and_worst_errors():
     import pandas as pd
 
-    df = pd.DataFrame({"image_id": ["a", "b", "c"], "relpath": ["x/a", "x/b", "x/c"],
-                       "label": ["mel", "nv", "nv"]})
+    df = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c"],
+            "relpath": ["x/a", "x/b", "x/c"],
+            "label": ["mel", "nv", "nv"],
+        }
+    )
     p = np.array([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8]])
     f = ev.prediction_frame(df, p, ["mel", "nv"])
     assert list(f["pred"]) == ["mel", "mel", "nv"]
@@ -163,10 +171,12 @@ def test_plots_render(tmp_path):
     matplotlib.use("Agg")
     y, p, _ = _toy(n=200, c=3)
     classes = ["a", "b", "c"]
-    for fig in (ev.plot_confusion_matrices(y, p, classes),
-                ev.plot_roc_pr_curves(y, p, classes),
-                ev.plot_reliability(y, {"raw": p}),
-                ev.plot_roc_pr_curves(y % 2, np.stack([1 - p[:, 0], p[:, 0]], 1), ["n", "p"])):
+    for fig in (
+        ev.plot_confusion_matrices(y, p, classes),
+        ev.plot_roc_pr_curves(y, p, classes),
+        ev.plot_reliability(y, {"raw": p}),
+        ev.plot_roc_pr_curves(y % 2, np.stack([1 - p[:, 0], p[:, 0]], 1), ["n", "p"]),
+    ):
         fig.savefig(tmp_path / "x.png")
         assert (tmp_path / "x.png").stat().st_size > 5000
 
@@ -176,26 +186,32 @@ def test_paired_bootstrap_difference():
     worse = ev.softmax(logits + np.random.default_rng(9).normal(0, 2.0, logits.shape))
     t = ev.paired_bootstrap_diff(y, worse, p, n_bootstrap=200)
     acc = t.loc["accuracy"]
-    assert acc["diff"] == pytest.approx(skm.accuracy_score(y, p.argmax(1))
-                                        - skm.accuracy_score(y, worse.argmax(1)))
+    assert acc["diff"] == pytest.approx(
+        skm.accuracy_score(y, p.argmax(1)) - skm.accuracy_score(y, worse.argmax(1))
+    )
     assert acc["ci_low"] > 0 and acc["p_better"] > 0.95  # clearly better, beyond noise
     same = ev.paired_bootstrap_diff(y, p, p.copy(), n_bootstrap=50)
-    assert (same["diff"] == 0).all() and (same["ci_low"] == 0).all() and (same["ci_high"] == 0).all()
+    assert (
+        (same["diff"] == 0).all() and (same["ci_low"] == 0).all() and (same["ci_high"] == 0).all()
+    )
 
 
 def test_absent_classes_are_left_out_not_scored_zero():
     """A class with no test image that is never predicted must not drag macro F1 down;
     its per-class recall is undefined (NaN)."""
     y = np.array([0, 0, 1, 1, 1])
-    p = np.array([[0.8, 0.1, 0.1], [0.4, 0.5, 0.1], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1],
-                  [0.3, 0.6, 0.1]])
+    p = np.array(
+        [[0.8, 0.1, 0.1], [0.4, 0.5, 0.1], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0.3, 0.6, 0.1]]
+    )
     m = classification_metrics(y, p)
     assert m["f1_macro"] == pytest.approx(skm.f1_score(y, p.argmax(1), average="macro"))
-    assert m["f1_macro"] == pytest.approx(skm.f1_score(y, p.argmax(1), average="macro",
-                                                       labels=[0, 1]))
+    assert m["f1_macro"] == pytest.approx(
+        skm.f1_score(y, p.argmax(1), average="macro", labels=[0, 1])
+    )
     assert m["balanced_accuracy"] == pytest.approx(0.75)
-    assert m["roc_auc_macro_ovr"] == pytest.approx(np.mean(
-        [skm.roc_auc_score(y == c, p[:, c]) for c in (0, 1)]))
+    assert m["roc_auc_macro_ovr"] == pytest.approx(
+        np.mean([skm.roc_auc_score(y == c, p[:, c]) for c in (0, 1)])
+    )
     rep = ev.per_class_report(y, p, ["a", "b", "c"])
     assert rep.loc["c", "support"] == 0 and np.isnan(rep.loc["c", "recall"])
     assert rep.loc["a", "recall"] == pytest.approx(0.5)

@@ -1,4 +1,5 @@
 """Grad-CAM: target layers, that the map points where the evidence is, lesion masks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from skinhelpers.data.imaging import load_for_model
 from skinhelpers.evaluate import explain
 from skinhelpers.model import factory as models
-from skinhelpers.data.imaging import load_for_model
 
 
 class PatchNet(nn.Module):
@@ -34,8 +35,8 @@ class PatchNet(nn.Module):
 def test_cam_points_at_the_evidence():
     model = PatchNet().eval()
     x = torch.zeros(2, 3, 32, 32)
-    x[0, 0, 2:12, 3:13] = 1.0     # bright patch top left
-    x[1, 0, 20:30, 18:28] = 1.0   # bright patch bottom right
+    x[0, 0, 2:12, 3:13] = 1.0  # bright patch top left
+    x[1, 0, 20:30, 18:28] = 1.0  # bright patch bottom right
     layer = explain.find_target_layer(model, 32)
     assert layer is model.features  # the last spatial map (the ReLU's container)
     cams = explain.grad_cam(model, x, targets=[1, 1], target_layer=layer)

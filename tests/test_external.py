@@ -1,6 +1,7 @@
 """External validation and rotation-invariant duplicates, on the real data:
 HAM10000 vs the ISIC 9-class set (1,437 of whose image ids are HAM10000 images resized to
 180x180: found by content), the clinical class map, and planted rotated/mirrored copies."""
+
 from __future__ import annotations
 
 import cv2
@@ -14,14 +15,24 @@ from skinhelpers.explore import leakage
 
 pytestmark = pytest.mark.realdata
 
-OPS = [lambda m: m, lambda m: np.rot90(m, 1), lambda m: np.rot90(m, 2),
-       lambda m: np.rot90(m, 3), np.fliplr, lambda m: np.rot90(np.fliplr(m), 1),
-       lambda m: np.rot90(np.fliplr(m), 2), lambda m: np.rot90(np.fliplr(m), 3)]
+OPS = [
+    lambda m: m,
+    lambda m: np.rot90(m, 1),
+    lambda m: np.rot90(m, 2),
+    lambda m: np.rot90(m, 3),
+    np.fliplr,
+    lambda m: np.rot90(np.fliplr(m), 1),
+    lambda m: np.rot90(np.fliplr(m), 2),
+    lambda m: np.rot90(np.fliplr(m), 3),
+]
 
 
 def test_dihedral_dct_equals_the_dct_of_each_view():
     img = np.random.default_rng(0).random((64, 64))
-    dct = lambda m: fftpack.dct(fftpack.dct(m, axis=0), axis=1)
+
+    def dct(m):
+        return fftpack.dct(fftpack.dct(m, axis=0), axis=1)
+
     views = leakage.dihedral_dct(dct(img))
     for k, op in enumerate(OPS):
         assert np.allclose(views[k], dct(op(img)), atol=1e-9), leakage.DIHEDRAL_VIEWS[k]
@@ -30,17 +41,24 @@ def test_dihedral_dct_equals_the_dct_of_each_view():
 def test_planted_rotated_and_mirrored_copies_are_found(ham_manifest, tmp_path):
     src = ham_manifest.sample(40, random_state=1).reset_index(drop=True)
     planted = []
-    for k, (op, name) in enumerate(zip(OPS[1:], leakage.DIHEDRAL_VIEWS[1:])):
+    for k, (op, _name) in enumerate(zip(OPS[1:], leakage.DIHEDRAL_VIEWS[1:])):
         img = cv2.imread(src.loc[k, "path"])
         copy = np.ascontiguousarray(op(img))
         copy = cv2.resize(copy, (copy.shape[1] * 9 // 10, copy.shape[0] * 9 // 10))
         p = tmp_path / f"copy_{k}.jpg"
         cv2.imwrite(str(p), copy, [cv2.IMWRITE_JPEG_QUALITY, 80])
-        planted.append({"image_id": f"copy_{k}", "relpath": p.name, "path": str(p),
-                        "label": src.loc[k, "label"], "group": f"planted{k}", "sha1": None})
+        planted.append(
+            {
+                "image_id": f"copy_{k}",
+                "relpath": p.name,
+                "path": str(p),
+                "label": src.loc[k, "label"],
+                "group": f"planted{k}",
+                "sha1": None,
+            }
+        )
     df = pd.concat([src, pd.DataFrame(planted)], ignore_index=True)
-    plain = leakage.near_duplicates(df, leakage.phash_codes(df["path"], show_progress=False),
-                                    36)
+    plain = leakage.near_duplicates(df, leakage.phash_codes(df["path"], show_progress=False), 36)
     assert not plain["relpath_b"].str.startswith("copy_").any()  # a plain hash misses them
     bits = leakage.phash_codes(df["path"], show_progress=False, dihedral=True)
     near = leakage.near_duplicates(df, bits, 36)
@@ -53,13 +71,21 @@ def test_planted_rotated_and_mirrored_copies_are_found(ham_manifest, tmp_path):
     q, r, _, v = leakage.cross_pairs(bits[40:], bits[:40], 36)
     assert sorted(zip(q.tolist(), r.tolist())) == [(k, k) for k in range(7)]
     # the view of the copy that gives back the source: the inverse of the planted one
-    assert [leakage.DIHEDRAL_VIEWS[x] for x in v[np.argsort(q)]] == \
-        ["rot270", "rot180", "rot90", "flip", "flip+rot90", "flip+rot180", "flip+rot270"]
+    assert [leakage.DIHEDRAL_VIEWS[x] for x in v[np.argsort(q)]] == [
+        "rot270",
+        "rot180",
+        "rot90",
+        "flip",
+        "flip+rot90",
+        "flip+rot180",
+        "flip+rot270",
+    ]
 
 
 def test_isic9_overlap_with_ham10000_by_content(ham_manifest, isic9_manifest, tmp_path):
-    ov = external.content_overlap(isic9_manifest, ham_manifest, 36, cache_dir=tmp_path,
-                                  show_progress=False)
+    ov = external.content_overlap(
+        isic9_manifest, ham_manifest, 36, cache_dir=tmp_path, show_progress=False
+    )
     ham_ids = set(ham_manifest["image_id"])
     named = isic9_manifest["image_id"].isin(ham_ids)
     # every ISIC file whose id is a HAM10000 id is found by its pixels, and nothing else
@@ -68,20 +94,30 @@ def test_isic9_overlap_with_ham10000_by_content(ham_manifest, isic9_manifest, tm
     assert ov["same_name"].all() and (ov["distance"] <= 16).all()
     assert set(ov["kind"]) == {"near"}  # resized copies: never byte-identical, not rotated
     # the hashes are cached by content: a second pass reads them back
-    again = external.content_overlap(isic9_manifest.head(50), ham_manifest, 36,
-                                     cache_dir=tmp_path, show_progress=False)
+    again = external.content_overlap(
+        isic9_manifest.head(50), ham_manifest, 36, cache_dir=tmp_path, show_progress=False
+    )
     assert set(again["relpath"]) == set(ov["relpath"]) & set(isic9_manifest.head(50)["relpath"])
 
 
 def test_auto_class_map_isic9_to_ham(ham_manifest, isic9_manifest):
-    t = external.resolve_class_map(ham_manifest.attrs["classes"],
-                                   isic9_manifest.attrs["classes"], "auto")
-    m = {e: s if isinstance(s, str) else None
-         for e, s in zip(t["external_class"], t["source_class"])}
-    assert m == {"actinic keratosis": "akiec", "basal cell carcinoma": "bcc",
-                 "dermatofibroma": "df", "melanoma": "mel", "nevus": "nv",
-                 "pigmented benign keratosis": "bkl", "seborrheic keratosis": "bkl",
-                 "squamous cell carcinoma": None, "vascular lesion": "vasc"}
+    t = external.resolve_class_map(
+        ham_manifest.attrs["classes"], isic9_manifest.attrs["classes"], "auto"
+    )
+    m = {
+        e: s if isinstance(s, str) else None for e, s in zip(t["external_class"], t["source_class"])
+    }
+    assert m == {
+        "actinic keratosis": "akiec",
+        "basal cell carcinoma": "bcc",
+        "dermatofibroma": "df",
+        "melanoma": "mel",
+        "nevus": "nv",
+        "pigmented benign keratosis": "bkl",
+        "seborrheic keratosis": "bkl",
+        "squamous cell carcinoma": None,
+        "vascular lesion": "vasc",
+    }
     assert "dropped" in t.set_index("external_class").loc["squamous cell carcinoma", "how"]
     kept, dropped = external.apply_class_map(isic9_manifest, t, ham_manifest.attrs["classes"])
     assert dropped.to_dict() == {"squamous cell carcinoma": 197}

@@ -1,4 +1,5 @@
 """figures.synthetic_title: the one SYNTHETIC marker of titles, captions and tables."""
+
 import matplotlib
 import pandas as pd
 
@@ -24,6 +25,7 @@ def test_plots_of_each_stage_use_the_marker():
     df.attrs.update(synthetic=True, classes=["a", "b"])
     assert eda.plot_age_by_class(df)._suptitle.get_text() == "Age  [SYNTHETIC]"
     hist = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.9]})
-    fig = plots.plot_trial_curves({"m": hist.assign(val_balanced_accuracy=[0.3, 0.4])},
-                                  synthetic=True)
+    fig = plots.plot_trial_curves(
+        {"m": hist.assign(val_balanced_accuracy=[0.3, 0.4])}, synthetic=True
+    )
     assert any(ax.get_title().endswith("[SYNTHETIC]") for ax in fig.axes)

@@ -1,5 +1,6 @@
 """The gpu profile cannot rot: the whole chain runs with it on the CPU, with tiny overrides
 (image size, image count, epochs, a trial list whose hub-weight trial is skipped offline)."""
+
 from __future__ import annotations
 
 import json
@@ -13,18 +14,29 @@ from skinhelpers.run import pipeline, profiles
 # everything the gpu profile sets that would make a CPU run long; the rest (preprocess,
 # recipe, trial variants, lr, ...) is the gpu profile's own
 TINY_GPU_OVERRIDES = {
-    "image_size": 32, "max_images": 240, "workers": 0,
+    "image_size": 32,
+    "max_images": 240,
+    "workers": 0,
     "trial_models": ["small_cnn", "efficientnet_b0"],  # b0: hub weights, offline here
-    "trial_epochs": 1, "trial_freeze_epochs": 0, "trial_image_size": 32,
-    "trial_batch_size": 32, "epochs": 1, "freeze_epochs": 0, "batch_size": 32,
-    "patience": 0, "n_bootstrap": 50, "tta_views": 1, "cam_max_images": 4,
+    "trial_epochs": 1,
+    "trial_freeze_epochs": 0,
+    "trial_image_size": 32,
+    "trial_batch_size": 32,
+    "epochs": 1,
+    "freeze_epochs": 0,
+    "batch_size": 32,
+    "patience": 0,
+    "n_bootstrap": 50,
+    "tta_views": 1,
+    "cam_max_images": 4,
 }
 
 
 def test_overrides_only_shrink_what_the_gpu_profile_sets():
     gpu = profiles.PROFILES["gpu"]
-    declared = set().union(*(pipeline.declared_parameters(p)
-                             for p in pipeline.numbered_notebooks()))
+    declared = set().union(
+        *(pipeline.declared_parameters(p) for p in pipeline.numbered_notebooks())
+    )
     assert set(TINY_GPU_OVERRIDES) <= declared
     kept = {k: v for k, v in gpu.items() if k not in TINY_GPU_OVERRIDES}
     assert kept["preprocess"] == "shades_of_gray" and kept["lr"] == gpu["lr"]
@@ -35,16 +47,21 @@ def test_gpu_profile_end_to_end_on_cpu_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # kernels inherit it: no network, no hang
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # and no cached weights
     t0 = time.monotonic()
-    run_dir = pipeline.run("demo", None, "gpu", str(tmp_path / "gpu-ci"),
-                           extra=TINY_GPU_OVERRIDES, html=True)
+    run_dir = pipeline.run(
+        "demo", None, "gpu", str(tmp_path / "gpu-ci"), extra=TINY_GPU_OVERRIDES, html=True
+    )
     assert time.monotonic() - t0 < 900
     rec = json.loads((run_dir / "run.json").read_text())
     assert rec["profile"] == "gpu" and rec["finished"]
     assert {r["status"] for r in rec["results"].values()} <= {"ok", "skipped"}
     assert rec["parameters"]["preprocess"] == "shades_of_gray"
     trials = nbformat.read(run_dir / "06_model_trials.ipynb", as_version=4)
-    text = "".join(o.get("text", "") for c in trials.cells if c.cell_type == "code"
-                   for o in c.get("outputs", []))
+    text = "".join(
+        o.get("text", "")
+        for c in trials.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
     after = text.split("--- trial efficientnet_b0", 1)[1]  # fails fast and says why
     assert after.lstrip().startswith("skipped:") and "offline" in after.lower()
     assert (run_dir / "metrics.json").exists()

@@ -5,6 +5,7 @@ its checkpoint gives the same probabilities on the same validation images throug
 trainer's validation pass, notebook 08's path (``tta.predict_frame`` over the image cache)
 and ``predict_images`` on the image files.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,7 @@ def test_model_input_normalises_per_channel_on_the_0_255_scale():
     m, s = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
     assert torch.equal(out, (x.float() - m * 255) / (s * 255))  # the training formula, exactly
     assert torch.allclose(out, (x.float() / 255 - m) / s, atol=1e-6)  # = the usual one
-    white = inference.to_model_input(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8),
-                                     MEAN, STD)
+    white = inference.to_model_input(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8), MEAN, STD)
     assert torch.allclose(white[0, :, 0, 0], (1 - torch.tensor(MEAN)) / torch.tensor(STD))
 
 
@@ -53,8 +53,9 @@ def test_model_input_memory_format_rounding_and_errors():
     assert cl.is_contiguous(memory_format=torch.channels_last) and not cl.is_contiguous()
     assert torch.equal(cl, inference.to_model_input(x, MEAN, STD))
     # a 0-255 float batch is rounded to uint8 first: the same input as the saved image
-    assert torch.equal(inference.to_model_input(x.float() + 0.3, MEAN, STD),
-                       inference.to_model_input(x, MEAN, STD))
+    assert torch.equal(
+        inference.to_model_input(x.float() + 0.3, MEAN, STD), inference.to_model_input(x, MEAN, STD)
+    )
     with pytest.raises(TypeError, match="tensor"):
         inference.to_model_input(x.numpy(), MEAN, STD)
     with pytest.raises(ValueError, match="mean"):
@@ -65,13 +66,15 @@ def test_model_input_memory_format_rounding_and_errors():
 
 def test_trainer_feeds_the_network_through_the_input_function(tmp_path):
     from helpers_train import toy_dataset
+
     from skinhelpers.train.config import DataMeta, TrainConfig
     from skinhelpers.train.trainer import Trainer
 
     ds, labels = toy_dataset(16, size=16)
     meta = DataMeta(classes=["a", "b", "c"], image_size=16, dataset="toy")
-    cfg = TrainConfig(arch="small_cnn", epochs=1, batch_size=8, workers=0, save="none",
-                      tensorboard=False)
+    cfg = TrainConfig(
+        arch="small_cnn", epochs=1, batch_size=8, workers=0, save="none", tensorboard=False
+    )
     tr = Trainer(cfg, ds, ds, labels, meta, tmp_path)
     x = _uint8(2, 16)
     got = tr._to_input(x)
@@ -94,20 +97,47 @@ def one_epoch(ham_manifest, tmp_path_factory):
     d = tmp_path_factory.mktemp("inference")
     df = ham_manifest.dropna(subset=["path"])
     train = df.groupby("label", sort=True).head(12).reset_index(drop=True)
-    val = (df[~df["group"].isin(train["group"])].groupby("label", sort=True).head(5)
-           .reset_index(drop=True))
+    val = (
+        df[~df["group"].isin(train["group"])]
+        .groupby("label", sort=True)
+        .head(5)
+        .reset_index(drop=True)
+    )
     used = pd.concat([train, val], ignore_index=True)
     used.attrs = df.attrs
     size, pre, mode = 40, "shades_of_gray", "crop"
-    cache = build_cache(used, size, pre, mode, cache_dir=d / "cache", workers=2,
-                        show_progress=False)
-    meta = DataMeta(classes=list(df.attrs["classes"]), image_size=size, preprocess=pre,
-                    resize_mode=mode, dataset="ham10000", positive_class="mel")
-    cfg = TrainConfig(arch="small_cnn", epochs=1, batch_size=6, eval_batch_size=16,
-                      workers=0, lr=1e-2, warmup_epochs=0, label_smoothing=0.0, ema=False,
-                      tensorboard=False, seed=0)
-    tr = Trainer(cfg, CachedImageDataset(cache, train), CachedImageDataset(cache, val),
-                 train["label_idx"].to_numpy(), meta, d / "run")
+    cache = build_cache(
+        used, size, pre, mode, cache_dir=d / "cache", workers=2, show_progress=False
+    )
+    meta = DataMeta(
+        classes=list(df.attrs["classes"]),
+        image_size=size,
+        preprocess=pre,
+        resize_mode=mode,
+        dataset="ham10000",
+        positive_class="mel",
+    )
+    cfg = TrainConfig(
+        arch="small_cnn",
+        epochs=1,
+        batch_size=6,
+        eval_batch_size=16,
+        workers=0,
+        lr=1e-2,
+        warmup_epochs=0,
+        label_smoothing=0.0,
+        ema=False,
+        tensorboard=False,
+        seed=0,
+    )
+    tr = Trainer(
+        cfg,
+        CachedImageDataset(cache, train),
+        CachedImageDataset(cache, val),
+        train["label_idx"].to_numpy(),
+        meta,
+        d / "run",
+    )
     res = tr.fit()
     return tr, res, cache, val, d / "run" / "checkpoints" / "best.pt"
 
@@ -126,14 +156,16 @@ def test_one_checkpoint_gives_the_same_probabilities_on_every_path(one_epoch):
     row = res["history"].iloc[-1]
     again = val_metrics(logits, y, tr.pos_index)
     for col in VAL_COLUMNS:
-        assert again[col] == row[f"val_{col}"] or (math.isnan(again[col])
-                                                    and math.isnan(row[f"val_{col}"])), col
+        assert again[col] == row[f"val_{col}"] or (
+            math.isnan(again[col]) and math.isnan(row[f"val_{col}"])
+        ), col
 
     # (b) notebook 08: the checkpoint, prepared for prediction, over the image cache
     model, info = model_from_checkpoint(best)
     model = tta.prepare_model(model, channels_last=True)
-    nb08 = tta.predict_frame(model, cache, val, info["mean"], info["std"], views=1,
-                             batch_size=64, desc=None)
+    nb08 = tta.predict_frame(
+        model, cache, val, info["mean"], info["std"], views=1, batch_size=64, desc=None
+    )
     assert np.array_equal(nb08.labels, y.numpy())
 
     # (c) predict on the original image files (decoded and prepared from scratch)
@@ -173,8 +205,11 @@ def test_validation_columns_come_from_the_one_metrics_function():
     logits = torch.tensor(rng.normal(size=(60, 4)) * 3, dtype=torch.float32)
     y = torch.tensor(rng.integers(0, 4, 60))
     cols = val_metrics(logits, y, 2)
-    assert list(cols) == list(VAL_COLUMNS) == ["loss", "accuracy", "balanced_accuracy",
-                                               "macro_f1", "macro_auc", "positive_auc"]
+    assert (
+        list(cols)
+        == list(VAL_COLUMNS)
+        == ["loss", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "positive_auc"]
+    )
     full = classification_metrics(y.numpy(), torch.softmax(logits, 1).numpy(), 2, logits)
     assert cols == {c: full[k] for c, k in VAL_COLUMNS.items()}
     assert cols["loss"] == torch.nn.functional.cross_entropy(logits, y).item()
@@ -183,9 +218,19 @@ def test_validation_columns_come_from_the_one_metrics_function():
     assert cols["positive_auc"] == roc_auc_score(y.numpy() == 2, full_probs(logits)[:, 2])
     # the keys notebook 08 reports, unchanged
     assert list(classification_metrics(y.numpy(), full_probs(logits))) == [
-        "n", "accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
-        "precision_weighted", "recall_weighted", "f1_weighted", "roc_auc_macro_ovr",
-        "pr_auc_macro", "log_loss"]
+        "n",
+        "accuracy",
+        "balanced_accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "precision_weighted",
+        "recall_weighted",
+        "f1_weighted",
+        "roc_auc_macro_ovr",
+        "pr_auc_macro",
+        "log_loss",
+    ]
 
 
 def full_probs(logits: torch.Tensor) -> np.ndarray:
@@ -206,8 +251,9 @@ def test_macro_auc_over_present_classes_and_absent_class_f1():
     probs3 /= probs3.sum(1, keepdims=True)
     m3 = classification_metrics(y3, probs3)
     assert m3["f1_macro"] == f1_score(y3, probs3.argmax(1), average="macro")
-    assert m3["roc_auc_macro_ovr"] == np.mean([roc_auc_score(y3 == c, probs3[:, c])
-                                               for c in range(3)])
+    assert m3["roc_auc_macro_ovr"] == np.mean(
+        [roc_auc_score(y3 == c, probs3[:, c]) for c in range(3)]
+    )
     assert math.isnan(classification_metrics(np.zeros(5, int), probs[:5], 1)["positive_auc"])
     yb = rng.integers(0, 2, 30)
     pb = rng.dirichlet(np.ones(2), 30)

@@ -1,4 +1,5 @@
 """Duplicates, label conflicts, split leakage and metadata shortcuts (notebook 03)."""
+
 from __future__ import annotations
 
 import time
@@ -12,8 +13,10 @@ import pytest
 from skinhelpers.data import manifest
 from skinhelpers.explore import leakage
 
-HAM_IDENTICAL = {frozenset({"ISIC_0024366", "ISIC_0029861"}),
-                 frozenset({"ISIC_0024777", "ISIC_0029938"})}
+HAM_IDENTICAL = {
+    frozenset({"ISIC_0024366", "ISIC_0029861"}),
+    frozenset({"ISIC_0024777", "ISIC_0029938"}),
+}
 # two HAM10000 images filed under different lesion ids that are the same photograph
 HAM_CROSS_LESION = frozenset({"ISIC_0030074", "ISIC_0025226"})
 
@@ -25,13 +28,20 @@ def _ids(pairs: pd.DataFrame) -> set[frozenset]:
 
 def _frame(relpaths, groups, labels=None, sha=None):
     n = len(relpaths)
-    return pd.DataFrame({"relpath": relpaths, "group": groups,
-                         "label": labels or ["a"] * n,
-                         "sha1": sha or [f"h{i}" for i in range(n)],
-                         "image_id": relpaths, "source_split": [None] * n})
+    return pd.DataFrame(
+        {
+            "relpath": relpaths,
+            "group": groups,
+            "label": labels or ["a"] * n,
+            "sha1": sha or [f"h{i}" for i in range(n)],
+            "image_id": relpaths,
+            "source_split": [None] * n,
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- exact
+
 
 def test_exact_duplicates_are_the_two_known_ham_pairs(ham_manifest):
     ex = leakage.exact_duplicates(ham_manifest)
@@ -48,6 +58,7 @@ def test_exact_duplicates_lists_every_pair_of_a_triple():
 
 
 # ----------------------------------------------------------------------------- hamming
+
 
 def test_hamming_pairs_match_brute_force():
     rng = np.random.default_rng(0)
@@ -106,15 +117,47 @@ def test_near_duplicates_on_real_ham(ham_manifest):
 
 
 def test_combine_pairs_keeps_one_row_per_pair_and_prefers_exact():
-    exact = pd.DataFrame([{"relpath_a": "b", "relpath_b": "a", "distance": 0, "kind": "exact",
-                           "same_group": True, "label_a": "x", "label_b": "y",
-                           "group_a": "G", "group_b": "G"}])
-    near = pd.DataFrame([{"relpath_a": "a", "relpath_b": "b", "distance": 0, "kind": "near",
-                          "same_group": True, "label_a": "y", "label_b": "x",
-                          "group_a": "G", "group_b": "G"},
-                         {"relpath_a": "a", "relpath_b": "c", "distance": 12, "kind": "near",
-                          "same_group": False, "label_a": "y", "label_b": "y",
-                          "group_a": "G", "group_b": "H"}])
+    exact = pd.DataFrame(
+        [
+            {
+                "relpath_a": "b",
+                "relpath_b": "a",
+                "distance": 0,
+                "kind": "exact",
+                "same_group": True,
+                "label_a": "x",
+                "label_b": "y",
+                "group_a": "G",
+                "group_b": "G",
+            }
+        ]
+    )
+    near = pd.DataFrame(
+        [
+            {
+                "relpath_a": "a",
+                "relpath_b": "b",
+                "distance": 0,
+                "kind": "near",
+                "same_group": True,
+                "label_a": "y",
+                "label_b": "x",
+                "group_a": "G",
+                "group_b": "G",
+            },
+            {
+                "relpath_a": "a",
+                "relpath_b": "c",
+                "distance": 12,
+                "kind": "near",
+                "same_group": False,
+                "label_a": "y",
+                "label_b": "y",
+                "group_a": "G",
+                "group_b": "H",
+            },
+        ]
+    )
     out = leakage.combine_pairs(exact, near)
     assert len(out) == 2
     ab = out[(out["relpath_a"] == "a") & (out["relpath_b"] == "b")].iloc[0]
@@ -125,14 +168,14 @@ def test_combine_pairs_keeps_one_row_per_pair_and_prefers_exact():
 
 # ----------------------------------------------------------------------------- conflicts
 
+
 def test_label_conflicts_in_isic9(isic9_manifest):
     c = leakage.label_conflicts(isic9_manifest)
     assert len(c) == 155
     assert (c["files"] == 2).all()
     combos = leakage.conflict_label_pairs(c).set_index("labels in conflict")["contents"]
     assert combos.sum() == 155
-    assert set(combos.index) == {"melanoma | seborrheic keratosis",
-                                 "actinic keratosis | nevus"}
+    assert set(combos.index) == {"melanoma | seborrheic keratosis", "actinic keratosis | nevus"}
 
 
 def test_no_label_conflicts_in_ham(ham_manifest):
@@ -140,6 +183,7 @@ def test_no_label_conflicts_in_ham(ham_manifest):
 
 
 # ----------------------------------------------------------------------------- splits
+
 
 def test_naive_split_leaks_lesions_and_grouped_split_does_not(ham_manifest):
     naive = leakage.split_leak(ham_manifest, "naive", 0.2, seed=0)
@@ -188,6 +232,7 @@ def test_images_per_group():
 
 # ----------------------------------------------------------------------------- shortcuts
 
+
 def test_cramers_v_extremes():
     labels = pd.Series(["mel", "nv", "bcc"] * 100)
     same = labels.map({"mel": "histo", "nv": "follow_up", "bcc": "consensus"})
@@ -221,12 +266,14 @@ def test_plots_return_figures(ham_manifest):
     ex = leakage.exact_duplicates(ham_manifest)
     paths = dict(zip(ham_manifest["relpath"], ham_manifest["path"]))
     bits = leakage.phash_codes(df["path"], workers=2, show_progress=False)
-    figs = [leakage.plot_images_per_group(df),
-            leakage.plot_pairs(ex, paths, n=2),
-            leakage.plot_pairs(ex.iloc[:0], paths),
-            leakage.plot_distance_hist(bits, df["group"].to_numpy(), 36, sample=200),
-            leakage.plot_split_leak(leakage.compare_splits(df, seeds=[0, 1])),
-            leakage.plot_associations(leakage.associations(df))]
+    figs = [
+        leakage.plot_images_per_group(df),
+        leakage.plot_pairs(ex, paths, n=2),
+        leakage.plot_pairs(ex.iloc[:0], paths),
+        leakage.plot_distance_hist(bits, df["group"].to_numpy(), 36, sample=200),
+        leakage.plot_split_leak(leakage.compare_splits(df, seeds=[0, 1])),
+        leakage.plot_associations(leakage.associations(df)),
+    ]
     for f in figs:
         assert f.axes
         plt.close(f)

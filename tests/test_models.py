@@ -1,4 +1,5 @@
 """The model factory: every model builds and runs; pretrained weights load or fail loudly."""
+
 from __future__ import annotations
 
 import time
@@ -58,8 +59,11 @@ def test_describe_models():
 
 def test_variants():
     assert models.parse_variant("efficientnet_lite0") == {
-        "arch": "efficientnet_lite0", "pretrained": True, "frozen": False,
-        "label": "efficientnet_lite0"}
+        "arch": "efficientnet_lite0",
+        "pretrained": True,
+        "frozen": False,
+        "label": "efficientnet_lite0",
+    }
     assert models.parse_variant("efficientnet_lite0:scratch")["pretrained"] is False
     assert models.parse_variant("resnet18:frozen")["frozen"] is True
     assert models.parse_variant("resnet50_frozen")["frozen"] is True
@@ -112,8 +116,9 @@ def test_local_weights_file(tmp_path):
     assert m.pretrained_source == str(path)
     assert torch.equal(m.backbone.conv_stem.weight, src.conv_stem.weight)
     # lukemelas naming is converted too
-    m2 = models.build_model("efficientnet_lite0", 3,
-                            pretrained=str(models.package_weights_file("efficientnet_lite0")))
+    m2 = models.build_model(
+        "efficientnet_lite0", 3, pretrained=str(models.package_weights_file("efficientnet_lite0"))
+    )
     assert torch.equal(m2.backbone.conv_stem.weight, src.conv_stem.weight)
     with pytest.raises(models.PretrainedWeightsError, match="does not exist"):
         models.build_model("efficientnet_lite0", 3, pretrained=str(tmp_path / "missing.pth"))

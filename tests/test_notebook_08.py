@@ -4,6 +4,7 @@ Two runs: real HAM10000 images (7 classes, lesion masks, TTA, both checkpoints) 
 binary melanoma10k-layout tree (no masks, no TTA, no EMA checkpoint). The numbers the
 notebook writes are checked against scikit-learn on the predictions it saved.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,14 +15,13 @@ import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
+from short_checkpoint import train_short_checkpoint
 from sklearn import metrics as skm
 
 from skinhelpers.data import manifest as datasets
-from skinhelpers.split import grouped as splits
-from skinhelpers.run.report import render_report
 from skinhelpers.files import write_json
-
-from short_checkpoint import train_short_checkpoint
+from skinhelpers.run.report import render_report
+from skinhelpers.split import grouped as splits
 
 pytestmark = pytest.mark.slow  # two notebook executions, ~90 s on 2 cores
 
@@ -39,19 +39,32 @@ def prepare_run(run: Path, df: pd.DataFrame, ema: bool = True, size: int = 32) -
     full = splits.read_split(run)
     train = full[full["split"] == "train"].reset_index(drop=True)
     train.attrs = full.attrs
-    train_short_checkpoint(train, run / "checkpoints" / "best.pt", size=size, steps=10,
-                           seed=0, epoch=2)
+    train_short_checkpoint(
+        train, run / "checkpoints" / "best.pt", size=size, steps=10, seed=0, epoch=2
+    )
     if ema:
-        train_short_checkpoint(train, run / "checkpoints" / "best_ema.pt", size=size,
-                               steps=14, seed=1, epoch=3)
+        train_short_checkpoint(
+            train, run / "checkpoints" / "best_ema.pt", size=size, steps=14, seed=1, epoch=3
+        )
 
 
 def _execute(run: Path, dataset: str, data_dir, **params) -> None:
-    pm.execute_notebook(str(NB), str(run / "08_evaluation.ipynb"), cwd=str(NB.parent),
-                        parameters={"dataset": dataset, "data_dir": str(data_dir),
-                                    "run_dir": str(run), "seed": 0, "batch_size": 32,
-                                    "workers": 0, **params},
-                        progress_bar=False, kernel_name="python3")
+    pm.execute_notebook(
+        str(NB),
+        str(run / "08_evaluation.ipynb"),
+        cwd=str(NB.parent),
+        parameters={
+            "dataset": dataset,
+            "data_dir": str(data_dir),
+            "run_dir": str(run),
+            "seed": 0,
+            "batch_size": 32,
+            "workers": 0,
+            **params,
+        },
+        progress_bar=False,
+        kernel_name="python3",
+    )
 
 
 def _check_consistency(run: Path, classes: list[str]) -> dict:
@@ -67,7 +80,8 @@ def _check_consistency(run: Path, classes: list[str]) -> dict:
     head = m["models"][m["primary"]]["headline"]
     assert head["accuracy"]["value"] == pytest.approx(skm.accuracy_score(y, p.argmax(1)))
     assert head["balanced_accuracy"]["value"] == pytest.approx(
-        skm.balanced_accuracy_score(y, p.argmax(1)))
+        skm.balanced_accuracy_score(y, p.argmax(1))
+    )
     for v in head.values():
         assert v["ci_low"] - 1e-9 <= v["value"] <= v["ci_high"] + 1e-9
     assert m["calibration"]["temperature"] > 0
@@ -80,8 +94,16 @@ def ham_run(ham_manifest, ham_dir, tmp_path_factory):
     run.mkdir()
     df = datasets.subsample(ham_manifest, 110, seed=0)
     prepare_run(run, df)
-    _execute(run, "ham10000", ham_dir.parent, n_bootstrap=40, tta_views=2,
-             gradcam_per_class=1, cam_max_images=24, worst_errors_shown=6)
+    _execute(
+        run,
+        "ham10000",
+        ham_dir.parent,
+        n_bootstrap=40,
+        tta_views=2,
+        gradcam_per_class=1,
+        cam_max_images=24,
+        worst_errors_shown=6,
+    )
     return run
 
 
@@ -104,26 +126,34 @@ def test_ham10000_subgroups(ham_run):
     """subgroups.csv: the whole test set, then sex, age band and body site, each metric
     with its interval; the model card shows them."""
     sub = pd.read_csv(ham_run / "subgroups.csv")
-    assert list(sub.columns) == ["attribute", "group", "n", "metric", "value", "ci_low",
-                                 "ci_high"]
+    assert list(sub.columns) == ["attribute", "group", "n", "metric", "value", "ci_low", "ci_high"]
     assert {"all", "sex", "age_band", "localization"} <= set(sub["attribute"])
     assert "dx_type" not in set(sub["attribute"])  # described, never a subgroup
-    assert set(sub["metric"]) == {"balanced_accuracy", "melanoma_auc", "sensitivity",
-                                  "specificity"}
+    assert set(sub["metric"]) == {"balanced_accuracy", "melanoma_auc", "sensitivity", "specificity"}
     n_test = (splits.read_split(ham_run)["split"] == "test").sum()
     for attr, t in sub[sub["metric"] == "balanced_accuracy"].groupby("attribute"):
         assert t["n"].sum() == n_test, attr  # each attribute partitions the test set
     assert set(sub.loc[sub["attribute"] == "age_band", "group"]) <= {
-        "<30", "30-44", "45-59", "60-74", "75+", "unknown"}
+        "<30",
+        "30-44",
+        "45-59",
+        "60-74",
+        "75+",
+        "unknown",
+    }
     ok = sub.dropna(subset=["value", "ci_low", "ci_high"])
-    assert len(ok) and (ok["ci_low"] - 1e-9 <= ok["value"]).all() \
+    assert (
+        len(ok)
+        and (ok["ci_low"] - 1e-9 <= ok["value"]).all()
         and (ok["value"] <= ok["ci_high"] + 1e-9).all()
+    )
     pred = pd.read_csv(ham_run / "predictions_test.csv")
     classes = [c[2:] for c in pred.columns if c.startswith("p_")]
     y = pred["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     whole = sub[(sub["attribute"] == "all") & (sub["metric"] == "balanced_accuracy")]
     assert whole["value"].iloc[0] == pytest.approx(
-        skm.balanced_accuracy_score(y, pred[[f"p_{c}" for c in classes]].to_numpy().argmax(1)))
+        skm.balanced_accuracy_score(y, pred[[f"p_{c}" for c in classes]].to_numpy().argmax(1))
+    )
     assert (ham_run / "tb").is_dir()  # TensorBoard hparams
     from skinhelpers.share.model_card import model_card_text
 
@@ -159,8 +189,16 @@ def test_binary_dataset_without_masks_tta_or_ema(demo_manifest, tmp_path_factory
     run = tmp_path_factory.mktemp("nb08") / "bin"
     run.mkdir()
     prepare_run(run, df, ema=False)
-    _execute(run, "melanoma10k", root, n_bootstrap=30, tta_views=1, checkpoint="best",
-             gradcam_per_class=1, cam_max_images=10)
+    _execute(
+        run,
+        "melanoma10k",
+        root,
+        n_bootstrap=30,
+        tta_views=1,
+        checkpoint="best",
+        gradcam_per_class=1,
+        cam_max_images=10,
+    )
     m = _check_consistency(run, ["benign", "malignant"])
     assert set(m["models"]) == {"best"} and m["tta"] is None
     assert m["gradcam_in_lesion"] is None  # no masks in this dataset
@@ -168,6 +206,8 @@ def test_binary_dataset_without_masks_tta_or_ema(demo_manifest, tmp_path_factory
     pred = pd.read_csv(run / "predictions_test.csv")
     y = (pred["label"] == "malignant").to_numpy()
     assert m["positive_class"]["auc"]["value"] == pytest.approx(
-        skm.roc_auc_score(y, pred["p_malignant"]))
+        skm.roc_auc_score(y, pred["p_malignant"])
+    )
     assert m["models"]["best"]["headline"]["roc_auc_macro_ovr"]["value"] == pytest.approx(
-        skm.roc_auc_score(y, pred["p_malignant"]))
+        skm.roc_auc_score(y, pred["p_malignant"])
+    )

@@ -3,6 +3,7 @@ scored on the ISIC 9-class set: the ISIC images that are HAM10000 images (found 
 pixels) are listed and removed, and the numbers are reported with and without them.
 And the pipeline's rule: with no ``external_dataset``, 09 is skipped with a note.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,12 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_notebook_08 import prepare_run
 
 from skinhelpers.data import manifest as datasets
 from skinhelpers.files import write_json
 from skinhelpers.run import pipeline
-
-from test_notebook_08 import prepare_run
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT / "notebooks" / "09_external_validation.ipynb"
@@ -26,8 +26,10 @@ def test_09_declares_external_dataset_and_is_skipped_without_it():
     """The generic skip rule is tested in test_run_batch.py; here: 09 opts into it."""
     declared = pipeline.declared_parameters(NB)
     assert declared["external_dataset"]["default"] in ('""', "''")
-    assert pipeline.skip_reason(declared, {}) == \
-        "external_dataset is empty (run it with -p external_dataset NAME)"
+    assert (
+        pipeline.skip_reason(declared, {})
+        == "external_dataset is empty (run it with -p external_dataset NAME)"
+    )
     assert pipeline.skip_reason(declared, {"external_dataset": "isic9"}) is None
 
 
@@ -38,13 +40,33 @@ def ext_run(ham_manifest, ham_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("nb09") / "ham"
     run.mkdir()
     prepare_run(run, datasets.subsample(ham_manifest, 80, seed=0), ema=False)
-    write_json(run / "metrics.json",  # the part of 08's metrics.json that 09 reads
-               {"positive_class": {"class": "melanoma", "operating_points": [
-                   {"target": "specificity", "target_value": 0.95, "threshold": 0.2}]}})
-    pipeline.run("ham10000", str(ham_dir.parent), "smoke", str(run), only="09", html=False,
-                 extra={"external_dataset": "isic9",
-                        "external_data_dir": str(ham_dir.parent), "checkpoint": "best",
-                        "tta_views": 1, "n_bootstrap": 20, "workers": 0})
+    write_json(
+        run / "metrics.json",  # the part of 08's metrics.json that 09 reads
+        {
+            "positive_class": {
+                "class": "melanoma",
+                "operating_points": [
+                    {"target": "specificity", "target_value": 0.95, "threshold": 0.2}
+                ],
+            }
+        },
+    )
+    pipeline.run(
+        "ham10000",
+        str(ham_dir.parent),
+        "smoke",
+        str(run),
+        only="09",
+        html=False,
+        extra={
+            "external_dataset": "isic9",
+            "external_data_dir": str(ham_dir.parent),
+            "checkpoint": "best",
+            "tta_views": 1,
+            "n_bootstrap": 20,
+            "workers": 0,
+        },
+    )
     return run
 
 
@@ -70,8 +92,9 @@ def test_external_validation_on_isic9(ext_run, ham_manifest, isic9_manifest):
         assert HEADLINE <= set(head), key
         for v in head.values():
             assert v["ci_low"] - 1e-9 <= v["value"] <= v["ci_high"] + 1e-9
-        assert m[key]["metrics"]["n"] == (m["n_images"] if key == "metrics"
-                                          else m["n_images_with_overlap"])
+        assert m[key]["metrics"]["n"] == (
+            m["n_images"] if key == "metrics" else m["n_images_with_overlap"]
+        )
         mel = m[key]["positive_class"]  # melanoma vs rest at 08's threshold
         assert mel["threshold"] == 0.2 and {"auc", "sensitivity", "specificity"} <= set(mel)
     assert m["melanoma_threshold"] == 0.2

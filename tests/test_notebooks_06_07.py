@@ -4,6 +4,7 @@ The run folder is prepared the way notebooks 01 and 04 leave it (manifest and sp
 02 and 05 are absent, so the notebooks use their documented fallbacks. The artifacts are
 checked, not only the exit status.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,11 @@ import json
 import pandas as pd
 import pytest
 import torch
-
 from helpers_train import demo_run_folder
+
+from skinhelpers.files import PROJECT_ROOT
 from skinhelpers.model import checkpoints
 from skinhelpers.model import factory as models
-from skinhelpers.files import PROJECT_ROOT
 
 NB = PROJECT_ROOT / "notebooks"
 pytestmark = pytest.mark.slow
@@ -24,9 +25,14 @@ pytestmark = pytest.mark.slow
 def _execute(name, run_dir, **params):
     import papermill as pm
 
-    pm.execute_notebook(str(NB / name), str(run_dir / name), cwd=str(NB),
-                        parameters={"run_dir": str(run_dir), **params},
-                        progress_bar=False, kernel_name="python3")
+    pm.execute_notebook(
+        str(NB / name),
+        str(run_dir / name),
+        cwd=str(NB),
+        parameters={"run_dir": str(run_dir), **params},
+        progress_bar=False,
+        kernel_name="python3",
+    )
 
 
 def test_notebooks_06_07_demo(tmp_path, demo_dir, demo_manifest, monkeypatch):
@@ -34,21 +40,37 @@ def test_notebooks_06_07_demo(tmp_path, demo_dir, demo_manifest, monkeypatch):
     monkeypatch.setenv("SKINHELPERS_PROGRESS", "plain")
     run = demo_run_folder(demo_manifest, tmp_path / "run")
     common = dict(dataset="demo", data_dir=str(demo_dir), workers=0, seed=0)
-    _execute("06_model_trials.ipynb", run, **common,
-             trial_models=["small_cnn", "efficientnet_lite0", "efficientnet_b0"],
-             trial_epochs=1, trial_image_size=32, trial_batch_size=16,
-             trial_max_train_images=96)
+    _execute(
+        "06_model_trials.ipynb",
+        run,
+        **common,
+        trial_models=["small_cnn", "efficientnet_lite0", "efficientnet_b0"],
+        trial_epochs=1,
+        trial_image_size=32,
+        trial_batch_size=16,
+        trial_max_train_images=96,
+    )
     trials = pd.read_csv(run / "trials.csv")
     assert list(trials["trial"]) == ["small_cnn", "efficientnet_lite0", "efficientnet_b0"]
-    assert trials.loc[2, "status"].startswith("skipped") and "cannot be had" in trials.loc[2, "status"]
+    assert (
+        trials.loc[2, "status"].startswith("skipped") and "cannot be had" in trials.loc[2, "status"]
+    )
     done = trials[trials["status"] == "done"]
     assert done["balanced_accuracy"].between(0, 1).all() and (done["images_per_s"] > 0).all()
     best = json.loads((run / "best_config.json").read_text())
     assert best["trial"] in ("small_cnn", "efficientnet_lite0")
     assert best["arch"] in models.MODEL_NAMES and best["image_size"] == 32
 
-    _execute("07_final_retrain.ipynb", run, **common, image_size=32, epochs=2,
-             batch_size=16, freeze_epochs=1, ema=True)
+    _execute(
+        "07_final_retrain.ipynb",
+        run,
+        **common,
+        image_size=32,
+        epochs=2,
+        batch_size=16,
+        freeze_epochs=1,
+        ema=True,
+    )
     ck = run / "checkpoints"
     assert {p.name for p in ck.iterdir()} >= {"best.pt", "last.pt", "best_ema.pt"}
     for name in ("best.pt", "best_ema.pt", "last.pt"):

@@ -1,4 +1,5 @@
 """run_all.sh / skinhelpers.run.pipeline: order, parameters, subsets, loud failures."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,11 @@ def _nb(path: Path, params: str, body: str):
     p = nbformat.v4.new_code_cell(params)
     p.metadata["tags"] = ["parameters"]
     nb.cells = [p, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(nb, path)
 
 
@@ -31,20 +35,33 @@ def toy_notebooks(tmp_path):
     d.mkdir()
     log = tmp_path / "log.txt"
     for i in (1, 2, 3):
-        _nb(d / f"0{i}_step.ipynb", 'run_dir = ""\nimage_size = 0\nlabel = "x"',
-            f"open({str(log)!r}, 'a').write('0{i} ' + str(image_size) + ' ' + label + '\\n')")
+        _nb(
+            d / f"0{i}_step.ipynb",
+            'run_dir = ""\nimage_size = 0\nlabel = "x"',
+            f"open({str(log)!r}, 'a').write('0{i} ' + str(image_size) + ' ' + label + '\\n')",
+        )
     _nb(d / "04_other.ipynb", 'run_dir = ""\nonly_here = 1', "pass")
     return d, log
 
 
 def test_runs_in_order_with_profile_and_cli_parameters(tmp_path, toy_notebooks):
     nbs, log = toy_notebooks
-    run_dir = pipeline.run("demo", None, "smoke", str(tmp_path / "run"), only="01-02,04",
-                           extra={"label": "hello", "only_here": 5}, html=False,
-                           notebook_dir=nbs)
+    run_dir = pipeline.run(
+        "demo",
+        None,
+        "smoke",
+        str(tmp_path / "run"),
+        only="01-02,04",
+        extra={"label": "hello", "only_here": 5},
+        html=False,
+        notebook_dir=nbs,
+    )
     assert log.read_text().splitlines() == ["01 64 hello", "02 64 hello"]
-    assert sorted(p.name for p in run_dir.glob("*.ipynb")) == ["01_step.ipynb",
-                                                               "02_step.ipynb", "04_other.ipynb"]
+    assert sorted(p.name for p in run_dir.glob("*.ipynb")) == [
+        "01_step.ipynb",
+        "02_step.ipynb",
+        "04_other.ipynb",
+    ]
     rec = json.loads((run_dir / "run.json").read_text())
     assert rec["profile"] == "smoke" and rec["parameters"]["label"] == "hello"
     assert set(rec["timings_s"]) == {"01_step.ipynb", "02_step.ipynb", "04_other.ipynb"}
@@ -53,16 +70,24 @@ def test_runs_in_order_with_profile_and_cli_parameters(tmp_path, toy_notebooks):
 def test_unknown_parameter_is_refused_before_running(tmp_path, toy_notebooks):
     nbs, log = toy_notebooks
     with pytest.raises(SystemExit, match=r"\['imgsize'\] are not declared"):
-        pipeline.run("demo", None, "smoke", str(tmp_path / "r"), extra={"imgsize": 3},
-                     html=False, notebook_dir=nbs)
+        pipeline.run(
+            "demo",
+            None,
+            "smoke",
+            str(tmp_path / "r"),
+            extra={"imgsize": 3},
+            html=False,
+            notebook_dir=nbs,
+        )
     assert not log.exists()
 
 
 def test_bad_selection_and_profile(tmp_path, toy_notebooks):
     nbs, _ = toy_notebooks
     with pytest.raises(ValueError, match=r"no notebook numbered \[9\]"):
-        pipeline.run("demo", None, "smoke", str(tmp_path / "r"), only="9", html=False,
-                     notebook_dir=nbs)
+        pipeline.run(
+            "demo", None, "smoke", str(tmp_path / "r"), only="9", html=False, notebook_dir=nbs
+        )
     with pytest.raises(ValueError, match="'1x'"):
         pipeline.select(pipeline.numbered_notebooks(nbs), "1x")
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
@@ -85,33 +110,55 @@ def test_failure_names_notebook_and_cell_and_stops(tmp_path, toy_notebooks, caps
 def test_run_all_sh_exit_code_and_message(tmp_path, toy_notebooks):
     nbs, _ = toy_notebooks
     _nb(nbs / "03_step.ipynb", 'run_dir = ""', "1/0")
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
-           "SKINHELPERS_NOTEBOOK_DIR": str(nbs)}
-    p = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--run", str(tmp_path / "r"),
-                        "--no-html"], capture_output=True, text=True, env=env, timeout=300)
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "SKINHELPERS_NOTEBOOK_DIR": str(nbs),
+    }
+    p = subprocess.run(
+        ["bash", str(ROOT / "run_all.sh"), "--run", str(tmp_path / "r"), "--no-html"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert p.returncode == 1
     assert "FAILED: notebook 03_step.ipynb" in p.stderr
     assert "ZeroDivisionError" in p.stderr
-    bad = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--only", "7"],
-                         capture_output=True, text=True, env=env, timeout=300)
+    bad = subprocess.run(
+        ["bash", str(ROOT / "run_all.sh"), "--only", "7"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "no notebook numbered [7]" in bad.stderr
 
 
 def test_notebook_01_on_real_ham10000(tmp_path, shared_data):
-    run_dir = pipeline.run("ham10000", str(shared_data), "smoke", str(tmp_path / "ham"),
-                           only="01", html=False)
+    run_dir = pipeline.run(
+        "ham10000", str(shared_data), "smoke", str(tmp_path / "ham"), only="01", html=False
+    )
     from skinhelpers.data.manifest import read_manifest
 
     df = read_manifest(run_dir)
-    assert 400 < len(df) < 900 and set(df.label) == {"akiec", "bcc", "bkl", "df", "mel",
-                                                     "nv", "vasc"}
+    assert 400 < len(df) < 900 and set(df.label) == {
+        "akiec",
+        "bcc",
+        "bkl",
+        "df",
+        "mel",
+        "nv",
+        "vasc",
+    }
     params = json.loads((run_dir / "params" / "01_eda.json").read_text())["params"]
     assert params["dataset"] == "ham10000" and params["max_images"] == 600
     findings = pd.read_csv(run_dir / "validation_findings.csv")
     assert set(findings.kind) == {"byte_identical"}
     nb = nbformat.read(run_dir / "01_eda.ipynb", as_version=4)
-    assert any(o.get("output_type") == "display_data" for c in nb.cells
-               for o in c.get("outputs", []))  # the plots were drawn
+    assert any(
+        o.get("output_type") == "display_data" for c in nb.cells for o in c.get("outputs", [])
+    )  # the plots were drawn
 
 
 def test_repository_notebooks_are_clean_and_parameterised():
@@ -126,5 +173,6 @@ def test_repository_notebooks_are_clean_and_parameterised():
         declared = pipeline.declared_parameters(p)
         assert {"dataset", "run_dir", "seed"} <= set(declared), p.name
         # notebooks hold narrative and calls, not library code
-        assert not any(line.startswith(("def ", "class ")) for c in code
-                       for line in c.source.splitlines()), f"{p.name} defines functions"
+        assert not any(
+            line.startswith(("def ", "class ")) for c in code for line in c.source.splitlines()
+        ), f"{p.name} defines functions"

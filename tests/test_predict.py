@@ -1,4 +1,5 @@
 """``python -m skinhelpers predict`` and ``predict_images`` on real HAM10000 images."""
+
 from __future__ import annotations
 
 import shutil
@@ -10,14 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from short_checkpoint import pick_images, train_short_checkpoint
 
 from skinhelpers.__main__ import main as cli
-from skinhelpers.model.checkpoints import model_from_checkpoint
 from skinhelpers.data.imaging import load_for_model
 from skinhelpers.evaluate.predict import predict_images
+from skinhelpers.model.checkpoints import model_from_checkpoint
 from skinhelpers.model.inference import to_model_input
-
-from short_checkpoint import pick_images, train_short_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,8 +29,9 @@ def trained(ham_manifest, tmp_path_factory):
     sub = pick_images(ham_manifest, per_class=3, seed=0)
     sub.attrs = ham_manifest.attrs
     d = tmp_path_factory.mktemp("predict")
-    ckpt = train_short_checkpoint(sub, d / "short.pt", size=32, steps=10,
-                                  preprocess="shades_of_gray", resize_mode="crop")
+    ckpt = train_short_checkpoint(
+        sub, d / "short.pt", size=32, steps=10, preprocess="shades_of_gray", resize_mode="crop"
+    )
     return ckpt, sub
 
 
@@ -59,13 +60,23 @@ def _check_frame(df: pd.DataFrame, classes: list[str]):
     assert (df["pred"] == [classes[i] for i in p.argmax(1)]).all()
 
 
-def test_cli_writes_probabilities_and_skips_corrupt_files(trained, image_dir, tmp_path,
-                                                          capsys):
+def test_cli_writes_probabilities_and_skips_corrupt_files(trained, image_dir, tmp_path, capsys):
     ckpt, sub = trained
     classes = sub.attrs["classes"]
     out, errs = tmp_path / "preds.csv", tmp_path / "errors.csv"
-    rc = cli(["predict", "--checkpoint", str(ckpt), "--images", str(image_dir),
-              "--out", str(out), "--errors", str(errs)])
+    rc = cli(
+        [
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            "--images",
+            str(image_dir),
+            "--out",
+            str(out),
+            "--errors",
+            str(errs),
+        ]
+    )
     assert rc == 0
     captured = capsys.readouterr()
     assert "corrupt.jpg" in captured.err and "truncated.jpg" in captured.err
@@ -83,14 +94,20 @@ def test_python_api_applies_the_stored_preprocessing(trained, image_dir):
     df = predict_images(ckpt, files, show_progress=False)
     assert len(df) == len(files) and df.attrs["skipped"] == []
     model, info = model_from_checkpoint(ckpt)
-    assert (info["preprocess"], info["resize_mode"], info["image_size"]) == \
-        ("shades_of_gray", "crop", 32)
+    assert (info["preprocess"], info["resize_mode"], info["image_size"]) == (
+        "shades_of_gray",
+        "crop",
+        32,
+    )
 
     def manual(pre, mode):
         x = torch.from_numpy(np.stack([load_for_model(f, 32, pre, mode) for f in files]))
         with torch.no_grad():
-            return model(to_model_input(x.permute(0, 3, 1, 2), info["mean"],
-                                        info["std"])).softmax(1).numpy()
+            return (
+                model(to_model_input(x.permute(0, 3, 1, 2), info["mean"], info["std"]))
+                .softmax(1)
+                .numpy()
+            )
 
     got = df[[f"p_{c}" for c in info["classes"]]].to_numpy()
     assert np.allclose(got, manual("shades_of_gray", "crop"), atol=1e-5)
@@ -104,34 +121,95 @@ def test_tta_option_and_files_and_folders_mixed(trained, image_dir):
     d8 = predict_images(ckpt, [one], tta=8, show_progress=False)
     assert len(d1) == 1 and len(d1.attrs["skipped"]) == 1  # the truncated file
     _check_frame(d8, sub.attrs["classes"])
-    assert d8.attrs["tta_views"] == ["identity", "hflip", "vflip", "rot180", "rot90",
-                                     "rot270", "transpose", "antitranspose"]
+    assert d8.attrs["tta_views"] == [
+        "identity",
+        "hflip",
+        "vflip",
+        "rot180",
+        "rot90",
+        "rot270",
+        "transpose",
+        "antitranspose",
+    ]
     pc = [c for c in d1.columns if c.startswith("p_")]
     assert not np.allclose(d1[pc].to_numpy(), d8[pc].to_numpy(), atol=1e-6)
 
 
 def test_errors_are_clear(trained, image_dir, tmp_path, capsys):
     ckpt, _ = trained
-    assert cli(["predict", "--checkpoint", str(tmp_path / "nope.pt"), "--images",
-                str(image_dir), "--out", str(tmp_path / "o.csv")]) == 2
+    assert (
+        cli(
+            [
+                "predict",
+                "--checkpoint",
+                str(tmp_path / "nope.pt"),
+                "--images",
+                str(image_dir),
+                "--out",
+                str(tmp_path / "o.csv"),
+            ]
+        )
+        == 2
+    )
     assert "nope.pt does not exist" in capsys.readouterr().err
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.jpg").write_bytes(b"garbage")
-    assert cli(["predict", "--checkpoint", str(ckpt), "--images", str(bad), "--out",
-                str(tmp_path / "o.csv")]) == 1
+    assert (
+        cli(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                "--images",
+                str(bad),
+                "--out",
+                str(tmp_path / "o.csv"),
+            ]
+        )
+        == 1
+    )
     assert "no image could be read" in capsys.readouterr().err
-    assert cli(["predict", "--checkpoint", str(ckpt), "--images", str(tmp_path / "none"),
-                "--out", str(tmp_path / "o.csv")]) == 2
+    assert (
+        cli(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                "--images",
+                str(tmp_path / "none"),
+                "--out",
+                str(tmp_path / "o.csv"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_module_command_runs(trained, image_dir, tmp_path):
     ckpt, _ = trained
     out = tmp_path / "p.csv"
-    r = subprocess.run([sys.executable, "-m", "skinhelpers", "predict", "--checkpoint",
-                        str(ckpt), "--images", str(image_dir / "sub"),
-                        str(sorted(image_dir.glob("ISIC_*.jpg"))[0]), "--out", str(out),
-                        "--tta", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "skinhelpers",
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            "--images",
+            str(image_dir / "sub"),
+            str(sorted(image_dir.glob("ISIC_*.jpg"))[0]),
+            "--out",
+            str(out),
+            "--tta",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert "truncated.jpg" in r.stderr and "1 image(s) predicted" in r.stdout
     assert len(pd.read_csv(out)) == 1

@@ -1,4 +1,5 @@
 """Quality measures and the preprocessing methods behind notebook 02."""
+
 from __future__ import annotations
 
 import cv2
@@ -41,6 +42,7 @@ def with_vignette(img: np.ndarray, strength: float = 3.0) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- measures
 
+
 def test_blur_lowers_laplacian_variance():
     img = skin_with_lesion()
     img, _ = with_hairs(img)  # some edges to be sharp about
@@ -61,8 +63,9 @@ def test_brightness_and_contrast_move_the_right_way():
     img = skin_with_lesion()
     base = quality.measure_image(img)
     dark = quality.measure_image((img * 0.5).astype(np.uint8))
-    flat = quality.measure_image(((img.astype(np.float32) - img.mean()) * 0.3
-                                  + img.mean()).astype(np.uint8))
+    flat = quality.measure_image(
+        ((img.astype(np.float32) - img.mean()) * 0.3 + img.mean()).astype(np.uint8)
+    )
     assert dark["brightness"] < base["brightness"] - 0.15
     assert flat["contrast"] < 0.5 * base["contrast"]
     assert 0 <= dark["brightness"] <= 1 and 0 <= base["contrast"] <= 1
@@ -115,6 +118,7 @@ def test_measure_all_needs_paths(demo_manifest):
 
 # ----------------------------------------------------------------------------- outliers
 
+
 def test_flag_outliers_finds_the_planted_one():
     from scipy.stats import norm
 
@@ -122,16 +126,20 @@ def test_flag_outliers_finds_the_planted_one():
     rng = np.random.default_rng(0)
     z = norm.ppf((np.arange(n) + 0.5) / n)  # a well-behaved bulk: |z| < 3 everywhere
     shuffle = lambda x: x[rng.permutation(n)]  # noqa: E731
-    q = pd.DataFrame({"relpath": [f"f{i}" for i in range(n)],
-                      "brightness": shuffle(0.6 + 0.03 * z),
-                      "contrast": shuffle(0.12 + 0.01 * z),
-                      "laplacian_var": shuffle(np.exp(4 + 0.2 * z)),
-                      "hair": shuffle(0.01 + 0.003 * z),
-                      "vignetting": shuffle(0.05 + 0.02 * z)})
-    q.loc[7, "laplacian_var"] = 0.5   # blurred
-    q.loc[9, "hair"] = 0.6            # hairy
-    q.loc[11, "brightness"] = 0.05    # black
-    q.loc[13, "contrast"] = 0.5       # high contrast is not a bad tail: not flagged
+    q = pd.DataFrame(
+        {
+            "relpath": [f"f{i}" for i in range(n)],
+            "brightness": shuffle(0.6 + 0.03 * z),
+            "contrast": shuffle(0.12 + 0.01 * z),
+            "laplacian_var": shuffle(np.exp(4 + 0.2 * z)),
+            "hair": shuffle(0.01 + 0.003 * z),
+            "vignetting": shuffle(0.05 + 0.02 * z),
+        }
+    )
+    q.loc[7, "laplacian_var"] = 0.5  # blurred
+    q.loc[9, "hair"] = 0.6  # hairy
+    q.loc[11, "brightness"] = 0.05  # black
+    q.loc[13, "contrast"] = 0.5  # high contrast is not a bad tail: not flagged
     f = quality.flag_outliers(q, z=3.5)
     assert list(np.flatnonzero(f["laplacian_var_outlier"])) == [7]
     assert list(np.flatnonzero(f["hair_outlier"])) == [9]
@@ -148,13 +156,14 @@ def test_flag_outliers_finds_the_planted_one():
 
 # ----------------------------------------------------------------------------- hair removal
 
+
 def test_hair_removal_changes_only_pixels_near_the_hairs():
     clean = skin_with_lesion()
     hairy, lines = with_hairs(clean)
     out = imaging.hair_removal(hairy)
     changed = np.abs(out.astype(int) - hairy.astype(int)).max(axis=2) > 10
     near = cv2.dilate(lines, np.ones((7, 7), np.uint8)) > 0
-    assert changed.sum() > 0.7 * (lines > 0).sum()      # most hair pixels were repainted
+    assert changed.sum() > 0.7 * (lines > 0).sum()  # most hair pixels were repainted
     assert (changed & ~near).sum() <= 0.01 * changed.sum()  # (almost) nothing else
     # the repainted hair looks like the skin/lesion underneath again
     err_before = np.abs(hairy.astype(int) - clean.astype(int))[lines > 0].mean()
@@ -169,7 +178,7 @@ def test_hair_removal_leaves_a_hairless_image_alone():
 
 def test_hair_mask_ignores_pigment_network_dots_and_lens_ring():
     img = skin_with_lesion()
-    for y in range(50, 100, 5):      # a dotted network inside the lesion
+    for y in range(50, 100, 5):  # a dotted network inside the lesion
         for x in range(70, 130, 5):
             cv2.circle(img, (x, y), 1, (40, 25, 20), -1)
     assert (imaging.hair_mask(img) > 0).mean() < 0.002
@@ -199,16 +208,20 @@ def test_preprocessors_keep_shape_and_dtype():
     # Shades of Gray removes a colour cast: a blue-tinted copy comes out close to the original
     tinted = np.clip(img.astype(np.float32) * (0.8, 0.9, 1.25), 0, 255).astype(np.uint8)
     a, b = imaging.shades_of_gray(img), imaging.shades_of_gray(tinted)
-    assert np.abs(a.astype(int) - b.astype(int)).mean() < 0.4 * np.abs(
-        img.astype(int) - tinted.astype(int)).mean()
+    assert (
+        np.abs(a.astype(int) - b.astype(int)).mean()
+        < 0.4 * np.abs(img.astype(int) - tinted.astype(int)).mean()
+    )
 
 
 # ----------------------------------------------------------------------------- cost
 
+
 def test_measure_cost_on_real_images(demo_manifest):
     paths = demo_manifest["path"].iloc[:12].tolist()
-    cost = quality.measure_cost(paths, {"none": ("none", "squash"),
-                                        "hair": ("hair_removal", "squash")}, 64)
+    cost = quality.measure_cost(
+        paths, {"none": ("none", "squash"), "hair": ("hair_removal", "squash")}, 64
+    )
     assert list(cost["method"]) == ["decode (read_rgb)", "none", "hair"]
     assert (cost["images"] == 12).all()
     assert (cost["images_per_s"] > 0).all()
@@ -225,8 +238,12 @@ def test_plots_return_figures(demo_manifest):
 
     df = demo_manifest.iloc[:30]
     q = quality.measure_all(df, workers=1, show_progress=False)
-    for fig in (quality.plot_measure_hists(q), quality.plot_outlier_gallery(q, df, k=3),
-                quality.plot_before_after(df["path"].iloc[:2].tolist(),
-                                          {"hair": ("hair_removal", "squash")}, 32)):
+    for fig in (
+        quality.plot_measure_hists(q),
+        quality.plot_outlier_gallery(q, df, k=3),
+        quality.plot_before_after(
+            df["path"].iloc[:2].tolist(), {"hair": ("hair_removal", "squash")}, 32
+        ),
+    ):
         assert len(fig.axes) > 1
         plt.close(fig)

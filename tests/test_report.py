@@ -1,4 +1,5 @@
 """The HTML report of a run folder."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ import re
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from skinhelpers.run.report import render_report
 from skinhelpers.files import write_json
+from skinhelpers.run.report import render_report
 
 
 def _executed(title: str, code: str, text: str, error: bool = False):
@@ -16,8 +17,9 @@ def _executed(title: str, code: str, text: str, error: bool = False):
     cell = new_code_cell(code, execution_count=1)
     cell.outputs = [new_output("stream", name="stdout", text=text)]
     if error:
-        cell.outputs.append(new_output("error", ename="ValueError", evalue="boom",
-                                       traceback=["ValueError: boom"]))
+        cell.outputs.append(
+            new_output("error", ename="ValueError", evalue="boom", traceback=["ValueError: boom"])
+        )
     nb.cells = [new_markdown_cell(f"# {title}\nSome story."), cell]
     return nb
 
@@ -25,33 +27,60 @@ def _executed(title: str, code: str, text: str, error: bool = False):
 def _run_folder(tmp_path, synthetic=True, metrics=True, fail=False):
     run = tmp_path / "myrun"
     run.mkdir()
-    nbformat.write(_executed("01 · The data", "SECRET_CODE_01 = 1", "loaded 520 images"),
-                   run / "01_eda.ipynb")
-    nbformat.write(_executed("08 · Evaluation", "SECRET_CODE_08 = 2", "accuracy 0.8",
-                             error=fail), run / "08_evaluation.ipynb")
+    nbformat.write(
+        _executed("01 · The data", "SECRET_CODE_01 = 1", "loaded 520 images"), run / "01_eda.ipynb"
+    )
+    nbformat.write(
+        _executed("08 · Evaluation", "SECRET_CODE_08 = 2", "accuracy 0.8", error=fail),
+        run / "08_evaluation.ipynb",
+    )
     nbformat.write(new_notebook(), run / "scratch.ipynb")  # not a chapter: ignored
-    write_json(run / "run.json", {
-        "dataset": "demo" if synthetic else "ham10000", "profile": "smoke",
-        "run_name": "myrun", "notebooks": ["01_eda.ipynb", "08_evaluation.ipynb"],
-        "parameters": {"image_size": 64, "max_images": 600, "dataset": "demo"},
-        "timings_s": {"01_eda.ipynb": 11.2, "08_evaluation.ipynb": 42.0},
-        **({"failed": "08_evaluation.ipynb"} if fail else {})})
-    write_json(run / "manifest.json", {"dataset": "demo" if synthetic else "ham10000",
-                                       "classes": ["akiec", "bcc", "mel", "nv"],
-                                       "synthetic": synthetic, "positive_class": "mel"})
+    write_json(
+        run / "run.json",
+        {
+            "dataset": "demo" if synthetic else "ham10000",
+            "profile": "smoke",
+            "run_name": "myrun",
+            "notebooks": ["01_eda.ipynb", "08_evaluation.ipynb"],
+            "parameters": {"image_size": 64, "max_images": 600, "dataset": "demo"},
+            "timings_s": {"01_eda.ipynb": 11.2, "08_evaluation.ipynb": 42.0},
+            **({"failed": "08_evaluation.ipynb"} if fail else {}),
+        },
+    )
+    write_json(
+        run / "manifest.json",
+        {
+            "dataset": "demo" if synthetic else "ham10000",
+            "classes": ["akiec", "bcc", "mel", "nv"],
+            "synthetic": synthetic,
+            "positive_class": "mel",
+        },
+    )
     (run / "params").mkdir()
-    write_json(run / "params" / "08_evaluation.json",
-               {"notebook": "08_evaluation", "params": {"n_bootstrap": 77, "tta_views": 8}})
+    write_json(
+        run / "params" / "08_evaluation.json",
+        {"notebook": "08_evaluation", "params": {"n_bootstrap": 77, "tta_views": 8}},
+    )
     if metrics:
-        write_json(run / "metrics.json", {
-            "primary": "best_ema", "n_test": 123, "n_bootstrap": 77,
-            "models": {"best": {"headline": {"accuracy": {"value": 0.8123, "ci_low": 0.75,
-                                                          "ci_high": 0.86}}},
-                       "best_ema": {"headline": {"accuracy": {"value": 0.8345,
-                                                              "ci_low": 0.78,
-                                                              "ci_high": 0.88}}}},
-            "sentences": ["At the threshold chosen on validation the model finds 71% of "
-                          "melanomas."]})
+        write_json(
+            run / "metrics.json",
+            {
+                "primary": "best_ema",
+                "n_test": 123,
+                "n_bootstrap": 77,
+                "models": {
+                    "best": {
+                        "headline": {"accuracy": {"value": 0.8123, "ci_low": 0.75, "ci_high": 0.86}}
+                    },
+                    "best_ema": {
+                        "headline": {"accuracy": {"value": 0.8345, "ci_low": 0.78, "ci_high": 0.88}}
+                    },
+                },
+                "sentences": [
+                    "At the threshold chosen on validation the model finds 71% of melanomas."
+                ],
+            },
+        )
     return run
 
 
@@ -61,8 +90,13 @@ def test_report_links_chapters_in_order_with_story_versions(tmp_path):
     assert index == run / "report" / "index.html"
     html = index.read_text()
     links = re.findall(r"href='([^']+\.html)'", html)
-    assert links == ["model_card.html", "01_eda.story.html", "01_eda.html",
-                     "08_evaluation.story.html", "08_evaluation.html"]
+    assert links == [
+        "model_card.html",
+        "01_eda.story.html",
+        "01_eda.html",
+        "08_evaluation.story.html",
+        "08_evaluation.html",
+    ]
     assert "Not a diagnostic device" in (run / "MODEL_CARD.md").read_text()
     for name in links:
         assert (run / "report" / name).stat().st_size > 1000
@@ -103,9 +137,9 @@ def test_report_merges_stream_fragments_into_one_block(tmp_path):
     run = _run_folder(tmp_path)
     nb = nbformat.read(run / "01_eda.ipynb", as_version=4)
     cell = nb.cells[1]
-    cell.outputs = [new_output("stream", name="stdout", text=f"\rtrain {i}0%|" + "#" * i)
-                    for i in range(1, 10)] + [new_output("stream", name="stdout",
-                                                         text="\rtrain 100%\nepoch 1 done\n")]
+    cell.outputs = [
+        new_output("stream", name="stdout", text=f"\rtrain {i}0%|" + "#" * i) for i in range(1, 10)
+    ] + [new_output("stream", name="stdout", text="\rtrain 100%\nepoch 1 done\n")]
     nbformat.write(nb, run / "01_eda.ipynb")
     page = (render_report(run).parent / "01_eda.story.html").read_text()
     assert page.count("<pre>") == 1  # one stream block, not ten
@@ -117,13 +151,26 @@ def test_report_marks_a_killed_chapter_from_run_json(tmp_path):
     """A dead kernel leaves no error output; run.json says what happened and where."""
     run = _run_folder(tmp_path)
     rec = json.loads((run / "run.json").read_text())
-    rec.update({"failed": "08_evaluation.ipynb",
-                "failure": {"notebook": "08_evaluation.ipynb", "status": "kernel_died",
-                            "cell": 7, "cell_index": 9, "error": "the kernel died"},
-                "notebooks": [*rec["notebooks"], "09_external_validation.ipynb"],
-                "results": {"08_evaluation.ipynb": {"status": "kernel_died"},
-                            "09_external_validation.ipynb": {
-                                "status": "skipped", "reason": "external_dataset is empty"}}})
+    rec.update(
+        {
+            "failed": "08_evaluation.ipynb",
+            "failure": {
+                "notebook": "08_evaluation.ipynb",
+                "status": "kernel_died",
+                "cell": 7,
+                "cell_index": 9,
+                "error": "the kernel died",
+            },
+            "notebooks": [*rec["notebooks"], "09_external_validation.ipynb"],
+            "results": {
+                "08_evaluation.ipynb": {"status": "kernel_died"},
+                "09_external_validation.ipynb": {
+                    "status": "skipped",
+                    "reason": "external_dataset is empty",
+                },
+            },
+        }
+    )
     write_json(run / "run.json", rec)
     html = render_report(run).read_text()
     assert re.search(r"class='failed'>kernel died<", html)

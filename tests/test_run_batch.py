@@ -4,6 +4,7 @@ Tiny notebooks stand in for the chapters: one that streams output slowly, one th
 its own kernel, one that never ends, one that skips itself; the real chain's parameters
 are checked against the profiles.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,11 @@ def _nb(path: Path, params: str, *cells: str, kernel: str = "python3"):
     nb = nbformat.v4.new_notebook()
     p = nbformat.v4.new_code_cell(params)
     p.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}"), p,
-                *(nbformat.v4.new_code_cell(c) for c in cells)]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# {path.stem}"),
+        p,
+        *(nbformat.v4.new_code_cell(c) for c in cells),
+    ]
     nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
     nbformat.write(nb, path)
 
@@ -37,11 +41,21 @@ def _record(run_dir: Path) -> dict:
 
 
 def _cli(args: list[str], nbs: Path, tmp_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "SKINHELPERS_NOTEBOOK_DIR": str(nbs), "PYTHONPATH": str(ROOT),
-           "SKINHELPERS_PROGRESS": "plain", "HOME": str(tmp_path)}
-    return subprocess.Popen([sys.executable, "-m", "skinhelpers.run.pipeline", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "SKINHELPERS_NOTEBOOK_DIR": str(nbs),
+        "PYTHONPATH": str(ROOT),
+        "SKINHELPERS_PROGRESS": "plain",
+        "HOME": str(tmp_path),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "skinhelpers.run.pipeline", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
 
 
 @pytest.fixture()
@@ -54,14 +68,17 @@ def nbs(tmp_path):
 def test_output_streams_live_to_terminal_and_log_with_this_python(tmp_path, nbs):
     """Lines reach the terminal while the cell still runs; the log keeps them; the
     notebook's kernelspec names a kernel that does not exist and is ignored."""
-    _nb(nbs / "01_slow.ipynb", 'run_dir = ""',
+    _nb(
+        nbs / "01_slow.ipynb",
+        'run_dir = ""',
         "import sys, time\n"
         "from skinhelpers.progress import progress\n"
         "print('python:', sys.executable, flush=True)\n"
         "for _ in progress(range(3), desc='epochs', mininterval=0):\n"
         "    time.sleep(0.5)\n"
         "print('first line', flush=True)\ntime.sleep(8)\nprint('last line')",
-        kernel="no-such-kernel-anywhere")
+        kernel="no-such-kernel-anywhere",
+    )
     run_dir = tmp_path / "run"
     p = _cli(["--run", str(run_dir), "--no-html"], nbs, tmp_path)
     seen_at = None
@@ -86,22 +103,40 @@ def test_output_streams_live_to_terminal_and_log_with_this_python(tmp_path, nbs)
 
 def test_a_mistyped_parameter_is_refused_before_anything_runs(tmp_path, nbs):
     marker = tmp_path / "ran.txt"
-    _nb(nbs / "01_a.ipynb", 'run_dir = ""\nlr = 0.001  # learning rate\nema = True',
-        f"open({str(marker)!r}, 'w').write('ran')")
+    _nb(
+        nbs / "01_a.ipynb",
+        'run_dir = ""\nlr = 0.001  # learning rate\nema = True',
+        f"open({str(marker)!r}, 'w').write('ran')",
+    )
     t0 = time.monotonic()
     with pytest.raises(SystemExit) as e:
-        pipeline.run("demo", None, "smoke", str(tmp_path / "r"), extra={"lr": "abc"},
-                     html=False, notebook_dir=nbs)
+        pipeline.run(
+            "demo",
+            None,
+            "smoke",
+            str(tmp_path / "r"),
+            extra={"lr": "abc"},
+            html=False,
+            notebook_dir=nbs,
+        )
     msg = str(e.value)
     assert "lr='abc' is a str, expected float (default 0.001)" in msg and "-p lr" in msg
     assert time.monotonic() - t0 < 30 and not marker.exists()
     assert not (tmp_path / "r" / "run.json").exists()
     with pytest.raises(SystemExit, match=r"ema=1 is a int, expected bool"):
-        pipeline.run("demo", None, "smoke", str(tmp_path / "r"), extra={"ema": 1},
-                     html=False, notebook_dir=nbs)
+        pipeline.run(
+            "demo",
+            None,
+            "smoke",
+            str(tmp_path / "r"),
+            extra={"ema": 1},
+            html=False,
+            notebook_dir=nbs,
+        )
     # an int is fine for a float
-    pipeline.run("demo", None, "smoke", str(tmp_path / "r"), extra={"lr": 1}, html=False,
-                 notebook_dir=nbs)
+    pipeline.run(
+        "demo", None, "smoke", str(tmp_path / "r"), extra={"lr": 1}, html=False, notebook_dir=nbs
+    )
     assert marker.exists()
 
 
@@ -124,11 +159,16 @@ def test_every_profile_fits_the_repository_notebooks():
 
 def test_list_params_prints_defaults_and_help(tmp_path, nbs):
     _nb(nbs / "01_a.ipynb", 'run_dir = ""\nimage_size = 32  # pixels', "pass")
-    _nb(nbs / "02_b.ipynb", 'lr = 0.001  # head learning rate', "pass")
+    _nb(nbs / "02_b.ipynb", "lr = 0.001  # head learning rate", "pass")
     env = {**os.environ, "SKINHELPERS_NOTEBOOK_DIR": str(nbs), "PYTHONPATH": str(ROOT)}
-    p = subprocess.run([sys.executable, "-m", "skinhelpers.run.pipeline", "--list-params",
-                        "02"], check=False, capture_output=True, text=True, env=env,
-                       timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "skinhelpers.run.pipeline", "--list-params", "02"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert p.returncode == 0 and "02_b.ipynb" in p.stdout and "01_a" not in p.stdout
     assert "lr = 0.001  # head learning rate" in p.stdout
     text = pipeline.list_params(pipeline.numbered_notebooks(nbs), "smoke")
@@ -142,12 +182,23 @@ def test_a_killed_kernel_is_recorded_and_the_run_resumes(tmp_path, nbs):
     log = tmp_path / "ran.txt"
     once = tmp_path / "killed-once"
     for i in (1, 2, 3):
-        _nb(nbs / f"0{i}_step.ipynb", 'run_dir = ""\nimage_size = 0',
+        _nb(
+            nbs / f"0{i}_step.ipynb",
+            'run_dir = ""\nimage_size = 0',
             f"open({str(log)!r}, 'a').write('0{i}\\n')",
-            *([("import os, signal, pathlib\n"
-                f"if not pathlib.Path({str(once)!r}).exists():\n"
-                f"    pathlib.Path({str(once)!r}).touch()\n"
-                "    os.kill(os.getpid(), signal.SIGKILL)")] if i == 2 else []))
+            *(
+                [
+                    (
+                        "import os, signal, pathlib\n"
+                        f"if not pathlib.Path({str(once)!r}).exists():\n"
+                        f"    pathlib.Path({str(once)!r}).touch()\n"
+                        "    os.kill(os.getpid(), signal.SIGKILL)"
+                    )
+                ]
+                if i == 2
+                else []
+            ),
+        )
     run_dir = tmp_path / "r"
     with pytest.raises(SystemExit) as e:
         pipeline.run("demo", None, "smoke", str(run_dir), notebook_dir=nbs)
@@ -163,18 +214,26 @@ def test_a_killed_kernel_is_recorded_and_the_run_resumes(tmp_path, nbs):
     assert "class='failed'>kernel died<" in html
     assert log.read_text().split() == ["01", "02"]
 
-    pipeline.run("demo", None, "smoke", str(run_dir), notebook_dir=nbs, resume=True,
-                 html=False)
+    pipeline.run("demo", None, "smoke", str(run_dir), notebook_dir=nbs, resume=True, html=False)
     assert log.read_text().split() == ["01", "02", "02", "03"]
     rec = _record(run_dir)
     assert "failed" not in rec and rec["finished"] and len(rec["resumed"]) == 1
     assert {r["status"] for r in rec["results"].values()} == {"ok"}
 
-    pipeline.run("demo", None, "smoke", str(run_dir), notebook_dir=nbs, resume=True,
-                 html=False, extra={})  # all done, same parameters: nothing runs
+    pipeline.run(
+        "demo", None, "smoke", str(run_dir), notebook_dir=nbs, resume=True, html=False, extra={}
+    )  # all done, same parameters: nothing runs
     assert log.read_text().split() == ["01", "02", "02", "03"]
-    pipeline.run("demo", None, "smoke", str(run_dir), notebook_dir=nbs, resume=True,
-                 html=False, extra={"image_size": 48})
+    pipeline.run(
+        "demo",
+        None,
+        "smoke",
+        str(run_dir),
+        notebook_dir=nbs,
+        resume=True,
+        html=False,
+        extra={"image_size": 48},
+    )
     assert log.read_text().split()[4:] == ["01", "02", "03"]
 
 
@@ -182,8 +241,9 @@ def test_a_timeout_is_recorded_with_the_cell(tmp_path, nbs):
     _nb(nbs / "01_forever.ipynb", 'run_dir = ""', "x = 1", "import time\ntime.sleep(600)")
     t0 = time.monotonic()
     with pytest.raises(SystemExit):
-        pipeline.run("demo", None, "smoke", str(tmp_path / "r"), notebook_dir=nbs,
-                     timeout_s=3, html=False)
+        pipeline.run(
+            "demo", None, "smoke", str(tmp_path / "r"), notebook_dir=nbs, timeout_s=3, html=False
+        )
     assert time.monotonic() - t0 < 60
     fail = _record(tmp_path / "r")["failure"]
     assert fail["status"] == "timeout" and fail["cell_index"] == 4
@@ -200,15 +260,17 @@ def test_a_kernel_that_cannot_start_is_recorded(tmp_path, nbs, monkeypatch):
 
     monkeypatch.setattr(execute.RunKernelManager, "__init__", broken)
     with pytest.raises(SystemExit):
-        pipeline.run("demo", None, "smoke", str(tmp_path / "r"), notebook_dir=nbs,
-                     html=False)
+        pipeline.run("demo", None, "smoke", str(tmp_path / "r"), notebook_dir=nbs, html=False)
     fail = _record(tmp_path / "r")["failure"]
     assert fail["status"] == "kernel_missing" and "no-such-python" in fail["error"]
 
 
 def test_ctrl_c_is_recorded_and_exits_130(tmp_path, nbs):
-    _nb(nbs / "01_wait.ipynb", 'run_dir = ""',
-        "print('waiting', flush=True)\nimport time\ntime.sleep(120)")
+    _nb(
+        nbs / "01_wait.ipynb",
+        'run_dir = ""',
+        "print('waiting', flush=True)\nimport time\ntime.sleep(120)",
+    )
     run_dir = tmp_path / "r"
     p = _cli(["--run", str(run_dir)], nbs, tmp_path)
     for line in p.stdout:
@@ -226,29 +288,40 @@ def test_ctrl_c_is_recorded_and_exits_130(tmp_path, nbs):
 def test_notebook_with_an_empty_external_dataset_is_skipped(tmp_path, nbs, capsys):
     marker = tmp_path / "ran09.txt"
     _nb(nbs / "01_a.ipynb", 'run_dir = ""', "pass")
-    _nb(nbs / "09_external.ipynb", 'run_dir = ""\nexternal_dataset = ""  # e.g. isic9',
-        f"open({str(marker)!r}, 'w').write(external_dataset)")
-    run_dir = pipeline.run("demo", None, "smoke", str(tmp_path / "r"), notebook_dir=nbs,
-                           html=False)
+    _nb(
+        nbs / "09_external.ipynb",
+        'run_dir = ""\nexternal_dataset = ""  # e.g. isic9',
+        f"open({str(marker)!r}, 'w').write(external_dataset)",
+    )
+    run_dir = pipeline.run("demo", None, "smoke", str(tmp_path / "r"), notebook_dir=nbs, html=False)
     assert "09_external.ipynb skipped: external_dataset is empty" in capsys.readouterr().out
     assert not marker.exists()
     assert _record(run_dir)["results"]["09_external.ipynb"]["status"] == "skipped"
-    pipeline.run("demo", None, "smoke", str(tmp_path / "r2"), notebook_dir=nbs, html=False,
-                 extra={"external_dataset": "isic9"})
+    pipeline.run(
+        "demo",
+        None,
+        "smoke",
+        str(tmp_path / "r2"),
+        notebook_dir=nbs,
+        html=False,
+        extra={"external_dataset": "isic9"},
+    )
     assert marker.read_text() == "isic9"
 
 
 def test_run_json_records_the_environment(tmp_path, nbs):
     _nb(nbs / "01_a.ipynb", 'run_dir = ""', "pass")
-    env = _record(pipeline.run("demo", None, "smoke", str(tmp_path / "r"),
-                               notebook_dir=nbs, html=False))["environment"]
+    env = _record(
+        pipeline.run("demo", None, "smoke", str(tmp_path / "r"), notebook_dir=nbs, html=False)
+    )["environment"]
     import numpy
     import timm
     import torch
 
     assert env["python"] == sys.version.split()[0]
-    assert env["packages"]["torch"] == torch.__version__.split("+")[0] or \
-        torch.__version__.startswith(env["packages"]["torch"])
+    assert env["packages"]["torch"] == torch.__version__.split("+")[
+        0
+    ] or torch.__version__.startswith(env["packages"]["torch"])
     assert env["packages"]["numpy"] == numpy.__version__
     assert env["packages"]["timm"] == timm.__version__
     assert "torchvision" in env["packages"] and "cuda" in env and "cudnn" in env

@@ -1,4 +1,5 @@
 """Run folders: atomic writes, strict JSON, recorded parameters, reproducible seeds."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,10 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
 
 
 def test_json_is_strict(tmp_path):
-    files.write_json(tmp_path / "m.json", {"auc": float("nan"), "x": np.float32(0.5),
-                                          "n": np.int64(3), "inf": [float("inf")]})
+    files.write_json(
+        tmp_path / "m.json",
+        {"auc": float("nan"), "x": np.float32(0.5), "n": np.int64(3), "inf": [float("inf")]},
+    )
     text = (tmp_path / "m.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"auc": None, "x": 0.5, "n": 3, "inf": [None]}
@@ -36,8 +39,11 @@ def _notebook(path, params_source: str):
     cell = nbformat.v4.new_code_cell(params_source)
     cell.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# test"), cell, nbformat.v4.new_code_cell("x = 1")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(nb, path)
 
 
@@ -47,8 +53,7 @@ def test_start_notebook_collects_declared_names_records_and_seeds(tmp_path, monk
     # the kernel's globals: injected values (run_dir, seed) win; other names are not recorded
     ns = {"run_dir": str(tmp_path / "r"), "seed": 7, "k": [1], "np": np, "_private": 3}
     run, params = folders.start_notebook("09_test", ns)
-    assert run == tmp_path / "r" and params == {"run_dir": str(tmp_path / "r"), "seed": 7,
-                                                "k": [1]}
+    assert run == tmp_path / "r" and params == {"run_dir": str(tmp_path / "r"), "seed": 7, "k": [1]}
     rec = json.loads((run / "params" / "09_test.json").read_text())
     assert rec["params"] == params and rec["notebook"] == "09_test"
     a = np.random.rand(3)

@@ -5,6 +5,7 @@ the export, and a run folder evaluated by notebook 08 (thresholds, metrics) for 
 card and the demo page, which is served on 127.0.0.1 and queried with gradio_client and,
 where Chromium exists, opened in a headless browser.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,13 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from short_checkpoint import pick_images, train_short_checkpoint
 
 from skinhelpers.__main__ import main as cli
 from skinhelpers.data import manifest as datasets
 from skinhelpers.evaluate.predict import predict_images
 from skinhelpers.model.checkpoints import model_from_checkpoint
-
-from short_checkpoint import pick_images, train_short_checkpoint
 
 pytestmark = pytest.mark.realdata
 
@@ -39,8 +39,9 @@ def short(ham_manifest, tmp_path_factory):
     train = pick_images(ham_manifest, per_class=3, seed=0)
     train.attrs = ham_manifest.attrs
     d = tmp_path_factory.mktemp("share")
-    ckpt = train_short_checkpoint(train, d / "short.pt", size=32, steps=10,
-                                  preprocess="shades_of_gray", resize_mode="crop")
+    ckpt = train_short_checkpoint(
+        train, d / "short.pt", size=32, steps=10, preprocess="shades_of_gray", resize_mode="crop"
+    )
     rest = ham_manifest[~ham_manifest["image_id"].isin(train["image_id"])]
     others = pick_images(rest, per_class=2, seed=1)
     return ckpt, list(others["path"])
@@ -50,16 +51,18 @@ def short(ham_manifest, tmp_path_factory):
 def onnx_dir(short, tmp_path_factory):
     ckpt, _ = short
     out = tmp_path_factory.mktemp("onnx")
-    assert cli(["export", "--checkpoint", str(ckpt), "--format", "onnx",
-                "--out", str(out)]) == 0
+    assert cli(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(out)]) == 0
     return out
 
 
 def test_onnx_export_predicts_the_same_probabilities(short, onnx_dir, tmp_path):
     ckpt, images = short
     cfg = json.loads((onnx_dir / "config.json").read_text())
-    assert (cfg["image_size"], cfg["preprocess"], cfg["resize_mode"]) == \
-        (32, "shades_of_gray", "crop")
+    assert (cfg["image_size"], cfg["preprocess"], cfg["resize_mode"]) == (
+        32,
+        "shades_of_gray",
+        "crop",
+    )
     assert cfg["classes"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
     assert cfg["weights"] == "model.onnx" and len(cfg["sha256"]) == 64
     assert "CC BY-NC 4.0" in cfg["data_licence"]
@@ -68,24 +71,50 @@ def test_onnx_export_predicts_the_same_probabilities(short, onnx_dir, tmp_path):
     ref = {}
     for tta in (1, 2):  # batch size 5: batches of 5, 5, 4 (dynamic batch axis)
         a = ref[tta] = predict_images(ckpt, images, tta=tta, batch_size=5, show_progress=False)
-        b = predict_images(onnx_dir / "model.onnx", images, tta=tta, batch_size=5,
-                           show_progress=False)
+        b = predict_images(
+            onnx_dir / "model.onnx", images, tta=tta, batch_size=5, show_progress=False
+        )
         assert len(a) == len(b) == len(images)
         assert np.abs(a[_pcols(a)].to_numpy() - b[_pcols(b)].to_numpy()).max() < 1e-4
         assert (a["pred"] == b["pred"]).all()
     # the CLI takes the .onnx too
     a, out = ref[1], tmp_path / "preds.csv"
-    assert cli(["predict", "--checkpoint", str(onnx_dir / "model.onnx"), "--images",
-                *images[:3], "--out", str(out)]) == 0
-    assert np.allclose(pd.read_csv(out)[_pcols(a)].to_numpy(), a[_pcols(a)].to_numpy()[:3],
-                       atol=1e-4)
+    assert (
+        cli(
+            [
+                "predict",
+                "--checkpoint",
+                str(onnx_dir / "model.onnx"),
+                "--images",
+                *images[:3],
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert np.allclose(
+        pd.read_csv(out)[_pcols(a)].to_numpy(), a[_pcols(a)].to_numpy()[:3], atol=1e-4
+    )
 
 
 def test_onnx_without_its_config_is_a_clear_error(onnx_dir, short, tmp_path, capsys):
     lone = tmp_path / "lone.onnx"
     shutil.copy(onnx_dir / "model.onnx", lone)
-    assert cli(["predict", "--checkpoint", str(lone), "--images", short[1][0],
-                "--out", str(tmp_path / "o.csv")]) == 2
+    assert (
+        cli(
+            [
+                "predict",
+                "--checkpoint",
+                str(lone),
+                "--images",
+                short[1][0],
+                "--out",
+                str(tmp_path / "o.csv"),
+            ]
+        )
+        == 2
+    )
     assert "config.json not found" in capsys.readouterr().err
 
 
@@ -95,8 +124,12 @@ def test_safetensors_round_trip(short, tmp_path):
     from skinhelpers.model.factory import build_model
 
     ckpt, _ = short
-    assert cli(["export", "--checkpoint", str(ckpt), "--format", "safetensors",
-                "--out", str(tmp_path)]) == 0
+    assert (
+        cli(
+            ["export", "--checkpoint", str(ckpt), "--format", "safetensors", "--out", str(tmp_path)]
+        )
+        == 0
+    )
     cfg = json.loads((tmp_path / "config.json").read_text())
     net = build_model(cfg["arch"], **cfg["model_kwargs"])
     net.load_state_dict(load_file(tmp_path / "model.safetensors"), strict=True)
@@ -109,24 +142,38 @@ def test_safetensors_round_trip(short, tmp_path):
 
 # --------------------------------------------------- a run folder evaluated by notebook 08
 
+
 @pytest.fixture(scope="module")
 def run08(ham_manifest, ham_dir, tmp_path_factory):
     """Manifest, split and two short checkpoints, evaluated by notebook 08 (metrics.json
     with operating points), plus a subgroup table computed from its test predictions."""
     from sklearn.metrics import balanced_accuracy_score
-
     from test_notebook_08 import _execute, _prepare
 
     run = tmp_path_factory.mktemp("share08") / "ham"
     run.mkdir()
     _prepare(run, datasets.subsample(ham_manifest, 110, seed=0))
-    _execute(run, "ham10000", ham_dir.parent, n_bootstrap=30, tta_views=2,
-             gradcam_per_class=1, cam_max_images=12, worst_errors_shown=3)
+    _execute(
+        run,
+        "ham10000",
+        ham_dir.parent,
+        n_bootstrap=30,
+        tta_views=2,
+        gradcam_per_class=1,
+        cam_max_images=12,
+        worst_errors_shown=3,
+    )
     pred = pd.read_csv(run / "predictions_test.csv").merge(
-        ham_manifest[["image_id", "sex"]], on="image_id")
-    rows = [{"group": f"sex={s}", "n": len(g),
-             "balanced_accuracy": balanced_accuracy_score(g["label"], g["pred"])}
-            for s, g in pred.groupby("sex")]
+        ham_manifest[["image_id", "sex"]], on="image_id"
+    )
+    rows = [
+        {
+            "group": f"sex={s}",
+            "n": len(g),
+            "balanced_accuracy": balanced_accuracy_score(g["label"], g["pred"]),
+        }
+        for s, g in pred.groupby("sex")
+    ]
     pd.DataFrame(rows).to_csv(run / "subgroups.csv", index=False)
     return run
 
@@ -138,9 +185,17 @@ def test_model_card_of_an_evaluated_run(run08):
     index = render_report(run08)
     card = (run08 / "MODEL_CARD.md").read_text()
     m = json.loads((run08 / "metrics.json").read_text())
-    for heading in ("## Model", "## Intended use", "## Data and split",
-                    "## Test metrics (95% bootstrap CI)", "## Operating points: melanoma",
-                    "## Calibration", "## Subgroups", "## Limits", "## Licence"):
+    for heading in (
+        "## Model",
+        "## Intended use",
+        "## Data and split",
+        "## Test metrics (95% bootstrap CI)",
+        "## Operating points: melanoma",
+        "## Calibration",
+        "## Subgroups",
+        "## Limits",
+        "## Licence",
+    ):
         assert heading in card, heading
     assert "Not a diagnostic device" in card and "CC BY-NC 4.0" in card
     assert "non-commercial" in card and "SYNTHETIC" not in card
@@ -159,12 +214,16 @@ def test_export_of_the_primary_checkpoint_carries_its_thresholds(run08, tmp_path
     from skinhelpers.share.export import export_model
 
     m = json.loads((run08 / "metrics.json").read_text())
-    cfg = json.loads(export_model(run08 / "checkpoints" / "best_ema.pt", "safetensors",
-                                  tmp_path)["config"].read_text())
+    cfg = json.loads(
+        export_model(run08 / "checkpoints" / "best_ema.pt", "safetensors", tmp_path)[
+            "config"
+        ].read_text()
+    )
     t = cfg["thresholds"]
     assert t["class"] == "mel" and t["tta_views"] == ["identity", "hflip"]
-    assert [o["threshold"] for o in t["operating_points"]] == \
-        [o["threshold"] for o in m["positive_class"]["operating_points"]]
+    assert [o["threshold"] for o in t["operating_points"]] == [
+        o["threshold"] for o in m["positive_class"]["operating_points"]
+    ]
     other = export_model(run08 / "checkpoints" / "best.pt", "safetensors", tmp_path / "b")
     assert json.loads(other["config"].read_text())["thresholds"] is None  # not the primary
 
@@ -223,10 +282,17 @@ def test_demo_page_in_a_headless_browser(demo_server, tmp_path):
     if not chromium:
         pytest.skip("no chromium binary (Debian: apt-get install chromium)")
     _, url = demo_server
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu",
-             "--window-size=1200,900", "--virtual-time-budget=15000"]
-    dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True,
-                         timeout=120).stdout
+    flags = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1200,900",
+        "--virtual-time-budget=15000",
+    ]
+    dom = subprocess.run(
+        flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120
+    ).stdout
     assert "skinlesion-lab: try the model" in dom  # rendered by the page's JavaScript
     assert "Not a diagnostic device" in dom
     shot = tmp_path / "demo.png"

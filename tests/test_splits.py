@@ -1,4 +1,5 @@
 """Grouped splits: no leakage, determinism, sizes, class presence, near-duplicates, shipped test."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,11 +9,16 @@ import pytest
 from skinhelpers.data import manifest as datasets
 from skinhelpers.split import grouped as splits
 
-
 # ----------------------------------------------------------------------------- helpers
 
-def synthetic_manifest(seed: int, n_groups: int = 300, n_classes: int = 5,
-                       max_per_group: int = 4, with_shipped: bool = False) -> pd.DataFrame:
+
+def synthetic_manifest(
+    seed: int,
+    n_groups: int = 300,
+    n_classes: int = 5,
+    max_per_group: int = 4,
+    with_shipped: bool = False,
+) -> pd.DataFrame:
     """Random groups of 1..max_per_group images, skewed class sizes (some classes tiny)."""
     rng = np.random.default_rng(seed)
     probs = rng.dirichlet(np.full(n_classes, 0.7))
@@ -22,8 +28,15 @@ def synthetic_manifest(seed: int, n_groups: int = 300, n_classes: int = 5,
     for g in range(n_groups):
         label = int(rng.choice(n_classes, p=probs))
         for k in range(int(rng.integers(1, max_per_group + 1))):
-            rows.append({"image_id": f"img{g}_{k}", "relpath": f"c{label}/img{g}_{k}.jpg",
-                         "label": f"class{label}", "label_idx": label, "group": f"L{g:04d}"})
+            rows.append(
+                {
+                    "image_id": f"img{g}_{k}",
+                    "relpath": f"c{label}/img{g}_{k}.jpg",
+                    "label": f"class{label}",
+                    "label_idx": label,
+                    "group": f"L{g:04d}",
+                }
+            )
     df = pd.DataFrame(rows)
     if with_shipped:
         # shipped test: ~20% of the groups, and a few groups straddling both folders
@@ -45,6 +58,7 @@ def no_group_in_two_splits(split_df: pd.DataFrame) -> bool:
 
 # ----------------------------------------------------------------------------- HAM10000
 
+
 @pytest.fixture(scope="module")
 def ham_split(ham_manifest):
     return splits.grouped_split(ham_manifest, seed=0)
@@ -58,8 +72,9 @@ def test_ham_split_no_leak_sizes_and_classes(ham_manifest, ham_split):
     assert no_group_in_two_splits(sp)
     # every lesion id in exactly one split (the dataset's own group, before joining)
     lesion = ham_manifest.set_index("relpath")["lesion_id"]
-    assert (sp.assign(lesion=sp["relpath"].map(lesion)).groupby("lesion")["split"]
-            .nunique() == 1).all()
+    assert (
+        sp.assign(lesion=sp["relpath"].map(lesion)).groupby("lesion")["split"].nunique() == 1
+    ).all()
     share = sp["split"].value_counts(normalize=True)
     assert abs(share["train"] - 0.70) < 0.03
     assert abs(share["val"] - 0.15) < 0.02
@@ -76,12 +91,12 @@ def test_ham_split_no_leak_sizes_and_classes(ham_manifest, ham_split):
 @pytest.mark.realdata
 def test_ham_same_seed_same_split_other_seed_other(ham_manifest, ham_split):
     again = splits.grouped_split(ham_manifest, seed=0)
-    pd.testing.assert_frame_equal(again.reset_index(drop=True),
-                                  ham_split.reset_index(drop=True))
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), ham_split.reset_index(drop=True))
     other = splits.grouped_split(ham_manifest, seed=1)
     assert no_group_in_two_splits(other)
-    changed = (other.set_index("relpath")["split"]
-               != ham_split.set_index("relpath")["split"]).mean()
+    changed = (
+        other.set_index("relpath")["split"] != ham_split.set_index("relpath")["split"]
+    ).mean()
     assert changed > 0.1, f"seed 1 changed only {changed:.1%} of the assignments"
 
 
@@ -108,13 +123,18 @@ def test_naive_split_leaks_on_ham(ham_manifest):
 
 # ----------------------------------------------------------------------------- synthetic inputs
 
+
 @pytest.mark.parametrize("seed", range(15))
 def test_random_manifests_never_leak(seed):
     rng = np.random.default_rng(1000 + seed)
     shipped = seed % 3 == 2
-    df = synthetic_manifest(seed, n_groups=int(rng.integers(40, 400)),
-                            n_classes=int(rng.integers(2, 8)),
-                            max_per_group=int(rng.integers(1, 6)), with_shipped=shipped)
+    df = synthetic_manifest(
+        seed,
+        n_groups=int(rng.integers(40, 400)),
+        n_classes=int(rng.integers(2, 8)),
+        max_per_group=int(rng.integers(1, 6)),
+        with_shipped=shipped,
+    )
     val, test = float(rng.uniform(0.05, 0.3)), float(rng.uniform(0.05, 0.3))
     n_folds = int(rng.choice([0, 0, 3, 5]))
     sp = splits.grouped_split(df, val_size=val, test_size=test, seed=seed, n_folds=n_folds)
@@ -123,8 +143,9 @@ def test_random_manifests_never_leak(seed):
     assert set(sp["relpath"]) | dropped == set(df["relpath"])
     assert no_group_in_two_splits(sp)
     if shipped:
-        assert set(sp.loc[sp["split"] == "test", "relpath"]) == \
-            set(df.loc[df["source_split"] == "test", "relpath"])
+        assert set(sp.loc[sp["split"] == "test", "relpath"]) == set(
+            df.loc[df["source_split"] == "test", "relpath"]
+        )
     assert set(sp["split"]) <= {"train", "val", "test"}
     if n_folds:
         assert (sp[sp["split"] != "test"].groupby("group")["fold"].nunique() == 1).all()
@@ -142,10 +163,15 @@ def test_sizes_close_to_requested():
 def test_small_classes_present_in_every_split():
     # class 3 has 4 single-image groups: it must still reach val and test
     df = synthetic_manifest(5, n_groups=200, n_classes=3, max_per_group=3)
-    extra = pd.DataFrame({"image_id": [f"r{i}" for i in range(4)],
-                          "relpath": [f"c3/r{i}.jpg" for i in range(4)],
-                          "label": "class3", "label_idx": 3,
-                          "group": [f"R{i}" for i in range(4)]})
+    extra = pd.DataFrame(
+        {
+            "image_id": [f"r{i}" for i in range(4)],
+            "relpath": [f"c3/r{i}.jpg" for i in range(4)],
+            "label": "class3",
+            "label_idx": 3,
+            "group": [f"R{i}" for i in range(4)],
+        }
+    )
     df2 = pd.concat([df, extra], ignore_index=True)
     df2.attrs = {**df.attrs, "classes": df.attrs["classes"] + ["class3"]}
     for seed in range(5):
@@ -190,17 +216,24 @@ def test_bad_parameters_are_clear_errors():
 
 # ----------------------------------------------------------------------------- near-duplicates
 
+
 def test_near_duplicate_pairs_stay_together():
     df = synthetic_manifest(7, n_groups=200, max_per_group=1)
     rng = np.random.default_rng(0)
     a = rng.choice(len(df), 40, replace=False)
     b = rng.choice(len(df), 40, replace=False)
-    pairs = pd.DataFrame({"relpath_a": df["relpath"].to_numpy()[a],
-                          "relpath_b": df["relpath"].to_numpy()[b], "distance": 2,
-                          "kind": "near"})
+    pairs = pd.DataFrame(
+        {
+            "relpath_a": df["relpath"].to_numpy()[a],
+            "relpath_b": df["relpath"].to_numpy()[b],
+            "distance": 2,
+            "kind": "near",
+        }
+    )
     pairs = pairs[pairs["relpath_a"] != pairs["relpath_b"]]
-    pairs = pd.concat([pairs, pd.DataFrame({"relpath_a": ["gone.jpg"],
-                                            "relpath_b": [df["relpath"].iloc[0]]})])
+    pairs = pd.concat(
+        [pairs, pd.DataFrame({"relpath_a": ["gone.jpg"], "relpath_b": [df["relpath"].iloc[0]]})]
+    )
     # without merging, a grouped split separates many pairs
     plain = splits.grouped_split(df, seed=0)
     with pytest.raises(AssertionError, match="near-duplicate"):
@@ -225,6 +258,7 @@ def test_merge_near_duplicates_without_pairs_is_identity():
 
 
 # ----------------------------------------------------------------------------- shipped splits
+
 
 def test_shipped_split_synthetic_overlap_dropped():
     df = synthetic_manifest(4, n_groups=200, with_shipped=True)
@@ -256,8 +290,9 @@ def test_isic9_keeps_shipped_test(isic9_manifest):
     assert 0.12 < share_val < 0.19
     checks = splits.check_split(sp)
     # every class with a shipped-train group is in train
-    assert set(sp.loc[sp["split"] == "train", "label"]) == \
-        set(clean.loc[clean["source_split"] == "train", "label"])
+    assert set(sp.loc[sp["split"] == "train", "label"]) == set(
+        clean.loc[clean["source_split"] == "train", "label"]
+    )
     assert all("shipped test" in w for w in checks["warnings"] if "test" in w)
 
 
@@ -272,6 +307,7 @@ def test_isic9_raw_overlap_reported(isic9_manifest):
 
 
 # ----------------------------------------------------------------------------- persistence
+
 
 def test_save_and_read_split_round_trip(tmp_path, demo_manifest):
     datasets.save_manifest(demo_manifest, tmp_path)
@@ -319,8 +355,17 @@ def test_split_table_and_plot(demo_manifest):
 
 
 def test_tiny_and_single_class_inputs_fall_back_to_group_shuffle():
-    rows = [{"image_id": f"i{g}{k}", "relpath": f"i{g}{k}.jpg", "label": "a", "label_idx": 0,
-             "group": f"G{g}"} for g in range(6) for k in range(2)]
+    rows = [
+        {
+            "image_id": f"i{g}{k}",
+            "relpath": f"i{g}{k}.jpg",
+            "label": "a",
+            "label_idx": 0,
+            "group": f"G{g}",
+        }
+        for g in range(6)
+        for k in range(2)
+    ]
     df = pd.DataFrame(rows)
     sp = splits.grouped_split(df, val_size=0.2, test_size=0.2, seed=0)
     assert "GroupShuffleSplit" in sp.attrs["split"]["test_method"]

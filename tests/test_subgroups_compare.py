@@ -1,5 +1,6 @@
 """Subgroup table and run comparison on real HAM10000 test predictions of short-trained
 checkpoints (two seeds), plus the TensorBoard hparams log."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,10 @@ pytestmark = pytest.mark.realdata
 def ham_runs(ham_manifest, tmp_path_factory):
     """Two run folders (seeds 0 and 1) with the test predictions notebook 08 writes."""
     df = datasets.subsample(ham_manifest, 500, seed=0)
-    split = df.merge(splits.grouped_split(df, val_size=0.2, test_size=0.4, seed=0)
-                     [["relpath", "split"]], on="relpath")
+    split = df.merge(
+        splits.grouped_split(df, val_size=0.2, test_size=0.4, seed=0)[["relpath", "split"]],
+        on="relpath",
+    )
     train = split[split["split"] == "train"].reset_index(drop=True)
     train.attrs = df.attrs
     test = split[split["split"] == "test"].reset_index(drop=True)
@@ -32,27 +35,44 @@ def ham_runs(ham_manifest, tmp_path_factory):
     runs = []
     for seed in (0, 1):
         run = tmp_path_factory.mktemp("runs") / f"ham-seed{seed}"
-        ck = train_short_checkpoint(train.groupby("label").head(10).reset_index(drop=True),
-                                    run / "checkpoints" / "best.pt", size=32, steps=5,
-                                    seed=seed)
-        pred = predict_images(ck, list(test["path"]), batch_size=64, device="cpu",
-                              show_progress=False)
+        ck = train_short_checkpoint(
+            train.groupby("label").head(10).reset_index(drop=True),
+            run / "checkpoints" / "best.pt",
+            size=32,
+            steps=5,
+            seed=seed,
+        )
+        pred = predict_images(
+            ck, list(test["path"]), batch_size=64, device="cpu", show_progress=False
+        )
         assert list(pred["path"]) == list(test["path"])
         out = test[["image_id", "relpath", "label"]].copy()
         for c in classes:
             out[f"p_{c}"] = pred[f"p_{c}"].to_numpy()
         out["pred"] = pred["pred"].to_numpy()
         write_csv(run / "predictions_test.csv", out)
-        write_json(run / "run.json", {"parameters": {"seed": seed, "image_size": 32,
-                                                      "trial_models": ["small_cnn"]}})
+        write_json(
+            run / "run.json",
+            {"parameters": {"seed": seed, "image_size": 32, "trial_models": ["small_cnn"]}},
+        )
         runs.append(run)
     return runs, test, classes
 
 
 def test_age_bands():
     got = subgroups.age_band([5, 29.9, 30, 44, 45, 60, 74, 75, 90, None]).tolist()
-    assert got == ["<30", "<30", "30-44", "30-44", "45-59", "60-74", "60-74", "75+", "75+",
-                   "unknown"]
+    assert got == [
+        "<30",
+        "<30",
+        "30-44",
+        "30-44",
+        "45-59",
+        "60-74",
+        "60-74",
+        "75+",
+        "75+",
+        "unknown",
+    ]
 
 
 def test_subgroup_table_on_ham_test_predictions(ham_runs):
@@ -61,8 +81,7 @@ def test_subgroup_table_on_ham_test_predictions(ham_runs):
     probs = pred[[f"p_{c}" for c in classes]].to_numpy()
     p_mel = probs[:, classes.index("mel")]
     thr = float(np.quantile(p_mel, 0.7))
-    t = subgroups.subgroup_table(test, probs, classes, "mel", thr, n_bootstrap=60, seed=0,
-                                 min_n=25)
+    t = subgroups.subgroup_table(test, probs, classes, "mel", thr, n_bootstrap=60, seed=0, min_n=25)
     assert {"sex", "age_band", "localization"} <= set(t["attribute"])
     assert "dx_type" not in set(t["attribute"])  # descriptive only, never a subgroup
     assert set(t["metric"]) == set(subgroups.METRICS)
@@ -92,10 +111,11 @@ def test_compare_two_seeds(ham_runs, capsys):
     runs, test, _ = ham_runs
     side, diff = compare.compare_runs(runs, n_bootstrap=50)
     assert list(side.columns) == [r.name for r in runs]
-    assert set(diff["metric"]) == {"accuracy", "balanced_accuracy", "f1_macro",
-                                   "roc_auc_macro_ovr"}
+    assert set(diff["metric"]) == {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc_macro_ovr"}
     assert (diff["n_shared"] == len(test)).all()
-    assert ((diff["ci_low"] <= diff["diff"] + 1e-9) & (diff["diff"] <= diff["ci_high"] + 1e-9)).all()
+    assert (
+        (diff["ci_low"] <= diff["diff"] + 1e-9) & (diff["diff"] <= diff["ci_high"] + 1e-9)
+    ).all()
     ba = diff.set_index("metric").loc["balanced_accuracy"]
     assert ba["a"] == pytest.approx(side.loc["balanced_accuracy", runs[0].name])
     assert compare.main([str(r) for r in runs] + ["--n-bootstrap", "30"]) == 0
@@ -107,8 +127,7 @@ def test_compare_refuses_other_classes_and_disjoint_tests(ham_runs, tmp_path, ca
     runs, _, _ = ham_runs
     pred = pd.read_csv(runs[1] / "predictions_test.csv")
     other = tmp_path / "other"
-    write_csv(other / "predictions_test.csv",
-              pred.rename(columns={"p_vasc": "p_vascular"}))
+    write_csv(other / "predictions_test.csv", pred.rename(columns={"p_vasc": "p_vascular"}))
     with pytest.raises(compare.CompareError, match="different classes"):
         compare.compare_runs([runs[0], other])
     disjoint = tmp_path / "disjoint"

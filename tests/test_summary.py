@@ -1,5 +1,6 @@
 """Notebook 08's library side: which checkpoints, the Grad-CAM attention on lesions,
 the metrics.json record."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from test_explain import PatchNet
 
 from skinhelpers.evaluate import explain, summary
-from test_explain import PatchNet
 
 
 def test_resolve_checkpoints(tmp_path):
@@ -40,15 +41,23 @@ def _lesion_images(tmp_path: Path, n: int = 4):
     rows = []
     for i in range(n):
         y, x = 2 + 5 * i, 18 - 4 * i
-        images[i, y:y + 10, x:x + 10, 0] = 255
+        images[i, y : y + 10, x : x + 10, 0] = 255
         mask = np.zeros((32, 32, 3), np.uint8)
-        mask[y:y + 10, x:x + 10] = 255
+        mask[y : y + 10, x : x + 10] = 255
         mp = tmp_path / f"m{i}.png"
         Image.fromarray(mask).save(mp)
-        rows.append({"relpath": f"img{i}.jpg", "label": "b" if i % 2 else "a", "pred": "b",
-                     "correct": bool(i % 2), "mask_path": str(mp) if i != 3 else None})
-    cache = SimpleNamespace(images=images, rows_for=lambda df: np.array(
-        [int(r[3]) for r in df["relpath"]]))
+        rows.append(
+            {
+                "relpath": f"img{i}.jpg",
+                "label": "b" if i % 2 else "a",
+                "pred": "b",
+                "correct": bool(i % 2),
+                "mask_path": str(mp) if i != 3 else None,
+            }
+        )
+    cache = SimpleNamespace(
+        images=images, rows_for=lambda df: np.array([int(r[3]) for r in df["relpath"]])
+    )
     return cache, pd.DataFrame(rows)
 
 
@@ -56,22 +65,54 @@ def test_attention_on_lesions_follows_the_patch(tmp_path):
     cache, pred = _lesion_images(tmp_path)
     model = PatchNet().eval()
     layer = explain.find_target_layer(model, 32)
-    att = explain.attention_on_lesions(model, cache, pred, ["a", "b"], [0, 0, 0], [1, 1, 1],
-                                       layer, 32, max_images=10, batch_size=2, seed=0)
+    att = explain.attention_on_lesions(
+        model,
+        cache,
+        pred,
+        ["a", "b"],
+        [0, 0, 0],
+        [1, 1, 1],
+        layer,
+        32,
+        max_images=10,
+        batch_size=2,
+        seed=0,
+    )
     assert sorted(att["relpath"]) == ["img0.jpg", "img1.jpg", "img2.jpg"]  # masked rows only
     assert (att["cam_inside"] > 0.9).all() and (att["ratio"] > 5).all()
-    part = explain.attention_on_lesions(model, cache, pred, ["a", "b"], [0, 0, 0], [1, 1, 1],
-                                        layer, 32, max_images=2, batch_size=1, seed=0)
+    part = explain.attention_on_lesions(
+        model,
+        cache,
+        pred,
+        ["a", "b"],
+        [0, 0, 0],
+        [1, 1, 1],
+        layer,
+        32,
+        max_images=2,
+        batch_size=1,
+        seed=0,
+    )
     assert len(part) == 2 and set(part["relpath"]) <= set(att["relpath"])
     pred["mask_path"] = None
-    assert explain.attention_on_lesions(model, cache, pred, ["a", "b"], [0, 0, 0], [1, 1, 1],
-                                        layer, 32) is None
+    assert (
+        explain.attention_on_lesions(
+            model, cache, pred, ["a", "b"], [0, 0, 0], [1, 1, 1], layer, 32
+        )
+        is None
+    )
 
 
 def test_attention_summary_arithmetic():
-    att = pd.DataFrame({"label": ["a", "a", "b"], "correct": [True, False, True],
-                        "cam_inside": [0.2, 0.4, 0.9], "lesion_area": [0.1, 0.1, 0.3],
-                        "ratio": [2.0, 4.0, 3.0]})
+    att = pd.DataFrame(
+        {
+            "label": ["a", "a", "b"],
+            "correct": [True, False, True],
+            "cam_inside": [0.2, 0.4, 0.9],
+            "lesion_area": [0.1, 0.1, 0.3],
+            "ratio": [2.0, 4.0, 3.0],
+        }
+    )
     by, rec = explain.attention_summary(att, ["a", "b", "c"])
     assert by.loc["a", "cam_inside"] == pytest.approx(0.3) and by.loc["a", "images"] == 2
     assert np.isnan(by.loc["c", "cam_inside"]) and by.loc["c", "images"] == 0
@@ -86,17 +127,35 @@ def test_metrics_record():
     split = pd.DataFrame({"split": ["train", "val", "test", "test"]})
     split.attrs.update(dataset="demo", synthetic=True, classes=["a", "b"])
     cal = {"temperature": 1.5, "before": {"ece": 0.2}, "after": {"ece": 0.05}}
-    tta = {"views": ["id", "hflip"], "time_ratio": 2.0,
-           "diff": {"balanced_accuracy": {"diff": 0.01, "ci_low": -0.02, "ci_high": 0.04}}}
+    tta = {
+        "views": ["id", "hflip"],
+        "time_ratio": 2.0,
+        "diff": {"balanced_accuracy": {"diff": 0.01, "ci_low": -0.02, "ci_high": 0.04}},
+    }
     lesion = {"cam_inside_mean": 0.61, "lesion_area_mean": 0.3}
     rec = summary.metrics_record(
-        split, "best_ema", ["id", "hflip"], 200, {"best_ema": Path("c/best_ema.pt")},
-        {"best_ema": {"arch": "small_cnn", "epoch": 3}}, {"best_ema": {"metrics": {"x": 1}}},
-        {"sentences": ["Melanoma: ..."]}, cal, tta, lesion,
-        {("best_ema", "test", 2): 1.234567})
+        split,
+        "best_ema",
+        ["id", "hflip"],
+        200,
+        {"best_ema": Path("c/best_ema.pt")},
+        {"best_ema": {"arch": "small_cnn", "epoch": 3}},
+        {"best_ema": {"metrics": {"x": 1}}},
+        {"sentences": ["Melanoma: ..."]},
+        cal,
+        tta,
+        lesion,
+        {("best_ema", "test", 2): 1.234567},
+    )
     assert rec["n_test"] == 2 and rec["n_val"] == 1 and rec["synthetic"] is True
-    assert rec["models"] == {"best_ema": {"checkpoint": "c/best_ema.pt", "arch": "small_cnn",
-                                          "epoch": 3, "metrics": {"x": 1}}}
+    assert rec["models"] == {
+        "best_ema": {
+            "checkpoint": "c/best_ema.pt",
+            "arch": "small_cnn",
+            "epoch": 3,
+            "metrics": {"x": 1},
+        }
+    }
     assert rec["timings_s"] == {"best_ema/test/2": 1.23}
     assert rec["sentences"][0] == "Melanoma: ..." and len(rec["sentences"]) == 4
     assert "0.200 to 0.050" in rec["sentences"][1] and "TTA (2 views)" in rec["sentences"][2]

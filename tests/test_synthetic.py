@@ -1,16 +1,15 @@
 """The SYNTHETIC demo set: deterministic, HAM10000-shaped, with real class signal."""
+
 from __future__ import annotations
 
 import hashlib
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from skinhelpers.data import synthetic
-from skinhelpers.data.registry import HAM_CLASSES
-from skinhelpers.data.manifest import load_manifest
 from skinhelpers.data.imaging import read_rgb
+from skinhelpers.data.registry import HAM_CLASSES
 
 
 def _digest(root):

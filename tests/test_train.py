@@ -1,4 +1,5 @@
 """The trainer: learns on real data, resumes exactly, stops early, writes loadable checkpoints."""
+
 from __future__ import annotations
 
 import math
@@ -8,9 +9,11 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers_train import toy_dataset
+
 from skinhelpers.model import checkpoints
+from skinhelpers.model.metrics import val_metrics
+from skinhelpers.train.config import DataMeta, TrainConfig
 from skinhelpers.train.losses import FocalLoss, build_loss
 from skinhelpers.train.sampling import (
     BalancedSampler,
@@ -18,16 +21,22 @@ from skinhelpers.train.sampling import (
     sampling_prior,
     train_sampler,
 )
-from skinhelpers.train.config import DataMeta, TrainConfig
 from skinhelpers.train.trainer import Trainer
-from skinhelpers.model.metrics import val_metrics
 
 META = DataMeta(classes=["a", "b", "c"], image_size=32, positive_class="b", dataset="toy")
 
 
 def _cfg(**kw):
-    base = dict(arch="small_cnn", epochs=3, batch_size=16, workers=0, lr=3e-3, patience=0,
-                tensorboard=False, seed=0)
+    base = dict(
+        arch="small_cnn",
+        epochs=3,
+        batch_size=16,
+        workers=0,
+        lr=3e-3,
+        patience=0,
+        tensorboard=False,
+        seed=0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -43,10 +52,19 @@ def test_short_run_on_real_ham10000_lowers_the_loss(ham_manifest, tmp_path):
     used.attrs = df.attrs
     cache = build_cache(used, 48, cache_dir=tmp_path / "cache", workers=2, show_progress=False)
     train_ds, val_ds = CachedImageDataset(cache, train), CachedImageDataset(cache, val)
-    meta = DataMeta(classes=df.attrs["classes"], image_size=48, dataset="ham10000",
-                    positive_class="mel")
-    cfg = _cfg(arch="efficientnet_lite0", epochs=3, freeze_epochs=1, lr=2e-3, ema=False,
-               label_smoothing=0.0, batch_size=12, save="none")
+    meta = DataMeta(
+        classes=df.attrs["classes"], image_size=48, dataset="ham10000", positive_class="mel"
+    )
+    cfg = _cfg(
+        arch="efficientnet_lite0",
+        epochs=3,
+        freeze_epochs=1,
+        lr=2e-3,
+        ema=False,
+        label_smoothing=0.0,
+        batch_size=12,
+        save="none",
+    )
     tr = Trainer(cfg, train_ds, val_ds, train["label_idx"].to_numpy(), meta, tmp_path / "out")
     plain = torch.utils.data.DataLoader(train_ds, batch_size=64)
     logits, y = tr.predict(tr.model, plain)
@@ -55,8 +73,19 @@ def test_short_run_on_real_ham10000_lowers_the_loss(ham_manifest, tmp_path):
     logits, y = tr.predict(tr.model, plain)
     after = F.cross_entropy(logits, y).item()
     hist = res["history"]
-    print(hist[["epoch", "phase", "train_loss", "val_loss", "val_balanced_accuracy",
-                "val_macro_auc", "images_per_s"]].to_string())
+    print(
+        hist[
+            [
+                "epoch",
+                "phase",
+                "train_loss",
+                "val_loss",
+                "val_balanced_accuracy",
+                "val_macro_auc",
+                "images_per_s",
+            ]
+        ].to_string()
+    )
     assert after < 0.8 * before, (before, after)
     assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
     assert list(hist["phase"]) == ["warmup_head", "finetune", "finetune"]
@@ -69,8 +98,9 @@ def test_resume_continues_from_the_saved_epoch_with_the_same_state(tmp_path):
     ds, labels = toy_dataset(32, size=24)
 
     def cfg():  # two phases, cosine schedule, EMA: everything resume must restore
-        return _cfg(arch="efficientnet_lite0", epochs=3, freeze_epochs=1, ema=True,
-                    tensorboard=True)
+        return _cfg(
+            arch="efficientnet_lite0", epochs=3, freeze_epochs=1, ema=True, tensorboard=True
+        )
 
     full = Trainer(cfg(), ds, ds, labels, META, tmp_path / "full").fit()
 
@@ -99,8 +129,9 @@ def test_resume_continues_from_the_saved_epoch_with_the_same_state(tmp_path):
     for k in a["state_dict"]:  # the resumed run ends where the uninterrupted one did
         assert torch.allclose(a["state_dict"][k].float(), b["state_dict"][k].float(), atol=1e-6), k
     for k in a["ema_state_dict"]:
-        assert torch.allclose(a["ema_state_dict"][k].float(), b["ema_state_dict"][k].float(),
-                              atol=1e-6), k
+        assert torch.allclose(
+            a["ema_state_dict"][k].float(), b["ema_state_dict"][k].float(), atol=1e-6
+        ), k
     pd.testing.assert_series_equal(full["history"]["train_loss"], res["history"]["train_loss"])
 
     # a finished run resumes to "nothing to do"; a changed recipe is refused
@@ -115,8 +146,9 @@ def test_resume_continues_from_the_saved_epoch_with_the_same_state(tmp_path):
 # ----------------------------------------------------------------------------- early stopping
 def test_early_stopping_stops(tmp_path):
     ds, labels = toy_dataset(48)
-    res = Trainer(_cfg(epochs=8, lr=0.0, patience=2, ema=False), ds, ds, labels, META,
-                  tmp_path).fit()  # lr 0: the score can never improve after epoch 1
+    res = Trainer(
+        _cfg(epochs=8, lr=0.0, patience=2, ema=False), ds, ds, labels, META, tmp_path
+    ).fit()  # lr 0: the score can never improve after epoch 1
     assert res["stopped_early"] and res["epochs_run"] == 3 and res["best_epoch"] == 1
     hist = pd.read_csv(tmp_path / "history.csv")
     assert len(hist) == 3
@@ -124,8 +156,9 @@ def test_early_stopping_stops(tmp_path):
 
 def test_no_early_stop_while_improving(tmp_path):
     ds, labels = toy_dataset(64)
-    res = Trainer(_cfg(epochs=3, patience=3, ema=False, save="none"), ds, ds, labels, META,
-                  tmp_path).fit()
+    res = Trainer(
+        _cfg(epochs=3, patience=3, ema=False, save="none"), ds, ds, labels, META, tmp_path
+    ).fit()
     assert not res["stopped_early"] and res["epochs_run"] == 3
 
 
@@ -143,11 +176,20 @@ def test_checkpoints_reload_with_weights_only(tmp_path):
         model, info = checkpoints.model_from_checkpoint(tmp_path / "checkpoints" / name)
         logits, y = tr.predict(model, tr.val_loader)
         m = val_metrics(logits, y, 1)
-        assert math.isclose(m["balanced_accuracy"], info["metrics"]["balanced_accuracy"],
-                            abs_tol=1e-6)
+        assert math.isclose(
+            m["balanced_accuracy"], info["metrics"]["balanced_accuracy"], abs_tol=1e-6
+        )
     last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
-    for key in ("optimizer", "scheduler", "scaler", "ema_state_dict", "history", "rng",
-                "train_state", "config"):
+    for key in (
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "ema_state_dict",
+        "history",
+        "rng",
+        "train_state",
+        "config",
+    ):
         assert key in last, key
     assert (tmp_path / "history.csv").exists() and any((tmp_path / "tb").iterdir())
     assert res["best_epoch"] >= 1
@@ -156,9 +198,21 @@ def test_checkpoints_reload_with_weights_only(tmp_path):
 # ----------------------------------------------------------------------------- recipe parts
 def test_mixing_focal_plateau_and_class_weights_run(tmp_path):
     ds, labels = toy_dataset(48)
-    cfg = _cfg(epochs=4, cutmix_alpha=1.0, mixup_alpha=0.2, mix_prob=1.0, loss="focal",
-               scheduler="plateau", plateau_patience=0, class_weight_power=1.0,
-               balance_power=1.0, logit_adjust_tau=1.0, ema=False, save="all", hidden_dim=8)
+    cfg = _cfg(
+        epochs=4,
+        cutmix_alpha=1.0,
+        mixup_alpha=0.2,
+        mix_prob=1.0,
+        loss="focal",
+        scheduler="plateau",
+        plateau_patience=0,
+        class_weight_power=1.0,
+        balance_power=1.0,
+        logit_adjust_tau=1.0,
+        ema=False,
+        save="all",
+        hidden_dim=8,
+    )
     res = Trainer(cfg, ds, ds, labels, META, tmp_path).fit()
     hist = res["history"]
     assert res["epochs_run"] == 4 and np.isfinite(hist["train_loss"]).all()
@@ -187,8 +241,9 @@ def test_losses():
     assert torch.allclose(FocalLoss(gamma=0.0)(logits, y), F.cross_entropy(logits, y), atol=1e-6)
     assert FocalLoss(gamma=2.0)(logits, y) < F.cross_entropy(logits, y)
     w = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    assert torch.allclose(FocalLoss(0.0, w)(logits, y), F.cross_entropy(logits, y, weight=w),
-                          atol=1e-6)
+    assert torch.allclose(
+        FocalLoss(0.0, w)(logits, y), F.cross_entropy(logits, y, weight=w), atol=1e-6
+    )
     prior = torch.tensor([0.7, 0.1, 0.1, 0.1])
     la = build_loss("ce", 4, logit_adjust_tau=1.0, prior=prior)
     assert torch.allclose(la(logits, y), F.cross_entropy(logits + prior.log(), y))

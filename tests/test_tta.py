@@ -1,4 +1,5 @@
 """Test-time augmentation over the dihedral views (:mod:`skinhelpers.model.inference`)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,7 @@ class PointwiseNet(nn.Module):
 
     def __init__(self, c=4):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 16, 1), nn.ReLU(), nn.Conv2d(16, 16, 1),
-                                  nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.ReLU())
         self.fc = nn.Linear(16, c)
 
     def forward(self, x):

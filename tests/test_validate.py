@@ -1,19 +1,19 @@
 """Validation: every kind of bad input is found, named, and handled as chosen."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers_images import write_jpg, write_mode, write_truncated
 from PIL import Image
 
-from helpers_images import write_jpg, write_mode, write_truncated
-from skinhelpers.data import manifest as datasets
-from skinhelpers.data.manifest import load_manifest
 from skinhelpers.data.imaging import ImageReadError, read_rgb
+from skinhelpers.data.manifest import load_manifest
 from skinhelpers.data.validate import validate
 
-
 # ----------------------------------------------------------------------------- real data
+
 
 def test_ham10000_validation_finds_exactly_the_identical_pairs(ham_manifest):
     rep = validate(ham_manifest, show_progress=False)
@@ -41,8 +41,9 @@ def test_isic9_conflicts_and_overlaps_are_counted(isic9_manifest):
     assert cases["duplicate_id"] == 157
     # same-label identical files: the two "(1)" copies and two pairs under different ids
     assert (cases["byte_identical"], files["byte_identical"]) == (4, 8)
-    copies = rep.findings[(rep.findings.kind == "byte_identical")
-                          & rep.findings.relpath.str.contains(r"\(1\)")]
+    copies = rep.findings[
+        (rep.findings.kind == "byte_identical") & rep.findings.relpath.str.contains(r"\(1\)")
+    ]
     assert len(copies) == 2
     clean = rep.apply(isic9_manifest, verbose=False)
     assert len(clean) == 2359 - 310 - 4
@@ -57,6 +58,7 @@ def test_isic9_conflicts_and_overlaps_are_counted(isic9_manifest):
 
 
 # ----------------------------------------------------------------------------- bad files
+
 
 @pytest.fixture()
 def messy(tmp_path):
@@ -94,8 +96,15 @@ def test_every_problem_kind_is_reported_with_the_file(messy):
     text = str(rep)
     assert "b/truncated.jpg" in text and "garbage.jpg" in text and "'c' holds no image" in text
     clean = rep.apply(df, verbose=False)
-    assert sorted(clean.relpath) == ["a/cmyk.jpg", "a/deep.png", "a/good2.jpg", "a/gray.png",
-                                     "a/rgba.png", "a/same.jpg", "b/good3.jpg"]
+    assert sorted(clean.relpath) == [
+        "a/cmyk.jpg",
+        "a/deep.png",
+        "a/good2.jpg",
+        "a/gray.png",
+        "a/rgba.png",
+        "a/same.jpg",
+        "b/good3.jpg",
+    ]
     strict = rep.apply(df, {"non_rgb": "drop"}, verbose=False)
     assert sorted(strict.relpath) == ["a/good2.jpg", "a/same.jpg", "b/good3.jpg"]
     # every kept image can be read as RGB uint8
@@ -119,9 +128,11 @@ def test_missing_file_is_reported_and_dropped(tmp_path):
 
 def test_duplicate_csv_rows_are_deduped(tmp_path):
     root = tmp_path / "ham"
-    rows = [{"lesion_id": "L1", "image_id": "I0", "dx": "nv"},
-            {"lesion_id": "L1", "image_id": "I0", "dx": "nv"},
-            {"lesion_id": "L2", "image_id": "I1", "dx": "mel"}]
+    rows = [
+        {"lesion_id": "L1", "image_id": "I0", "dx": "nv"},
+        {"lesion_id": "L1", "image_id": "I0", "dx": "nv"},
+        {"lesion_id": "L2", "image_id": "I1", "dx": "mel"},
+    ]
     root.mkdir()
     pd.DataFrame(rows).to_csv(root / "HAM10000_metadata.csv", index=False)
     for i in (0, 1):
@@ -142,6 +153,7 @@ def test_bad_actions_are_rejected(demo_manifest):
 
 # ----------------------------------------------------------------------------- decoding
 
+
 def test_read_rgb_converts_odd_modes_faithfully(tmp_path):
     base = np.zeros((20, 30, 3), np.uint8)
     base[:, :, 0] = 200
@@ -150,7 +162,7 @@ def test_read_rgb_converts_odd_modes_faithfully(tmp_path):
     Image.fromarray(base).save(tmp_path / "rgb.png")
     Image.fromarray(base).convert("RGBA").save(tmp_path / "rgba.png")
     Image.fromarray(base).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=100)
-    gray = (np.arange(30, dtype=np.uint16)[None, :].repeat(20, 0) * 2000)
+    gray = np.arange(30, dtype=np.uint16)[None, :].repeat(20, 0) * 2000
     Image.fromarray(gray).save(tmp_path / "deep.png")  # I;16
     assert np.array_equal(read_rgb(tmp_path / "rgb.png"), base)
     assert np.array_equal(read_rgb(tmp_path / "rgba.png"), base)

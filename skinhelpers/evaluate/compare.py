@@ -10,6 +10,7 @@ when the runs' classes differ or they share no test image.
 hparams view (``<run>/tb/``), so runs can be browsed together with
 ``tensorboard --logdir runs``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,9 @@ def _run_path(run: str | os.PathLike) -> Path:
     for cand in (p, PROJECT_ROOT / "runs" / p, PROJECT_ROOT / p):
         if (cand / "predictions_test.csv").exists():
             return cand.resolve()
-    raise CompareError(f"run '{run}': no predictions_test.csv in {p} or runs/{p} (run "
-                       "notebook 08 in it first)")
+    raise CompareError(
+        f"run '{run}': no predictions_test.csv in {p} or runs/{p} (run notebook 08 in it first)"
+    )
 
 
 def load_run(run: str | os.PathLike) -> dict:
@@ -43,8 +45,13 @@ def load_run(run: str | os.PathLike) -> dict:
     metrics = read_json(path / "metrics.json") if (path / "metrics.json").exists() else {}
     pred = pd.read_csv(path / "predictions_test.csv")
     classes = metrics.get("classes") or [c[2:] for c in pred.columns if c.startswith("p_")]
-    return {"path": path, "name": path.name, "classes": list(classes), "pred": pred,
-            "metrics": metrics}
+    return {
+        "path": path,
+        "name": path.name,
+        "classes": list(classes),
+        "pred": pred,
+        "metrics": metrics,
+    }
 
 
 def headline(run: dict) -> dict:
@@ -66,8 +73,9 @@ def _arrays(pred: pd.DataFrame, classes) -> tuple[np.ndarray, np.ndarray]:
     return y, pred[[f"p_{c}" for c in classes]].to_numpy(np.float64)
 
 
-def compare_runs(runs: list[str | os.PathLike], n_bootstrap: int = 1000,
-                 seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compare_runs(
+    runs: list[str | os.PathLike], n_bootstrap: int = 1000, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(side_by_side, differences)``: headline metrics per run, and the paired bootstrap
     difference of each later run minus the first on their shared test images (columns
     ``run_a, run_b, n_shared, metric, a, b, diff, ci_low, ci_high, p_better``)."""
@@ -80,8 +88,10 @@ def compare_runs(runs: list[str | os.PathLike], n_bootstrap: int = 1000,
     base = loaded[0]
     for r in loaded[1:]:
         if r["classes"] != base["classes"]:
-            raise CompareError(f"runs {base['path']} and {r['path']} have different classes: "
-                               f"{base['classes']} vs {r['classes']}")
+            raise CompareError(
+                f"runs {base['path']} and {r['path']} have different classes: "
+                f"{base['classes']} vs {r['classes']}"
+            )
     side = pd.DataFrame({n: headline(r) for n, r in zip(names, loaded)})
     diffs = []
     for name, r in zip(names[1:], loaded[1:]):
@@ -89,27 +99,32 @@ def compare_runs(runs: list[str | os.PathLike], n_bootstrap: int = 1000,
         b = r["pred"].drop_duplicates("relpath").set_index("relpath")
         shared = a.index.intersection(b.index)
         if len(shared) == 0:
-            raise CompareError(f"runs {base['path']} and {r['path']} share no test image "
-                               "(predictions_test.csv relpaths): a paired comparison needs "
-                               "the same images")
+            raise CompareError(
+                f"runs {base['path']} and {r['path']} share no test image "
+                "(predictions_test.csv relpaths): a paired comparison needs "
+                "the same images"
+            )
         a, b = a.loc[shared], b.loc[shared]
         if (a["label"] != b["label"]).any():
-            raise CompareError(f"runs {names[0]} and {name} label "
-                               f"{int((a['label'] != b['label']).sum())} shared images "
-                               "differently")
+            raise CompareError(
+                f"runs {names[0]} and {name} label "
+                f"{int((a['label'] != b['label']).sum())} shared images "
+                "differently"
+            )
         ya, pa = _arrays(a, base["classes"])
         _, pb = _arrays(b, base["classes"])
         t = scores.paired_bootstrap_diff(ya, pa, pb, n_bootstrap=n_bootstrap, seed=seed)
         t = t.reset_index().assign(run_a=names[0], run_b=name, n_shared=len(shared))
         diffs.append(t)
-    diff = pd.concat(diffs, ignore_index=True)[["run_a", "run_b", "n_shared", "metric", "a",
-                                                "b", "diff", "ci_low", "ci_high",
-                                                "p_better"]]
+    diff = pd.concat(diffs, ignore_index=True)[
+        ["run_a", "run_b", "n_shared", "metric", "a", "b", "diff", "ci_low", "ci_high", "p_better"]
+    ]
     return side, diff
 
 
-def log_hparams(run_dir: str | os.PathLike, params: dict | None = None,
-                metrics: dict | None = None) -> Path:
+def log_hparams(
+    run_dir: str | os.PathLike, params: dict | None = None, metrics: dict | None = None
+) -> Path:
     """Write the run's parameters and headline metrics to TensorBoard's hparams view
     (``<run_dir>/tb/``). Defaults: the parameters of ``run.json`` (else the notebooks'
     params files) and the reported model's headline of ``metrics.json``."""
@@ -124,20 +139,30 @@ def log_hparams(run_dir: str | os.PathLike, params: dict | None = None,
             for k, v in read_json(f).get("params", {}).items():
                 params.setdefault(k, v)
     if metrics is None:
-        metrics = headline({"metrics": read_json(run_dir / "metrics.json"), "pred": None,
-                            "classes": []})
-    hp = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
-          for k, v in params.items() if v is not None}
-    hm = {f"hparam/{k}": float(v) for k, v in metrics.items()
-          if isinstance(v, (int, float)) and np.isfinite(v)}
+        metrics = headline(
+            {"metrics": read_json(run_dir / "metrics.json"), "pred": None, "classes": []}
+        )
+    hp = {
+        k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+        for k, v in params.items()
+        if v is not None
+    }
+    hm = {
+        f"hparam/{k}": float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and np.isfinite(v)
+    }
     with SummaryWriter(log_dir=str(run_dir / "tb")) as w:
         w.add_hparams(hp, hm, run_name="hparams")
     return run_dir / "tb"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="skinhelpers compare", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="skinhelpers compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("runs", nargs="+", help="run folders (or names under runs/)")
     ap.add_argument("--n-bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
@@ -151,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print("Headline metrics (test):")
         print(side.round(4).to_string())
-        print(f"\nPaired bootstrap, later run minus {diff['run_a'].iloc[0]} on the shared "
-              "test images (95% CI):")
+        print(
+            f"\nPaired bootstrap, later run minus {diff['run_a'].iloc[0]} on the shared "
+            "test images (95% CI):"
+        )
         print(diff.round(4).to_string(index=False))
     out = Path(a.out) if a.out else _run_path(a.runs[0])
     path = write_csv(out / "compare.csv", diff)

@@ -9,9 +9,10 @@ Grad-CAM. :func:`cam_in_lesion` compares a CAM with the lesion mask brought to t
 model's input geometry by :func:`skinhelpers.data.imaging.fit_to_square`, exactly as the
 image was.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,9 +24,10 @@ from skinhelpers.progress import progress
 
 
 def find_target_layer(model: torch.nn.Module, image_size: int = 64) -> torch.nn.Module:
-    """The model's own choice (``model.cam_layer()``, as :class:`skinhelpers.model.factory.Classifier`
-    has), else the last module (in execution order) producing a ``(B, C, H, W)`` map with
-    H, W > 1, found with one forward pass of a blank image."""
+    """The model's own choice (``model.cam_layer()``, as
+    :class:`skinhelpers.model.factory.Classifier` has), else the last module (in execution
+    order) producing a ``(B, C, H, W)`` map with H, W > 1, found with one forward pass of a
+    blank image."""
     if hasattr(model, "cam_layer"):
         try:
             return model.cam_layer()
@@ -53,13 +55,16 @@ def find_target_layer(model: torch.nn.Module, image_size: int = 64) -> torch.nn.
         for h in hooks:
             h.remove()
     if not found:
-        raise ValueError(f"{type(model).__name__}: no module produces a spatial feature map "
-                         f"at {image_size}px; pass target_layer explicitly")
+        raise ValueError(
+            f"{type(model).__name__}: no module produces a spatial feature map "
+            f"at {image_size}px; pass target_layer explicitly"
+        )
     return found[-1][1]
 
 
-def layer_output_shape(model: torch.nn.Module, layer: torch.nn.Module,
-                       image_size: int) -> tuple[int, ...]:
+def layer_output_shape(
+    model: torch.nn.Module, layer: torch.nn.Module, image_size: int
+) -> tuple[int, ...]:
     """Shape of ``layer``'s output for one blank image: the CAM's native resolution."""
     shape: list = []
     h = layer.register_forward_hook(lambda m, i, o: shape.append(tuple(o.shape)))
@@ -76,8 +81,13 @@ def layer_name(model: torch.nn.Module, layer: torch.nn.Module) -> str:
     return next((n for n, m in model.named_modules() if m is layer), "?")
 
 
-def grad_cam(model: torch.nn.Module, x: torch.Tensor, targets: Sequence[int] | None = None,
-             target_layer: torch.nn.Module | None = None, batch_size: int = 16) -> np.ndarray:
+def grad_cam(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    targets: Sequence[int] | None = None,
+    target_layer: torch.nn.Module | None = None,
+    batch_size: int = 16,
+) -> np.ndarray:
     """Grad-CAM maps ``(B, H, W)`` in ``[0, 1]`` at the input resolution.
 
     ``x`` is the *normalised* float batch the model sees; ``targets`` the class index to
@@ -92,18 +102,26 @@ def grad_cam(model: torch.nn.Module, x: torch.Tensor, targets: Sequence[int] | N
     out = []
     with GradCAM(model=model, target_layers=[layer]) as cam:
         for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size].to(dev)
-            tg = None if targets is None else [ClassifierOutputTarget(int(t))
-                                               for t in targets[i:i + batch_size]]
+            xb = x[i : i + batch_size].to(dev)
+            tg = (
+                None
+                if targets is None
+                else [ClassifierOutputTarget(int(t)) for t in targets[i : i + batch_size]]
+            )
             with torch.enable_grad():
                 out.append(cam(input_tensor=xb, targets=tg))
     model.zero_grad(set_to_none=True)
     return np.concatenate(out).astype(np.float32)
 
 
-def cams_for_images(model: torch.nn.Module, images: np.ndarray, mean: Sequence[float],
-                    std: Sequence[float], targets: Sequence[int] | None = None,
-                    target_layer: torch.nn.Module | None = None) -> np.ndarray:
+def cams_for_images(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    targets: Sequence[int] | None = None,
+    target_layer: torch.nn.Module | None = None,
+) -> np.ndarray:
     """Grad-CAM of uint8 RGB images ``(N, S, S, 3)`` (as the cache stores them), normalised
     with the checkpoint's ``mean``/``std``."""
     from skinhelpers.model.inference import to_model_input
@@ -128,12 +146,16 @@ def cam_in_lesion(cam: np.ndarray, mask: np.ndarray) -> dict:
     total = cam.sum()
     area = float(mask.mean())
     inside = float(cam[mask].sum() / total) if total > 0 else float("nan")
-    return {"cam_inside": inside, "lesion_area": area,
-            "ratio": inside / area if area > 0 and np.isfinite(inside) else float("nan")}
+    return {
+        "cam_inside": inside,
+        "lesion_area": area,
+        "ratio": inside / area if area > 0 and np.isfinite(inside) else float("nan"),
+    }
 
 
-def lesion_attention(df: pd.DataFrame, cams: np.ndarray, size: int,
-                     resize_mode: str = "squash") -> pd.DataFrame:
+def lesion_attention(
+    df: pd.DataFrame, cams: np.ndarray, size: int, resize_mode: str = "squash"
+) -> pd.DataFrame:
     """:func:`cam_in_lesion` for each row of ``df`` (needs ``mask_path``; rows without a
     mask get NaN) and its CAM, with the mask in the cache's geometry."""
     rows = []
@@ -149,11 +171,20 @@ def has_mask(mask_path) -> bool:
     return isinstance(mask_path, str) and bool(mask_path)
 
 
-def attention_on_lesions(model: torch.nn.Module, cache, pred: pd.DataFrame,
-                         classes: Sequence[str], mean: Sequence[float], std: Sequence[float],
-                         layer: torch.nn.Module, image_size: int, resize_mode: str = "squash",
-                         max_images: int = 300, batch_size: int = 64,
-                         seed: int = 0) -> pd.DataFrame | None:
+def attention_on_lesions(
+    model: torch.nn.Module,
+    cache,
+    pred: pd.DataFrame,
+    classes: Sequence[str],
+    mean: Sequence[float],
+    std: Sequence[float],
+    layer: torch.nn.Module,
+    image_size: int,
+    resize_mode: str = "squash",
+    max_images: int = 300,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> pd.DataFrame | None:
     """Grad-CAM of the predicted class for up to ``max_images`` rows of ``pred`` that have a
     lesion mask (a seeded sample), in batches, scored by :func:`lesion_attention`.
 
@@ -167,9 +198,17 @@ def attention_on_lesions(model: torch.nn.Module, cache, pred: pd.DataFrame,
     sample = with_mask.sample(min(max_images, len(with_mask)), random_state=seed)
     cams = []
     for start in progress(range(0, len(sample), batch_size), desc="Grad-CAM", unit="batch"):
-        part = sample.iloc[start:start + batch_size]
-        cams.append(cams_for_images(model, cache.images[cache.rows_for(part)], mean, std,
-                                    [list(classes).index(p) for p in part["pred"]], layer))
+        part = sample.iloc[start : start + batch_size]
+        cams.append(
+            cams_for_images(
+                model,
+                cache.images[cache.rows_for(part)],
+                mean,
+                std,
+                [list(classes).index(p) for p in part["pred"]],
+                layer,
+            )
+        )
     return lesion_attention(sample, np.concatenate(cams), image_size, resize_mode)
 
 
@@ -178,20 +217,28 @@ def attention_summary(att: pd.DataFrame, classes: Sequence[str]) -> tuple[pd.Dat
     record for ``metrics.json`` (overall means, correct vs wrong, per class)."""
     by = att.groupby("label")[["cam_inside", "lesion_area", "ratio"]].mean().reindex(classes)
     by["images"] = att.groupby("label").size().reindex(classes).fillna(0).astype(int)
-    by.loc["all"] = [att["cam_inside"].mean(), att["lesion_area"].mean(),
-                     att["ratio"].mean(), len(att)]
+    by.loc["all"] = [
+        att["cam_inside"].mean(),
+        att["lesion_area"].mean(),
+        att["ratio"].mean(),
+        len(att),
+    ]
     ok = att.groupby("correct")["cam_inside"].mean()
-    record = {"images": int(len(att)), "cam_inside_mean": float(att["cam_inside"].mean()),
-              "lesion_area_mean": float(att["lesion_area"].mean()),
-              "ratio_mean": float(att["ratio"].mean()),
-              "cam_inside_correct": float(ok.get(True, np.nan)),
-              "cam_inside_wrong": float(ok.get(False, np.nan)),
-              "per_class": by.drop(index="all").to_dict(orient="index")}
+    record = {
+        "images": int(len(att)),
+        "cam_inside_mean": float(att["cam_inside"].mean()),
+        "lesion_area_mean": float(att["lesion_area"].mean()),
+        "ratio_mean": float(att["ratio"].mean()),
+        "cam_inside_correct": float(ok.get(True, np.nan)),
+        "cam_inside_wrong": float(ok.get(False, np.nan)),
+        "per_class": by.drop(index="all").to_dict(orient="index"),
+    }
     return by, record
 
 
-def select_cases(pred: pd.DataFrame, classes: Sequence[str], per_class: int = 2,
-                 seed: int = 0) -> pd.DataFrame:
+def select_cases(
+    pred: pd.DataFrame, classes: Sequence[str], per_class: int = 2, seed: int = 0
+) -> pd.DataFrame:
     """Up to ``per_class`` correct and ``per_class`` wrong test cases per true class
     (seeded random choice), with a ``case`` column (correct / wrong)."""
     rng = np.random.default_rng(seed)
@@ -210,14 +257,21 @@ def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarr
     """A CAM over an RGB uint8 image (jet colour map), as uint8."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    return show_cam_on_image(image.astype(np.float32) / 255.0, cam, use_rgb=True,
-                             image_weight=1 - alpha)
+    return show_cam_on_image(
+        image.astype(np.float32) / 255.0, cam, use_rgb=True, image_weight=1 - alpha
+    )
 
 
-def plot_cam_gallery(images: Sequence[np.ndarray], cams: Sequence[np.ndarray],
-                     titles: Sequence[str], masks: Sequence[np.ndarray | None] | None = None,
-                     ncols: int = 6, title: str = "Grad-CAM", synthetic: bool = False,
-                     colors: Sequence[str] | None = None):
+def plot_cam_gallery(
+    images: Sequence[np.ndarray],
+    cams: Sequence[np.ndarray],
+    titles: Sequence[str],
+    masks: Sequence[np.ndarray | None] | None = None,
+    ncols: int = 6,
+    title: str = "Grad-CAM",
+    synthetic: bool = False,
+    colors: Sequence[str] | None = None,
+):
     """Image / CAM overlay pairs in a grid; the lesion outline in white where a mask is
     given. ``colors`` tints each title (e.g. green for correct, red for wrong)."""
     import matplotlib.pyplot as plt
@@ -225,8 +279,9 @@ def plot_cam_gallery(images: Sequence[np.ndarray], cams: Sequence[np.ndarray],
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, 2 * ncols, figsize=(2 * ncols * 1.45, nrows * 1.75),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, 2 * ncols, figsize=(2 * ncols * 1.45, nrows * 1.75), squeeze=False
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for i in range(n):
@@ -236,15 +291,19 @@ def plot_cam_gallery(images: Sequence[np.ndarray], cams: Sequence[np.ndarray],
         a1.imshow(overlay(images[i], cams[i]))
         if masks is not None and masks[i] is not None:
             a1.contour(masks[i].astype(float), levels=[0.5], colors="white", linewidths=0.8)
-        a0.set_title(titles[i], fontsize=7, loc="left",
-                     color=(colors[i] if colors else "black"))
+        a0.set_title(titles[i], fontsize=7, loc="left", color=(colors[i] if colors else "black"))
     fig.suptitle(synthetic_title(title, synthetic), fontsize=11)
     fig.tight_layout()
     return fig
 
 
-def plot_image_gallery(images: Sequence[np.ndarray], titles: Sequence[str], ncols: int = 6,
-                       title: str = "", synthetic: bool = False):
+def plot_image_gallery(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str],
+    ncols: int = 6,
+    title: str = "",
+    synthetic: bool = False,
+):
     """A plain grid of images with small titles (e.g. the worst errors)."""
     import matplotlib.pyplot as plt
 
@@ -263,6 +322,17 @@ def plot_image_gallery(images: Sequence[np.ndarray], titles: Sequence[str], ncol
     return fig
 
 
-__all__ = ["find_target_layer", "layer_output_shape", "layer_name", "grad_cam", "cams_for_images", "load_mask",
-           "cam_in_lesion", "lesion_attention",
-           "select_cases", "overlay", "plot_cam_gallery", "plot_image_gallery"]
+__all__ = [
+    "find_target_layer",
+    "layer_output_shape",
+    "layer_name",
+    "grad_cam",
+    "cams_for_images",
+    "load_mask",
+    "cam_in_lesion",
+    "lesion_attention",
+    "select_cases",
+    "overlay",
+    "plot_cam_gallery",
+    "plot_image_gallery",
+]

@@ -7,12 +7,13 @@ resizes them (:func:`skinhelpers.data.imaging.load_for_model` with the config's
 prediction loop (:func:`skinhelpers.model.inference.predict_loader`) normalises, applies
 the test-time views and averages exactly as for a torch checkpoint.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -32,9 +33,11 @@ def read_onnx_config(onnx_path: str | os.PathLike) -> dict:
     """The ``config.json`` next to ``onnx_path``; a clear error when it is missing or short."""
     cfg_path = Path(onnx_path).with_name("config.json")
     if not cfg_path.exists():
-        raise CheckpointError(f"{cfg_path} not found: an exported {Path(onnx_path).name} needs "
-                              "the config.json that `python -m skinhelpers export` writes "
-                              "beside it (classes, image size, preprocessing, mean/std)")
+        raise CheckpointError(
+            f"{cfg_path} not found: an exported {Path(onnx_path).name} needs "
+            "the config.json that `python -m skinhelpers export` writes "
+            "beside it (classes, image size, preprocessing, mean/std)"
+        )
     try:
         cfg = json.loads(cfg_path.read_text())
     except ValueError as e:
@@ -54,18 +57,23 @@ class OnnxModel(torch.nn.Module):
         super().__init__()
         path = Path(path)
         if not path.exists():
-            raise CheckpointError(f"ONNX model {path} does not exist (write one with "
-                                  "`python -m skinhelpers export --format onnx`)")
+            raise CheckpointError(
+                f"ONNX model {path} does not exist (write one with "
+                "`python -m skinhelpers export --format onnx`)"
+            )
         self.info = read_onnx_config(path)
         self.info.setdefault("arch", "onnx")
         self.info.setdefault("dataset", "?")
         self.info.setdefault("epoch", -1)
         try:
             self.session = ort.InferenceSession(
-                str(path), providers=list(providers or ["CPUExecutionProvider"]))
+                str(path), providers=list(providers or ["CPUExecutionProvider"])
+            )
         except Exception as e:  # not an ONNX file, truncated, unsupported opset
-            raise CheckpointError(f"{path} cannot be loaded by onnxruntime "
-                                  f"({type(e).__name__}: {str(e).splitlines()[0]})") from e
+            raise CheckpointError(
+                f"{path} cannot be loaded by onnxruntime "
+                f"({type(e).__name__}: {str(e).splitlines()[0]})"
+            ) from e
         self.input_name = self.session.get_inputs()[0].name
 
     def logits(self, x: torch.Tensor) -> np.ndarray:

@@ -9,21 +9,22 @@ exactly as the training cache prepared it (:func:`skinhelpers.data.imaging.load_
 One CSV row per readable image: ``image_id, path, p_<class>..., pred, confidence``.
 Unreadable files are reported on stderr (and with ``--errors``) and skipped.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from skinhelpers.data.imaging import load_for_model
-from skinhelpers.device import inference_dtype, pick_device
 from skinhelpers.data.registry import IMAGE_EXTENSIONS
+from skinhelpers.device import inference_dtype, pick_device
 
 
 def collect_images(items: Iterable[str | os.PathLike]) -> list[Path]:
@@ -32,9 +33,15 @@ def collect_images(items: Iterable[str | os.PathLike]) -> list[Path]:
     for it in items:
         p = Path(it).expanduser()
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file()
-                              and f.suffix.lower() in IMAGE_EXTENSIONS
-                              and not f.name.startswith(".")))
+            out.extend(
+                sorted(
+                    f
+                    for f in p.rglob("*")
+                    if f.is_file()
+                    and f.suffix.lower() in IMAGE_EXTENSIONS
+                    and not f.name.startswith(".")
+                )
+            )
         elif p.exists():
             out.append(p)
         else:
@@ -44,8 +51,12 @@ def collect_images(items: Iterable[str | os.PathLike]) -> list[Path]:
 
 class _ImageFiles(torch.utils.data.Dataset):
     def __init__(self, paths: Sequence[Path], size: int, preprocess: str, resize_mode: str):
-        self.paths, self.size, self.preprocess, self.mode = list(paths), size, preprocess, \
-            resize_mode
+        self.paths, self.size, self.preprocess, self.mode = (
+            list(paths),
+            size,
+            preprocess,
+            resize_mode,
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -83,9 +94,15 @@ class _ReadableBatches:
                 yield x, torch.as_tensor(idx, dtype=torch.int64)
 
 
-def predict_images(checkpoint, paths: Iterable[str | os.PathLike] | str | os.PathLike,
-                   tta: int | Sequence[str] = 1, batch_size: int = 32, workers: int = 0,
-                   device: str = "auto", show_progress: bool = True) -> pd.DataFrame:
+def predict_images(
+    checkpoint,
+    paths: Iterable[str | os.PathLike] | str | os.PathLike,
+    tta: int | Sequence[str] = 1,
+    batch_size: int = 32,
+    workers: int = 0,
+    device: str = "auto",
+    show_progress: bool = True,
+) -> pd.DataFrame:
     """Predict images (files and/or folders) with a checkpoint (path or loaded dict) or
     an exported ``.onnx`` file (with its ``config.json`` beside it; run in onnxruntime).
 
@@ -108,30 +125,47 @@ def predict_images(checkpoint, paths: Iterable[str | os.PathLike] | str | os.Pat
         ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
         dev = pick_device(device)  # "auto": CUDA when present, else the CPU
         model, info = model_from_checkpoint(ckpt, dev)
-        model = prepare_model(model, channels_last=True)  # eager: compiling costs more than it saves here
+        model = prepare_model(
+            model, channels_last=True
+        )  # eager: compiling costs more than it saves here
     classes = list(info["classes"])
     views = resolve_views(tta)
     ds = _ImageFiles(files, int(info["image_size"]), info["preprocess"], info["resize_mode"])
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
-                                         num_workers=workers, collate_fn=_collate)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate
+    )
     batches = _ReadableBatches(loader, files)
-    pred = predict_loader(model, batches, info["mean"], info["std"], views,
-                          desc=f"predict {len(files)} images" if show_progress else None,
-                          amp_dtype=inference_dtype(model_device(model)))
+    pred = predict_loader(
+        model,
+        batches,
+        info["mean"],
+        info["std"],
+        views,
+        desc=f"predict {len(files)} images" if show_progress else None,
+        amp_dtype=inference_dtype(model_device(model)),
+    )
     # the loop's "labels" are the file indices _ReadableBatches yields with each batch
     rows_idx = pred.labels.tolist() if pred.labels is not None else []
     probs_arr = pred.probs if len(rows_idx) else np.zeros((0, len(classes)))
     skipped = batches.skipped
-    out = pd.DataFrame({"image_id": [files[i].stem for i in rows_idx],
-                        "path": [str(files[i]) for i in rows_idx]})
+    out = pd.DataFrame(
+        {"image_id": [files[i].stem for i in rows_idx], "path": [str(files[i]) for i in rows_idx]}
+    )
     for j, c in enumerate(classes):
         out[f"p_{c}"] = probs_arr[:, j]
     out["pred"] = [classes[k] for k in probs_arr.argmax(1)] if len(out) else []
     out["confidence"] = probs_arr.max(1) if len(out) else []
-    out.attrs.update({"skipped": skipped, "classes": classes, "tta_views": views,
-                      "checkpoint": {k: info[k] for k in ("arch", "dataset", "image_size",
-                                                          "preprocess", "resize_mode",
-                                                          "epoch")}})
+    out.attrs.update(
+        {
+            "skipped": skipped,
+            "classes": classes,
+            "tta_views": views,
+            "checkpoint": {
+                k: info[k]
+                for k in ("arch", "dataset", "image_size", "preprocess", "resize_mode", "epoch")
+            },
+        }
+    )
     return out
 
 
@@ -139,25 +173,45 @@ def main(argv: list[str] | None = None) -> int:
     from skinhelpers.files import write_csv
     from skinhelpers.model.checkpoints import CheckpointError
 
-    ap = argparse.ArgumentParser(prog="python -m skinhelpers predict",
-                                 description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True,
-                    help="a .pt file written by notebook 07, or a model.onnx written by "
-                    "`skinhelpers export` (config.json beside it)")
-    ap.add_argument("--images", required=True, nargs="+",
-                    help="image files and/or folders (searched recursively)")
+    ap = argparse.ArgumentParser(
+        prog="python -m skinhelpers predict",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a .pt file written by notebook 07, or a model.onnx written by "
+        "`skinhelpers export` (config.json beside it)",
+    )
+    ap.add_argument(
+        "--images",
+        required=True,
+        nargs="+",
+        help="image files and/or folders (searched recursively)",
+    )
     ap.add_argument("--out", required=True, help="CSV to write (one row per image)")
-    ap.add_argument("--tta", default="1",
-                    help="test-time augmentation: 1 (none), 2, 4 or 8 flips/rotations")
+    ap.add_argument(
+        "--tta", default="1", help="test-time augmentation: 1 (none), 2, 4 or 8 flips/rotations"
+    )
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--device", default="auto", help="auto (CUDA when present, else the CPU) | cpu | cuda | cuda:N")
+    ap.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when present, else the CPU) | cpu | cuda | cuda:N",
+    )
     ap.add_argument("--errors", default=None, help="also write the skipped files to this CSV")
     a = ap.parse_args(argv)
     try:
-        df = predict_images(a.checkpoint, a.images, tta=a.tta, batch_size=a.batch_size,
-                            workers=a.workers, device=a.device)
+        df = predict_images(
+            a.checkpoint,
+            a.images,
+            tta=a.tta,
+            batch_size=a.batch_size,
+            workers=a.workers,
+            device=a.device,
+        )
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -167,8 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(a.out, df)
     if a.errors:
         write_csv(a.errors, pd.DataFrame(skipped, columns=["path", "error"]))
-    print(f"{len(df)} image(s) predicted -> {a.out}"
-          + (f"; {len(skipped)} unreadable file(s) skipped" if skipped else ""))
+    print(
+        f"{len(df)} image(s) predicted -> {a.out}"
+        + (f"; {len(skipped)} unreadable file(s) skipped" if skipped else "")
+    )
     if not len(df):
         print("error: no image could be read", file=sys.stderr)
         return 1

@@ -6,11 +6,12 @@ resamples and draws. Inputs are NumPy arrays: ``y`` the true class indices ``(N,
 ``probs`` the predicted probabilities ``(N, C)`` (rows sum to one), ``logits`` the raw
 scores ``(N, C)``. Binary problems are ``C == 2`` with the positive class given by index.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,8 @@ def per_class_report(y, probs, classes: Sequence[str]) -> pd.DataFrame:
     y, probs = check_predictions(y, probs)
     pred = probs.argmax(1)
     p, r, f, s = skm.precision_recall_fscore_support(
-        y, pred, labels=list(range(probs.shape[1])), zero_division=np.nan)
+        y, pred, labels=list(range(probs.shape[1])), zero_division=np.nan
+    )
     cm = skm.confusion_matrix(y, pred, labels=list(range(probs.shape[1])))
     rows = []
     for c, name in enumerate(classes):
@@ -55,28 +57,35 @@ def per_class_report(y, probs, classes: Sequence[str]) -> pd.DataFrame:
         both = 0 < pos.sum() < len(y)
         tn = cm.sum() - cm[c, :].sum() - cm[:, c].sum() + cm[c, c]
         fp = cm[:, c].sum() - cm[c, c]
-        rows.append({"class": name, "support": int(s[c]), "precision": float(p[c]),
-                     "recall": float(r[c]), "f1": float(f[c]),
-                     "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
-                     "roc_auc": float(skm.roc_auc_score(pos, probs[:, c])) if both
-                     else float("nan"),
-                     "pr_auc": float(skm.average_precision_score(pos, probs[:, c])) if both
-                     else float("nan")})
+        rows.append(
+            {
+                "class": name,
+                "support": int(s[c]),
+                "precision": float(p[c]),
+                "recall": float(r[c]),
+                "f1": float(f[c]),
+                "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
+                "roc_auc": float(skm.roc_auc_score(pos, probs[:, c])) if both else float("nan"),
+                "pr_auc": float(skm.average_precision_score(pos, probs[:, c]))
+                if both
+                else float("nan"),
+            }
+        )
     return pd.DataFrame(rows).set_index("class")
 
 
 def confusion(y, probs, normalize: str | None = None) -> np.ndarray:
     """Confusion matrix (rows: true, columns: predicted); ``normalize='true'`` for recall."""
     y, probs = check_predictions(y, probs)
-    return skm.confusion_matrix(y, probs.argmax(1), labels=list(range(probs.shape[1])),
-                                normalize=normalize)
+    return skm.confusion_matrix(
+        y, probs.argmax(1), labels=list(range(probs.shape[1])), normalize=normalize
+    )
 
 
 # ----------------------------------------------------------------------------- bootstrap
 
 
-def bootstrap_indices(y, n_bootstrap: int, seed: int = 0,
-                      stratified: bool = True) -> np.ndarray:
+def bootstrap_indices(y, n_bootstrap: int, seed: int = 0, stratified: bool = True) -> np.ndarray:
     """``(n_bootstrap, N)`` resampling indices; stratified by ``y`` (class counts kept)
     by default, so that every resample contains every class of the test set."""
     y = np.asarray(y).ravel()
@@ -88,15 +97,23 @@ def bootstrap_indices(y, n_bootstrap: int, seed: int = 0,
     start = 0
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
-        out[:, start:start + len(idx)] = idx[rng.integers(0, len(idx),
-                                                          size=(n_bootstrap, len(idx)))]
+        out[:, start : start + len(idx)] = idx[
+            rng.integers(0, len(idx), size=(n_bootstrap, len(idx)))
+        ]
         start += len(idx)
     return out
 
 
-def bootstrap_ci(y, probs, fns: dict[str, Callable] | None = None, n_bootstrap: int = 1000,
-                 seed: int = 0, alpha: float = 0.05, stratified: bool = True,
-                 desc: str | None = None) -> pd.DataFrame:
+def bootstrap_ci(
+    y,
+    probs,
+    fns: dict[str, Callable] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    stratified: bool = True,
+    desc: str | None = None,
+) -> pd.DataFrame:
     """Point estimate and percentile bootstrap ``1 - alpha`` interval of each metric.
 
     ``fns`` maps a name to ``f(y, probs) -> float`` (default :data:`HEADLINE`). Resamples
@@ -111,26 +128,41 @@ def bootstrap_ci(y, probs, fns: dict[str, Callable] | None = None, n_bootstrap: 
     idx = bootstrap_indices(y, n_bootstrap, seed, stratified)
     rows = []
     # sklearn's input validation dominates the cost of small metrics: checked once above
-    with warnings.catch_warnings(), sklearn.config_context(assume_finite=True,
-                                                           skip_parameter_validation=True):
+    with (
+        warnings.catch_warnings(),
+        sklearn.config_context(assume_finite=True, skip_parameter_validation=True),
+    ):
         warnings.simplefilter("ignore")
-        vals = [[f(y[i], probs[i]) for f in fns.values()]
-                for i in _progress(idx, desc)]
+        vals = [[f(y[i], probs[i]) for f in fns.values()] for i in _progress(idx, desc)]
         arr = np.array(vals, dtype=np.float64).reshape(len(idx), len(fns))
         values = {k: float(f(y, probs)) for k, f in fns.items()}
     boots = {k: arr[:, j] for j, k in enumerate(fns)}
     for k in fns:
         value = values[k]
         b = boots[k][np.isfinite(boots[k])]
-        lo, hi = (np.quantile(b, [alpha / 2, 1 - alpha / 2]) if len(b) else (np.nan, np.nan))
-        rows.append({"metric": k, "value": value, "ci_low": float(lo), "ci_high": float(hi),
-                     "n_boot": int(len(b))})
+        lo, hi = np.quantile(b, [alpha / 2, 1 - alpha / 2]) if len(b) else (np.nan, np.nan)
+        rows.append(
+            {
+                "metric": k,
+                "value": value,
+                "ci_low": float(lo),
+                "ci_high": float(hi),
+                "n_boot": int(len(b)),
+            }
+        )
     return pd.DataFrame(rows).set_index("metric")
 
 
-def paired_bootstrap_diff(y, probs_a, probs_b, fns: dict[str, Callable] | None = None,
-                          n_bootstrap: int = 1000, seed: int = 0, alpha: float = 0.05,
-                          desc: str | None = None) -> pd.DataFrame:
+def paired_bootstrap_diff(
+    y,
+    probs_a,
+    probs_b,
+    fns: dict[str, Callable] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    desc: str | None = None,
+) -> pd.DataFrame:
     """``metric(b) - metric(a)`` on the same images, with a paired bootstrap interval
     (both scored on each resample) and the share of resamples where ``b`` is better.
     The way to say whether a change (TTA, EMA, calibration) helps beyond noise."""
@@ -139,21 +171,35 @@ def paired_bootstrap_diff(y, probs_a, probs_b, fns: dict[str, Callable] | None =
     fns = HEADLINE if fns is None else fns
     idx = bootstrap_indices(y, n_bootstrap, seed)
     rows = []
-    with warnings.catch_warnings(), sklearn.config_context(assume_finite=True,
-                                                           skip_parameter_validation=True):
+    with (
+        warnings.catch_warnings(),
+        sklearn.config_context(assume_finite=True, skip_parameter_validation=True),
+    ):
         warnings.simplefilter("ignore")
-        diffs = np.array([[f(y[i], probs_b[i]) - f(y[i], probs_a[i]) for f in fns.values()]
-                          for i in _progress(idx, desc)], dtype=np.float64)
+        diffs = np.array(
+            [
+                [f(y[i], probs_b[i]) - f(y[i], probs_a[i]) for f in fns.values()]
+                for i in _progress(idx, desc)
+            ],
+            dtype=np.float64,
+        )
         diffs = diffs.reshape(len(idx), len(fns))
         for j, (k, f) in enumerate(fns.items()):
             a, b = float(f(y, probs_a)), float(f(y, probs_b))
             d = diffs[:, j]
             d = d[np.isfinite(d)]
-            lo, hi = (np.quantile(d, [alpha / 2, 1 - alpha / 2]) if len(d)
-                      else (np.nan, np.nan))
-            rows.append({"metric": k, "a": a, "b": b, "diff": b - a, "ci_low": float(lo),
-                         "ci_high": float(hi),
-                         "p_better": float(np.mean(d > 0)) if len(d) else float("nan")})
+            lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2]) if len(d) else (np.nan, np.nan)
+            rows.append(
+                {
+                    "metric": k,
+                    "a": a,
+                    "b": b,
+                    "diff": b - a,
+                    "ci_low": float(lo),
+                    "ci_high": float(hi),
+                    "p_better": float(np.mean(d > 0)) if len(d) else float("nan"),
+                }
+            )
     return pd.DataFrame(rows).set_index("metric")
 
 
@@ -167,8 +213,10 @@ def _progress(it, desc: str | None):
 
 def ci_dict(table: pd.DataFrame) -> dict:
     """A bootstrap table as JSON-ready ``{metric: {value, ci_low, ci_high}}``."""
-    return {k: {"value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
-            for k, r in table.iterrows()}
+    return {
+        k: {"value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
+        for k, r in table.iterrows()
+    }
 
 
 def fmt_ci(value: float, lo: float, hi: float, pct: bool = True) -> str:
@@ -222,14 +270,31 @@ def operating_point(y_pos, score, threshold: float) -> dict:
     fn = int(np.count_nonzero(~called & y_pos))
     tn = int(len(y_pos) - tp - fp - fn)
     div = lambda a, b: float(a / b) if b else float("nan")  # noqa: E731
-    return {"threshold": float(threshold), "sensitivity": div(tp, tp + fn),
-            "specificity": div(tn, tn + fp), "ppv": div(tp, tp + fp), "npv": div(tn, tn + fn),
-            "tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn)}
+    return {
+        "threshold": float(threshold),
+        "sensitivity": div(tp, tp + fn),
+        "specificity": div(tn, tn + fp),
+        "ppv": div(tp, tp + fp),
+        "npv": div(tn, tn + fn),
+        "tp": int(tp),
+        "fp": int(fp),
+        "tn": int(tn),
+        "fn": int(fn),
+    }
 
 
-def positive_class_analysis(y_val, p_val, y_test, p_test, pos: int, name: str = "melanoma",
-                            targets: Sequence[float] = (0.95, 0.90), n_bootstrap: int = 1000,
-                            seed: int = 0, desc: str | None = None) -> dict:
+def positive_class_analysis(
+    y_val,
+    p_val,
+    y_test,
+    p_test,
+    pos: int,
+    name: str = "melanoma",
+    targets: Sequence[float] = (0.95, 0.90),
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    desc: str | None = None,
+) -> dict:
     """The clinical question for one class (melanoma vs rest): AUC on test with CI, and
     operating points whose thresholds are chosen on *validation* (for a specificity target
     and for a sensitivity target), then measured on test with bootstrap CIs.
@@ -243,50 +308,79 @@ def positive_class_analysis(y_val, p_val, y_test, p_test, pos: int, name: str = 
     st = np.asarray(p_test)[:, pos]
     for split_name, yy in (("validation", yv), ("test", yt)):
         if not yy.any() or yy.all():
-            raise ValueError(f"the {split_name} split needs both {name} and other cases to "
-                             f"analyse {name} vs rest (it has {int(yy.sum())} of {len(yy)})")
+            raise ValueError(
+                f"the {split_name} split needs both {name} and other cases to "
+                f"analyse {name} vs rest (it has {int(yy.sum())} of {len(yy)})"
+            )
     yt_i, st2 = yt.astype(int), np.stack([1 - st, st], 1)
-    fns = {"auc": lambda y, p: skm.roc_auc_score(y, p[:, 1]),
-           "average_precision": lambda y, p: skm.average_precision_score(y, p[:, 1])}
+    fns = {
+        "auc": lambda y, p: skm.roc_auc_score(y, p[:, 1]),
+        "average_precision": lambda y, p: skm.average_precision_score(y, p[:, 1]),
+    }
     table = bootstrap_ci(yt_i, st2, fns, n_bootstrap, seed, desc=desc and f"{desc} AUC")
-    out: dict = {"class": name, "class_index": int(pos), "n_test_pos": int(yt.sum()),
-                 "n_test_neg": int((~yt).sum()), "n_val_pos": int(yv.sum()),
-                 **ci_dict(table), "operating_points": [], "sentences": []}
+    out: dict = {
+        "class": name,
+        "class_index": int(pos),
+        "n_test_pos": int(yt.sum()),
+        "n_test_neg": int((~yt).sum()),
+        "n_val_pos": int(yv.sum()),
+        **ci_dict(table),
+        "operating_points": [],
+        "sentences": [],
+    }
     a = table.loc["auc"]
     out["sentences"].append(
         f"{name} vs rest: ROC-AUC {fmt_ci(a['value'], a['ci_low'], a['ci_high'], pct=False)} "
-        f"on {int(yt.sum())} {name} and {int((~yt).sum())} other test images.")
+        f"on {int(yt.sum())} {name} and {int((~yt).sum())} other test images."
+    )
     for kind in ("specificity", "sensitivity"):
         for t in targets:
-            pick = threshold_for_specificity if kind == "specificity" else \
-                threshold_for_sensitivity
+            pick = threshold_for_specificity if kind == "specificity" else threshold_for_sensitivity
             thr = pick(yv, sv, t)
             val = operating_point(yv, sv, thr)
             test = operating_point(yt, st, thr)
-            ci = bootstrap_ci(yt_i, st2, {
-                "sensitivity": lambda y, p: operating_point(y, p[:, 1], thr)["sensitivity"],
-                "specificity": lambda y, p: operating_point(y, p[:, 1], thr)["specificity"]},
-                n_bootstrap, seed, desc=desc and f"{desc} {kind} {t:.0%}")
+            ci = bootstrap_ci(
+                yt_i,
+                st2,
+                {
+                    "sensitivity": lambda y, p: operating_point(y, p[:, 1], thr)["sensitivity"],
+                    "specificity": lambda y, p: operating_point(y, p[:, 1], thr)["specificity"],
+                },
+                n_bootstrap,
+                seed,
+                desc=desc and f"{desc} {kind} {t:.0%}",
+            )
             other = "sensitivity" if kind == "specificity" else "specificity"
             o, k = ci.loc[other], ci.loc[kind]
             if kind == "specificity":
-                text = (f"At the threshold chosen on validation for {100 * t:.0f}% specificity "
-                        f"(p({name}) >= {thr:.3f}), the model finds "
-                        f"{fmt_ci(o['value'], o['ci_low'], o['ci_high'])} of the {name} cases "
-                        f"in the test set ({test['tp']} of {test['tp'] + test['fn']}); the "
-                        f"specificity reached on test is "
-                        f"{fmt_ci(k['value'], k['ci_low'], k['ci_high'])}.")
+                text = (
+                    f"At the threshold chosen on validation for {100 * t:.0f}% specificity "
+                    f"(p({name}) >= {thr:.3f}), the model finds "
+                    f"{fmt_ci(o['value'], o['ci_low'], o['ci_high'])} of the {name} cases "
+                    f"in the test set ({test['tp']} of {test['tp'] + test['fn']}); the "
+                    f"specificity reached on test is "
+                    f"{fmt_ci(k['value'], k['ci_low'], k['ci_high'])}."
+                )
             else:
-                text = (f"At the threshold chosen on validation for {100 * t:.0f}% sensitivity "
-                        f"(p({name}) >= {thr:.3f}), the model finds "
-                        f"{fmt_ci(k['value'], k['ci_low'], k['ci_high'])} of the {name} cases "
-                        f"in the test set and clears "
-                        f"{fmt_ci(o['value'], o['ci_low'], o['ci_high'])} of the other lesions "
-                        f"(specificity): {test['fp']} of the {test['fp'] + test['tn']} other "
-                        f"test images would be flagged as suspicious.")
-            out["operating_points"].append({
-                "target": kind, "target_value": float(t), "threshold": thr,
-                "validation": val, "test": test, "test_ci": ci_dict(ci)})
+                text = (
+                    f"At the threshold chosen on validation for {100 * t:.0f}% sensitivity "
+                    f"(p({name}) >= {thr:.3f}), the model finds "
+                    f"{fmt_ci(k['value'], k['ci_low'], k['ci_high'])} of the {name} cases "
+                    f"in the test set and clears "
+                    f"{fmt_ci(o['value'], o['ci_low'], o['ci_high'])} of the other lesions "
+                    f"(specificity): {test['fp']} of the {test['fp'] + test['tn']} other "
+                    f"test images would be flagged as suspicious."
+                )
+            out["operating_points"].append(
+                {
+                    "target": kind,
+                    "target_value": float(t),
+                    "threshold": thr,
+                    "validation": val,
+                    "test": test,
+                    "test_ci": ci_dict(ci),
+                }
+            )
             out["sentences"].append(text)
     return out
 
@@ -312,9 +406,15 @@ def reliability_table(y, probs, n_bins: int = 15) -> pd.DataFrame:
     rows = []
     for i in range(n_bins):
         m = b == i
-        rows.append({"bin_low": edges[i], "bin_high": edges[i + 1], "count": int(m.sum()),
-                     "confidence": float(conf[m].mean()) if m.any() else float("nan"),
-                     "accuracy": float(correct[m].mean()) if m.any() else float("nan")})
+        rows.append(
+            {
+                "bin_low": edges[i],
+                "bin_high": edges[i + 1],
+                "count": int(m.sum()),
+                "confidence": float(conf[m].mean()) if m.any() else float("nan"),
+                "accuracy": float(correct[m].mean()) if m.any() else float("nan"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -323,8 +423,9 @@ def expected_calibration_error(y, probs, n_bins: int = 15) -> float:
     ``|accuracy - confidence| * share of samples``, for the top-label prediction."""
     t = reliability_table(y, probs, n_bins)
     t = t[t["count"] > 0]
-    return float((t["count"] * (t["accuracy"] - t["confidence"]).abs()).sum()
-                 / max(1, t["count"].sum()))
+    return float(
+        (t["count"] * (t["accuracy"] - t["confidence"]).abs()).sum() / max(1, t["count"].sum())
+    )
 
 
 def fit_temperature(logits, y, max_iter: int = 200) -> float:
@@ -361,14 +462,17 @@ def calibration_summary(y_val, logits_val, y_test, logits_test, n_bins: int = 15
     """Fit ``T`` on validation; ECE, NLL and Brier score on test before and after."""
     temp = fit_temperature(logits_val, y_val)
     out = {"temperature": temp, "n_bins": n_bins}
-    for key, p in (("before", softmax(logits_test)),
-                   ("after", apply_temperature(logits_test, temp))):
+    for key, p in (
+        ("before", softmax(logits_test)),
+        ("after", apply_temperature(logits_test, temp)),
+    ):
         y, p = check_predictions(y_test, p)
         onehot = np.eye(p.shape[1])[y]
-        out[key] = {"ece": expected_calibration_error(y, p, n_bins),
-                    "nll": float(skm.log_loss(y, np.clip(p, 1e-12, 1),
-                                              labels=list(range(p.shape[1])))),
-                    "brier": float(np.mean(np.sum((p - onehot) ** 2, axis=1)))}
+        out[key] = {
+            "ece": expected_calibration_error(y, p, n_bins),
+            "nll": float(skm.log_loss(y, np.clip(p, 1e-12, 1), labels=list(range(p.shape[1])))),
+            "brier": float(np.mean(np.sum((p - onehot) ** 2, axis=1))),
+        }
     return out
 
 
@@ -381,25 +485,33 @@ def neg_log_loss(y, probs) -> float:
     return -float(skm.log_loss(y, np.clip(probs, 1e-12, 1), labels=list(range(probs.shape[1]))))
 
 
-def evaluate_predictions(y, probs, classes: Sequence[str], n_bootstrap: int = 1000,
-                         seed: int = 0, desc: str | None = None) -> dict:
+def evaluate_predictions(
+    y,
+    probs,
+    classes: Sequence[str],
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    desc: str | None = None,
+) -> dict:
     """Everything for one set of test predictions, JSON-ready: ``metrics`` (all of
     :func:`classification_metrics`), ``headline`` (:data:`HEADLINE` with bootstrap CIs),
     ``per_class`` (:func:`per_class_report` as a dict)."""
-    return {"metrics": classification_metrics(y, probs),
-            "headline": ci_dict(bootstrap_ci(y, probs, n_bootstrap=n_bootstrap, seed=seed,
-                                             desc=desc)),
-            "per_class": per_class_report(y, probs, classes).to_dict(orient="index")}
+    return {
+        "metrics": classification_metrics(y, probs),
+        "headline": ci_dict(bootstrap_ci(y, probs, n_bootstrap=n_bootstrap, seed=seed, desc=desc)),
+        "per_class": per_class_report(y, probs, classes).to_dict(orient="index"),
+    }
 
 
 def headline_table(results: dict[str, dict]) -> pd.DataFrame:
     """``{name: evaluate_predictions(...)}`` -> one row per name, "value (low-high)" cells."""
     rows = {}
     for name, r in results.items():
-        rows[name] = {k: f"{v['value']:.3f} ({v['ci_low']:.3f}-{v['ci_high']:.3f})"
-                      for k, v in r["headline"].items()}
+        rows[name] = {
+            k: f"{v['value']:.3f} ({v['ci_low']:.3f}-{v['ci_high']:.3f})"
+            for k, v in r["headline"].items()
+        }
     return pd.DataFrame(rows).T
-
 
 
 def prediction_frame(df: pd.DataFrame, probs, classes: Sequence[str]) -> pd.DataFrame:
@@ -431,8 +543,9 @@ def _title(fig, title: str, synthetic: bool):
     fig.suptitle(synthetic_title(title, synthetic))
 
 
-def plot_confusion_matrices(y, probs, classes: Sequence[str], title: str = "",
-                            synthetic: bool = False):
+def plot_confusion_matrices(
+    y, probs, classes: Sequence[str], title: str = "", synthetic: bool = False
+):
     """Counts and row-normalised (recall) confusion matrices side by side."""
     import matplotlib.pyplot as plt
 
@@ -446,8 +559,15 @@ def plot_confusion_matrices(y, probs, classes: Sequence[str], title: str = "",
                 v = cm[i, j]
                 txt = f"{v:.2f}" if norm else f"{int(v)}"
                 hi = v > (0.5 if norm else cm.max() / 2)
-                ax.text(j, i, txt, ha="center", va="center", fontsize=8,
-                        color="white" if hi else "black")
+                ax.text(
+                    j,
+                    i,
+                    txt,
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if hi else "black",
+                )
         ax.set_xticks(range(n), classes, rotation=40, ha="right", fontsize=8)
         ax.set_yticks(range(n), classes, fontsize=8)
         ax.set_xlabel("predicted")
@@ -463,16 +583,25 @@ def _binary_curves(classes):
     return len(classes) == 2
 
 
-def plot_roc_pr_curves(y, probs, classes: Sequence[str], title: str = "",
-                       synthetic: bool = False, positive: int | None = None):
+def plot_roc_pr_curves(
+    y,
+    probs,
+    classes: Sequence[str],
+    title: str = "",
+    synthetic: bool = False,
+    positive: int | None = None,
+):
     """One-vs-rest ROC and precision-recall curves per class (the positive class only for
     binary problems), with AUC / average precision in the legend."""
     import matplotlib.pyplot as plt
 
     y, probs = check_predictions(y, probs)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.6))
-    which = [positive if positive is not None else 1] if _binary_curves(classes) \
+    which = (
+        [positive if positive is not None else 1]
+        if _binary_curves(classes)
         else range(len(classes))
+    )
     cmap = plt.get_cmap("tab10")
     for c in which:
         pos = y == c
@@ -484,13 +613,25 @@ def plot_roc_pr_curves(y, probs, classes: Sequence[str], title: str = "",
         ap = skm.average_precision_score(pos, probs[:, c])
         col = cmap(c % 10)
         a1.plot(fpr, tpr, color=col, lw=1.5, label=f"{classes[c]} (AUC {auc:.3f})")
-        a2.plot(rec, prec, color=col, lw=1.5, label=f"{classes[c]} (AP {ap:.3f}, "
-                                                     f"prev. {pos.mean():.2f})")
+        a2.plot(
+            rec,
+            prec,
+            color=col,
+            lw=1.5,
+            label=f"{classes[c]} (AP {ap:.3f}, prev. {pos.mean():.2f})",
+        )
     a1.plot([0, 1], [0, 1], ls=":", color="grey")
-    a1.set(xlabel="false positive rate (1 - specificity)",
-           ylabel="true positive rate (sensitivity)", title="ROC, one vs rest")
-    a2.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)",
-           title="Precision-recall, one vs rest", ylim=(0, 1.02))
+    a1.set(
+        xlabel="false positive rate (1 - specificity)",
+        ylabel="true positive rate (sensitivity)",
+        title="ROC, one vs rest",
+    )
+    a2.set(
+        xlabel="recall (sensitivity)",
+        ylabel="precision (PPV)",
+        title="Precision-recall, one vs rest",
+        ylim=(0, 1.02),
+    )
     for a in (a1, a2):
         a.legend(fontsize=7.5, loc="lower right" if a is a1 else "lower left")
         a.grid(alpha=0.3)
@@ -500,26 +641,40 @@ def plot_roc_pr_curves(y, probs, classes: Sequence[str], title: str = "",
     return fig
 
 
-def plot_reliability(y, curves: dict[str, np.ndarray], n_bins: int = 15, title: str = "",
-                     synthetic: bool = False):
+def plot_reliability(
+    y, curves: dict[str, np.ndarray], n_bins: int = 15, title: str = "", synthetic: bool = False
+):
     """Reliability diagram: accuracy against confidence per bin, one line per entry of
     ``curves`` (name -> probs), ECE in the legend, and a histogram of confidences."""
     import matplotlib.pyplot as plt
 
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(5.6, 6.4), sharex=True,
-                                 gridspec_kw={"height_ratios": [3, 1]})
+    fig, (a1, a2) = plt.subplots(
+        2, 1, figsize=(5.6, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     a1.plot([0, 1], [0, 1], ls=":", color="grey", label="perfect calibration")
     cmap = plt.get_cmap("tab10")
     for i, (name, p) in enumerate(curves.items()):
         t = reliability_table(y, p, n_bins)
         t = t[t["count"] > 0]
         ece = expected_calibration_error(y, p, n_bins)
-        a1.plot(t["confidence"], t["accuracy"], color=cmap(i), lw=1.2,
-                label=f"{name} (ECE {ece:.3f})")
-        a1.scatter(t["confidence"], t["accuracy"], s=12 + 120 * t["count"] / t["count"].max(),
-                   color=cmap(i), alpha=0.8, zorder=3)
-        a2.hist(np.asarray(p).max(1), bins=np.linspace(0, 1, n_bins + 1), alpha=0.45,
-                color=cmap(i), label=name)
+        a1.plot(
+            t["confidence"], t["accuracy"], color=cmap(i), lw=1.2, label=f"{name} (ECE {ece:.3f})"
+        )
+        a1.scatter(
+            t["confidence"],
+            t["accuracy"],
+            s=12 + 120 * t["count"] / t["count"].max(),
+            color=cmap(i),
+            alpha=0.8,
+            zorder=3,
+        )
+        a2.hist(
+            np.asarray(p).max(1),
+            bins=np.linspace(0, 1, n_bins + 1),
+            alpha=0.45,
+            color=cmap(i),
+            label=name,
+        )
     a1.set(ylabel="accuracy (marker size: images in the bin)", xlim=(0, 1), ylim=(0, 1.02))
     a1.legend(fontsize=8, loc="upper left")
     a1.grid(alpha=0.3)
@@ -530,11 +685,30 @@ def plot_reliability(y, curves: dict[str, np.ndarray], n_bins: int = 15, title: 
 
 
 __all__ = [
-    "HEADLINE", "per_class_report", "confusion",
-    "bootstrap_indices", "bootstrap_ci", "paired_bootstrap_diff", "ci_dict", "fmt_ci",
-    "threshold_for_specificity", "threshold_for_sensitivity", "operating_point",
-    "positive_class_analysis", "softmax", "reliability_table", "expected_calibration_error",
-    "fit_temperature", "apply_temperature", "calibration_summary", "neg_log_loss", "evaluate_predictions",
-    "headline_table", "prediction_frame",
-    "worst_errors", "plot_confusion_matrices", "plot_roc_pr_curves", "plot_reliability",
+    "HEADLINE",
+    "per_class_report",
+    "confusion",
+    "bootstrap_indices",
+    "bootstrap_ci",
+    "paired_bootstrap_diff",
+    "ci_dict",
+    "fmt_ci",
+    "threshold_for_specificity",
+    "threshold_for_sensitivity",
+    "operating_point",
+    "positive_class_analysis",
+    "softmax",
+    "reliability_table",
+    "expected_calibration_error",
+    "fit_temperature",
+    "apply_temperature",
+    "calibration_summary",
+    "neg_log_loss",
+    "evaluate_predictions",
+    "headline_table",
+    "prediction_frame",
+    "worst_errors",
+    "plot_confusion_matrices",
+    "plot_roc_pr_curves",
+    "plot_reliability",
 ]

@@ -11,6 +11,7 @@ confocal) is described only (:func:`dx_type_table`), never used as a subgroup to
 as a model input: it is decided *after* the lesion is seen (suspicious lesions are
 excised, so ``histo`` nearly means "malignant"), so it leaks the label.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -23,20 +24,53 @@ from sklearn import metrics as skm
 from skinhelpers.evaluate import scores
 
 #: age bands of the subgroup table (years)
-AGE_BANDS = [(0, 30, "<30"), (30, 45, "30-44"), (45, 60, "45-59"), (60, 75, "60-74"),
-             (75, 200, "75+")]
+AGE_BANDS = [
+    (0, 30, "<30"),
+    (30, 45, "30-44"),
+    (45, 60, "45-59"),
+    (60, 75, "60-74"),
+    (75, 200, "75+"),
+]
 #: columns that are identifiers, labels or files, never subgroups
-NOT_ATTRIBUTES = {"image_id", "relpath", "path", "label", "label_idx", "group", "lesion_id",
-                  "sha1", "mask_path", "split", "source_split", "fold", "pred", "age",
-                  "dx_type", "correct", "confidence"}
-COLUMNS = ["attribute", "group", "n", "metric", "value", "ci_low", "ci_high", "n_pos",
-           "ranked", "rank"]
+NOT_ATTRIBUTES = {
+    "image_id",
+    "relpath",
+    "path",
+    "label",
+    "label_idx",
+    "group",
+    "lesion_id",
+    "sha1",
+    "mask_path",
+    "split",
+    "source_split",
+    "fold",
+    "pred",
+    "age",
+    "dx_type",
+    "correct",
+    "confidence",
+}
+COLUMNS = [
+    "attribute",
+    "group",
+    "n",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n_pos",
+    "ranked",
+    "rank",
+]
 METRICS = ("balanced_accuracy", "melanoma_auc", "sensitivity", "specificity")
-DX_TYPE_NOTE = ("dx_type says how the diagnosis was confirmed (histo: histopathology, "
-                "follow_up, consensus, confocal). It is chosen after a clinician has seen "
-                "the lesion (suspicious ones are excised and go to histopathology), so it "
-                "carries the label: shown here to describe the test set, never a model "
-                "input nor a subgroup to rank.")
+DX_TYPE_NOTE = (
+    "dx_type says how the diagnosis was confirmed (histo: histopathology, "
+    "follow_up, consensus, confocal). It is chosen after a clinician has seen "
+    "the lesion (suspicious ones are excised and go to histopathology), so it "
+    "carries the label: shown here to describe the test set, never a model "
+    "input nor a subgroup to rank."
+)
 
 
 def age_band(age) -> pd.Series:
@@ -84,17 +118,26 @@ def _metric_fns(pos: int | None, threshold: float | None) -> dict:
 
     fns["melanoma_auc"] = auc
     if threshold is not None:
-        fns["sensitivity"] = lambda y, p: scores.operating_point(y == pos, p[:, pos],
-                                                                 threshold)["sensitivity"]
-        fns["specificity"] = lambda y, p: scores.operating_point(y == pos, p[:, pos],
-                                                                 threshold)["specificity"]
+        fns["sensitivity"] = lambda y, p: scores.operating_point(y == pos, p[:, pos], threshold)[
+            "sensitivity"
+        ]
+        fns["specificity"] = lambda y, p: scores.operating_point(y == pos, p[:, pos], threshold)[
+            "specificity"
+        ]
     return fns
 
 
-def subgroup_table(df: pd.DataFrame, probs, classes: Sequence[str],
-                   positive: str | None = None, threshold: float | None = None,
-                   n_bootstrap: int = 1000, seed: int = 0, min_n: int = 30,
-                   attrs: dict[str, pd.Series] | None = None) -> pd.DataFrame:
+def subgroup_table(
+    df: pd.DataFrame,
+    probs,
+    classes: Sequence[str],
+    positive: str | None = None,
+    threshold: float | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    min_n: int = 30,
+    attrs: dict[str, pd.Series] | None = None,
+) -> pd.DataFrame:
     """Long table, one row per (attribute, group, metric): ``n``, ``value``, bootstrap
     95% CI (stratified by class within the group), ``n_pos`` (positive-class images),
     ``ranked`` (``n >= min_n``) and ``rank`` (1 = worst value among the ranked groups of
@@ -122,15 +165,26 @@ def subgroup_table(df: pd.DataFrame, probs, classes: Sequence[str],
             m = (values == g).to_numpy()
             t = scores.bootstrap_ci(y[m], probs[m], fns, n_bootstrap, seed)
             for metric, r in t.iterrows():
-                rows.append({"attribute": attr, "group": g, "n": int(m.sum()),
-                             "metric": metric, "value": r["value"], "ci_low": r["ci_low"],
-                             "ci_high": r["ci_high"],
-                             "n_pos": int((y[m] == pos).sum()) if pos is not None else 0})
+                rows.append(
+                    {
+                        "attribute": attr,
+                        "group": g,
+                        "n": int(m.sum()),
+                        "metric": metric,
+                        "value": r["value"],
+                        "ci_low": r["ci_low"],
+                        "ci_high": r["ci_high"],
+                        "n_pos": int((y[m] == pos).sum()) if pos is not None else 0,
+                    }
+                )
     out = pd.DataFrame(rows, columns=COLUMNS[:-2])
     out["ranked"] = (out["n"] >= min_n) & (out["group"] != "unknown") & out["value"].notna()
-    out["rank"] = (out[out["ranked"] & (out["attribute"] != "all")]
-                   .groupby(["attribute", "metric"])["value"].rank(method="min")
-                   .astype("Int64"))
+    out["rank"] = (
+        out[out["ranked"] & (out["attribute"] != "all")]
+        .groupby(["attribute", "metric"])["value"]
+        .rank(method="min")
+        .astype("Int64")
+    )
     return out[COLUMNS]
 
 
@@ -146,22 +200,38 @@ def plot_forest(table: pd.DataFrame, metrics: Sequence[str] | None = None, title
     whole-test-set value as a dashed line; groups below ``min_n`` in grey."""
     metrics = [m for m in (metrics or METRICS) if m in set(table["metric"])]
     t0 = table[table["metric"] == metrics[0]]
-    labels = [f"{a}: {g} (n={n})" if a != "all" else f"all (n={n})"
-              for a, g, n in zip(t0["attribute"], t0["group"], t0["n"])]
+    labels = [
+        f"{a}: {g} (n={n})" if a != "all" else f"all (n={n})"
+        for a, g, n in zip(t0["attribute"], t0["group"], t0["n"])
+    ]
     ypos = np.arange(len(labels))[::-1]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 2.5,
-                                                       0.28 * len(labels) + 1.3),
-                             sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(metrics),
+        figsize=(3.2 * len(metrics) + 2.5, 0.28 * len(labels) + 1.3),
+        sharey=True,
+        squeeze=False,
+    )
     for ax, metric in zip(axes[0], metrics):
         t = table[table["metric"] == metric].reset_index(drop=True)
-        col = np.where(t["attribute"] == "all", "black",
-                       np.where(t["ranked"], "#4c72b0", "#aaaaaa"))
+        col = np.where(
+            t["attribute"] == "all", "black", np.where(t["ranked"], "#4c72b0", "#aaaaaa")
+        )
         v = t["value"].to_numpy(float)
         lo = np.nan_to_num(v - t["ci_low"].to_numpy(float))
         hi = np.nan_to_num(t["ci_high"].to_numpy(float) - v)
         for k in range(len(t)):
-            ax.errorbar(v[k], ypos[k], xerr=[[lo[k]], [hi[k]]], fmt="o", ms=3.5,
-                        color=col[k], ecolor=col[k], capsize=2, lw=1)
+            ax.errorbar(
+                v[k],
+                ypos[k],
+                xerr=[[lo[k]], [hi[k]]],
+                fmt="o",
+                ms=3.5,
+                color=col[k],
+                ecolor=col[k],
+                capsize=2,
+                lw=1,
+            )
         overall = t.loc[t["attribute"] == "all", "value"]
         if len(overall) and np.isfinite(overall.iloc[0]):
             ax.axvline(overall.iloc[0], color="black", ls="--", lw=0.8)
@@ -171,8 +241,7 @@ def plot_forest(table: pd.DataFrame, metrics: Sequence[str] | None = None, title
         ax.spines[["top", "right"]].set_visible(False)
     axes[0, 0].set_yticks(ypos)
     axes[0, 0].set_yticklabels(labels, fontsize=7)
-    fig.suptitle(title or "Subgroups (95% bootstrap CI; grey: too few images to rank)",
-                 fontsize=10)
+    fig.suptitle(title or "Subgroups (95% bootstrap CI; grey: too few images to rank)", fontsize=10)
     fig.tight_layout()
     return fig
 

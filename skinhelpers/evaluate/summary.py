@@ -1,6 +1,7 @@
 """What notebook 08 starts from and what it leaves: which checkpoints to evaluate, and the
 ``metrics.json`` record of the evaluation (read by the HTML report and by the
 comparisons between runs)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,34 +27,52 @@ def resolve_checkpoints(run_dir, checkpoint: str = "best_ema") -> tuple[str, dic
         candidates = {primary: Path(checkpoint), **candidates}
     found = {name: p for name, p in candidates.items() if p.exists()}
     if primary not in found:
-        raise FileNotFoundError(f"checkpoint '{checkpoint}' ({candidates[primary]}) does not "
-                                "exist: run notebook 07 in this run folder first, or pass an "
-                                "existing checkpoint")
+        raise FileNotFoundError(
+            f"checkpoint '{checkpoint}' ({candidates[primary]}) does not "
+            "exist: run notebook 07 in this run folder first, or pass an "
+            "existing checkpoint"
+        )
     return primary, found
 
 
-def summary_sentences(clinical: dict | None, calibration: dict, tta: dict | None,
-                      lesion: dict | None) -> list[str]:
+def summary_sentences(
+    clinical: dict | None, calibration: dict, tta: dict | None, lesion: dict | None
+) -> list[str]:
     """The plain-language findings of the evaluation, for the report."""
     out = list(clinical["sentences"]) if clinical else []
-    out.append(f"Calibration: temperature {calibration['temperature']:.2f} fitted on "
-               f"validation changes the test ECE from {calibration['before']['ece']:.3f} to "
-               f"{calibration['after']['ece']:.3f}.")
+    out.append(
+        f"Calibration: temperature {calibration['temperature']:.2f} fitted on "
+        f"validation changes the test ECE from {calibration['before']['ece']:.3f} to "
+        f"{calibration['after']['ece']:.3f}."
+    )
     if tta:
         d = tta["diff"]["balanced_accuracy"]
-        out.append(f"TTA ({len(tta['views'])} views) changes test balanced accuracy by "
-                   f"{d['diff']:+.3f} (95% CI {d['ci_low']:+.3f} to {d['ci_high']:+.3f}).")
+        out.append(
+            f"TTA ({len(tta['views'])} views) changes test balanced accuracy by "
+            f"{d['diff']:+.3f} (95% CI {d['ci_low']:+.3f} to {d['ci_high']:+.3f})."
+        )
     if lesion:
-        out.append(f"Grad-CAM: {lesion['cam_inside_mean']:.0%} of the attention falls on the "
-                   f"lesion, which covers {lesion['lesion_area_mean']:.0%} of the image.")
+        out.append(
+            f"Grad-CAM: {lesion['cam_inside_mean']:.0%} of the attention falls on the "
+            f"lesion, which covers {lesion['lesion_area_mean']:.0%} of the image."
+        )
     return out
 
 
-def metrics_record(split_df: pd.DataFrame, primary: str, views: list, n_bootstrap: int,
-                   checkpoints: dict[str, Path], infos: dict[str, dict],
-                   results: dict[str, dict], clinical: dict | None, calibration: dict,
-                   tta: dict | None, lesion: dict | None,
-                   timings: dict[tuple, float]) -> dict:
+def metrics_record(
+    split_df: pd.DataFrame,
+    primary: str,
+    views: list,
+    n_bootstrap: int,
+    checkpoints: dict[str, Path],
+    infos: dict[str, dict],
+    results: dict[str, dict],
+    clinical: dict | None,
+    calibration: dict,
+    tta: dict | None,
+    lesion: dict | None,
+    timings: dict[tuple, float],
+) -> dict:
     """The ``metrics.json`` record of notebook 08.
 
     ``split_df``: the run's split (its attrs name the dataset and classes); ``infos`` and
@@ -62,14 +81,26 @@ def metrics_record(split_df: pd.DataFrame, primary: str, views: list, n_bootstra
     ``(model, split, views)``.
     """
     return {
-        "dataset": split_df.attrs["dataset"], "synthetic": bool(split_df.attrs["synthetic"]),
+        "dataset": split_df.attrs["dataset"],
+        "synthetic": bool(split_df.attrs["synthetic"]),
         "classes": list(split_df.attrs["classes"]),
         "n_test": int((split_df["split"] == "test").sum()),
-        "n_val": int((split_df["split"] == "val").sum()), "n_bootstrap": int(n_bootstrap),
-        "primary": primary, "tta_views": views,
-        "models": {n: {"checkpoint": str(checkpoints[n]), "arch": infos[n]["arch"],
-                       "epoch": infos[n]["epoch"], **results[n]} for n in results},
-        "positive_class": clinical, "calibration": calibration, "tta": tta,
+        "n_val": int((split_df["split"] == "val").sum()),
+        "n_bootstrap": int(n_bootstrap),
+        "primary": primary,
+        "tta_views": views,
+        "models": {
+            n: {
+                "checkpoint": str(checkpoints[n]),
+                "arch": infos[n]["arch"],
+                "epoch": infos[n]["epoch"],
+                **results[n],
+            }
+            for n in results
+        },
+        "positive_class": clinical,
+        "calibration": calibration,
+        "tta": tta,
         "gradcam_in_lesion": lesion,
         "sentences": summary_sentences(clinical, calibration, tta, lesion),
         "timings_s": {f"{n}/{s}/{v}": round(t, 2) for (n, s, v), t in timings.items()},

@@ -9,9 +9,10 @@ The views, the input function and the prediction loop live in
 ``views`` is a count (1, 2, 4 or 8: the first ``n`` of
 :data:`skinhelpers.model.inference.VIEWS`) or a list of names.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -24,8 +25,9 @@ from skinhelpers.model.inference import (  # noqa: F401
 )
 
 
-def prepare_model(model: torch.nn.Module, channels_last: bool = True,
-                  compile: bool = False) -> torch.nn.Module:
+def prepare_model(
+    model: torch.nn.Module, channels_last: bool = True, compile: bool = False
+) -> torch.nn.Module:
     """``model`` ready for prediction: eval mode, channels_last memory format (inputs follow
     it in :func:`skinhelpers.model.inference.predict_batch`), optionally
     ``torch.compile``-d (skipped with a note where it cannot run). Measured on 2 CPU cores
@@ -48,10 +50,18 @@ def prepare_model(model: torch.nn.Module, channels_last: bool = True,
     return model
 
 
-def predict_frame(model: torch.nn.Module, cache, df, mean: Sequence[float],
-                  std: Sequence[float], views: int | Sequence[str] = 1, batch_size: int = 64,
-                  workers: int = 0, desc: str | None = "predict",
-                  amp_dtype: torch.dtype | None = None) -> Predictions:
+def predict_frame(
+    model: torch.nn.Module,
+    cache,
+    df,
+    mean: Sequence[float],
+    std: Sequence[float],
+    views: int | Sequence[str] = 1,
+    batch_size: int = 64,
+    workers: int = 0,
+    desc: str | None = "predict",
+    amp_dtype: torch.dtype | None = None,
+) -> Predictions:
     """Predict the rows of a manifest ``df`` from an image cache
     (:class:`skinhelpers.data.cache.ImageCache` built with the checkpoint's size and
     preprocessing), in ``df``'s order, with their labels. On a GPU the batches come from
@@ -63,8 +73,13 @@ def predict_frame(model: torch.nn.Module, cache, df, mean: Sequence[float],
     from skinhelpers.device import loader_workers
 
     dev = model_device(model)
-    loader = DataLoader(CachedImageDataset(cache, df), batch_size=batch_size, shuffle=False,
-                        num_workers=loader_workers(workers, dev), pin_memory=dev.type == "cuda")
+    loader = DataLoader(
+        CachedImageDataset(cache, df),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=loader_workers(workers, dev),
+        pin_memory=dev.type == "cuda",
+    )
     return predict_loader(model, loader, mean, std, views, desc, amp_dtype=amp_dtype)
 
 

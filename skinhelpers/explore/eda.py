@@ -5,6 +5,7 @@ dataset ships them (HAM10000 and the demo set); every function here copes with t
 absence: :func:`available_metadata` says which are there, and the notebook skips the rest.
 Categorical values ``unknown`` / empty count as missing.
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -32,8 +33,9 @@ def _classes(df: pd.DataFrame) -> list[str]:
 def clean_category(s: pd.Series) -> pd.Series:
     """Strings stripped; ``unknown``, empty and NaN become ``NaN`` (missing)."""
     out = s.astype("object").where(s.notna(), None)
-    out = out.map(lambda v: None if v is None or str(v).strip().lower() in MISSING_VALUES
-                  else str(v).strip())
+    out = out.map(
+        lambda v: None if v is None or str(v).strip().lower() in MISSING_VALUES else str(v).strip()
+    )
     return out.astype("object")
 
 
@@ -43,14 +45,18 @@ def available_metadata(df: pd.DataFrame, columns=METADATA_COLUMNS) -> list[str]:
     for c in columns:
         if c not in df.columns:
             continue
-        known = pd.to_numeric(df[c], errors="coerce").notna() if c == "age" \
+        known = (
+            pd.to_numeric(df[c], errors="coerce").notna()
+            if c == "age"
             else clean_category(df[c]).notna()
+        )
         if known.any():
             out.append(c)
     return out
 
 
 # ----------------------------------------------------------------------------- tables
+
 
 def imbalance_ratio(df: pd.DataFrame) -> float:
     """Images in the largest class / images in the smallest non-empty class."""
@@ -63,13 +69,20 @@ def class_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per class: images, share, groups (lesions), images per group; a total row."""
     classes = df.attrs.get("classes") or sorted(df["label"].unique())
     g = df.groupby("label")
-    t = pd.DataFrame({"images": g.size(), "groups": g["group"].nunique()}) \
-        .reindex(classes, fill_value=0)
+    t = pd.DataFrame({"images": g.size(), "groups": g["group"].nunique()}).reindex(
+        classes, fill_value=0
+    )
     t["share"] = t["images"] / max(1, t["images"].sum())
     t["images_per_group"] = t["images"] / t["groups"].replace(0, np.nan)
-    total = pd.DataFrame({"images": [len(df)], "groups": [df["group"].nunique()],
-                          "share": [1.0], "images_per_group": [len(df) / max(1, df["group"].nunique())]},
-                         index=["total"])
+    total = pd.DataFrame(
+        {
+            "images": [len(df)],
+            "groups": [df["group"].nunique()],
+            "share": [1.0],
+            "images_per_group": [len(df) / max(1, df["group"].nunique())],
+        },
+        index=["total"],
+    )
     out = pd.concat([t, total])[["images", "share", "groups", "images_per_group"]]
     out.index.name = "class"
     return out
@@ -80,21 +93,40 @@ def metadata_overview(df: pd.DataFrame, columns=METADATA_COLUMNS) -> pd.DataFram
     rows = []
     for c in columns:
         if c not in df.columns:
-            rows.append({"column": c, "known": 0, "missing_share": 1.0, "distinct": 0,
-                         "most_common": "(not in this dataset)"})
+            rows.append(
+                {
+                    "column": c,
+                    "known": 0,
+                    "missing_share": 1.0,
+                    "distinct": 0,
+                    "most_common": "(not in this dataset)",
+                }
+            )
             continue
         if c == "age":
             v = pd.to_numeric(df[c], errors="coerce")
             known = v.dropna()
-            common = (f"median {known.median():.0f} (IQR {known.quantile(.25):.0f}-"
-                      f"{known.quantile(.75):.0f})") if len(known) else "-"
+            common = (
+                (
+                    f"median {known.median():.0f} (IQR {known.quantile(0.25):.0f}-"
+                    f"{known.quantile(0.75):.0f})"
+                )
+                if len(known)
+                else "-"
+            )
         else:
             known = clean_category(df[c]).dropna()
             vc = known.value_counts()
             common = ", ".join(f"{k} ({n})" for k, n in vc.head(3).items()) or "-"
-        rows.append({"column": c, "known": int(len(known)),
-                     "missing_share": 1 - len(known) / max(1, len(df)),
-                     "distinct": int(known.nunique()), "most_common": common})
+        rows.append(
+            {
+                "column": c,
+                "known": int(len(known)),
+                "missing_share": 1 - len(known) / max(1, len(df)),
+                "distinct": int(known.nunique()),
+                "most_common": common,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -117,9 +149,16 @@ def age_by_class(df: pd.DataFrame) -> pd.DataFrame:
     """Per class: count, mean, median, quartiles, missing ages."""
     age = pd.to_numeric(df["age"], errors="coerce")
     g = age.groupby(df["label"])
-    out = pd.DataFrame({"n": g.count(), "missing": g.apply(lambda s: int(s.isna().sum())),
-                        "mean": g.mean(), "median": g.median(), "q25": g.quantile(0.25),
-                        "q75": g.quantile(0.75)}).reindex(_classes(df))
+    out = pd.DataFrame(
+        {
+            "n": g.count(),
+            "missing": g.apply(lambda s: int(s.isna().sum())),
+            "mean": g.mean(),
+            "median": g.median(),
+            "q25": g.quantile(0.25),
+            "q75": g.quantile(0.75),
+        }
+    ).reindex(_classes(df))
     out.index.name = "class"
     return out
 
@@ -147,25 +186,44 @@ def size_counts(info: pd.DataFrame, top: int = 10) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- plots
 
+
 def plot_age_by_class(df: pd.DataFrame):
     """Box plots of age per class with the points themselves (n per class in the labels)
     and the overall histogram (seaborn)."""
     classes = _classes(df)
-    data = pd.DataFrame({"class": df["label"].astype(str),
-                         "age": pd.to_numeric(df["age"], errors="coerce")})
+    data = pd.DataFrame(
+        {"class": df["label"].astype(str), "age": pd.to_numeric(df["age"], errors="coerce")}
+    )
     known = data.dropna(subset=["age"])
     n = known["class"].value_counts().reindex(classes, fill_value=0)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=[3, 1.3])
-    sns.boxplot(data=known, x="class", y="age", order=classes, showfliers=False, width=0.6,
-                color="#dde6f0", medianprops={"color": "crimson"}, ax=ax)
+    sns.boxplot(
+        data=known,
+        x="class",
+        y="age",
+        order=classes,
+        showfliers=False,
+        width=0.6,
+        color="#dde6f0",
+        medianprops={"color": "crimson"},
+        ax=ax,
+    )
     points = known.sample(frac=1, random_state=0).groupby("class").head(400)  # lightly
-    sns.stripplot(data=points, x="class", y="age", order=classes, size=2, alpha=0.3,
-                  jitter=0.18, color="#4c72b0", ax=ax)
+    sns.stripplot(
+        data=points,
+        x="class",
+        y="age",
+        order=classes,
+        size=2,
+        alpha=0.3,
+        jitter=0.18,
+        color="#4c72b0",
+        ax=ax,
+    )
     ax.set_xticks(range(len(classes)), [f"{c}\n(n={n[c]})" for c in classes], fontsize=8)
     ax.set(xlabel="", ylabel="age (years)", title="Age by diagnosis")
     sns.histplot(known["age"], bins=np.arange(0, 95, 5), color="#8c564b", ax=ax2)
-    ax2.set(xlabel="age (years)",
-            title=f"All images (missing: {int(data['age'].isna().sum())})")
+    ax2.set(xlabel="age (years)", title=f"All images (missing: {int(data['age'].isna().sum())})")
     sns.despine(fig)
     fig.suptitle(synthetic_title("Age", df), fontsize=11)
     fig.tight_layout()
@@ -188,23 +246,41 @@ def plot_category_by_class(df: pd.DataFrame, column: str, top: int = 12):
             vals = ct[col].to_numpy()
             color = "#bbbbbb" if col == "unknown" else colors[j]
             bars = ax.barh(range(len(ct)), vals, left=left, color=color, label=col)
-            ax.bar_label(bars, labels=[f"{v:.0%}" if v >= 0.07 else "" for v in vals],
-                         label_type="center", fontsize=7, color="white")
+            ax.bar_label(
+                bars,
+                labels=[f"{v:.0%}" if v >= 0.07 else "" for v in vals],
+                label_type="center",
+                fontsize=7,
+                color="white",
+            )
             left += vals
         ax.set_yticks(range(len(ct)), ylabels, fontsize=8)
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
         ax.set_xlabel("share of the class's images")
-        ax.legend(ncol=min(6, ct.shape[1]), fontsize=8, frameon=False,
-                  loc="lower center", bbox_to_anchor=(0.5, 1.0))
+        ax.legend(
+            ncol=min(6, ct.shape[1]),
+            fontsize=8,
+            frameon=False,
+            loc="lower center",
+            bbox_to_anchor=(0.5, 1.0),
+        )
         ax.spines[["top", "right"]].set_visible(False)
         fig.suptitle(synthetic_title(f"{column} by diagnosis", df), fontsize=11, y=1.02)
     else:
         fig, ax = plt.subplots(figsize=(0.62 * ct.shape[1] + 2.5, 0.45 * len(ct) + 1.8))
         labels = ct.map(lambda v: f"{v:.0%}" if v >= 0.01 else "")
-        sns.heatmap(ct.set_axis(ylabels), annot=labels.to_numpy(), fmt="", cmap="Blues",
-                    vmin=0, annot_kws={"fontsize": 7}, linewidths=0.3, ax=ax,
-                    cbar_kws={"fraction": 0.03, "label": "share of the class"})
+        sns.heatmap(
+            ct.set_axis(ylabels),
+            annot=labels.to_numpy(),
+            fmt="",
+            cmap="Blues",
+            vmin=0,
+            annot_kws={"fontsize": 7},
+            linewidths=0.3,
+            ax=ax,
+            cbar_kws={"fraction": 0.03, "label": "share of the class"},
+        )
         ax.set_xticklabels(ax.get_xticklabels(), rotation=40, ha="right", fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
         ax.set(xlabel="", ylabel="")
@@ -220,11 +296,23 @@ def plot_image_sizes(info: pd.DataFrame, title: str = "Image sizes"):
     w, h = ok["width"].astype(float), ok["height"].astype(float)
     sizes = pd.DataFrame({"w": w, "h": h}).value_counts().reset_index(name="n")
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax.scatter(sizes["w"], sizes["h"], s=20 + 300 * sizes["n"] / sizes["n"].max(),
-               alpha=0.6, color="#4c72b0", edgecolor="k", linewidth=0.3)
+    ax.scatter(
+        sizes["w"],
+        sizes["h"],
+        s=20 + 300 * sizes["n"] / sizes["n"].max(),
+        alpha=0.6,
+        color="#4c72b0",
+        edgecolor="k",
+        linewidth=0.3,
+    )
     for _, r in sizes.nlargest(3, "n").iterrows():
-        ax.annotate(f"{int(r['w'])}x{int(r['h'])}: {int(r['n']):,}", (r["w"], r["h"]),
-                    fontsize=8, xytext=(6, 6), textcoords="offset points")
+        ax.annotate(
+            f"{int(r['w'])}x{int(r['h'])}: {int(r['n']):,}",
+            (r["w"], r["h"]),
+            fontsize=8,
+            xytext=(6, 6),
+            textcoords="offset points",
+        )
     ax.set_xlim(0, sizes["w"].max() * 1.2)
     ax.set_ylim(0, sizes["h"].max() * 1.2)
     ax.set_xlabel("width (px)")
@@ -245,7 +333,19 @@ def plot_image_sizes(info: pd.DataFrame, title: str = "Image sizes"):
     return fig
 
 
-__all__ = ["METADATA_COLUMNS", "DX_TYPE_MEANING", "clean_category", "available_metadata",
-           "imbalance_ratio", "class_table", "metadata_overview", "category_share",
-           "age_by_class", "image_size_stats", "size_counts", "plot_age_by_class",
-           "plot_category_by_class", "plot_image_sizes"]
+__all__ = [
+    "METADATA_COLUMNS",
+    "DX_TYPE_MEANING",
+    "clean_category",
+    "available_metadata",
+    "imbalance_ratio",
+    "class_table",
+    "metadata_overview",
+    "category_share",
+    "age_by_class",
+    "image_size_stats",
+    "size_counts",
+    "plot_age_by_class",
+    "plot_category_by_class",
+    "plot_image_sizes",
+]

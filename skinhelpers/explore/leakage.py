@@ -19,6 +19,7 @@
   shares lesions between train and test, and that a grouped split shares none.
 * :func:`associations`: chi-square and Cramer's V of metadata against the diagnosis.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,17 +40,36 @@ from skinhelpers.explore.eda import clean_category
 from skinhelpers.figures import synthetic_title
 from skinhelpers.progress import progress
 
-PAIR_COLUMNS = ["relpath_a", "relpath_b", "distance", "kind", "transform", "same_group",
-                "label_a", "label_b", "group_a", "group_b"]
+PAIR_COLUMNS = [
+    "relpath_a",
+    "relpath_b",
+    "distance",
+    "kind",
+    "transform",
+    "same_group",
+    "label_a",
+    "label_b",
+    "group_a",
+    "group_b",
+]
 
 #: the eight dihedral views, in the order of the second axis of ``phash_codes(dihedral=True)``;
 #: each is what NumPy does to the image array: ``rot90`` is ``np.rot90(img, 1)``, ``flip``
 #: is ``np.fliplr`` (mirror left-right), ``flip+rot90`` is ``np.rot90(np.fliplr(img), 1)``
-DIHEDRAL_VIEWS = ("identity", "rot90", "rot180", "rot270",
-                  "flip", "flip+rot90", "flip+rot180", "flip+rot270")
+DIHEDRAL_VIEWS = (
+    "identity",
+    "rot90",
+    "rot180",
+    "rot270",
+    "flip",
+    "flip+rot90",
+    "flip+rot180",
+    "flip+rot270",
+)
 
 
 # ----------------------------------------------------------------------------- duplicates
+
 
 def exact_duplicates(df: pd.DataFrame) -> pd.DataFrame:
     """Every pair of rows with the same ``sha1`` (byte-identical files), distance 0."""
@@ -59,11 +79,21 @@ def exact_duplicates(df: pd.DataFrame) -> pd.DataFrame:
         if len(g) < 2:
             continue
         for (_, a), (_, b) in combinations(g.iterrows(), 2):
-            rows.append({"relpath_a": a["relpath"], "relpath_b": b["relpath"], "distance": 0,
-                         "kind": "exact", "transform": "identity",
-                         "same_group": a["group"] == b["group"],
-                         "label_a": a["label"], "label_b": b["label"],
-                         "group_a": a["group"], "group_b": b["group"], "sha1": sha})
+            rows.append(
+                {
+                    "relpath_a": a["relpath"],
+                    "relpath_b": b["relpath"],
+                    "distance": 0,
+                    "kind": "exact",
+                    "transform": "identity",
+                    "same_group": a["group"] == b["group"],
+                    "label_a": a["label"],
+                    "label_b": b["label"],
+                    "group_a": a["group"],
+                    "group_b": b["group"],
+                    "sha1": sha,
+                }
+            )
     return pd.DataFrame(rows, columns=PAIR_COLUMNS + ["sha1"])
 
 
@@ -79,8 +109,9 @@ def _phash_dct(path: str, hash_size: int) -> np.ndarray:
     side = 8 * hash_size
     if min(img.shape) > 2 * side:
         s = 2 * side / min(img.shape)
-        img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)),
-                         interpolation=cv2.INTER_AREA)
+        img = cv2.resize(
+            img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA
+        )
     n = 4 * hash_size  # imagehash.phash: highfreq_factor 4, LANCZOS ("ANTIALIAS") resize
     pixels = np.asarray(Image.fromarray(img).resize((n, n), Image.LANCZOS))
     dct = fftpack.dct(fftpack.dct(pixels, axis=0), axis=1)
@@ -97,8 +128,13 @@ def dihedral_dct(block: np.ndarray) -> np.ndarray:
     """
     k = block.shape[-1]
     odd = np.where(np.arange(k) % 2, -1.0, 1.0)
-    rot90 = lambda d: d.T * odd[:, None]
-    flip = lambda d: d * odd[None, :]
+
+    def rot90(d):
+        return d.T * odd[:, None]
+
+    def flip(d):
+        return d * odd[None, :]
+
     views, d = [], block
     for base in (block, flip(block)):
         d = base
@@ -119,24 +155,33 @@ def _phash_bits(path: str, hash_size: int, dihedral: bool = False) -> np.ndarray
     return _bits_from_dct(_phash_dct(path, hash_size), dihedral)
 
 
-def phash_codes(paths, hash_size: int = 16, workers: int = 2,
-                show_progress: bool = True, dihedral: bool = False) -> np.ndarray:
+def phash_codes(
+    paths, hash_size: int = 16, workers: int = 2, show_progress: bool = True, dihedral: bool = False
+) -> np.ndarray:
     """Perceptual hashes (``imagehash.phash``, bit for bit) as a boolean array
     ``(n, hash_size**2)``; with ``dihedral=True``, ``(n, 8, hash_size**2)``: the hashes
     of the eight :data:`DIHEDRAL_VIEWS` of each image (view 0 is the plain hash)."""
     paths = [str(p) for p in paths]
     with ThreadPoolExecutor(max(1, int(workers or 1))) as ex:
         it = ex.map(lambda p: _phash_bits(p, hash_size, dihedral), paths, chunksize=32)
-        bits = list(progress(it, total=len(paths), desc="perceptual hash", unit="img",
-                             disable=not show_progress))
+        bits = list(
+            progress(
+                it, total=len(paths), desc="perceptual hash", unit="img", disable=not show_progress
+            )
+        )
     if not bits:
         shape = (0, 8, hash_size * hash_size) if dihedral else (0, hash_size * hash_size)
         return np.zeros(shape, dtype=bool)
     return np.stack(bits).astype(bool)
 
 
-def cached_phash_codes(df: pd.DataFrame, cache_dir: str | os.PathLike, hash_size: int = 16,
-                       workers: int = 2, show_progress: bool = True) -> np.ndarray:
+def cached_phash_codes(
+    df: pd.DataFrame,
+    cache_dir: str | os.PathLike,
+    hash_size: int = 16,
+    workers: int = 2,
+    show_progress: bool = True,
+) -> np.ndarray:
     """``phash_codes(df["path"], dihedral=True)``, kept in ``cache_dir`` by file content.
 
     The cache (``phash<hash_size>_dihedral.npz``) maps the ``sha1`` of a file to its
@@ -149,27 +194,31 @@ def cached_phash_codes(df: pd.DataFrame, cache_dir: str | os.PathLike, hash_size
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
         known = dict(zip(z["sha1"].tolist(), z["bits"]))
-    keys = df["sha1"].astype(object).where(df["sha1"].notna(), None).tolist() \
-        if "sha1" in df else [None] * len(df)
+    keys = (
+        df["sha1"].astype(object).where(df["sha1"].notna(), None).tolist()
+        if "sha1" in df
+        else [None] * len(df)
+    )
     todo = [i for i, k in enumerate(keys) if k is None or k not in known]
     out = np.zeros((len(df), 8, nbits), dtype=bool)
     if todo:
-        new = phash_codes(df["path"].iloc[todo], hash_size, workers, show_progress,
-                          dihedral=True)
+        new = phash_codes(df["path"].iloc[todo], hash_size, workers, show_progress, dihedral=True)
         out[todo] = new
         fresh = {keys[i]: np.packbits(b, axis=-1) for i, b in zip(todo, new) if keys[i]}
         if fresh:
             known.update(fresh)
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_name(cache.stem + f".tmp{os.getpid()}.npz")
-            np.savez(tmp, sha1=np.array(list(known), dtype=str),
-                     bits=np.stack(list(known.values())))
+            np.savez(
+                tmp, sha1=np.array(list(known), dtype=str), bits=np.stack(list(known.values()))
+            )
             os.replace(tmp, cache)
     pending = set(todo)
     done = [i for i in range(len(df)) if i not in pending]
     if done:
-        out[done] = np.unpackbits(np.stack([known[keys[i]] for i in done]), axis=-1,
-                                  count=nbits).astype(bool)
+        out[done] = np.unpackbits(
+            np.stack([known[keys[i]] for i in done]), axis=-1, count=nbits
+        ).astype(bool)
     return out
 
 
@@ -177,8 +226,7 @@ def _pm1(bits: np.ndarray) -> np.ndarray:
     return np.asarray(bits, dtype=bool).astype(np.float32) * 2 - 1
 
 
-def _close_pairs(xq: np.ndarray, xr: np.ndarray, max_distance: int, upper: bool,
-                 block: int):
+def _close_pairs(xq: np.ndarray, xr: np.ndarray, max_distance: int, upper: bool, block: int):
     """Pairs (query row, reference row) within ``max_distance`` bits, the smallest
     distance over the query's views and the view that reached it.
 
@@ -213,8 +261,12 @@ def _close_pairs(xq: np.ndarray, xr: np.ndarray, max_distance: int, upper: bool,
         return e, e, e.astype(np.int32), e
     i, j, d, v = (np.concatenate(a) for a in out)
     order = np.lexsort((j, i, d))
-    return (i[order].astype(np.int64), j[order].astype(np.int64), d[order],
-            v[order].astype(np.int64))
+    return (
+        i[order].astype(np.int64),
+        j[order].astype(np.int64),
+        d[order],
+        v[order].astype(np.int64),
+    )
 
 
 def _as_views(bits: np.ndarray) -> np.ndarray:
@@ -226,8 +278,9 @@ def _as_views(bits: np.ndarray) -> np.ndarray:
     return bits
 
 
-def hamming_pairs(bits: np.ndarray, max_distance: int, block: int = 2048,
-                  return_views: bool = False):
+def hamming_pairs(
+    bits: np.ndarray, max_distance: int, block: int = 2048, return_views: bool = False
+):
     """All pairs ``i < j`` with Hamming distance ``<= max_distance``.
 
     With ``x = 2 * bits - 1`` (+-1 per bit), ``x_i . x_j = n_bits - 2 * hamming(i, j)``,
@@ -243,8 +296,7 @@ def hamming_pairs(bits: np.ndarray, max_distance: int, block: int = 2048,
     return (i, j, d, v) if return_views else (i, j, d)
 
 
-def cross_pairs(query_bits: np.ndarray, ref_bits: np.ndarray, max_distance: int,
-                block: int = 1024):
+def cross_pairs(query_bits: np.ndarray, ref_bits: np.ndarray, max_distance: int, block: int = 1024):
     """Pairs (query ``i``, reference ``j``) within ``max_distance`` bits, over every
     view of the query (``(n, 8, bits)`` hashes) against the plain hash of the reference.
 
@@ -272,20 +324,30 @@ def near_duplicates(df: pd.DataFrame, bits: np.ndarray, max_distance: int) -> pd
     a, b = df.iloc[i].reset_index(drop=True), df.iloc[j].reset_index(drop=True)
     sha_a, sha_b = a["sha1"].astype(str), b["sha1"].astype(str)
     exact = (sha_a == sha_b) & a["sha1"].notna()
-    return pd.DataFrame({
-        "relpath_a": a["relpath"], "relpath_b": b["relpath"], "distance": d,
-        "kind": np.where(exact, "exact", "near"),
-        "transform": np.where(exact, "identity", np.asarray(DIHEDRAL_VIEWS)[v]),
-        "same_group": (a["group"].to_numpy() == b["group"].to_numpy()),
-        "label_a": a["label"], "label_b": b["label"],
-        "group_a": a["group"], "group_b": b["group"]}, columns=PAIR_COLUMNS)
+    return pd.DataFrame(
+        {
+            "relpath_a": a["relpath"],
+            "relpath_b": b["relpath"],
+            "distance": d,
+            "kind": np.where(exact, "exact", "near"),
+            "transform": np.where(exact, "identity", np.asarray(DIHEDRAL_VIEWS)[v]),
+            "same_group": (a["group"].to_numpy() == b["group"].to_numpy()),
+            "label_a": a["label"],
+            "label_b": b["label"],
+            "group_a": a["group"],
+            "group_b": b["group"],
+        },
+        columns=PAIR_COLUMNS,
+    )
 
 
 def combine_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
     """Concatenate pair tables, one row per unordered pair (exact wins over near)."""
-    t = pd.concat([x.reindex(columns=PAIR_COLUMNS) for x in tables if len(x)],
-                  ignore_index=True) \
-        if any(len(x) for x in tables) else pd.DataFrame(columns=PAIR_COLUMNS)
+    t = (
+        pd.concat([x.reindex(columns=PAIR_COLUMNS) for x in tables if len(x)], ignore_index=True)
+        if any(len(x) for x in tables)
+        else pd.DataFrame(columns=PAIR_COLUMNS)
+    )
     if t.empty:
         return t
     a, b = t["relpath_a"].astype(str), t["relpath_b"].astype(str)
@@ -295,8 +357,11 @@ def combine_pairs(*tables: pd.DataFrame) -> pd.DataFrame:
         t.loc[swap, [x, y]] = t.loc[swap, [y, x]].to_numpy()
     t["_rank"] = (t["kind"] != "exact").astype(int)
     t = t.sort_values(["_rank", "distance"]).drop_duplicates(["relpath_a", "relpath_b"])
-    return t.drop(columns="_rank").sort_values(["distance", "relpath_a", "relpath_b"]) \
+    return (
+        t.drop(columns="_rank")
+        .sort_values(["distance", "relpath_a", "relpath_b"])
         .reset_index(drop=True)
+    )
 
 
 def mark_in_manifest(pairs: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
@@ -310,12 +375,15 @@ def pair_summary(pairs: pd.DataFrame) -> pd.DataFrame:
     if pairs.empty:
         return pd.DataFrame(columns=["kind", "same_group", "pairs", "label_differs"])
     t = pairs.assign(label_differs=pairs["label_a"] != pairs["label_b"])
-    return (t.groupby(["kind", "same_group"]).agg(pairs=("relpath_a", "size"),
-                                                  label_differs=("label_differs", "sum"))
-            .reset_index())
+    return (
+        t.groupby(["kind", "same_group"])
+        .agg(pairs=("relpath_a", "size"), label_differs=("label_differs", "sum"))
+        .reset_index()
+    )
 
 
 # ----------------------------------------------------------------------------- conflicts
+
 
 def label_conflicts(df: pd.DataFrame) -> pd.DataFrame:
     """Identical files (one sha1) filed under more than one label: one row per content."""
@@ -326,11 +394,19 @@ def label_conflicts(df: pd.DataFrame) -> pd.DataFrame:
         if len(labels) < 2:
             continue
         splits = sorted(set(g["source_split"].dropna())) if "source_split" in g else []
-        rows.append({"sha1": sha, "files": len(g), "labels": " | ".join(labels),
-                     "image_ids": ", ".join(sorted(set(g["image_id"].astype(str)))),
-                     "splits": ", ".join(splits), "relpaths": " | ".join(g["relpath"])})
-    return pd.DataFrame(rows, columns=["sha1", "files", "labels", "image_ids", "splits",
-                                       "relpaths"])
+        rows.append(
+            {
+                "sha1": sha,
+                "files": len(g),
+                "labels": " | ".join(labels),
+                "image_ids": ", ".join(sorted(set(g["image_id"].astype(str)))),
+                "splits": ", ".join(splits),
+                "relpaths": " | ".join(g["relpath"]),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["sha1", "files", "labels", "image_ids", "splits", "relpaths"]
+    )
 
 
 def conflict_label_pairs(conflicts: pd.DataFrame) -> pd.DataFrame:
@@ -343,6 +419,7 @@ def conflict_label_pairs(conflicts: pd.DataFrame) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- splits
 
+
 def images_per_group(df: pd.DataFrame) -> pd.DataFrame:
     """How many groups (lesions) have 1, 2, 3, ... images."""
     n = df.groupby("group").size()
@@ -352,8 +429,9 @@ def images_per_group(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def split_indices(df: pd.DataFrame, method: str = "naive", test_size: float = 0.2,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(
+    df: pd.DataFrame, method: str = "naive", test_size: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Row positions ``(train, test)`` of one split of ``df``.
 
     ``naive``: :func:`sklearn.model_selection.train_test_split` of images, stratified by
@@ -364,8 +442,9 @@ def split_indices(df: pd.DataFrame, method: str = "naive", test_size: float = 0.
     idx = np.arange(len(df))
     if method == "naive":
         strat = df["label"] if df["label"].value_counts().min() >= 2 else None
-        return tuple(train_test_split(idx, test_size=test_size, random_state=int(seed),
-                                      stratify=strat))
+        return tuple(
+            train_test_split(idx, test_size=test_size, random_state=int(seed), stratify=strat)
+        )
     if method == "grouped":
         gss = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=int(seed))
         return next(gss.split(idx, groups=df["group"].to_numpy()))
@@ -393,8 +472,13 @@ def pairs_across(pairs: pd.DataFrame, df: pd.DataFrame, train_idx, test_idx) -> 
     return int(np.sum((a + b) == 1))
 
 
-def split_leak(df: pd.DataFrame, method: str = "naive", test_size: float = 0.2,
-               seed: int | None = 0, pairs: pd.DataFrame | None = None) -> dict:
+def split_leak(
+    df: pd.DataFrame,
+    method: str = "naive",
+    test_size: float = 0.2,
+    seed: int | None = 0,
+    pairs: pd.DataFrame | None = None,
+) -> dict:
     """Split once (:func:`split_indices`) and count what the test set shares with train.
 
     ``shared_groups`` / ``test_groups_shared``: test groups (lesions) that also have
@@ -408,19 +492,28 @@ def split_leak(df: pd.DataFrame, method: str = "naive", test_size: float = 0.2,
     te_groups = ted["group"].unique()
     shared = [g for g in te_groups if g in train_groups]
     te_in = ted["group"].isin(train_groups)
-    out = {"method": method, "seed": None if method == "shipped" else seed,
-           "train_images": len(trd), "test_images": len(ted), "test_groups": len(te_groups),
-           "shared_groups": len(shared),
-           "test_groups_shared": len(shared) / max(1, len(te_groups)),
-           "test_images_leaked": int(te_in.sum()),
-           "test_images_leaked_share": float(te_in.mean()) if len(ted) else 0.0}
+    out = {
+        "method": method,
+        "seed": None if method == "shipped" else seed,
+        "train_images": len(trd),
+        "test_images": len(ted),
+        "test_groups": len(te_groups),
+        "shared_groups": len(shared),
+        "test_groups_shared": len(shared) / max(1, len(te_groups)),
+        "test_images_leaked": int(te_in.sum()),
+        "test_images_leaked_share": float(te_in.mean()) if len(ted) else 0.0,
+    }
     if pairs is not None:
         out["dup_pairs_split"] = pairs_across(pairs, df, tr, te)
     return out
 
 
-def compare_splits(df: pd.DataFrame, test_size: float = 0.2, seeds=(0, 1, 2, 3, 4),
-                   pairs: pd.DataFrame | None = None) -> pd.DataFrame:
+def compare_splits(
+    df: pd.DataFrame,
+    test_size: float = 0.2,
+    seeds=(0, 1, 2, 3, 4),
+    pairs: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """:func:`split_leak` for ``naive`` and ``grouped`` over ``seeds`` (+ the shipped split)."""
     rows = [split_leak(df, m, test_size, s, pairs) for s in seeds for m in ("naive", "grouped")]
     if has_shipped_split(df):
@@ -432,6 +525,7 @@ def compare_splits(df: pd.DataFrame, test_size: float = 0.2, seeds=(0, 1, 2, 3, 
 
 # ----------------------------------------------------------------------------- shortcuts
 
+
 def cramers_v(x: pd.Series, y: pd.Series) -> float:
     """Cramer's V of two categorical series (``scipy.stats.contingency.association``)."""
     ct = pd.crosstab(x, y)
@@ -440,8 +534,9 @@ def cramers_v(x: pd.Series, y: pd.Series) -> float:
     return float(stats.contingency.association(ct.to_numpy(), method="cramer"))
 
 
-def associations(df: pd.DataFrame, columns=("sex", "localization", "dx_type"),
-                 target: str = "label") -> pd.DataFrame:
+def associations(
+    df: pd.DataFrame, columns=("sex", "localization", "dx_type"), target: str = "label"
+) -> pd.DataFrame:
     """Chi-square test of independence and Cramer's V of each column against ``target``.
 
     ``unknown``/missing values are left out. Cramer's V: 0 = no association, 1 = the
@@ -457,11 +552,20 @@ def associations(df: pd.DataFrame, columns=("sex", "localization", "dx_type"),
             continue
         ct = pd.crosstab(v[ok], df.loc[ok, target])
         chi2, p, dof, _ = stats.chi2_contingency(ct.to_numpy())
-        rows.append({"column": c, "n": int(ok.sum()), "values": int(ct.shape[0]),
-                     "chi2": float(chi2), "dof": int(dof), "p_value": float(p),
-                     "cramers_v": cramers_v(v[ok], df.loc[ok, target])})
-    return pd.DataFrame(rows, columns=["column", "n", "values", "chi2", "dof", "p_value",
-                                       "cramers_v"])
+        rows.append(
+            {
+                "column": c,
+                "n": int(ok.sum()),
+                "values": int(ct.shape[0]),
+                "chi2": float(chi2),
+                "dof": int(dof),
+                "p_value": float(p),
+                "cramers_v": cramers_v(v[ok], df.loc[ok, target]),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["column", "n", "values", "chi2", "dof", "p_value", "cramers_v"]
+    )
 
 
 def age_test(df: pd.DataFrame) -> dict | None:
@@ -476,11 +580,17 @@ def age_test(df: pd.DataFrame) -> dict | None:
     h, p = stats.kruskal(*groups)
     # epsilon-squared effect size for Kruskal-Wallis
     n = sum(len(g) for g in groups)
-    return {"test": "Kruskal-Wallis", "n": int(n), "H": float(h), "p_value": float(p),
-            "epsilon_squared": float(h / ((n**2 - 1) / (n + 1)))}
+    return {
+        "test": "Kruskal-Wallis",
+        "n": int(n),
+        "H": float(h),
+        "p_value": float(p),
+        "epsilon_squared": float(h / ((n**2 - 1) / (n + 1))),
+    }
 
 
 # ----------------------------------------------------------------------------- plots
+
 
 def _off(ax) -> None:
     ax.set_xticks([])
@@ -498,15 +608,22 @@ def plot_images_per_group(df: pd.DataFrame, group_name: str = "lesion"):
     ax.set_xlabel(f"images per {group_name}")
     ax.set_ylabel(f"{group_name}s")
     multi = t.loc[t.index > 1, "images"].sum()
-    ax.set_title(synthetic_title(f"{df['group'].nunique():,} {group_name}s; {multi:,} of {len(df):,} "
-                            f"images belong to a {group_name} with 2+ images", df), fontsize=10)
+    ax.set_title(
+        synthetic_title(
+            f"{df['group'].nunique():,} {group_name}s; {multi:,} of {len(df):,} "
+            f"images belong to a {group_name} with 2+ images",
+            df,
+        ),
+        fontsize=10,
+    )
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     return fig
 
 
-def plot_pairs(pairs: pd.DataFrame, paths: dict, n: int = 8, ncol: int = 2,
-               title: str = "Duplicate pairs"):
+def plot_pairs(
+    pairs: pd.DataFrame, paths: dict, n: int = 8, ncol: int = 2, title: str = "Duplicate pairs"
+):
     """Side-by-side pairs (``paths`` maps relpath -> file), distance and labels on top."""
     p = pairs.head(n)
     if p.empty:
@@ -515,8 +632,7 @@ def plot_pairs(pairs: pd.DataFrame, paths: dict, n: int = 8, ncol: int = 2,
         ax.text(0.5, 0.5, "no pairs", ha="center", va="center")
         return fig
     nrow = int(np.ceil(len(p) / ncol))
-    fig, axes = plt.subplots(nrow, 2 * ncol, figsize=(4.4 * ncol, 2.0 * nrow + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(nrow, 2 * ncol, figsize=(4.4 * ncol, 2.0 * nrow + 0.5), squeeze=False)
     for ax in axes.ravel():
         _off(ax)
     for k, (_, r) in enumerate(p.iterrows()):
@@ -527,15 +643,24 @@ def plot_pairs(pairs: pd.DataFrame, paths: dict, n: int = 8, ncol: int = 2,
             name = str(r[f"relpath_{col}"]).split("/")[-1]
             ax.set_title(f"{name}\n{r[f'label_{col}']} · {r[f'group_{col}']}", fontsize=6.5)
         tag = "same group" if r["same_group"] else "CROSS-GROUP"
-        axes[i, 2 * j].set_ylabel(f"{r['kind']} d={r['distance']}\n{tag}", fontsize=7,
-                                  color="black" if r["same_group"] else "crimson")
+        axes[i, 2 * j].set_ylabel(
+            f"{r['kind']} d={r['distance']}\n{tag}",
+            fontsize=7,
+            color="black" if r["same_group"] else "crimson",
+        )
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
 
 
-def plot_distance_hist(bits: np.ndarray, groups: np.ndarray, max_distance: int,
-                       sample: int = 3000, seed: int = 0, title: str = ""):
+def plot_distance_hist(
+    bits: np.ndarray,
+    groups: np.ndarray,
+    max_distance: int,
+    sample: int = 3000,
+    seed: int = 0,
+    title: str = "",
+):
     """Hamming distances of random pairs vs pairs within one group, with the threshold."""
     rng = np.random.default_rng(seed)
     bits = np.asarray(bits)
@@ -555,14 +680,30 @@ def plot_distance_hist(bits: np.ndarray, groups: np.ndarray, max_distance: int,
                 break
     fig, ax = plt.subplots(figsize=(7, 3.2))
     bins = np.arange(0, nbits // 2 + 8, 4)
-    ax.hist(rand, bins=bins, alpha=0.6, color="#999999", density=True,
-            label=f"random pairs ({len(rand):,})")
+    ax.hist(
+        rand,
+        bins=bins,
+        alpha=0.6,
+        color="#999999",
+        density=True,
+        label=f"random pairs ({len(rand):,})",
+    )
     if same:
-        ax.hist(same, bins=bins, alpha=0.6, color="#4c72b0", density=True,
-                label=f"pairs within one group ({len(same):,})")
+        ax.hist(
+            same,
+            bins=bins,
+            alpha=0.6,
+            color="#4c72b0",
+            density=True,
+            label=f"pairs within one group ({len(same):,})",
+        )
     ax.set_yscale("log")
-    ax.axvline(max_distance + 0.5, color="crimson", ls="--",
-               label=f"threshold ({max_distance} of {nbits} bits)")
+    ax.axvline(
+        max_distance + 0.5,
+        color="crimson",
+        ls="--",
+        label=f"threshold ({max_distance} of {nbits} bits)",
+    )
     ax.set_xlabel("Hamming distance of the perceptual hashes (bits)")
     ax.set_ylabel("density (log)")
     ax.legend(fontsize=8, frameon=False, loc="upper left")
@@ -575,21 +716,37 @@ def plot_distance_hist(bits: np.ndarray, groups: np.ndarray, max_distance: int,
 def plot_split_leak(table: pd.DataFrame, df: pd.DataFrame | None = None):
     """Share of test images whose lesion also has images in train, per split method."""
     t = table.groupby("method", sort=False).agg(
-        share=("test_images_leaked_share", "mean"), sd=("test_images_leaked_share", "std"),
-        groups=("shared_groups", "mean"), runs=("seed", "size"))
+        share=("test_images_leaked_share", "mean"),
+        sd=("test_images_leaked_share", "std"),
+        groups=("shared_groups", "mean"),
+        runs=("seed", "size"),
+    )
     order = [m for m in ("naive", "grouped", "shipped") if m in t.index]
     t = t.loc[order]
     colors = {"naive": "crimson", "grouped": "#55a868", "shipped": "#8172b2"}
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    bars = ax.bar(t.index, 100 * t["share"], yerr=100 * t["sd"].fillna(0), capsize=4,
-                  color=[colors[m] for m in t.index])
-    ax.bar_label(bars, labels=[f"{100 * s:.1f}%\n({g:.0f} shared groups)" for s, g in
-                               zip(t["share"], t["groups"])], fontsize=8, padding=2)
+    bars = ax.bar(
+        t.index,
+        100 * t["share"],
+        yerr=100 * t["sd"].fillna(0),
+        capsize=4,
+        color=[colors[m] for m in t.index],
+    )
+    ax.bar_label(
+        bars,
+        labels=[
+            f"{100 * s:.1f}%\n({g:.0f} shared groups)" for s, g in zip(t["share"], t["groups"])
+        ],
+        fontsize=8,
+        padding=2,
+    )
     ax.set_ylabel("test images whose group (lesion)\nalso has images in train (%)")
     ax.set_ylim(0, max(5, 100 * t["share"].max() * 1.35))
     n_seeds = int(t["runs"].max())
-    ax.set_title(synthetic_title(f"Train/test leakage by split method (mean of {n_seeds} seeds)", df),
-                 fontsize=10)
+    ax.set_title(
+        synthetic_title(f"Train/test leakage by split method (mean of {n_seeds} seeds)", df),
+        fontsize=10,
+    )
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     return fig
@@ -600,8 +757,14 @@ def plot_associations(assoc: pd.DataFrame, df: pd.DataFrame | None = None):
     fig, ax = plt.subplots(figsize=(6, 0.5 * max(1, len(assoc)) + 1.2))
     a = assoc.sort_values("cramers_v")
     bars = ax.barh(a["column"], a["cramers_v"], color="#dd8452")
-    ax.bar_label(bars, labels=[f"V={v:.2f}  (p={p:.1g}, n={n:,})" for v, p, n in
-                               zip(a["cramers_v"], a["p_value"], a["n"])], fontsize=8)
+    ax.bar_label(
+        bars,
+        labels=[
+            f"V={v:.2f}  (p={p:.1g}, n={n:,})"
+            for v, p, n in zip(a["cramers_v"], a["p_value"], a["n"])
+        ],
+        fontsize=8,
+    )
     ax.set_xlim(0, 1)
     ax.set_xlabel("Cramér's V with the diagnosis (0: none, 1: determines it)")
     ax.set_title(synthetic_title("Metadata vs diagnosis", df), fontsize=10)

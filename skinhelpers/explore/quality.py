@@ -14,6 +14,7 @@ vignetting     darkness of the four corners relative to the skin in the centre, 
 width, height  of the file as stored; ``aspect`` = width / height
 =============  ===========================================================================
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,13 @@ from skinhelpers.progress import progress
 WORK_SIZE = 160
 MEASURES = ("brightness", "contrast", "laplacian_var", "hair", "vignetting")
 # which tail of each measure is the bad one ("both": either tail)
-BAD_TAIL = {"brightness": "both", "contrast": "low", "laplacian_var": "low", "hair": "high",
-            "vignetting": "high"}
+BAD_TAIL = {
+    "brightness": "both",
+    "contrast": "low",
+    "laplacian_var": "low",
+    "hair": "high",
+    "vignetting": "high",
+}
 DESCRIPTION = {
     "brightness": "mean lightness (L of LAB, 0-1)",
     "contrast": "std of lightness (0-1)",
@@ -43,6 +49,7 @@ DESCRIPTION = {
 
 
 # ----------------------------------------------------------------------------- measures
+
 
 def to_work_size(img: np.ndarray, short_side: int = WORK_SIZE) -> np.ndarray:
     """Resize so that the short side is ``short_side`` px (aspect kept)."""
@@ -63,9 +70,15 @@ def vignetting_score(lightness: np.ndarray, corner_frac: float = 0.12) -> float:
     """
     h, w = lightness.shape
     k = max(2, int(round(min(h, w) * corner_frac)))
-    corners = np.concatenate([lightness[:k, :k].ravel(), lightness[:k, -k:].ravel(),
-                              lightness[-k:, :k].ravel(), lightness[-k:, -k:].ravel()])
-    centre = lightness[h // 4:h - h // 4, w // 4:w - w // 4]
+    corners = np.concatenate(
+        [
+            lightness[:k, :k].ravel(),
+            lightness[:k, -k:].ravel(),
+            lightness[-k:, :k].ravel(),
+            lightness[-k:, -k:].ravel(),
+        ]
+    )
+    centre = lightness[h // 4 : h - h // 4, w // 4 : w - w // 4]
     ref = float(np.percentile(centre, 90))
     if ref <= 1e-6:
         return 0.0
@@ -83,7 +96,9 @@ def measure_image(img: np.ndarray) -> dict:
     gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     lap = cv2.Laplacian(gray, cv2.CV_64F)
     return {
-        "width": int(w), "height": int(h), "aspect": round(w / h, 4),
+        "width": int(w),
+        "height": int(h),
+        "aspect": round(w / h, 4),
         "brightness": float(L.mean()),
         "contrast": float(L.std()),
         "laplacian_var": float(lap.var()),
@@ -109,14 +124,17 @@ def measure_all(df: pd.DataFrame, workers: int = 2, show_progress: bool = True) 
     Runs in ``workers`` threads (OpenCV releases the GIL while decoding and filtering).
     """
     if "path" not in df or df["path"].isna().any():
-        raise ValueError("measure_all needs a manifest whose rows all have a 'path' "
-                         "(validate and apply it first)")
+        raise ValueError(
+            "measure_all needs a manifest whose rows all have a 'path' "
+            "(validate and apply it first)"
+        )
     paths = df["path"].astype(str).tolist()
     workers = max(1, int(workers or 1))
     with ThreadPoolExecutor(workers) as ex:
         it = ex.map(measure_file, paths, chunksize=32)
-        rows = list(progress(it, total=len(paths), desc="quality", unit="img",
-                             disable=not show_progress))
+        rows = list(
+            progress(it, total=len(paths), desc="quality", unit="img", disable=not show_progress)
+        )
     q = pd.DataFrame(rows)
     q.insert(0, "relpath", df["relpath"].to_numpy())
     q.insert(1, "label", df["label"].to_numpy())
@@ -124,6 +142,7 @@ def measure_all(df: pd.DataFrame, workers: int = 2, show_progress: bool = True) 
 
 
 # ----------------------------------------------------------------------------- outliers
+
 
 def robust_z(x: pd.Series) -> pd.Series:
     """(x - median) / (1.4826 * MAD): a z-score that outliers themselves do not inflate."""
@@ -155,9 +174,18 @@ def outlier_summary(q: pd.DataFrame, z: float = 3.5) -> pd.DataFrame:
     rows = []
     for m in MEASURES:
         n = int(flags[f"{m}_outlier"].sum())
-        rows.append({"measure": m, "meaning": DESCRIPTION[m], "median": q[m].median(),
-                     "p05": q[m].quantile(0.05), "p95": q[m].quantile(0.95),
-                     "bad_tail": BAD_TAIL[m], "outliers": n, "share": n / max(1, len(q))})
+        rows.append(
+            {
+                "measure": m,
+                "meaning": DESCRIPTION[m],
+                "median": q[m].median(),
+                "p05": q[m].quantile(0.05),
+                "p95": q[m].quantile(0.95),
+                "bad_tail": BAD_TAIL[m],
+                "outliers": n,
+                "share": n / max(1, len(q)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -178,8 +206,10 @@ def extremes(q: pd.DataFrame, measure: str, k: int = 6) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- cost
 
-def measure_cost(paths: list[str], methods: dict[str, tuple[str, str]], size: int,
-                 repeats: int = 1) -> pd.DataFrame:
+
+def measure_cost(
+    paths: list[str], methods: dict[str, tuple[str, str]], size: int, repeats: int = 1
+) -> pd.DataFrame:
     """Images per second of each preprocessing method on real images, one core.
 
     ``methods`` maps a display name to ``(preprocess_spec, resize_mode)``, as passed to
@@ -190,8 +220,15 @@ def measure_cost(paths: list[str], methods: dict[str, tuple[str, str]], size: in
         raise ValueError("measure_cost needs at least one image path")
     t0 = time.perf_counter()
     imgs = [read_rgb(p) for p in paths]
-    rows = [{"method": "decode (read_rgb)", "preprocess": "-", "resize_mode": "-",
-             "images": len(imgs), "seconds": time.perf_counter() - t0}]
+    rows = [
+        {
+            "method": "decode (read_rgb)",
+            "preprocess": "-",
+            "resize_mode": "-",
+            "images": len(imgs),
+            "seconds": time.perf_counter() - t0,
+        }
+    ]
     for name, (spec, mode) in methods.items():
         best = np.inf
         for _ in range(max(1, repeats)):
@@ -199,8 +236,15 @@ def measure_cost(paths: list[str], methods: dict[str, tuple[str, str]], size: in
             for img in imgs:
                 prepare(img, size, spec, mode)
             best = min(best, time.perf_counter() - t0)
-        rows.append({"method": name, "preprocess": spec, "resize_mode": mode,
-                     "images": len(imgs), "seconds": best})
+        rows.append(
+            {
+                "method": name,
+                "preprocess": spec,
+                "resize_mode": mode,
+                "images": len(imgs),
+                "seconds": best,
+            }
+        )
     out = pd.DataFrame(rows)
     out["ms_per_image"] = 1000 * out["seconds"] / out["images"]
     out["images_per_s"] = out["images"] / out["seconds"]
@@ -216,6 +260,7 @@ def cpu_count() -> int:
 
 
 # ----------------------------------------------------------------------------- plots
+
 
 def _off(ax) -> None:
     ax.set_xticks([])
@@ -242,18 +287,22 @@ def plot_measure_hists(q: pd.DataFrame, z: float = 3.5):
         ax.spines[["top", "right"]].set_visible(False)
         ax.legend(fontsize=7, frameon=False)
     axes[0].set_ylabel("images")
-    fig.suptitle(f"Image quality measures (n={len(q):,}; red: robust |z| > {z:g} in the bad tail)",
-                 fontsize=11)
+    fig.suptitle(
+        f"Image quality measures (n={len(q):,}; red: robust |z| > {z:g} in the bad tail)",
+        fontsize=11,
+    )
     fig.tight_layout()
     return fig
 
 
-def plot_outlier_gallery(q: pd.DataFrame, df: pd.DataFrame, k: int = 6,
-                         measures: tuple[str, ...] = MEASURES):
+def plot_outlier_gallery(
+    q: pd.DataFrame, df: pd.DataFrame, k: int = 6, measures: tuple[str, ...] = MEASURES
+):
     """One row per measure: the ``k`` most extreme images in its bad tail, value on top."""
     paths = dict(zip(df["relpath"], df["path"]))
-    fig, axes = plt.subplots(len(measures), k, figsize=(1.75 * k + 1.4, 1.55 * len(measures)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(measures), k, figsize=(1.75 * k + 1.4, 1.55 * len(measures)), squeeze=False
+    )
     for i, m in enumerate(measures):
         ex = extremes(q, m, k)
         for j in range(k):
@@ -270,16 +319,22 @@ def plot_outlier_gallery(q: pd.DataFrame, df: pd.DataFrame, k: int = 6,
     return fig
 
 
-def plot_before_after(paths: list[str], methods: dict[str, tuple[str, str]], size: int,
-                      show_mask: bool = True, titles: list[str] | None = None):
+def plot_before_after(
+    paths: list[str],
+    methods: dict[str, tuple[str, str]],
+    size: int,
+    show_mask: bool = True,
+    titles: list[str] | None = None,
+):
     """Rows: images; columns: the original, the hair mask, then each method's output.
 
     ``methods`` maps a column title to ``(preprocess_spec, resize_mode)``; each output is
     what the cache would store at ``size`` px.
     """
     ncol = 1 + int(show_mask) + len(methods)
-    fig, axes = plt.subplots(len(paths), ncol, figsize=(1.9 * ncol, 1.75 * len(paths) + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(paths), ncol, figsize=(1.9 * ncol, 1.75 * len(paths) + 0.5), squeeze=False
+    )
     for i, p in enumerate(paths):
         img = read_rgb(p)
         panels = [("original", img)]
@@ -308,13 +363,19 @@ def plot_cost(cost: pd.DataFrame, cores: int | None = None):
     c = cost.sort_values("images_per_s")
     fig, ax = plt.subplots(figsize=(7, 0.42 * len(c) + 1.2))
     bars = ax.barh(c["method"], c["images_per_s"], color="#55a868")
-    ax.bar_label(bars, labels=[f"{v:,.0f}/s  ({ms:.2f} ms)" for v, ms in
-                               zip(c["images_per_s"], c["ms_per_image"])], fontsize=8)
+    ax.bar_label(
+        bars,
+        labels=[
+            f"{v:,.0f}/s  ({ms:.2f} ms)" for v, ms in zip(c["images_per_s"], c["ms_per_image"])
+        ],
+        fontsize=8,
+    )
     ax.set_xscale("log")
     ax.set_xlabel("images per second, one core (log scale)")
     extra = f"; machine has {cores} core(s)" if cores else ""
-    ax.set_title(f"Preprocessing cost on {int(c['images'].iloc[0])} real images{extra}",
-                 fontsize=10)
+    ax.set_title(
+        f"Preprocessing cost on {int(c['images'].iloc[0])} real images{extra}", fontsize=10
+    )
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_xlim(right=ax.get_xlim()[1] * 8)
     fig.tight_layout()
@@ -336,7 +397,23 @@ def plot_cached(images: np.ndarray, labels: list[str], title: str, ncol: int = 8
     return fig
 
 
-__all__ = ["MEASURES", "BAD_TAIL", "WORK_SIZE", "measure_image", "measure_file", "measure_all",
-           "vignetting_score", "robust_z", "flag_outliers", "outlier_summary", "extremes",
-           "measure_cost", "cpu_count", "plot_measure_hists", "plot_outlier_gallery",
-           "plot_before_after", "plot_cost", "plot_cached"]
+__all__ = [
+    "MEASURES",
+    "BAD_TAIL",
+    "WORK_SIZE",
+    "measure_image",
+    "measure_file",
+    "measure_all",
+    "vignetting_score",
+    "robust_z",
+    "flag_outliers",
+    "outlier_summary",
+    "extremes",
+    "measure_cost",
+    "cpu_count",
+    "plot_measure_hists",
+    "plot_outlier_gallery",
+    "plot_before_after",
+    "plot_cost",
+    "plot_cached",
+]

@@ -13,6 +13,7 @@ keys. Only tensors, numbers, strings, bools, None, lists, tuples and dicts are a
 so ``torch.load(path, weights_only=True)`` always works: no pickled classes, no numpy.
 Files are written atomically (a reader never sees half a checkpoint).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,21 @@ import torch
 from skinhelpers.files import atomic_path
 
 FORMAT = "skinlesion-lab/1"
-REQUIRED_KEYS = ("format", "arch", "model_kwargs", "state_dict", "classes", "image_size",
-                 "preprocess", "resize_mode", "mean", "std", "dataset", "epoch", "metrics")
+REQUIRED_KEYS = (
+    "format",
+    "arch",
+    "model_kwargs",
+    "state_dict",
+    "classes",
+    "image_size",
+    "preprocess",
+    "resize_mode",
+    "mean",
+    "std",
+    "dataset",
+    "epoch",
+    "metrics",
+)
 _PRIMITIVES = (str, int, float, bool, type(None))
 
 
@@ -41,17 +55,20 @@ def _check_safe(obj: Any, where: str) -> None:
     if isinstance(obj, (dict, OrderedDict)):
         for k, v in obj.items():
             if not isinstance(k, (str, int, float, bool)):
-                raise TypeError(f"checkpoint key {where}[{k!r}]: key type {type(k).__name__} "
-                                "is not allowed")
+                raise TypeError(
+                    f"checkpoint key {where}[{k!r}]: key type {type(k).__name__} is not allowed"
+                )
             _check_safe(v, f"{where}[{k!r}]")
         return
     if isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
             _check_safe(v, f"{where}[{i}]")
         return
-    raise TypeError(f"checkpoint entry {where} is a {type(obj).__module__}.{type(obj).__name__}; "
-                    "only tensors, numbers, strings, lists and dicts load with weights_only=True "
-                    "(convert numpy arrays with torch.as_tensor / .tolist())")
+    raise TypeError(
+        f"checkpoint entry {where} is a {type(obj).__module__}.{type(obj).__name__}; "
+        "only tensors, numbers, strings, lists and dicts load with weights_only=True "
+        "(convert numpy arrays with torch.as_tensor / .tolist())"
+    )
 
 
 def _floats3(name: str, values) -> list[float]:
@@ -69,10 +86,23 @@ def _plain_state_dict(model: torch.nn.Module) -> "OrderedDict[str, torch.Tensor]
     return OrderedDict((k, v.detach().cpu().clone()) for k, v in model.state_dict().items())
 
 
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module | dict, *, arch: str,
-                    model_kwargs: dict, classes, image_size: int, preprocess: str,
-                    resize_mode: str, mean, std, dataset: str, epoch: int,
-                    metrics: dict | None, extra: dict | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module | dict,
+    *,
+    arch: str,
+    model_kwargs: dict,
+    classes,
+    image_size: int,
+    preprocess: str,
+    resize_mode: str,
+    mean,
+    std,
+    dataset: str,
+    epoch: int,
+    metrics: dict | None,
+    extra: dict | None = None,
+) -> Path:
     """Write a checkpoint atomically and return its path.
 
     ``model`` may be a module (DDP / compiled / EMA wrappers are unwrapped) or a state
@@ -80,8 +110,11 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module | dict, *, a
     ``scaler``, ``ema_state_dict``, ``history``, ``rng``); they may not shadow the
     required keys.
     """
-    state_dict = (OrderedDict((k, v.detach().cpu()) for k, v in model.items())
-                  if isinstance(model, dict) else _plain_state_dict(model))
+    state_dict = (
+        OrderedDict((k, v.detach().cpu()) for k, v in model.items())
+        if isinstance(model, dict)
+        else _plain_state_dict(model)
+    )
     kwargs = dict(model_kwargs)
     kwargs["pretrained"] = False  # rebuilding never downloads: the weights are in the file
     ckpt: dict[str, Any] = {
@@ -97,8 +130,11 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module | dict, *, a
         "std": _floats3("std", std),
         "dataset": str(dataset),
         "epoch": int(epoch),
-        "metrics": {str(k): float(v) for k, v in (metrics or {}).items()
-                    if v is not None and not isinstance(v, str)},
+        "metrics": {
+            str(k): float(v)
+            for k, v in (metrics or {}).items()
+            if v is not None and not isinstance(v, str)
+        },
     }
     for k, v in (extra or {}).items():
         if k in ckpt:
@@ -115,25 +151,31 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Load a checkpoint with ``weights_only=True``; a clear error names a bad file."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist (train one with notebook 07, "
-                              "or pass the path of an existing .pt file)")
+        raise CheckpointError(
+            f"checkpoint {path} does not exist (train one with notebook 07, "
+            "or pass the path of an existing .pt file)"
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated file, not a torch file, unsafe pickle, ...
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from e
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})"
+        ) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(f"{path} is not a skinlesion-lab checkpoint (format {got!r}, "
-                              f"expected {FORMAT!r})")
+        raise CheckpointError(
+            f"{path} is not a skinlesion-lab checkpoint (format {got!r}, expected {FORMAT!r})"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks the key(s) {missing}")
     return ckpt
 
 
-def model_from_checkpoint(path_or_dict: str | os.PathLike | dict,
-                          device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+def model_from_checkpoint(
+    path_or_dict: str | os.PathLike | dict, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict]:
     """Rebuild the network of a checkpoint, load its weights strictly, return ``(model, info)``.
 
     ``model`` is in eval mode on ``device``; ``info`` is the checkpoint dict without the
@@ -142,8 +184,11 @@ def model_from_checkpoint(path_or_dict: str | os.PathLike | dict,
     """
     from skinhelpers.model.factory import build_model
 
-    ckpt = (path_or_dict if isinstance(path_or_dict, dict)
-            else load_checkpoint(path_or_dict, map_location="cpu"))
+    ckpt = (
+        path_or_dict
+        if isinstance(path_or_dict, dict)
+        else load_checkpoint(path_or_dict, map_location="cpu")
+    )
     where = "<dict>" if isinstance(path_or_dict, dict) else str(path_or_dict)
     kwargs = {**ckpt["model_kwargs"], "pretrained": False}
     kwargs.setdefault("num_classes", len(ckpt["classes"]))
@@ -151,8 +196,10 @@ def model_from_checkpoint(path_or_dict: str | os.PathLike | dict,
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {where}: weights do not fit {ckpt['arch']} "
-                              f"{kwargs}: {str(e).splitlines()[0]}") from e
+        raise CheckpointError(
+            f"checkpoint {where}: weights do not fit {ckpt['arch']} "
+            f"{kwargs}: {str(e).splitlines()[0]}"
+        ) from e
     model.to(device).eval()
     heavy = {"state_dict", "optimizer", "scheduler", "scaler", "ema_state_dict", "rng"}
     info = {k: v for k, v in ckpt.items() if k not in heavy}

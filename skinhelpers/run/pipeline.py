@@ -13,6 +13,7 @@ all the same. ``--resume`` continues such a run from the first unfinished notebo
 A notebook that declares ``external_dataset`` is skipped, with a note, while that
 parameter is empty (see ``SKIP_WHEN_EMPTY``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,9 @@ def select(notebooks: list[Path], only: str | None) -> list[Path]:
     chosen = [p for p in notebooks if int(p.name[:2]) in wanted]
     missing = sorted(wanted - {int(p.name[:2]) for p in notebooks})
     if missing:
-        raise ValueError(f"--only: no notebook numbered {missing} among "
-                         f"{[p.name for p in notebooks]}")
+        raise ValueError(
+            f"--only: no notebook numbered {missing} among {[p.name for p in notebooks]}"
+        )
     return chosen
 
 
@@ -99,13 +101,15 @@ def type_error(name: str, value, default) -> str | None:
         return None
     hint = ""
     if expected is list:
-        hint = f"; write a list, e.g. -p {name} \"{[value] if value is not None else []!r}\""
+        hint = f'; write a list, e.g. -p {name} "{[value] if value is not None else []!r}"'
     elif expected is str:
         hint = f"; quote it as a string, e.g. -p {name} \"'{value}'\""
     elif expected is bool:
         hint = "; write True or False"
-    return (f"parameter {name}={value!r} is a {type(value).__name__}, "
-            f"expected {expected.__name__} (default {default!r}){hint}")
+    return (
+        f"parameter {name}={value!r} is a {type(value).__name__}, "
+        f"expected {expected.__name__} (default {default!r}){hint}"
+    )
 
 
 def check_parameters(plan: list[dict], values: dict, origin: dict) -> list[str]:
@@ -144,8 +148,13 @@ def make_plan(notebooks: list[Path], common: dict) -> list[dict]:
     plan = []
     for nb in notebooks:
         declared = declared_parameters(nb)
-        plan.append({"nb": nb, "declared": declared,
-                     "params": {k: v for k, v in common.items() if k in declared}})
+        plan.append(
+            {
+                "nb": nb,
+                "declared": declared,
+                "params": {k: v for k, v in common.items() if k in declared},
+            }
+        )
     return plan
 
 
@@ -158,8 +167,11 @@ def resume_point(plan: list[dict], previous: dict, run_dir: Path) -> int:
         done = results.get(name) or {}
         if done.get("status") == "skipped" and skip_reason(step["declared"], step["params"]):
             continue
-        if (done.get("status") != OK or done.get("parameters") != _jsonable(step["params"])
-                or not (run_dir / name).exists()):
+        if (
+            done.get("status") != OK
+            or done.get("parameters") != _jsonable(step["params"])
+            or not (run_dir / name).exists()
+        ):
             return i
     return len(plan)
 
@@ -173,14 +185,24 @@ def _jsonable(d: dict) -> dict:
 
 def _failure_message(name: str, res: dict, out: Path) -> str:
     cell = res.get("cell")
-    where = (f"cell {cell if cell is not None else '?'} (cell index {res['cell_index']})"
-             if "cell_index" in res else "before any cell ran")
+    where = (
+        f"cell {cell if cell is not None else '?'} (cell index {res['cell_index']})"
+        if "cell_index" in res
+        else "before any cell ran"
+    )
     src = f"\n  the cell starts: {res['cell_source']}" if res.get("cell_source") else ""
-    kind = {"failed": "FAILED", "kernel_died": "KERNEL DIED", "timeout": "TIMED OUT",
-            "kernel_missing": "KERNEL DID NOT START", "interrupted": "INTERRUPTED"}
-    return (f"\n{kind.get(res['status'], 'FAILED')}: notebook {name}, {where}{src}"
-            f"\n  {res.get('error', '')}\n  executed copy: {out}"
-            f"\n  log: {res.get('log', '')}\n")
+    kind = {
+        "failed": "FAILED",
+        "kernel_died": "KERNEL DIED",
+        "timeout": "TIMED OUT",
+        "kernel_missing": "KERNEL DID NOT START",
+        "interrupted": "INTERRUPTED",
+    }
+    return (
+        f"\n{kind.get(res['status'], 'FAILED')}: notebook {name}, {where}{src}"
+        f"\n  {res.get('error', '')}\n  executed copy: {out}"
+        f"\n  log: {res.get('log', '')}\n"
+    )
 
 
 def _render(run_dir: Path) -> None:
@@ -192,10 +214,18 @@ def _render(run_dir: Path) -> None:
         print(f"report could not be rendered: {type(e).__name__}: {e}", file=sys.stderr)
 
 
-def run(dataset: str, data_dir: str | None, profile: str, run_name: str | None,
-        only: str | None = None, extra: dict | None = None, html: bool = True,
-        notebook_dir: str | os.PathLike | None = None, resume: bool = False,
-        timeout_s: float | None = None) -> Path:
+def run(
+    dataset: str,
+    data_dir: str | None,
+    profile: str,
+    run_name: str | None,
+    only: str | None = None,
+    extra: dict | None = None,
+    html: bool = True,
+    notebook_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    timeout_s: float | None = None,
+) -> Path:
     """Execute the selected notebooks into the run folder; ``SystemExit`` on failure
     (code 1; 130 after Ctrl-C). ``run_name`` is a folder name under ``runs/`` or an
     absolute path; ``resume`` continues it (see :func:`resume_point`)."""
@@ -207,8 +237,7 @@ def run(dataset: str, data_dir: str | None, profile: str, run_name: str | None,
     run_dir = _run_dir(run_name)
     if data_dir:  # relative to where run_all.sh was called from
         data_dir = str(Path(data_dir).expanduser().resolve())
-    common = {"dataset": dataset, "data_dir": data_dir or "", "run_dir": str(run_dir),
-              **params}
+    common = {"dataset": dataset, "data_dir": data_dir or "", "run_dir": str(run_dir), **params}
     nb_dir = Path(notebook_dir or os.environ.get("SKINHELPERS_NOTEBOOK_DIR") or NOTEBOOK_DIR)
     notebooks = select(numbered_notebooks(nb_dir), only)
     if not notebooks:
@@ -217,13 +246,16 @@ def run(dataset: str, data_dir: str | None, profile: str, run_name: str | None,
     declared_all = set().union(*(s["declared"] for s in plan))
     unknown = sorted(set(extra) - declared_all)
     if unknown:
-        raise SystemExit(f"parameter(s) {unknown} are not declared by any selected notebook; "
-                         f"known: {sorted(declared_all)}")
+        raise SystemExit(
+            f"parameter(s) {unknown} are not declared by any selected notebook; "
+            f"known: {sorted(declared_all)}"
+        )
     origin = {k: (f"-p {k}" if k in extra else f"profile {profile}") for k in common}
     errors = check_parameters(plan, common, origin)
     if errors:
-        raise SystemExit("run_all.sh: wrong parameter type, nothing was run:\n  "
-                         + "\n  ".join(errors))
+        raise SystemExit(
+            "run_all.sh: wrong parameter type, nothing was run:\n  " + "\n  ".join(errors)
+        )
 
     previous = {}
     if resume:
@@ -232,16 +264,26 @@ def run(dataset: str, data_dir: str | None, profile: str, run_name: str | None,
 
             previous = json.loads((run_dir / "run.json").read_text())
         except (OSError, ValueError):
-            raise SystemExit(f"--resume: no readable {run_dir / 'run.json'}; nothing to resume "
-                             f"(start the run without --resume)") from None
+            raise SystemExit(
+                f"--resume: no readable {run_dir / 'run.json'}; nothing to resume "
+                f"(start the run without --resume)"
+            ) from None
     start = resume_point(plan, previous, run_dir) if resume else 0
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"started": previous.get("started", _now()), "dataset": dataset,
-              "data_dir": data_dir, "profile": profile, "run_name": run_name,
-              "notebooks": [s["nb"].name for s in plan], "parameters": common,
-              "command": " ".join(sys.argv), "timeout_s": timeout_s,
-              "environment": provenance.environment(),
-              "results": {}, "timings_s": {}}
+    record = {
+        "started": previous.get("started", _now()),
+        "dataset": dataset,
+        "data_dir": data_dir,
+        "profile": profile,
+        "run_name": run_name,
+        "notebooks": [s["nb"].name for s in plan],
+        "parameters": common,
+        "command": " ".join(sys.argv),
+        "timeout_s": timeout_s,
+        "environment": provenance.environment(),
+        "results": {},
+        "timings_s": {},
+    }
     if resume:
         record["resumed"] = [*previous.get("resumed", []), _now()]
     for step in plan[:start]:
@@ -251,10 +293,16 @@ def run(dataset: str, data_dir: str | None, profile: str, run_name: str | None,
             record["timings_s"][name] = previous["results"][name]["seconds"]
     if resume:
         done = [s["nb"].name[:2] for s in plan[:start]]
-        print(f"resume: {len(done)} notebook(s) already finished with the same parameters"
-              + (f" ({', '.join(done)}) are kept" if done else "")
-              + (f"; continuing with {plan[start]['nb'].name}" if start < len(plan)
-                 else "; nothing left to run"), flush=True)
+        print(
+            f"resume: {len(done)} notebook(s) already finished with the same parameters"
+            + (f" ({', '.join(done)}) are kept" if done else "")
+            + (
+                f"; continuing with {plan[start]['nb'].name}"
+                if start < len(plan)
+                else "; nothing left to run"
+            ),
+            flush=True,
+        )
     write_json(run_dir / "run.json", record)
     os.environ.setdefault("SKINHELPERS_PROGRESS", "plain")
     for step in plan[start:]:
@@ -267,28 +315,44 @@ def run(dataset: str, data_dir: str | None, profile: str, run_name: str | None,
             write_json(run_dir / "run.json", record)
             continue
         log = run_dir / "logs" / f"{nb.stem}.log"
-        print(f"\n=== {name}  ({', '.join(f'{k}={v!r}' for k, v in nb_params.items())})"
-              f"\n=== log: {log}", flush=True)
-        record["results"][name] = {"status": "running", "started": _now(),
-                                   "parameters": nb_params, "log": str(log)}
+        print(
+            f"\n=== {name}  ({', '.join(f'{k}={v!r}' for k, v in nb_params.items())})"
+            f"\n=== log: {log}",
+            flush=True,
+        )
+        record["results"][name] = {
+            "status": "running",
+            "started": _now(),
+            "parameters": nb_params,
+            "log": str(log),
+        }
         write_json(run_dir / "run.json", record)
         try:
             res = execute.execute(nb, out, nb_params, log, timeout_s=timeout_s)
         except KeyboardInterrupt as e:
-            res = e.args[0] if e.args and isinstance(e.args[0], dict) else {
-                "status": "interrupted", "error": "interrupted (Ctrl-C)"}
+            res = (
+                e.args[0]
+                if e.args and isinstance(e.args[0], dict)
+                else {"status": "interrupted", "error": "interrupted (Ctrl-C)"}
+            )
         res = {**record["results"][name], **res, "log": str(log)}
         record["results"][name] = res
         record["timings_s"][name] = res["seconds"]
         if res["status"] != OK:
             record["failed"] = name
-            record["failure"] = {"notebook": name,
-                                 **{k: res[k] for k in ("status", "cell", "cell_index",
-                                                        "cell_source", "error") if k in res}}
+            record["failure"] = {
+                "notebook": name,
+                **{
+                    k: res[k]
+                    for k in ("status", "cell", "cell_index", "cell_source", "error")
+                    if k in res
+                },
+            }
             write_json(run_dir / "run.json", record)
             sys.stderr.write(_failure_message(name, res, out))
-            sys.stderr.write(f"  continue with: ./run_all.sh --run {run_name} --resume"
-                             f" (plus the same options)\n")
+            sys.stderr.write(
+                f"  continue with: ./run_all.sh --run {run_name} --resume (plus the same options)\n"
+            )
             if html:
                 _render(run_dir)
             raise SystemExit(130 if res["status"] == "interrupted" else 1)
@@ -311,8 +375,7 @@ def list_params(notebooks: list[Path], profile: str | None = None) -> str:
     for nb in notebooks:
         lines.append(nb.name)
         declared = declared_parameters(nb)
-        width = min(40, max((len(f"{n} = {i['default']}") for n, i in declared.items()),
-                            default=0))
+        width = min(40, max((len(f"{n} = {i['default']}") for n, i in declared.items()), default=0))
         for n, info in declared.items():
             left = f"{n} = {info['default']}".ljust(width)
             help_ = f"  # {info['help']}" if info.get("help") else ""
@@ -333,27 +396,57 @@ def parse_duration(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="run_all.sh", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default="demo",
-                    help="ham10000 | isic9 | melanoma10k | folder | demo (default: demo)")
-    ap.add_argument("--data-dir", default=None,
-                    help="folder holding the dataset (Kaggle layout); default data/raw/<dataset>")
+    ap = argparse.ArgumentParser(
+        prog="run_all.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--dataset",
+        default="demo",
+        help="ham10000 | isic9 | melanoma10k | folder | demo (default: demo)",
+    )
+    ap.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding the dataset (Kaggle layout); default data/raw/<dataset>",
+    )
     ap.add_argument("--profile", default="smoke", choices=sorted(profiles.PROFILES))
-    ap.add_argument("--run", dest="run_name", default=None,
-                    help="run name: outputs go to runs/<name>/ (default <dataset>-<profile>)")
+    ap.add_argument(
+        "--run",
+        dest="run_name",
+        default=None,
+        help="run name: outputs go to runs/<name>/ (default <dataset>-<profile>)",
+    )
     ap.add_argument("--only", default=None, help="subset of notebooks, e.g. 01,03-05")
-    ap.add_argument("-p", "--param", nargs=2, action="append", default=[],
-                    metavar=("NAME", "VALUE"),
-                    help="any other notebook parameter; VALUE is a Python literal "
-                         "(3, 0.5, True, \"['a', 'b']\") or else a string")
-    ap.add_argument("--resume", action="store_true",
-                    help="continue the run --run NAME from its first unfinished notebook")
-    ap.add_argument("--timeout", default=None, metavar="DURATION",
-                    help="per-notebook limit, e.g. 3600, 90m or 2h (default: none)")
-    ap.add_argument("--list-params", nargs="?", const="", default=None, metavar="NOTEBOOK",
-                    help="print the parameters of every notebook (or of one, e.g. 07) "
-                         "with defaults and help, then exit")
+    ap.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="any other notebook parameter; VALUE is a Python literal "
+        "(3, 0.5, True, \"['a', 'b']\") or else a string",
+    )
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run --run NAME from its first unfinished notebook",
+    )
+    ap.add_argument(
+        "--timeout",
+        default=None,
+        metavar="DURATION",
+        help="per-notebook limit, e.g. 3600, 90m or 2h (default: none)",
+    )
+    ap.add_argument(
+        "--list-params",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="NOTEBOOK",
+        help="print the parameters of every notebook (or of one, e.g. 07) "
+        "with defaults and help, then exit",
+    )
     ap.add_argument("--no-html", action="store_true", help="skip the HTML report")
     args = ap.parse_args(argv)
     extra = {k: parse_value(v) for k, v in args.param}
@@ -363,12 +456,20 @@ def main(argv: list[str] | None = None) -> int:
             only = args.list_params.strip()
             if only and not re.fullmatch(r"[\d,\- ]+", only):
                 only = only[:2]  # a notebook name such as 07_final_retrain.ipynb
-            print(list_params(select(numbered_notebooks(nb_dir), only or args.only),
-                              args.profile))
+            print(list_params(select(numbered_notebooks(nb_dir), only or args.only), args.profile))
             return 0
         timeout_s = parse_duration(args.timeout) if args.timeout else None
-        run(args.dataset, args.data_dir, args.profile, args.run_name, args.only, extra,
-            html=not args.no_html, resume=args.resume, timeout_s=timeout_s)
+        run(
+            args.dataset,
+            args.data_dir,
+            args.profile,
+            args.run_name,
+            args.only,
+            extra,
+            html=not args.no_html,
+            resume=args.resume,
+            timeout_s=timeout_s,
+        )
     except ValueError as e:  # bad options: say which, no traceback
         print(f"run_all.sh: error: {e}", file=sys.stderr)
         return 2

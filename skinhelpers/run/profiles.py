@@ -19,6 +19,7 @@ the loss, so the plain argmax suits balanced accuracy), label smoothing 0.1, EMA
 and model selection / early stopping on validation balanced accuracy. ``torch.compile``
 speeds CPU training up (benchmarks/RESULTS.md), so 20 epochs fit in the 45 minutes.
 """
+
 from __future__ import annotations
 
 PROFILES: dict[str, dict] = {
@@ -71,10 +72,21 @@ PROFILES: dict[str, dict] = {
         "preprocess": "shades_of_gray",
         "max_images": 0,
         "workers": 8,
-        "trial_models": ["small_cnn", "resnet18", "resnet34", "resnet50", "resnet50_frozen",
-                         "resnet50_finetune", "efficientnet_b0", "efficientnet_b3",
-                         "efficientnet_lite0:scratch", "efficientnet_lite0:frozen",
-                         "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
+        "trial_models": [
+            "small_cnn",
+            "resnet18",
+            "resnet34",
+            "resnet50",
+            "resnet50_frozen",
+            "resnet50_finetune",
+            "efficientnet_b0",
+            "efficientnet_b3",
+            "efficientnet_lite0:scratch",
+            "efficientnet_lite0:frozen",
+            "efficientnet_lite0",
+            "efficientnet_lite1",
+            "efficientnet_lite2",
+        ],
         "trial_epochs": 8,
         "trial_freeze_epochs": 1,
         "trial_image_size": 224,

@@ -3,6 +3,7 @@
 The torch facts come from a short subprocess of the same Python the kernels use, so the
 pipeline process itself never initialises CUDA.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ def _version(package: str) -> str | None:
 
 def _git(*args: str, cwd: Path = PROJECT_ROOT) -> str | None:
     try:
-        p = subprocess.run(["git", *args], check=False, cwd=cwd, capture_output=True, text=True,
-                           timeout=20)
+        p = subprocess.run(
+            ["git", *args], check=False, cwd=cwd, capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return p.stdout.rstrip() if p.returncode == 0 else None
@@ -56,9 +58,13 @@ def git_state(cwd: Path = PROJECT_ROOT) -> dict:
 def accelerator(timeout_s: float = 60.0) -> dict:
     """CUDA / cuDNN versions and GPU names as this Python's torch sees them."""
     try:
-        p = subprocess.run([sys.executable, "-c", _TORCH_PROBE], check=False,
-                           capture_output=True,
-                           text=True, timeout=timeout_s)
+        p = subprocess.run(
+            [sys.executable, "-c", _TORCH_PROBE],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
         if p.returncode == 0:
             return json.loads(p.stdout.strip().splitlines()[-1])
         return {"error": (p.stderr.strip().splitlines() or ["torch probe failed"])[-1]}
@@ -68,7 +74,11 @@ def accelerator(timeout_s: float = 60.0) -> dict:
 
 def environment() -> dict:
     """Everything above in one dict (what run.json stores under ``environment``)."""
-    return {"python": sys.version.split()[0], "executable": sys.executable,
-            "platform": platform.platform(),
-            "packages": {name: _version(name) for name in PACKAGES},
-            **accelerator(), "git": git_state()}
+    return {
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        **accelerator(),
+        "git": git_state(),
+    }

@@ -15,6 +15,7 @@ folder can be zipped and sent. ``run_all.sh`` calls this after every run, a stop
 too (the banner and the chapter table say which notebook stopped, how and in which cell);
 ``python -m skinhelpers.run.report RUN_DIR`` renders an existing run folder.
 """
+
 from __future__ import annotations
 
 import html
@@ -56,8 +57,12 @@ def _title_of(nb) -> str:
 
 def _status(nb) -> str:
     """``ok``, ``failed`` (a cell raised) or ``incomplete`` (cells never ran)."""
-    failed = any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code"
-                 for o in c.get("outputs", []))
+    failed = any(
+        o.get("output_type") == "error"
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
     if failed:
         return "failed"
     pm = nb.metadata.get("papermill", {})
@@ -77,12 +82,21 @@ def render_notebook(nb_path: Path, out_dir: Path) -> dict:
 
     nb = nbformat.read(nb_path, as_version=4)
     title = _title_of(nb) or nb_path.stem
-    entry = {"name": nb_path.name, "title": title, "status": _status(nb),
-             "html": f"{nb_path.stem}.html", "story": f"{nb_path.stem}.story.html",
-             "seconds": nb.metadata.get("papermill", {}).get("duration")}
-    for fname, kw in ((entry["html"], {}),
-                      (entry["story"], {"exclude_input": True, "exclude_input_prompt": True,
-                                        "exclude_output_prompt": True})):
+    entry = {
+        "name": nb_path.name,
+        "title": title,
+        "status": _status(nb),
+        "html": f"{nb_path.stem}.html",
+        "story": f"{nb_path.stem}.story.html",
+        "seconds": nb.metadata.get("papermill", {}).get("duration"),
+    }
+    for fname, kw in (
+        (entry["html"], {}),
+        (
+            entry["story"],
+            {"exclude_input": True, "exclude_input_prompt": True, "exclude_output_prompt": True},
+        ),
+    ):
         exporter = HTMLExporter(**kw)
         # merge stream fragments (a progress bar's updates become one block; what a
         # carriage return overwrote is dropped), as the nbconvert command line does
@@ -110,8 +124,13 @@ ul.sent li{margin:.3em 0}
 """
 
 
-_STOPPED = {"failed": "failed", "kernel_died": "kernel died", "timeout": "timed out",
-            "kernel_missing": "kernel did not start", "interrupted": "interrupted"}
+_STOPPED = {
+    "failed": "failed",
+    "kernel_died": "kernel died",
+    "timeout": "timed out",
+    "kernel_missing": "kernel did not start",
+    "interrupted": "interrupted",
+}
 
 
 def _e(x) -> str:
@@ -127,16 +146,20 @@ def _fmt(v) -> str:
 
 
 def _kv_table(d: dict) -> str:
-    rows = "".join(f"<tr><th>{_e(k)}</th><td><code>{_e(_fmt(v))}</code></td></tr>"
-                   for k, v in d.items())
+    rows = "".join(
+        f"<tr><th>{_e(k)}</th><td><code>{_e(_fmt(v))}</code></td></tr>" for k, v in d.items()
+    )
     return f"<table>{rows}</table>"
 
 
 def _ci_cell(v) -> str:
     if isinstance(v, dict) and "value" in v:
         lo, hi = v.get("ci_low"), v.get("ci_high")
-        ci = (f" <span class='muted'>({lo:.3f}&ndash;{hi:.3f})</span>"
-              if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else "")
+        ci = (
+            f" <span class='muted'>({lo:.3f}&ndash;{hi:.3f})</span>"
+            if isinstance(lo, (int, float)) and isinstance(hi, (int, float))
+            else ""
+        )
         return f"<td class='num'>{v['value']:.3f}{ci}</td>"
     if isinstance(v, (int, float)):
         return f"<td class='num'>{v:.3f}</td>"
@@ -147,8 +170,7 @@ def _metrics_section(m: dict) -> str:
     """Headline metrics of ``metrics.json`` (schema written by notebook 08)."""
     parts = []
     models = m.get("models") or {}
-    headline = {name: mm.get("headline", {}) for name, mm in models.items()
-                if isinstance(mm, dict)}
+    headline = {name: mm.get("headline", {}) for name, mm in models.items() if isinstance(mm, dict)}
     if not headline and isinstance(m.get("headline"), dict):
         headline = {"model": m["headline"]}
     if headline:
@@ -159,18 +181,24 @@ def _metrics_section(m: dict) -> str:
         rows = ""
         for name, h in headline.items():
             star = " &#9733;" if name == m.get("primary") else ""
-            rows += f"<tr><th>{_e(name)}{star}</th>" + "".join(_ci_cell(h.get(k))
-                                                               for k in keys) + "</tr>"
-        parts.append(f"<table><tr><th>checkpoint</th>{head}</tr>{rows}</table>"
-                     f"<p class='muted'>Held-out test split, n={_e(m.get('n_test', '?'))}; "
-                     f"95% bootstrap confidence intervals in brackets "
-                     f"({_e(m.get('n_bootstrap', '?'))} resamples)."
-                     + (" &#9733; the checkpoint the report's conclusions use."
-                        if m.get("primary") else "") + "</p>")
+            rows += (
+                f"<tr><th>{_e(name)}{star}</th>"
+                + "".join(_ci_cell(h.get(k)) for k in keys)
+                + "</tr>"
+            )
+        parts.append(
+            f"<table><tr><th>checkpoint</th>{head}</tr>{rows}</table>"
+            f"<p class='muted'>Held-out test split, n={_e(m.get('n_test', '?'))}; "
+            f"95% bootstrap confidence intervals in brackets "
+            f"({_e(m.get('n_bootstrap', '?'))} resamples)."
+            + (" &#9733; the checkpoint the report's conclusions use." if m.get("primary") else "")
+            + "</p>"
+        )
     sentences = list(m.get("sentences") or [])
     if sentences:
-        parts.append("<ul class='sent'>" + "".join(f"<li>{_e(s)}</li>" for s in sentences)
-                     + "</ul>")
+        parts.append(
+            "<ul class='sent'>" + "".join(f"<li>{_e(s)}</li>" for s in sentences) + "</ul>"
+        )
     return "".join(parts) or "<p class='missing'>metrics.json holds no headline metrics.</p>"
 
 
@@ -181,26 +209,37 @@ def _index_html(run_dir: Path, entries: list[dict]) -> str:
     timings = run.get("timings_s", {})
     dataset = manifest.get("dataset") or run.get("dataset") or "?"
     synthetic = bool(manifest.get("synthetic")) or dataset == "demo"
-    out = [f"<!doctype html><html><head><meta charset='utf-8'>"
-           f"<title>skinlesion-lab report: {_e(run_dir.name)}</title><style>{_CSS}</style>"
-           f"</head><body><h1>skinlesion-lab report: <code>{_e(run_dir.name)}</code></h1>"
-           f"<p class='muted'>rendered {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}"
-           + (f"; run started {_e(run['started'])}" if run.get("started") else "")
-           + (f", finished {_e(run['finished'])}" if run.get("finished") else "") + "</p>"]
+    out = [
+        f"<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>skinlesion-lab report: {_e(run_dir.name)}</title><style>{_CSS}</style>"
+        f"</head><body><h1>skinlesion-lab report: <code>{_e(run_dir.name)}</code></h1>"
+        f"<p class='muted'>rendered {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}"
+        + (f"; run started {_e(run['started'])}" if run.get("started") else "")
+        + (f", finished {_e(run['finished'])}" if run.get("finished") else "")
+        + "</p>"
+    ]
     if synthetic:
-        out.append("<div class='banner'>SYNTHETIC DATA: this run used the generated demo "
-                   "set. Nothing here is a medical result; it shows the pipeline working."
-                   "</div>")
+        out.append(
+            "<div class='banner'>SYNTHETIC DATA: this run used the generated demo "
+            "set. Nothing here is a medical result; it shows the pipeline working."
+            "</div>"
+        )
     if run.get("failed"):
         fail = run.get("failure") or {}
         how = _STOPPED.get(fail.get("status"), "failed")
-        cell = (f", cell {fail.get('cell') if fail.get('cell') is not None else '?'} "
-                f"(index {fail['cell_index']})" if "cell_index" in fail else "")
+        cell = (
+            f", cell {fail.get('cell') if fail.get('cell') is not None else '?'} "
+            f"(index {fail['cell_index']})"
+            if "cell_index" in fail
+            else ""
+        )
         why = f": {_e(fail['error'])}" if fail.get("error") else ""
-        out.append(f"<div class='banner'>The run stopped: notebook {_e(run['failed'])} "
-                   f"{how}{cell}{why} (its page shows where). Continue it with "
-                   f"<code>./run_all.sh --run {_e(run.get('run_name', run_dir.name))} "
-                   "--resume</code>.</div>")
+        out.append(
+            f"<div class='banner'>The run stopped: notebook {_e(run['failed'])} "
+            f"{how}{cell}{why} (its page shows where). Continue it with "
+            f"<code>./run_all.sh --run {_e(run.get('run_name', run_dir.name))} "
+            "--resume</code>.</div>"
+        )
     # dataset
     classes = manifest.get("classes") or []
     sub = manifest.get("subsample") or {}
@@ -208,22 +247,33 @@ def _index_html(run_dir: Path, entries: list[dict]) -> str:
     if (run_dir / "manifest.csv").exists():
         with open(run_dir / "manifest.csv", "rb") as f:
             n_images = max(0, sum(1 for _ in f) - 1)
-    ds = {"dataset": dataset, "images": n_images, "root": manifest.get("root", ""),
-          "classes": ", ".join(map(str, classes)),
-          "positive class": manifest.get("positive_class")}
+    ds = {
+        "dataset": dataset,
+        "images": n_images,
+        "root": manifest.get("root", ""),
+        "classes": ", ".join(map(str, classes)),
+        "positive class": manifest.get("positive_class"),
+    }
     if sub:
-        ds["subsample"] = (f"{sub.get('rows_after')} of {sub.get('rows_before')} images "
-                           f"(max_images={sub.get('max_images')}, seed {sub.get('seed')})")
+        ds["subsample"] = (
+            f"{sub.get('rows_after')} of {sub.get('rows_before')} images "
+            f"(max_images={sub.get('max_images')}, seed {sub.get('seed')})"
+        )
     out.append("<h2>Dataset</h2>" + _kv_table({k: v for k, v in ds.items() if v}))
     if (run_dir / "MODEL_CARD.md").exists():
-        out.append("<p><b>Model card</b> (intended use, data, metrics, operating points, "
-                   "limits, licence): <a href='model_card.html'>read</a> &middot; "
-                   "<a href='../MODEL_CARD.md'>MODEL_CARD.md</a></p>")
+        out.append(
+            "<p><b>Model card</b> (intended use, data, metrics, operating points, "
+            "limits, licence): <a href='model_card.html'>read</a> &middot; "
+            "<a href='../MODEL_CARD.md'>MODEL_CARD.md</a></p>"
+        )
     # headline metrics
     out.append("<h2>Headline results</h2>")
-    out.append(_metrics_section(metrics) if isinstance(metrics, dict) else
-               "<p class='missing'>No <code>metrics.json</code> in this run folder yet "
-               "(written by notebook 08).</p>")
+    out.append(
+        _metrics_section(metrics)
+        if isinstance(metrics, dict)
+        else "<p class='missing'>No <code>metrics.json</code> in this run folder yet "
+        "(written by notebook 08).</p>"
+    )
     # notebooks
     rows = ""
     results = run.get("results") or {}
@@ -233,35 +283,46 @@ def _index_html(run_dir: Path, entries: list[dict]) -> str:
             e["status"] = _STOPPED[status]
         t = timings.get(e["name"], e.get("seconds"))
         cls = "ok" if e["status"] == "ok" else "failed"
-        rows += (f"<tr><td>{_e(e['name'][:2])}</td><td>{_e(e['title'])}</td>"
-                 f"<td><a href='{_e(e['story'])}'>story</a> &middot; "
-                 f"<a href='{_e(e['html'])}'>with code</a></td>"
-                 f"<td class='num'>{'' if t is None else f'{t:.0f} s'}</td>"
-                 f"<td class='{cls}'>{_e(e['status'])}</td></tr>")
+        rows += (
+            f"<tr><td>{_e(e['name'][:2])}</td><td>{_e(e['title'])}</td>"
+            f"<td><a href='{_e(e['story'])}'>story</a> &middot; "
+            f"<a href='{_e(e['html'])}'>with code</a></td>"
+            f"<td class='num'>{'' if t is None else f'{t:.0f} s'}</td>"
+            f"<td class='{cls}'>{_e(e['status'])}</td></tr>"
+        )
     for name in run.get("notebooks", []):
         if name not in {e["name"] for e in entries}:
             res = results.get(name) or {}
-            state = (f"skipped: {res.get('reason', '')}" if res.get("status") == "skipped"
-                     else "missing")
-            rows += (f"<tr><td>{_e(name[:2])}</td><td class='missing'>{_e(name)}</td>"
-                     f"<td class='missing'>not run</td><td></td><td class='missing'>"
-                     f"{_e(state)}</td></tr>")
-    out.append("<h2>Chapters</h2><p class='muted'><em>story</em> hides the code for "
-               "readers who want only the narrative, tables and figures.</p>"
-               f"<table><tr><th>#</th><th>chapter</th><th>read</th><th>time</th>"
-               f"<th>status</th></tr>{rows}</table>")
+            state = (
+                f"skipped: {res.get('reason', '')}" if res.get("status") == "skipped" else "missing"
+            )
+            rows += (
+                f"<tr><td>{_e(name[:2])}</td><td class='missing'>{_e(name)}</td>"
+                f"<td class='missing'>not run</td><td></td><td class='missing'>"
+                f"{_e(state)}</td></tr>"
+            )
+    out.append(
+        "<h2>Chapters</h2><p class='muted'><em>story</em> hides the code for "
+        "readers who want only the narrative, tables and figures.</p>"
+        f"<table><tr><th>#</th><th>chapter</th><th>read</th><th>time</th>"
+        f"<th>status</th></tr>{rows}</table>"
+    )
     # parameters
     out.append("<h2>Parameters</h2>")
     if run:
         top = {k: run[k] for k in ("profile", "run_name", "data_dir", "command") if k in run}
         out.append(_kv_table(top))
-        out.append("<details open><summary>run parameters (passed to every notebook that "
-                   "declares them)</summary>" + _kv_table(run.get("parameters", {}))
-                   + "</details>")
+        out.append(
+            "<details open><summary>run parameters (passed to every notebook that "
+            "declares them)</summary>" + _kv_table(run.get("parameters", {})) + "</details>"
+        )
     for p in sorted((run_dir / "params").glob("*.json")):
         rec = _read(p) or {}
-        out.append(f"<details><summary>{_e(p.stem)}</summary>"
-                   + _kv_table(rec.get("params", rec)) + "</details>")
+        out.append(
+            f"<details><summary>{_e(p.stem)}</summary>"
+            + _kv_table(rec.get("params", rec))
+            + "</details>"
+        )
     out.append("</body></html>")
     return "\n".join(out)
 
@@ -279,10 +340,12 @@ def _write_model_card(run_dir: Path, out_dir: Path) -> None:
         print(f"model card not written: {type(e).__name__}: {e}", file=sys.stderr)
         return
     body = mistune.html(card.read_text(encoding="utf-8"))
-    _write(out_dir / "model_card.html",
-           f"<!doctype html><html><head><meta charset='utf-8'><title>Model card: "
-           f"{_e(run_dir.name)}</title><style>{_CSS}</style></head><body>{body}"
-           "<p class='muted'><a href='index.html'>back to the report</a></p></body></html>")
+    _write(
+        out_dir / "model_card.html",
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Model card: "
+        f"{_e(run_dir.name)}</title><style>{_CSS}</style></head><body>{body}"
+        "<p class='muted'><a href='index.html'>back to the report</a></p></body></html>",
+    )
 
 
 def render_report(run_dir, out_dir=None) -> Path:
@@ -299,9 +362,15 @@ def render_report(run_dir, out_dir=None) -> Path:
         try:
             entries.append(render_notebook(nb, out_dir))
         except Exception as e:  # noqa: BLE001 - a broken notebook must not hide the others
-            entries.append({"name": nb.name, "title": f"{nb.name} (could not be rendered: "
-                            f"{type(e).__name__}: {e})", "status": "render failed",
-                            "html": "#", "story": "#"})
+            entries.append(
+                {
+                    "name": nb.name,
+                    "title": f"{nb.name} (could not be rendered: {type(e).__name__}: {e})",
+                    "status": "render failed",
+                    "html": "#",
+                    "story": "#",
+                }
+            )
     _write_model_card(run_dir, out_dir)
     index = out_dir / "index.html"
     _write(index, _index_html(run_dir, entries))

@@ -12,6 +12,7 @@ image first, mean and std, the data licence, and, when the run folder holds note
 ``metrics.json`` for this checkpoint, the melanoma thresholds chosen on validation with
 their validation and test sensitivity and specificity.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,28 +62,40 @@ def run_thresholds(checkpoint: str | os.PathLike, classes: list[str]) -> dict | 
     if not isinstance(pos, dict) or not pos.get("operating_points"):
         return None
     entry = (m.get("models") or {}).get(primary, {})
-    same = (ckpt.stem == primary
-            or (entry.get("checkpoint") and Path(entry["checkpoint"]).name == ckpt.name))
+    same = ckpt.stem == primary or (
+        entry.get("checkpoint") and Path(entry["checkpoint"]).name == ckpt.name
+    )
     if not same or list(m.get("classes") or classes) != list(classes):
         return None
     idx = int(pos["class_index"])
     keep = ("sensitivity", "specificity", "ppv", "npv")
-    return {"class": classes[idx], "class_index": idx, "name": pos.get("class", classes[idx]),
-            "tta_views": list(m.get("tta_views") or ["identity"]),
-            "test_auc": pos.get("auc"), "n_val_pos": pos.get("n_val_pos"),
-            "n_test_pos": pos.get("n_test_pos"), "n_test_neg": pos.get("n_test_neg"),
-            "operating_points": [
-                {"target": op["target"], "target_value": op["target_value"],
-                 "threshold": op["threshold"],
-                 "validation": {k: op["validation"][k] for k in keep if k in op["validation"]},
-                 "test": {k: op["test"][k] for k in keep if k in op.get("test", {})},
-                 "test_ci": op.get("test_ci", {})}
-                for op in pos["operating_points"]],
-            "source": str(path)}
+    return {
+        "class": classes[idx],
+        "class_index": idx,
+        "name": pos.get("class", classes[idx]),
+        "tta_views": list(m.get("tta_views") or ["identity"]),
+        "test_auc": pos.get("auc"),
+        "n_val_pos": pos.get("n_val_pos"),
+        "n_test_pos": pos.get("n_test_pos"),
+        "n_test_neg": pos.get("n_test_neg"),
+        "operating_points": [
+            {
+                "target": op["target"],
+                "target_value": op["target_value"],
+                "threshold": op["threshold"],
+                "validation": {k: op["validation"][k] for k in keep if k in op["validation"]},
+                "test": {k: op["test"][k] for k in keep if k in op.get("test", {})},
+                "test_ci": op.get("test_ci", {}),
+            }
+            for op in pos["operating_points"]
+        ],
+        "source": str(path),
+    }
 
 
-def export_config(ckpt: dict, checkpoint_path: str | os.PathLike | None = None,
-                  weights_file: str | None = None) -> dict:
+def export_config(
+    ckpt: dict, checkpoint_path: str | os.PathLike | None = None, weights_file: str | None = None
+) -> dict:
     """The ``config.json`` of an export: what to feed the network and what comes out."""
     from skinhelpers.share.licences import CODE_LICENCE, data_licence
 
@@ -99,9 +112,14 @@ def export_config(ckpt: dict, checkpoint_path: str | os.PathLike | None = None,
         "resize_mode": ckpt["resize_mode"],
         "mean": list(ckpt["mean"]),
         "std": list(ckpt["std"]),
-        "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "color": "RGB",
-                  "normalisation": "(x / 255 - mean) / std, x the uint8 image after "
-                                   "preprocess and resize (skinhelpers.data.imaging.prepare)"},
+        "input": {
+            "name": "input",
+            "layout": "NCHW",
+            "dtype": "float32",
+            "color": "RGB",
+            "normalisation": "(x / 255 - mean) / std, x the uint8 image after "
+            "preprocess and resize (skinhelpers.data.imaging.prepare)",
+        },
         "output": {"name": "logits", "probabilities": "softmax over the last axis"},
         "dataset": ckpt["dataset"],
         "epoch": int(ckpt["epoch"]),
@@ -118,8 +136,9 @@ def export_config(ckpt: dict, checkpoint_path: str | os.PathLike | None = None,
     return cfg
 
 
-def export_onnx(model: torch.nn.Module, image_size: int, out: str | os.PathLike,
-                opset: int = OPSET) -> Path:
+def export_onnx(
+    model: torch.nn.Module, image_size: int, out: str | os.PathLike, opset: int = OPSET
+) -> Path:
     """``model`` as one self-contained ONNX file with a dynamic batch axis.
 
     Uses the torch.export-based exporter (the default since torch 2.9; needs onnxscript).
@@ -128,10 +147,18 @@ def export_onnx(model: torch.nn.Module, image_size: int, out: str | os.PathLike,
     x = torch.zeros(2, 3, image_size, image_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with atomic_path(out) as tmp:
-        torch.onnx.export(model, (x,), str(tmp), input_names=["input"],
-                          output_names=["logits"], dynamic_shapes=({0: batch},),
-                          opset_version=opset, dynamo=True, external_data=False,
-                          verbose=False)
+        torch.onnx.export(
+            model,
+            (x,),
+            str(tmp),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=({0: batch},),
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     return Path(out)
 
 
@@ -156,17 +183,22 @@ def export_model(checkpoint: str | os.PathLike, fmt: str, out_dir: str | os.Path
         model, _ = model_from_checkpoint(ckpt, "cpu")
         path = export_onnx(model, int(ckpt["image_size"]), out_dir / "model.onnx")
     else:
-        path = export_safetensors(ckpt["state_dict"], out_dir / "model.safetensors",
-                                  {"format": CONFIG_FORMAT, "arch": ckpt["arch"]})
+        path = export_safetensors(
+            ckpt["state_dict"],
+            out_dir / "model.safetensors",
+            {"format": CONFIG_FORMAT, "arch": ckpt["arch"]},
+        )
     cfg = export_config(ckpt, checkpoint, path.name)
     cfg["sha256"] = _sha256(path)
     return {"model": path, "config": write_json(out_dir / "config.json", cfg)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m skinhelpers export",
-                                 description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m skinhelpers export",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--checkpoint", required=True, help="a .pt file written by notebook 07")
     ap.add_argument("--format", default="onnx", choices=FORMATS)
     ap.add_argument("--out", required=True, help="folder for model.<format> and config.json")
@@ -180,5 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["CONFIG_FORMAT", "FORMATS", "run_thresholds", "export_config", "export_onnx",
-           "export_safetensors", "export_model", "main"]
+__all__ = [
+    "CONFIG_FORMAT",
+    "FORMATS",
+    "run_thresholds",
+    "export_config",
+    "export_onnx",
+    "export_safetensors",
+    "export_model",
+    "main",
+]

@@ -10,6 +10,7 @@ missing say so instead of failing, so a card can be written for an unfinished ru
 ``render_report`` writes it with the report; ``python -m skinhelpers.share.model_card
 RUN_DIR`` writes it alone.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,22 +52,29 @@ def _ci(v, pct: bool = False) -> str:
 
 def md_table(header: list[str], rows: list[list]) -> str:
     """A GitHub-flavoured Markdown table (``|`` in cells escaped)."""
+
     def cell(x):
         return str(x).replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(map(cell, header)) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
+
+    lines = [
+        "| " + " | ".join(map(cell, header)) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
     lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
     return "\n".join(lines)
 
 
 def _frame_table(df: pd.DataFrame, max_rows: int = 40) -> str:
-    rows = [[_num(v) if isinstance(v, float) else v for v in r]
-            for r in df.head(max_rows).itertuples(index=False)]
+    rows = [
+        [_num(v) if isinstance(v, float) else v for v in r]
+        for r in df.head(max_rows).itertuples(index=False)
+    ]
     more = f"\n\n({len(df) - max_rows} more rows in the CSV.)" if len(df) > max_rows else ""
     return md_table(list(map(str, df.columns)), rows) + more
 
 
 # ------------------------------------------------------------------------------- sections
+
 
 def _model_section(run_dir: Path, metrics: dict, params: dict) -> str:
     primary = metrics.get("primary")
@@ -74,16 +82,22 @@ def _model_section(run_dir: Path, metrics: dict, params: dict) -> str:
     train = _read(run_dir / "train_result.json") or {}
     prep = _read(run_dir / "preprocessing.json") or {}
     p7 = params.get("07_final_retrain", {})
-    rows = [["architecture", entry.get("arch") or train.get("arch", "?")],
-            ["checkpoint", f"`checkpoints/{primary}.pt`" if primary else "–"],
-            ["epoch", entry.get("epoch", "–")],
-            ["parameters", f"{train['params'] / 1e6:.2f} M" if train.get("params") else "–"],
-            ["initial weights", train.get("pretrained_source")
-             or ("ImageNet" if train.get("pretrained") else "random")],
-            ["image size", f"{p7.get('image_size', '?')} px, square"],
-            ["preprocessing", f"`{prep.get('preprocess', '?')}`, resize "
-                              f"`{prep.get('resize_mode', '?')}`"],
-            ["test-time augmentation", ", ".join(metrics.get("tta_views") or ["identity"])]]
+    rows = [
+        ["architecture", entry.get("arch") or train.get("arch", "?")],
+        ["checkpoint", f"`checkpoints/{primary}.pt`" if primary else "–"],
+        ["epoch", entry.get("epoch", "–")],
+        ["parameters", f"{train['params'] / 1e6:.2f} M" if train.get("params") else "–"],
+        [
+            "initial weights",
+            train.get("pretrained_source") or ("ImageNet" if train.get("pretrained") else "random"),
+        ],
+        ["image size", f"{p7.get('image_size', '?')} px, square"],
+        [
+            "preprocessing",
+            f"`{prep.get('preprocess', '?')}`, resize `{prep.get('resize_mode', '?')}`",
+        ],
+        ["test-time augmentation", ", ".join(metrics.get("tta_views") or ["identity"])],
+    ]
     for k in ("epochs", "lr", "loss", "label_smoothing", "balance_power", "ema", "monitor"):
         if k in p7:
             rows.append([f"training: {k}", p7[k]])
@@ -91,18 +105,22 @@ def _model_section(run_dir: Path, metrics: dict, params: dict) -> str:
 
 
 def _use_section(synthetic: bool) -> str:
-    s = ("## Intended use\n\n"
-         "Research and teaching: studying how a classifier of dermoscopy images behaves, "
-         "comparing training choices, and showing what such a model can and cannot do.\n\n"
-         "**Not for:** diagnosis, triage or any decision about a patient. This model is "
-         "**not a medical device** and has not been validated prospectively, on other "
-         "populations, cameras or clinics, or against dermatologists. It sees one "
-         "dermoscopic image, without history, palpation or the patient's other lesions. "
-         "Clinical photographs (non-dermoscopic), other body sites or skin types absent "
-         "from the training data are out of scope.")
+    s = (
+        "## Intended use\n\n"
+        "Research and teaching: studying how a classifier of dermoscopy images behaves, "
+        "comparing training choices, and showing what such a model can and cannot do.\n\n"
+        "**Not for:** diagnosis, triage or any decision about a patient. This model is "
+        "**not a medical device** and has not been validated prospectively, on other "
+        "populations, cameras or clinics, or against dermatologists. It sees one "
+        "dermoscopic image, without history, palpation or the patient's other lesions. "
+        "Clinical photographs (non-dermoscopic), other body sites or skin types absent "
+        "from the training data are out of scope."
+    )
     if synthetic:
-        s += ("\n\n**This run used SYNTHETIC images**: its numbers show the pipeline "
-              "working and mean nothing medically.")
+        s += (
+            "\n\n**This run used SYNTHETIC images**: its numbers show the pipeline "
+            "working and mean nothing medically."
+        )
     return s
 
 
@@ -111,29 +129,41 @@ def _data_section(run_dir: Path, manifest: dict, split: dict | None) -> str:
     n_images = None
     if (run_dir / "manifest.csv").exists():
         n_images = len(pd.read_csv(run_dir / "manifest.csv", usecols=[0]))
-    rows = [["dataset", manifest.get("dataset", "?")],
-            ["images used", n_images if n_images is not None else "?"],
-            ["classes", ", ".join(map(str, manifest.get("classes") or []))],
-            ["positive (malignant) class", manifest.get("positive_class") or "–"]]
+    rows = [
+        ["dataset", manifest.get("dataset", "?")],
+        ["images used", n_images if n_images is not None else "?"],
+        ["classes", ", ".join(map(str, manifest.get("classes") or []))],
+        ["positive (malignant) class", manifest.get("positive_class") or "–"],
+    ]
     val = manifest.get("validation") or {}
     if val.get("dropped"):
-        rows.append(["dropped by validation", ", ".join(f"{k}: {v}" for k, v in
-                                                        val["dropped"].items())])
+        rows.append(
+            ["dropped by validation", ", ".join(f"{k}: {v}" for k, v in val["dropped"].items())]
+        )
     sub = manifest.get("subsample") or {}
     if sub:
-        rows.append(["subsample", f"{sub.get('rows_after')} of {sub.get('rows_before')} "
-                                  f"images (seed {sub.get('seed')})"])
+        rows.append(
+            [
+                "subsample",
+                f"{sub.get('rows_after')} of {sub.get('rows_before')} "
+                f"images (seed {sub.get('seed')})",
+            ]
+        )
     out.append(md_table(["", ""], rows))
     if not split:
         out.append("No `split.json` in this run folder.")
         return "\n\n".join(out)
-    out.append(f"Split by lesion (`group`), so no lesion is in two splits; seed "
-               f"{split.get('seed')}; test: {split.get('test_method', '?')}.")
+    out.append(
+        f"Split by lesion (`group`), so no lesion is in two splits; seed "
+        f"{split.get('seed')}; test: {split.get('test_method', '?')}."
+    )
     sizes, counts = split.get("sizes") or {}, split.get("class_counts") or {}
     parts = [p for p in ("train", "val", "test") if p in sizes]
     classes = list(manifest.get("classes") or next(iter(counts.values()), {}).keys())
-    rows = [["images"] + [sizes[p].get("images", "–") for p in parts],
-            ["lesions (groups)"] + [sizes[p].get("groups", "–") for p in parts]]
+    rows = [
+        ["images"] + [sizes[p].get("images", "–") for p in parts],
+        ["lesions (groups)"] + [sizes[p].get("groups", "–") for p in parts],
+    ]
     rows += [[c] + [counts.get(p, {}).get(c, 0) for p in parts] for c in classes]
     out.append(md_table([""] + parts, rows))
     return "\n\n".join(out)
@@ -145,48 +175,88 @@ def _metrics_section(metrics: dict) -> str:
     keys: list[str] = []
     for m in models.values():
         keys += [k for k in m.get("headline", {}) if k not in keys]
-    rows = [[f"{n}{' (reported)' if n == metrics.get('primary') else ''}"]
-            + [_ci(m.get("headline", {}).get(k)) for k in keys] for n, m in models.items()]
+    rows = [
+        [f"{n}{' (reported)' if n == metrics.get('primary') else ''}"]
+        + [_ci(m.get("headline", {}).get(k)) for k in keys]
+        for n, m in models.items()
+    ]
     out.append(md_table(["checkpoint"] + keys, rows))
-    out.append(f"Held-out test split, n = {metrics.get('n_test', '?')}; "
-               f"{metrics.get('n_bootstrap', '?')} stratified bootstrap resamples; "
-               f"{len(metrics.get('tta_views') or [1])} test-time view(s).")
+    out.append(
+        f"Held-out test split, n = {metrics.get('n_test', '?')}; "
+        f"{metrics.get('n_bootstrap', '?')} stratified bootstrap resamples; "
+        f"{len(metrics.get('tta_views') or [1])} test-time view(s)."
+    )
     pc = models.get(metrics.get("primary"), {}).get("per_class") or {}
     if pc:
         out.append("Per class (reported checkpoint):")
-        out.append(md_table(["class", "support", "recall (sensitivity)", "specificity",
-                             "precision", "ROC-AUC"],
-                            [[c, v.get("support"), _num(v.get("recall")),
-                              _num(v.get("specificity")), _num(v.get("precision")),
-                              _num(v.get("roc_auc"))] for c, v in pc.items()]))
+        out.append(
+            md_table(
+                ["class", "support", "recall (sensitivity)", "specificity", "precision", "ROC-AUC"],
+                [
+                    [
+                        c,
+                        v.get("support"),
+                        _num(v.get("recall")),
+                        _num(v.get("specificity")),
+                        _num(v.get("precision")),
+                        _num(v.get("roc_auc")),
+                    ]
+                    for c, v in pc.items()
+                ],
+            )
+        )
     return "\n\n".join(out)
 
 
 def _operating_points_section(metrics: dict) -> str:
     pos = metrics.get("positive_class")
     if not isinstance(pos, dict):
-        return ("## Operating points\n\nThis dataset names no positive class (or notebook "
-                "08 did not analyse it): no thresholds.")
+        return (
+            "## Operating points\n\nThis dataset names no positive class (or notebook "
+            "08 did not analyse it): no thresholds."
+        )
     name = pos.get("class", "positive class")
-    out = [f"## Operating points: {name} vs rest",
-           f"ROC-AUC {_ci(pos.get('auc'))}, average precision "
-           f"{_ci(pos.get('average_precision'))} on {pos.get('n_test_pos', '?')} {name} and "
-           f"{pos.get('n_test_neg', '?')} other test images. Each threshold on "
-           f"p({name}) was chosen on the validation split ({pos.get('n_val_pos', '?')} "
-           f"{name}) and then applied, unchanged, to the test split."]
+    out = [
+        f"## Operating points: {name} vs rest",
+        f"ROC-AUC {_ci(pos.get('auc'))}, average precision "
+        f"{_ci(pos.get('average_precision'))} on {pos.get('n_test_pos', '?')} {name} and "
+        f"{pos.get('n_test_neg', '?')} other test images. Each threshold on "
+        f"p({name}) was chosen on the validation split ({pos.get('n_val_pos', '?')} "
+        f"{name}) and then applied, unchanged, to the test split.",
+    ]
     rows = []
     for op in pos.get("operating_points") or []:
         v, t, ci = op.get("validation", {}), op.get("test", {}), op.get("test_ci", {})
-        rows.append([f"{op['target']} ≥ {op['target_value']:.0%}", f"{op['threshold']:.3f}",
-                     _num(v.get("sensitivity"), True), _num(v.get("specificity"), True),
-                     _ci(ci.get("sensitivity", t.get("sensitivity")), True),
-                     _ci(ci.get("specificity", t.get("specificity")), True),
-                     _num(t.get("ppv"), True), _num(t.get("npv"), True)])
-    out.append(md_table(["target", "threshold", "val sensitivity", "val specificity",
-                         "test sensitivity (CI)", "test specificity (CI)", "test PPV",
-                         "test NPV"], rows))
-    out.append("PPV and NPV depend on how common melanoma is; the test split's share is "
-               "not a clinic's.")
+        rows.append(
+            [
+                f"{op['target']} ≥ {op['target_value']:.0%}",
+                f"{op['threshold']:.3f}",
+                _num(v.get("sensitivity"), True),
+                _num(v.get("specificity"), True),
+                _ci(ci.get("sensitivity", t.get("sensitivity")), True),
+                _ci(ci.get("specificity", t.get("specificity")), True),
+                _num(t.get("ppv"), True),
+                _num(t.get("npv"), True),
+            ]
+        )
+    out.append(
+        md_table(
+            [
+                "target",
+                "threshold",
+                "val sensitivity",
+                "val specificity",
+                "test sensitivity (CI)",
+                "test specificity (CI)",
+                "test PPV",
+                "test NPV",
+            ],
+            rows,
+        )
+    )
+    out.append(
+        "PPV and NPV depend on how common melanoma is; the test split's share is not a clinic's."
+    )
     return "\n\n".join(out)
 
 
@@ -195,42 +265,57 @@ def _calibration_section(metrics: dict) -> str:
     if not isinstance(cal, dict):
         return "## Calibration\n\nNot measured in this run."
     b, a = cal.get("before", {}), cal.get("after", {})
-    return ("## Calibration\n\n"
-            + md_table(["", "ECE", "NLL", "Brier"],
-                       [["as trained", _num(b.get("ece")), _num(b.get("nll")),
-                         _num(b.get("brier"))],
-                        [f"temperature T = {_num(cal.get('temperature'))}",
-                         _num(a.get("ece")), _num(a.get("nll")), _num(a.get("brier"))]])
-            + f"\n\nTest split, {cal.get('n_bins', '?')} bins; T fitted on validation. "
-              "The probabilities the model outputs (and the exported model) are *before* "
-              "temperature scaling.")
+    return (
+        "## Calibration\n\n"
+        + md_table(
+            ["", "ECE", "NLL", "Brier"],
+            [
+                ["as trained", _num(b.get("ece")), _num(b.get("nll")), _num(b.get("brier"))],
+                [
+                    f"temperature T = {_num(cal.get('temperature'))}",
+                    _num(a.get("ece")),
+                    _num(a.get("nll")),
+                    _num(a.get("brier")),
+                ],
+            ],
+        )
+        + f"\n\nTest split, {cal.get('n_bins', '?')} bins; T fitted on validation. "
+        "The probabilities the model outputs (and the exported model) are *before* "
+        "temperature scaling."
+    )
 
 
 def _subgroup_section(run_dir: Path) -> str | None:
     path = run_dir / "subgroups.csv"
     if not path.exists():
         return None
-    return ("## Subgroups\n\nTest metrics by patient subgroup (`subgroups.csv`); small "
-            "groups have wide intervals.\n\n" + _frame_table(pd.read_csv(path)))
+    return (
+        "## Subgroups\n\nTest metrics by patient subgroup (`subgroups.csv`); small "
+        "groups have wide intervals.\n\n" + _frame_table(pd.read_csv(path))
+    )
 
 
 def _external_section(run_dir: Path) -> str | None:
     files = sorted(run_dir.glob("external_*_metrics.json"))
     if not files:
         return None
-    out = ["## External test sets",
-           "The same model on data from another source, never seen in training or "
-           "threshold choice: the honest estimate of how it travels."]
+    out = [
+        "## External test sets",
+        "The same model on data from another source, never seen in training or "
+        "threshold choice: the honest estimate of how it travels.",
+    ]
     for f in files:
         m = _read(f) or {}
-        name = m.get("dataset") or f.stem[len("external_"):-len("_metrics")]
-        head = m.get("headline") or {k: v for k, v in (m.get("metrics") or m).items()
-                                     if isinstance(v, (int, float, dict))
-                                     and not isinstance(v, bool)
-                                     and (not isinstance(v, dict) or "value" in v)}
+        name = m.get("dataset") or f.stem[len("external_") : -len("_metrics")]
+        head = m.get("headline") or {
+            k: v
+            for k, v in (m.get("metrics") or m).items()
+            if isinstance(v, (int, float, dict))
+            and not isinstance(v, bool)
+            and (not isinstance(v, dict) or "value" in v)
+        }
         out.append(f"**{name}** (`{f.name}`, n = {m.get('n', m.get('n_test', '?'))})")
-        out.append(md_table(["metric", "value (95% CI)"],
-                            [[k, _ci(v)] for k, v in head.items()]))
+        out.append(md_table(["metric", "value (95% CI)"], [[k, _ci(v)] for k, v in head.items()]))
         out += [f"- {s}" for s in m.get("sentences") or []]
     return "\n\n".join(out)
 
@@ -240,53 +325,69 @@ def _limits_section(metrics: dict, manifest: dict, synthetic: bool) -> str:
     if synthetic:
         lim.append("Trained and tested on synthetic images: no medical meaning at all.")
     if manifest.get("dataset") == "ham10000":
-        lim.append("HAM10000 comes from two sites (Vienna, Austria, and Queensland, "
-                   "Australia), mostly light skin; performance on darker skin and other "
-                   "devices is unknown.")
-        lim.append("Labels: over half are histopathology-confirmed, the rest expert "
-                   "consensus, follow-up or confocal microscopy; nevi dominate (about 67%).")
+        lim.append(
+            "HAM10000 comes from two sites (Vienna, Austria, and Queensland, "
+            "Australia), mostly light skin; performance on darker skin and other "
+            "devices is unknown."
+        )
+        lim.append(
+            "Labels: over half are histopathology-confirmed, the rest expert "
+            "consensus, follow-up or confocal microscopy; nevi dominate (about 67%)."
+        )
     n = metrics.get("n_test")
     if isinstance(n, int) and n < 1000:
         lim.append(f"The test split is small (n = {n}): see the width of the intervals.")
     for op in (metrics.get("positive_class") or {}).get("operating_points") or []:
         got = (op.get("test") or {}).get(op["target"])
         if isinstance(got, (int, float)) and got < op["target_value"] - 0.02:
-            lim.append(f"The threshold chosen for {op['target']} ≥ {op['target_value']:.0%} "
-                       f"reaches {got:.1%} on test: thresholds estimated on a validation "
-                       "set of this size do not transfer exactly.")
+            lim.append(
+                f"The threshold chosen for {op['target']} ≥ {op['target_value']:.0%} "
+                f"reaches {got:.1%} on test: thresholds estimated on a validation "
+                "set of this size do not transfer exactly."
+            )
             break
     t = (metrics.get("calibration") or {}).get("temperature")
     if isinstance(t, (int, float)) and not 0.5 < t < 2:
-        lim.append(f"Calibration temperature {t:.2f}: the raw probabilities are "
-                   f"{'over' if t > 1 else 'under'}-confident; read them as scores.")
-    lim += ["Single images at low resolution; no clinical context.",
-            "Grad-CAM maps show where the network looked, not why; they are no proof "
-            "that it uses the lesion."]
+        lim.append(
+            f"Calibration temperature {t:.2f}: the raw probabilities are "
+            f"{'over' if t > 1 else 'under'}-confident; read them as scores."
+        )
+    lim += [
+        "Single images at low resolution; no clinical context.",
+        "Grad-CAM maps show where the network looked, not why; they are no proof "
+        "that it uses the lesion.",
+    ]
     g = metrics.get("gradcam_in_lesion") or {}
     if isinstance(g.get("cam_inside_mean"), (int, float)):
-        lim.append(f"On the test split {g['cam_inside_mean']:.0%} of the Grad-CAM attention "
-                   f"fell on the lesion, which covers {g.get('lesion_area_mean', 0):.0%} of "
-                   "the image.")
+        lim.append(
+            f"On the test split {g['cam_inside_mean']:.0%} of the Grad-CAM attention "
+            f"fell on the lesion, which covers {g.get('lesion_area_mean', 0):.0%} of "
+            "the image."
+        )
     return "## Limits\n\n" + "\n".join(f"- {x}" for x in lim)
 
 
 def _licence_section(dataset: str) -> str:
-    return ("## Licence and citation\n\n"
-            f"- **Data:** {data_licence(dataset)}\n"
-            f"- **Code:** {CODE_LICENCE}. Weights trained on the data above carry the data's "
-            "terms, whatever the code's licence.\n"
-            "- Cite the suite and the dataset(s): see `CITATION.cff` in the repository.")
+    return (
+        "## Licence and citation\n\n"
+        f"- **Data:** {data_licence(dataset)}\n"
+        f"- **Code:** {CODE_LICENCE}. Weights trained on the data above carry the data's "
+        "terms, whatever the code's licence.\n"
+        "- Cite the suite and the dataset(s): see `CITATION.cff` in the repository."
+    )
 
 
 def _usage_section(primary: str | None) -> str:
     ck = f"checkpoints/{primary or 'best_ema'}.pt"
-    return ("## Use it\n\n"
-            "```bash\n"
-            f"python -m skinhelpers predict --checkpoint {ck} --images my_images/ "
-            "--out preds.csv\n"
-            f"python -m skinhelpers export --checkpoint {ck} --format onnx --out exported/\n"
-            f"python -m skinhelpers demo --checkpoint {ck}   # http://127.0.0.1:7860\n"
-            "```")
+    return (
+        "## Use it\n\n"
+        "```bash\n"
+        f"python -m skinhelpers predict --checkpoint {ck} --images my_images/ "
+        "--out preds.csv\n"
+        f"python -m skinhelpers export --checkpoint {ck} --format onnx --out exported/\n"
+        f"python -m skinhelpers demo --checkpoint {ck}   # http://127.0.0.1:7860\n"
+        "```"
+    )
 
 
 def model_card_text(run_dir: str | os.PathLike) -> str:
@@ -297,14 +398,17 @@ def model_card_text(run_dir: str | os.PathLike) -> str:
     metrics = _read(run_dir / "metrics.json") or {}
     manifest = _read(run_dir / "manifest.json") or {}
     split = _read(run_dir / "split.json")
-    params = {p.stem: (_read(p) or {}).get("params", {})
-              for p in sorted((run_dir / "params").glob("*.json"))}
+    params = {
+        p.stem: (_read(p) or {}).get("params", {})
+        for p in sorted((run_dir / "params").glob("*.json"))
+    }
     dataset = manifest.get("dataset") or metrics.get("dataset") or "?"
-    synthetic = bool(manifest.get("synthetic") or metrics.get("synthetic")) \
-        or dataset == "demo"
-    parts = [f"# Model card: `{run_dir.name}`",
-             f"_Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by skinlesion-lab "
-             "from the run folder's artifacts._"]
+    synthetic = bool(manifest.get("synthetic") or metrics.get("synthetic")) or dataset == "demo"
+    parts = [
+        f"# Model card: `{run_dir.name}`",
+        f"_Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by skinlesion-lab "
+        "from the run folder's artifacts._",
+    ]
     if synthetic:
         parts.append("> **SYNTHETIC DATA.** Nothing here is a medical result.")
     parts.append("> **Not a diagnostic device.** For research and teaching only.")
@@ -313,14 +417,22 @@ def model_card_text(run_dir: str | os.PathLike) -> str:
     parts.append(_use_section(synthetic))
     parts.append(_data_section(run_dir, manifest, split))
     if metrics:
-        parts += [_metrics_section(metrics), _operating_points_section(metrics),
-                  _calibration_section(metrics)]
+        parts += [
+            _metrics_section(metrics),
+            _operating_points_section(metrics),
+            _calibration_section(metrics),
+        ]
     else:
-        parts.append("## Results\n\nNo `metrics.json` yet (notebook 08 writes it): no test "
-                     "metrics, operating points or calibration.")
+        parts.append(
+            "## Results\n\nNo `metrics.json` yet (notebook 08 writes it): no test "
+            "metrics, operating points or calibration."
+        )
     parts += [s for s in (_subgroup_section(run_dir), _external_section(run_dir)) if s]
-    parts += [_limits_section(metrics, manifest, synthetic), _licence_section(dataset),
-              _usage_section(metrics.get("primary"))]
+    parts += [
+        _limits_section(metrics, manifest, synthetic),
+        _licence_section(dataset),
+        _usage_section(metrics.get("primary")),
+    ]
     return "\n\n".join(parts) + "\n"
 
 

@@ -19,6 +19,7 @@ their *train* rows dropped, so no group crosses.
 ``save_split`` writes ``split.csv`` + ``split.json`` to the run folder;
 ``read_split`` gives the next notebooks the manifest with ``split`` and ``fold`` columns.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,19 +46,24 @@ class SplitError(AssertionError):
 
 # ----------------------------------------------------------------------------- inputs
 
-def _check_inputs(df: pd.DataFrame, group_col: str, val_size: float, test_size: float,
-                  n_folds: int) -> None:
+
+def _check_inputs(
+    df: pd.DataFrame, group_col: str, val_size: float, test_size: float, n_folds: int
+) -> None:
     if len(df) == 0:
         raise ValueError("cannot split an empty manifest")
     missing = [c for c in (*REQUIRED_COLUMNS, group_col) if c not in df.columns]
     if missing:
-        raise ValueError(f"manifest lacks column(s) {missing} needed for the split; "
-                         f"found {list(df.columns)}")
+        raise ValueError(
+            f"manifest lacks column(s) {missing} needed for the split; found {list(df.columns)}"
+        )
     bad = df[group_col].isna()
     if bad.any():
-        raise ValueError(f"{int(bad.sum())} row(s) have no '{group_col}' (e.g. "
-                         f"{df.loc[bad, 'relpath'].head(3).tolist()}); every image needs a "
-                         "leakage group")
+        raise ValueError(
+            f"{int(bad.sum())} row(s) have no '{group_col}' (e.g. "
+            f"{df.loc[bad, 'relpath'].head(3).tolist()}); every image needs a "
+            "leakage group"
+        )
     if df["relpath"].duplicated().any():
         dup = df.loc[df["relpath"].duplicated(), "relpath"].head(3).tolist()
         raise ValueError(f"relpath must be unique per row; duplicated: {dup}")
@@ -73,8 +79,10 @@ def _check_inputs(df: pd.DataFrame, group_col: str, val_size: float, test_size: 
 
 # ----------------------------------------------------------------------------- near-duplicates
 
-def merge_near_duplicates(df: pd.DataFrame, pairs_df: pd.DataFrame | None,
-                          group_col: str = "group") -> pd.DataFrame:
+
+def merge_near_duplicates(
+    df: pd.DataFrame, pairs_df: pd.DataFrame | None, group_col: str = "group"
+) -> pd.DataFrame:
     """Join the groups of every near-duplicate pair, so a split never separates them.
 
     ``pairs_df`` has columns ``relpath_a``, ``relpath_b`` (``near_duplicates.csv`` of
@@ -85,16 +93,22 @@ def merge_near_duplicates(df: pd.DataFrame, pairs_df: pd.DataFrame | None,
     out = df.copy()
     out.attrs = dict(df.attrs)
     out["group_before_merge"] = out[group_col].astype(str)
-    info = {"pairs": 0, "pairs_used": 0, "pairs_not_in_manifest": 0, "groups_before":
-            int(out[group_col].nunique()), "groups_after": int(out[group_col].nunique()),
-            "groups_merged": 0}
+    info = {
+        "pairs": 0,
+        "pairs_used": 0,
+        "pairs_not_in_manifest": 0,
+        "groups_before": int(out[group_col].nunique()),
+        "groups_after": int(out[group_col].nunique()),
+        "groups_merged": 0,
+    }
     if pairs_df is None or len(pairs_df) == 0:
         out.attrs["near_duplicates"] = info
         return out
     missing = [c for c in ("relpath_a", "relpath_b") if c not in pairs_df.columns]
     if missing:
-        raise ValueError(f"near-duplicate pairs lack column(s) {missing}; found "
-                         f"{list(pairs_df.columns)}")
+        raise ValueError(
+            f"near-duplicate pairs lack column(s) {missing}; found {list(pairs_df.columns)}"
+        )
     pos = {r: i for i, r in enumerate(out["relpath"])}
     keys = [[g] for g in out[group_col].astype(str)]
     used = 0
@@ -106,9 +120,13 @@ def merge_near_duplicates(df: pd.DataFrame, pairs_df: pd.DataFrame | None,
         keys[pos[b]].append(f"pair:{j}")
     out[group_col] = union_groups(keys)
     after = int(out[group_col].nunique())
-    info.update(pairs=int(len(pairs_df)), pairs_used=used,
-                pairs_not_in_manifest=int(len(pairs_df)) - used, groups_after=after,
-                groups_merged=info["groups_before"] - after)
+    info.update(
+        pairs=int(len(pairs_df)),
+        pairs_used=used,
+        pairs_not_in_manifest=int(len(pairs_df)) - used,
+        groups_after=after,
+        groups_merged=info["groups_before"] - after,
+    )
     out.attrs["near_duplicates"] = info
     return out
 
@@ -127,6 +145,7 @@ def read_pairs(run_dir: str | os.PathLike) -> pd.DataFrame | None:
 
 # ----------------------------------------------------------------------------- shipped splits
 
+
 def shipped_overlap(df: pd.DataFrame, group_col: str = "group") -> pd.DataFrame:
     """Groups present in both the shipped train and the shipped test set (one row each)."""
     cols = ["group", "n_train", "n_test", "labels", "train_files", "test_files"]
@@ -138,17 +157,23 @@ def shipped_overlap(df: pd.DataFrame, group_col: str = "group") -> pd.DataFrame:
         parts = set(sub["_sp"])
         if {"train", "test"} <= parts:
             tr, te = sub[sub["_sp"] == "train"], sub[sub["_sp"] == "test"]
-            rows.append({"group": g, "n_train": len(tr), "n_test": len(te),
-                         "labels": ", ".join(sorted(set(sub["label"]))),
-                         "train_files": "; ".join(tr["relpath"]),
-                         "test_files": "; ".join(te["relpath"])})
+            rows.append(
+                {
+                    "group": g,
+                    "n_train": len(tr),
+                    "n_test": len(te),
+                    "labels": ", ".join(sorted(set(sub["label"]))),
+                    "train_files": "; ".join(tr["relpath"]),
+                    "test_files": "; ".join(te["relpath"]),
+                }
+            )
     return pd.DataFrame(rows, columns=cols)
 
 
 # ----------------------------------------------------------------------------- splitting
 
-def _fold_plan(fracs: list[float], max_folds: int = 20, tol: float = 0.01
-               ) -> tuple[int, list[int]]:
+
+def _fold_plan(fracs: list[float], max_folds: int = 20, tol: float = 0.01) -> tuple[int, list[int]]:
     """``(n, ks)``: deal the groups into ``n`` folds and hold out ``ks[i]`` of them for
     ``fracs[i]`` (``ks[i]/n`` within ``tol`` of ``fracs[i]``, smallest such ``n``; at least
     one fold stays in the remainder)."""
@@ -182,31 +207,36 @@ def _hold_out(pool: pd.DataFrame, fracs: list[float], seed: int) -> tuple[np.nda
     y = pool["label_idx"].to_numpy()
     n_groups = len(np.unique(groups))
     if n_groups <= sum(f > 0 for f in fracs):
-        raise ValueError(f"cannot split {len(pool)} image(s) in {n_groups} group(s) into "
-                         f"{sum(f > 0 for f in fracs) + 1} parts: too few groups")
+        raise ValueError(
+            f"cannot split {len(pool)} image(s) in {n_groups} group(s) into "
+            f"{sum(f > 0 for f in fracs) + 1} parts: too few groups"
+        )
     n, ks = _fold_plan(fracs)
     _, y_cnt = np.unique(y, return_counts=True)
     if n_groups >= n and len(y_cnt) > 1 and (y_cnt >= n).any():
         sgkf = StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=seed)
         with warnings.catch_warnings():  # "least populated class has only m members"
-            warnings.filterwarnings("ignore", category=UserWarning,
-                                    module="sklearn.model_selection")
+            warnings.filterwarnings(
+                "ignore", category=UserWarning, module="sklearn.model_selection"
+            )
             folds = [test for _, test in sgkf.split(np.zeros(len(pool)), y, groups)]
         order = np.random.default_rng(seed).permutation(n)
         start = 0
         for j, k in enumerate(ks):
-            for f in order[start:start + k]:
+            for f in order[start : start + k]:
                 part[folds[f]] = j
             start += k
         return part, f"StratifiedGroupKFold({n}): " + ", ".join(
-            f"{k} fold(s) for {f:.0%}" for k, f in zip(ks, fracs) if k)
+            f"{k} fold(s) for {f:.0%}" for k, f in zip(ks, fracs) if k
+        )
     left = np.arange(len(pool))
     share_left = 1.0
     for j, f in enumerate(fracs):
         if f <= 0:
             continue
-        gss = GroupShuffleSplit(n_splits=1, test_size=min(0.95, f / share_left),
-                                random_state=seed + j)
+        gss = GroupShuffleSplit(
+            n_splits=1, test_size=min(0.95, f / share_left), random_state=seed + j
+        )
         _, held = next(gss.split(left, y[left], groups[left]))
         part[left[held]] = j
         left = np.setdiff1d(left, left[held])
@@ -219,8 +249,9 @@ def _assign_folds(pool: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
     y = pool["label_idx"].to_numpy()
     n_groups = len(np.unique(groups))
     if n_folds > n_groups:
-        raise ValueError(f"n_folds={n_folds} is more than the {n_groups} group(s) in the "
-                         "train+val pool")
+        raise ValueError(
+            f"n_folds={n_folds} is more than the {n_groups} group(s) in the train+val pool"
+        )
     _, y_cnt = np.unique(y, return_counts=True)
     if len(y_cnt) > 1 and (y_cnt >= n_folds).any():
         cv = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
@@ -234,8 +265,9 @@ def _assign_folds(pool: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def _ensure_class_presence(out: pd.DataFrame, targets: list[str], donors: list[str],
-                           seed: int) -> list[dict]:
+def _ensure_class_presence(
+    out: pd.DataFrame, targets: list[str], donors: list[str], seed: int
+) -> list[dict]:
     """Give every split in ``targets`` each class that has the groups to spare.
 
     A split lacking class ``c`` receives one group of ``c`` from the ``donors`` split
@@ -254,8 +286,7 @@ def _ensure_class_presence(out: pd.DataFrame, targets: list[str], donors: list[s
             glabels = out.groupby("group")["label"].agg(lambda x: frozenset(x))
             with_c = [g for g in glabels.index if c in glabels[g]]
             per_donor = {d: [g for g in with_c if gsplit[g] == d] for d in donors if d != s}
-            donor = max(per_donor, key=lambda d: (len(per_donor[d]), d == "train"),
-                        default=None)
+            donor = max(per_donor, key=lambda d: (len(per_donor[d]), d == "train"), default=None)
             if donor is None or len(per_donor[donor]) < 2:
                 continue
             cand = per_donor[donor]
@@ -272,17 +303,23 @@ def _ensure_class_presence(out: pd.DataFrame, targets: list[str], donors: list[s
                     out.loc[rows, "fold"] = 0
                 else:
                     train_folds = out.loc[(out["split"] == "train") & ~rows, "fold"]
-                    counts = train_folds.value_counts().reindex(range(1, n_folds),
-                                                                fill_value=0)
+                    counts = train_folds.value_counts().reindex(range(1, n_folds), fill_value=0)
                     out.loc[rows, "fold"] = int(counts.idxmin())
-            moves.append({"group": g, "label": c, "from": donor, "to": s,
-                          "images": int(rows.sum())})
+            moves.append(
+                {"group": g, "label": c, "from": donor, "to": s, "images": int(rows.sum())}
+            )
     return moves
 
 
-def grouped_split(df: pd.DataFrame, val_size: float = 0.15, test_size: float = 0.15,
-                  seed: int = 0, group_col: str = "group", n_folds: int = 0,
-                  shipped_overlap_action: str = "drop_train") -> pd.DataFrame:
+def grouped_split(
+    df: pd.DataFrame,
+    val_size: float = 0.15,
+    test_size: float = 0.15,
+    seed: int = 0,
+    group_col: str = "group",
+    n_folds: int = 0,
+    shipped_overlap_action: str = "drop_train",
+) -> pd.DataFrame:
     """A stratified, grouped train/val/test split of a manifest (see the module docstring).
 
     Returns one row per kept image with columns ``relpath, image_id, group, label,
@@ -296,8 +333,10 @@ def grouped_split(df: pd.DataFrame, val_size: float = 0.15, test_size: float = 0
     """
     _check_inputs(df, group_col, val_size, test_size, n_folds)
     if shipped_overlap_action not in OVERLAP_ACTIONS:
-        raise ValueError(f"shipped_overlap_action must be one of {OVERLAP_ACTIONS}, got "
-                         f"'{shipped_overlap_action}'")
+        raise ValueError(
+            f"shipped_overlap_action must be one of {OVERLAP_ACTIONS}, got "
+            f"'{shipped_overlap_action}'"
+        )
     seed = int(seed)
     n_folds = int(n_folds)
     work = df.reset_index(drop=True).copy()
@@ -305,18 +344,28 @@ def grouped_split(df: pd.DataFrame, val_size: float = 0.15, test_size: float = 0
     work["split"] = "train"
     work["fold"] = -1
     shipped = has_shipped_split(work)
-    info: dict = {"seed": seed, "val_size": float(val_size), "test_size": float(test_size),
-                  "n_folds": n_folds, "group_col": group_col, "shipped": shipped,
-                  "dropped": [], "moves": [], "notes": []}
+    info: dict = {
+        "seed": seed,
+        "val_size": float(val_size),
+        "test_size": float(test_size),
+        "n_folds": n_folds,
+        "group_col": group_col,
+        "shipped": shipped,
+        "dropped": [],
+        "moves": [],
+        "notes": [],
+    }
     keep = np.ones(len(work), dtype=bool)
 
     if shipped:
         overlap = shipped_overlap(work)
-        info["shipped_overlap"] = {"groups": int(len(overlap)),
-                                   "train_images": int(overlap["n_train"].sum()),
-                                   "test_images": int(overlap["n_test"].sum()),
-                                   "action": shipped_overlap_action,
-                                   "table": overlap.to_dict("records")}
+        info["shipped_overlap"] = {
+            "groups": int(len(overlap)),
+            "train_images": int(overlap["n_train"].sum()),
+            "test_images": int(overlap["n_test"].sum()),
+            "action": shipped_overlap_action,
+            "table": overlap.to_dict("records"),
+        }
         is_test = (work["source_split"] == "test").to_numpy()
         crossing = work["group"].isin(set(overlap["group"])).to_numpy()
         if shipped_overlap_action == "drop_train":
@@ -327,15 +376,19 @@ def grouped_split(df: pd.DataFrame, val_size: float = 0.15, test_size: float = 0
         work.loc[is_test, "split"] = "test"
         info["test_method"] = "shipped test set"
         if test_size:
-            info["notes"].append(f"test_size={test_size} ignored: the dataset ships its own "
-                                 "test set, which is kept as it is")
+            info["notes"].append(
+                f"test_size={test_size} ignored: the dataset ships its own "
+                "test set, which is kept as it is"
+            )
         n_total = int(keep.sum())
         pool_mask = keep & ~is_test
         # val_size is a share of all kept images, carved out of the shipped train set
         val_frac = val_size * n_total / max(1, int(pool_mask.sum()))
         if val_frac >= 1:
-            raise ValueError(f"val_size={val_size} asks for more images than the shipped "
-                             f"train set holds ({int(pool_mask.sum())})")
+            raise ValueError(
+                f"val_size={val_size} asks for more images than the shipped "
+                f"train set holds ({int(pool_mask.sum())})"
+            )
     else:
         # one stratified pass deals test and val alike (val only here without folds)
         part, method = _hold_out(work, [test_size, 0.0 if n_folds else val_size], seed)
@@ -352,16 +405,21 @@ def grouped_split(df: pd.DataFrame, val_size: float = 0.15, test_size: float = 0
         work.loc[pool_idx[fold == 0], "split"] = "val"
         info["val_method"] = f"fold 0 of {n_folds} grouped stratified folds"
         if val_size and abs(val_size - 1 / n_folds) > 0.02:
-            info["notes"].append(f"val_size={val_size} ignored: with n_folds={n_folds} the "
-                                 "validation split is fold 0")
+            info["notes"].append(
+                f"val_size={val_size} ignored: with n_folds={n_folds} the "
+                "validation split is fold 0"
+            )
     elif shipped:
         part, method = _hold_out(pool, [val_frac], seed)
         work.loc[pool_idx[part == 0], "split"] = "val"
         info["val_method"] = method
 
     work = work[keep].reset_index(drop=True)
-    parts = ["train"] + ([] if shipped or not test_size else ["test"]) \
+    parts = (
+        ["train"]
+        + ([] if shipped or not test_size else ["test"])
         + (["val"] if val_size or n_folds else [])
+    )
     donors = [p for p in parts if not (shipped and p == "test")]
     info["moves"] = _ensure_class_presence(work, parts, donors, seed)
     out = work[SPLIT_COLUMNS].copy()
@@ -375,6 +433,7 @@ def grouped_split(df: pd.DataFrame, val_size: float = 0.15, test_size: float = 0
 
 # ----------------------------------------------------------------------------- checks
 
+
 def _is_shipped(split_df: pd.DataFrame) -> bool:
     sp = split_df.attrs.get("split", {})
     if isinstance(sp, dict) and "shipped" in sp:
@@ -382,8 +441,9 @@ def _is_shipped(split_df: pd.DataFrame) -> bool:
     return has_shipped_split(split_df)
 
 
-def check_split(split_df: pd.DataFrame, pairs_df: pd.DataFrame | None = None,
-                max_examples: int = 10) -> dict:
+def check_split(
+    split_df: pd.DataFrame, pairs_df: pd.DataFrame | None = None, max_examples: int = 10
+) -> dict:
     """Check a split; raise :class:`SplitError` (an ``AssertionError``) on a violation.
 
     * every ``split`` is train/val/test and every ``fold`` an integer (-1: no fold);
@@ -412,8 +472,10 @@ def check_split(split_df: pd.DataFrame, pairs_df: pd.DataFrame | None = None,
     fold_crossing = folded.groupby("group")["fold"].nunique()
     fold_crossing = fold_crossing[fold_crossing > 1]
     if len(fold_crossing):
-        problems.append(f"{len(fold_crossing)} group(s) in more than one fold, e.g. "
-                        f"{fold_crossing.index[:max_examples].tolist()}")
+        problems.append(
+            f"{len(fold_crossing)} group(s) in more than one fold, e.g. "
+            f"{fold_crossing.index[:max_examples].tolist()}"
+        )
     if len(folded) and (split_df.loc[split_df["split"] == "test", "fold"] >= 0).any():
         problems.append("test rows carry a fold number: test must stay out of the folds")
     pairs_checked = pairs_crossing = pairs_skipped = 0
@@ -429,8 +491,9 @@ def check_split(split_df: pd.DataFrame, pairs_df: pd.DataFrame | None = None,
                 bad.append(f"{a} ({where[a]}) ~ {b} ({where[b]})")
         pairs_crossing = len(bad)
         if bad:
-            problems.append(f"{len(bad)} near-duplicate pair(s) across splits: "
-                            + "; ".join(bad[:max_examples]))
+            problems.append(
+                f"{len(bad)} near-duplicate pair(s) across splits: " + "; ".join(bad[:max_examples])
+            )
     # class presence
     shipped = _is_shipped(split_df)
     present_splits = [s for s in SPLITS if (split_df["split"] == s).any()]
@@ -453,19 +516,30 @@ def check_split(split_df: pd.DataFrame, pairs_df: pd.DataFrame | None = None,
                 enough = int(n_groups_cls[c]) >= len(present_splits)
                 need = f"{len(present_splits)} groups"
             if enough:
-                problems.append(f"class '{c}' is missing from the {s} split although it has "
-                                f"enough groups ({need})")
+                problems.append(
+                    f"class '{c}' is missing from the {s} split although it has "
+                    f"enough groups ({need})"
+                )
             else:
-                warns.append(f"class '{c}' is missing from {s}: too few groups "
-                             f"({int(n_groups_cls[c])}) to be in every split")
+                warns.append(
+                    f"class '{c}' is missing from {s}: too few groups "
+                    f"({int(n_groups_cls[c])}) to be in every split"
+                )
     if problems:
         raise SplitError("split check failed:\n  " + "\n  ".join(problems))
-    return {"ok": True, "images": int(len(split_df)), "groups": int(split_df["group"].nunique()),
-            "groups_in_two_splits": 0, "n_folds": n_folds, "groups_in_two_folds": 0,
-            "near_duplicate_pairs_checked": pairs_checked,
-            "near_duplicate_pairs_across_splits": pairs_crossing,
-            "near_duplicate_pairs_not_in_split": pairs_skipped,
-            "classes_missing": missing, "warnings": warns}
+    return {
+        "ok": True,
+        "images": int(len(split_df)),
+        "groups": int(split_df["group"].nunique()),
+        "groups_in_two_splits": 0,
+        "n_folds": n_folds,
+        "groups_in_two_folds": 0,
+        "near_duplicate_pairs_checked": pairs_checked,
+        "near_duplicate_pairs_across_splits": pairs_crossing,
+        "near_duplicate_pairs_not_in_split": pairs_skipped,
+        "classes_missing": missing,
+        "warnings": warns,
+    }
 
 
 def naive_split_leakage(df: pd.DataFrame, test_size: float = 0.15, seed: int = 0) -> dict:
@@ -479,11 +553,15 @@ def naive_split_leakage(df: pd.DataFrame, test_size: float = 0.15, seed: int = 0
     is_test[rng.choice(len(df), n_test, replace=False)] = True
     train_groups = set(df.loc[~is_test, "group"])
     leaked = df.loc[is_test, "group"].isin(train_groups)
-    return {"test_images": int(n_test), "leaked_test_images": int(leaked.sum()),
-            "leaked_share": float(leaked.mean())}
+    return {
+        "test_images": int(n_test),
+        "leaked_test_images": int(leaked.sum()),
+        "leaked_share": float(leaked.mean()),
+    }
 
 
 # ----------------------------------------------------------------------------- tables and plots
+
 
 def _class_order(df: pd.DataFrame) -> list[str]:
     classes = df.attrs.get("classes")
@@ -498,9 +576,12 @@ def split_summary(split_df: pd.DataFrame) -> pd.DataFrame:
     rows = {}
     for s in SPLITS:
         sub = split_df[split_df["split"] == s]
-        rows[s] = {"images": int(len(sub)), "groups": int(sub["group"].nunique()),
-                   "share": round(len(sub) / max(1, len(split_df)), 4),
-                   "classes": int(sub["label"].nunique())}
+        rows[s] = {
+            "images": int(len(sub)),
+            "groups": int(sub["group"].nunique()),
+            "share": round(len(sub) / max(1, len(split_df)), 4),
+            "classes": int(sub["label"].nunique()),
+        }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -532,27 +613,30 @@ def plot_split(split_df: pd.DataFrame, title: str | None = None):
     w = 0.27
     fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.3 * len(classes) + 4), 4.2))
     for i, s in enumerate(SPLITS):
-        bars = axes[0].bar(x + (i - 1) * w, t[s].to_numpy(), w, label=s,
-                           color=SPLIT_COLORS[s])
-        axes[0].bar_label(bars, labels=[f"{v:,}" for v in t[s]], fontsize=6, rotation=90,
-                          padding=2)
+        bars = axes[0].bar(x + (i - 1) * w, t[s].to_numpy(), w, label=s, color=SPLIT_COLORS[s])
+        axes[0].bar_label(bars, labels=[f"{v:,}" for v in t[s]], fontsize=6, rotation=90, padding=2)
         share = t[s] / max(1, t[s].sum())
-        axes[1].bar(x + (i - 1) * w, share.to_numpy() * 100, w, label=s,
-                    color=SPLIT_COLORS[s])
+        axes[1].bar(x + (i - 1) * w, share.to_numpy() * 100, w, label=s, color=SPLIT_COLORS[s])
     axes[0].set_yscale("log")
     axes[0].set_ylabel("images (log scale)")
     axes[0].set_title("Images per class and split")
     axes[1].set_ylabel("% of the split")
     shipped = _is_shipped(split_df)
-    axes[1].set_title("Class mix of each split" + (" (test as shipped; train and val "
-                                                   "stratified)" if shipped else
-                                                   " (stratified: bars match)"))
+    axes[1].set_title(
+        "Class mix of each split"
+        + (
+            " (test as shipped; train and val stratified)"
+            if shipped
+            else " (stratified: bars match)"
+        )
+    )
     for ax in axes:
         ax.set_xticks(x, classes, rotation=30, ha="right", fontsize=8)
         ax.spines[["top", "right"]].set_visible(False)
     summ = split_summary(split_df)
-    legend = [f"{s}: {summ.loc[s, 'images']:,} img / {summ.loc[s, 'groups']:,} groups"
-              for s in SPLITS]
+    legend = [
+        f"{s}: {summ.loc[s, 'images']:,} img / {summ.loc[s, 'groups']:,} groups" for s in SPLITS
+    ]
     handles, _ = axes[0].get_legend_handles_labels()
     axes[1].legend(handles, legend, fontsize=8, frameon=False)
     head = (title or f"{split_df.attrs.get('dataset', '')} grouped split").strip()
@@ -565,8 +649,10 @@ def plot_split(split_df: pd.DataFrame, title: str | None = None):
 
 # ----------------------------------------------------------------------------- persistence
 
-def save_split(split_df: pd.DataFrame, run_dir: str | os.PathLike,
-               checks: dict | None = None) -> Path:
+
+def save_split(
+    split_df: pd.DataFrame, run_dir: str | os.PathLike, checks: dict | None = None
+) -> Path:
     """Write ``split.csv`` and ``split.json`` (sizes, seed, class counts, checks).
 
     The split is checked first (:func:`check_split`, which raises on a violation) unless
@@ -580,10 +666,13 @@ def save_split(split_df: pd.DataFrame, run_dir: str | os.PathLike,
     table = split_table(split_df)
     record = {
         "dataset": split_df.attrs.get("dataset"),
-        "seed": info.get("seed"), "val_size": info.get("val_size"),
-        "test_size": info.get("test_size"), "n_folds": info.get("n_folds", 0),
+        "seed": info.get("seed"),
+        "val_size": info.get("val_size"),
+        "test_size": info.get("test_size"),
+        "n_folds": info.get("n_folds", 0),
         "shipped": info.get("shipped", False),
-        "test_method": info.get("test_method"), "val_method": info.get("val_method"),
+        "test_method": info.get("test_method"),
+        "val_method": info.get("val_method"),
         "sizes": summary.to_dict("index"),
         "class_counts": {s: {c: int(v) for c, v in table[s].items()} for s in SPLITS},
         "checks": checks,
@@ -609,8 +698,10 @@ def read_split(run_dir: str | os.PathLike) -> pd.DataFrame:
     run_dir = Path(run_dir)
     csv = run_dir / "split.csv"
     if not csv.exists():
-        raise FileNotFoundError(f"{csv} does not exist: run notebook 04 (splitting) in this "
-                                "run folder first (run_all.sh runs the notebooks in order)")
+        raise FileNotFoundError(
+            f"{csv} does not exist: run notebook 04 (splitting) in this "
+            "run folder first (run_all.sh runs the notebooks in order)"
+        )
     info = read_json(run_dir / "split.json")
     manifest = read_manifest(run_dir)
     split = pd.read_csv(csv, dtype={"relpath": str, "group": str, "image_id": str})
@@ -620,23 +711,34 @@ def read_split(run_dir: str | os.PathLike) -> pd.DataFrame:
     known = set(manifest["relpath"])
     foreign = [r for r in split["relpath"] if r not in known]
     if foreign:
-        raise ValueError(f"{csv} does not match the run's manifest: {len(foreign)} file(s) are "
-                         f"not in manifest.csv, e.g. {foreign[:3]}. Re-run notebook 04 after 01.")
+        raise ValueError(
+            f"{csv} does not match the run's manifest: {len(foreign)} file(s) are "
+            f"not in manifest.csv, e.g. {foreign[:3]}. Re-run notebook 04 after 01."
+        )
     in_split = set(split["relpath"])
     unassigned = [r for r in manifest["relpath"] if r not in in_split]
     dropped = set(info.get("dropped", []))
     unexplained = [r for r in unassigned if r not in dropped]
     if unexplained:
-        raise ValueError(f"{csv} does not match the run's manifest: {len(unexplained)} "
-                         f"manifest file(s) have no split, e.g. {unexplained[:3]}. Re-run "
-                         "notebook 04 after 01.")
-    out = manifest.merge(split[["relpath", "label", "group", "split", "fold"]]
-                         .rename(columns={"label": "_split_label", "group": "_split_group"}),
-                         on="relpath", how="inner", validate="one_to_one")
+        raise ValueError(
+            f"{csv} does not match the run's manifest: {len(unexplained)} "
+            f"manifest file(s) have no split, e.g. {unexplained[:3]}. Re-run "
+            "notebook 04 after 01."
+        )
+    out = manifest.merge(
+        split[["relpath", "label", "group", "split", "fold"]].rename(
+            columns={"label": "_split_label", "group": "_split_group"}
+        ),
+        on="relpath",
+        how="inner",
+        validate="one_to_one",
+    )
     wrong = out[out["label"] != out["_split_label"]]
     if len(wrong):
-        raise ValueError(f"{csv}: {len(wrong)} label(s) differ from manifest.csv, e.g. "
-                         f"{wrong['relpath'].head(3).tolist()}. Re-run notebook 04 after 01.")
+        raise ValueError(
+            f"{csv}: {len(wrong)} label(s) differ from manifest.csv, e.g. "
+            f"{wrong['relpath'].head(3).tolist()}. Re-run notebook 04 after 01."
+        )
     out["manifest_group"] = out["group"]
     out["group"] = out["_split_group"]
     out = out.drop(columns=["_split_label", "_split_group"])
@@ -645,6 +747,19 @@ def read_split(run_dir: str | os.PathLike) -> pd.DataFrame:
     return out
 
 
-__all__ = ["SPLITS", "SplitError", "grouped_split", "merge_near_duplicates", "read_pairs",
-           "shipped_overlap", "has_shipped_split", "check_split", "naive_split_leakage",
-           "split_summary", "split_table", "plot_split", "save_split", "read_split"]
+__all__ = [
+    "SPLITS",
+    "SplitError",
+    "grouped_split",
+    "merge_near_duplicates",
+    "read_pairs",
+    "shipped_overlap",
+    "has_shipped_split",
+    "check_split",
+    "naive_split_leakage",
+    "split_summary",
+    "split_table",
+    "plot_split",
+    "save_split",
+    "read_split",
+]

@@ -25,12 +25,14 @@ No preset shifts hue: lesion colour carries diagnosis (blue-white veil, red vasc
 structures), and ``ColorJitter(hue=...)`` on uint8 is by far the slowest step (about ten
 times an affine warp on this CPU).
 """
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,9 +69,14 @@ def _orientation() -> list:
 
 def _gaussian_noise(sigma: float, p: float) -> v2.Transform:
     """``v2.GaussianNoise`` needs a float image: convert, add noise (clipped), convert back."""
-    return v2.RandomApply([v2.ToDtype(torch.float32, scale=True),
-                           v2.GaussianNoise(sigma=sigma, clip=True),
-                           v2.ToDtype(torch.uint8, scale=True)], p=p)
+    return v2.RandomApply(
+        [
+            v2.ToDtype(torch.float32, scale=True),
+            v2.GaussianNoise(sigma=sigma, clip=True),
+            v2.ToDtype(torch.uint8, scale=True),
+        ],
+        p=p,
+    )
 
 
 def train_transform(preset: str, size: int) -> v2.Compose:
@@ -78,8 +85,7 @@ def train_transform(preset: str, size: int) -> v2.Compose:
     Takes and returns a ``uint8`` CHW tensor; an input of another size is resized first.
     """
     if preset not in PRESETS:
-        raise ValueError(f"unknown augmentation preset '{preset}'; choose one of "
-                         f"{list(PRESETS)}")
+        raise ValueError(f"unknown augmentation preset '{preset}'; choose one of {list(PRESETS)}")
     size = int(size)
     if size < 8:
         raise ValueError(f"size must be >= 8, got {size}")
@@ -88,14 +94,19 @@ def train_transform(preset: str, size: int) -> v2.Compose:
         return v2.Compose(steps)
     steps += _orientation()
     if preset == "basic":
-        steps += [v2.RandomAffine(degrees=15, scale=(0.9, 1.1)),
-                  v2.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.1)]
+        steps += [
+            v2.RandomAffine(degrees=15, scale=(0.9, 1.1)),
+            v2.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.1),
+        ]
     elif preset == "strong":
-        steps += [v2.RandomAffine(degrees=30, translate=(0.05, 0.05), scale=(0.8, 1.2),
-                                  shear=(-10, 10, -10, 10)),
-                  v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3),
-                  _gaussian_noise(sigma=0.04, p=0.5),
-                  v2.RandomErasing(p=0.25, scale=(0.02, 0.12), value=0)]
+        steps += [
+            v2.RandomAffine(
+                degrees=30, translate=(0.05, 0.05), scale=(0.8, 1.2), shear=(-10, 10, -10, 10)
+            ),
+            v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3),
+            _gaussian_noise(sigma=0.04, p=0.5),
+            v2.RandomErasing(p=0.25, scale=(0.02, 0.12), value=0),
+        ]
     elif preset == "autoaugment":
         steps += [v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)]
     elif preset == "randaugment":
@@ -117,38 +128,53 @@ class BatchMixer:
     (``v2.RandomChoice`` between them when both alphas are positive).
     """
 
-    def __init__(self, num_classes: int, cutmix_alpha: float = 0.0, mixup_alpha: float = 0.0,
-                 prob: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int,
+        cutmix_alpha: float = 0.0,
+        mixup_alpha: float = 0.0,
+        prob: float = 0.0,
+    ):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if cutmix_alpha < 0 or mixup_alpha < 0:
-            raise ValueError(f"alphas must be >= 0, got cutmix_alpha={cutmix_alpha}, "
-                             f"mixup_alpha={mixup_alpha}")
+            raise ValueError(
+                f"alphas must be >= 0, got cutmix_alpha={cutmix_alpha}, mixup_alpha={mixup_alpha}"
+            )
         if not 0 <= prob <= 1:
             raise ValueError(f"prob must be in [0, 1], got {prob}")
         self.num_classes = int(num_classes)
-        self.cutmix_alpha, self.mixup_alpha, self.prob = float(cutmix_alpha), \
-            float(mixup_alpha), float(prob)
+        self.cutmix_alpha, self.mixup_alpha, self.prob = (
+            float(cutmix_alpha),
+            float(mixup_alpha),
+            float(prob),
+        )
         ops = []
         if cutmix_alpha > 0:
             ops.append(v2.CutMix(num_classes=self.num_classes, alpha=self.cutmix_alpha))
         if mixup_alpha > 0:
             ops.append(v2.MixUp(num_classes=self.num_classes, alpha=self.mixup_alpha))
-        self.op = None if not ops or prob == 0 else (ops[0] if len(ops) == 1
-                                                     else v2.RandomChoice(ops))
+        self.op = (
+            None if not ops or prob == 0 else (ops[0] if len(ops) == 1 else v2.RandomChoice(ops))
+        )
 
     @property
     def active(self) -> bool:
         return self.op is not None
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if labels.dtype != torch.int64 or labels.ndim != 1:
-            raise TypeError(f"labels must be an int64 vector of class indices, got "
-                            f"{labels.dtype} of shape {tuple(labels.shape)}")
+            raise TypeError(
+                f"labels must be an int64 vector of class indices, got "
+                f"{labels.dtype} of shape {tuple(labels.shape)}"
+            )
         if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(f"labels must be in [0, {self.num_classes}), got "
-                             f"[{int(labels.min())}, {int(labels.max())}]")
+            raise ValueError(
+                f"labels must be in [0, {self.num_classes}), got "
+                f"[{int(labels.min())}, {int(labels.max())}]"
+            )
         if self.op is not None and len(labels) > 1 and torch.rand(()) < self.prob:
             images, targets = self.op(images, labels)
             return images, targets.float()
@@ -156,17 +182,22 @@ class BatchMixer:
         return images, targets
 
     def __repr__(self) -> str:
-        return (f"BatchMixer(num_classes={self.num_classes}, cutmix_alpha={self.cutmix_alpha},"
-                f" mixup_alpha={self.mixup_alpha}, prob={self.prob})")
+        return (
+            f"BatchMixer(num_classes={self.num_classes}, cutmix_alpha={self.cutmix_alpha},"
+            f" mixup_alpha={self.mixup_alpha}, prob={self.prob})"
+        )
 
 
 # ----------------------------------------------------------------------------- persistence
 
-def _check_choice(preset: str, cutmix_alpha: float, mixup_alpha: float, mix_prob: float,
-                  where: str = "") -> None:
+
+def _check_choice(
+    preset: str, cutmix_alpha: float, mixup_alpha: float, mix_prob: float, where: str = ""
+) -> None:
     if preset not in PRESETS:
-        raise ValueError(f"{where}unknown augmentation preset '{preset}'; choose one of "
-                         f"{list(PRESETS)}")
+        raise ValueError(
+            f"{where}unknown augmentation preset '{preset}'; choose one of {list(PRESETS)}"
+        )
     for name, v in (("cutmix_alpha", cutmix_alpha), ("mixup_alpha", mixup_alpha)):
         if not isinstance(v, (int, float)) or v < 0:
             raise ValueError(f"{where}{name} must be a number >= 0, got {v!r}")
@@ -174,21 +205,32 @@ def _check_choice(preset: str, cutmix_alpha: float, mixup_alpha: float, mix_prob
         raise ValueError(f"{where}mix_prob must be in [0, 1], got {mix_prob!r}")
 
 
-def save_augmentation(run_dir: str | os.PathLike, preset: str, cutmix_alpha: float = 0.0,
-                      mixup_alpha: float = 0.0, mix_prob: float = 0.0) -> Path:
+def save_augmentation(
+    run_dir: str | os.PathLike,
+    preset: str,
+    cutmix_alpha: float = 0.0,
+    mixup_alpha: float = 0.0,
+    mix_prob: float = 0.0,
+) -> Path:
     """Write the chosen augmentation to ``<run_dir>/augmentation.json``."""
     _check_choice(preset, cutmix_alpha, mixup_alpha, mix_prob)
-    return write_json(Path(run_dir) / "augmentation.json",
-                      {"preset": preset, "cutmix_alpha": float(cutmix_alpha),
-                       "mixup_alpha": float(mixup_alpha), "mix_prob": float(mix_prob)})
+    return write_json(
+        Path(run_dir) / "augmentation.json",
+        {
+            "preset": preset,
+            "cutmix_alpha": float(cutmix_alpha),
+            "mixup_alpha": float(mixup_alpha),
+            "mix_prob": float(mix_prob),
+        },
+    )
 
 
-DEFAULT_AUGMENTATION = {"preset": "basic", "cutmix_alpha": 0.0, "mixup_alpha": 0.0,
-                        "mix_prob": 0.0}
+DEFAULT_AUGMENTATION = {"preset": "basic", "cutmix_alpha": 0.0, "mixup_alpha": 0.0, "mix_prob": 0.0}
 
 
-def read_augmentation(run_dir: str | os.PathLike, missing_ok: bool = False,
-                      verbose: bool = True) -> dict:
+def read_augmentation(
+    run_dir: str | os.PathLike, missing_ok: bool = False, verbose: bool = True
+) -> dict:
     """``augmentation.json`` of notebook 05 (an error naming the file if bad).
 
     An absent file is an error, or with ``missing_ok`` the ``basic`` preset (with a note).
@@ -196,19 +238,23 @@ def read_augmentation(run_dir: str | os.PathLike, missing_ok: bool = False,
     path = Path(run_dir) / "augmentation.json"
     if missing_ok and not path.exists():
         if verbose:
-            print(f"note: {path.name} not found in the run folder (notebook 05 writes it); "
-                  f"using {DEFAULT_AUGMENTATION}")
+            print(
+                f"note: {path.name} not found in the run folder (notebook 05 writes it); "
+                f"using {DEFAULT_AUGMENTATION}"
+            )
         return dict(DEFAULT_AUGMENTATION)
     cfg = read_json(path)
     missing = [k for k in AUGMENTATION_KEYS if k not in cfg]
     if missing:
         raise ValueError(f"{path}: missing key(s) {missing}; expected {list(AUGMENTATION_KEYS)}")
-    _check_choice(cfg["preset"], cfg["cutmix_alpha"], cfg["mixup_alpha"], cfg["mix_prob"],
-                  where=f"{path}: ")
+    _check_choice(
+        cfg["preset"], cfg["cutmix_alpha"], cfg["mixup_alpha"], cfg["mix_prob"], where=f"{path}: "
+    )
     return cfg
 
 
 # ----------------------------------------------------------------------------- measuring
+
 
 def _as_uint8_stack(images, size: int, n_default: int = 64, seed: int = 0) -> torch.Tensor:
     if images is None:
@@ -219,13 +265,22 @@ def _as_uint8_stack(images, size: int, n_default: int = 64, seed: int = 0) -> to
     if isinstance(images, (list, tuple)):
         images = torch.stack(list(images))
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be uint8 (N, 3, H, W) (or a cache array (N, H, W, 3)), "
-                         f"got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(
+            f"images must be uint8 (N, 3, H, W) (or a cache array (N, H, W, 3)), "
+            f"got {images.dtype} {tuple(images.shape)}"
+        )
     return images
 
 
-def measure_throughput(preset: str, size: int, n: int = 256, images=None, warmup: int = 8,
-                       seed: int = 0, threads: int | None = 1) -> float:
+def measure_throughput(
+    preset: str,
+    size: int,
+    n: int = 256,
+    images=None,
+    warmup: int = 8,
+    seed: int = 0,
+    threads: int | None = 1,
+) -> float:
     """Images per second of ``train_transform(preset, size)`` in this process.
 
     ``images``: uint8 ``(N, 3, S, S)`` tensor, a list of CHW tensors, or a cache array
@@ -255,20 +310,33 @@ def measure_throughput(preset: str, size: int, n: int = 256, images=None, warmup
     return n / seconds
 
 
-def throughput_table(size: int, images=None, n: int = 256, presets: Sequence[str] = PRESETS,
-                     seed: int = 0, threads: int | None = 1):
+def throughput_table(
+    size: int,
+    images=None,
+    n: int = 256,
+    presets: Sequence[str] = PRESETS,
+    seed: int = 0,
+    threads: int | None = 1,
+):
     """:func:`measure_throughput` for each preset, as a DataFrame (images/s, ms/image)."""
     import pandas as pd
 
     rows = []
     for p in presets:
         ips = measure_throughput(p, size, n=n, images=images, seed=seed, threads=threads)
-        rows.append({"preset": p, "images_per_s": round(ips, 1),
-                     "ms_per_image": round(1000 / ips, 3), "what": PRESET_DESCRIPTIONS[p]})
+        rows.append(
+            {
+                "preset": p,
+                "images_per_s": round(ips, 1),
+                "ms_per_image": round(1000 / ips, 3),
+                "what": PRESET_DESCRIPTIONS[p],
+            }
+        )
     return pd.DataFrame(rows).set_index("preset")
 
 
 # ----------------------------------------------------------------------------- plots
+
 
 def _show(ax, img: torch.Tensor) -> None:
     ax.imshow(img.permute(1, 2, 0).cpu().numpy())
@@ -278,8 +346,14 @@ def _show(ax, img: torch.Tensor) -> None:
         s.set_visible(False)
 
 
-def plot_gallery(images, preset: str, n: int = 5, seed: int = 0, labels: Sequence[str] | None = None,
-                 synthetic: bool = False):
+def plot_gallery(
+    images,
+    preset: str,
+    n: int = 5,
+    seed: int = 0,
+    labels: Sequence[str] | None = None,
+    synthetic: bool = False,
+):
     """One row per source image: the image as cached, then ``n`` augmented views."""
     import matplotlib.pyplot as plt
 
@@ -291,8 +365,9 @@ def plot_gallery(images, preset: str, n: int = 5, seed: int = 0, labels: Sequenc
     size = imgs.shape[-1]
     tf = train_transform(preset, size)
     rows = len(imgs)
-    fig, axes = plt.subplots(rows, n + 1, figsize=(1.35 * (n + 1) + 0.4, 1.35 * rows + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, n + 1, figsize=(1.35 * (n + 1) + 0.4, 1.35 * rows + 0.6), squeeze=False
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for i in range(rows):
@@ -310,8 +385,14 @@ def plot_gallery(images, preset: str, n: int = 5, seed: int = 0, labels: Sequenc
     return fig
 
 
-def plot_mix_batch(images: torch.Tensor, targets: torch.Tensor, classes: Sequence[str],
-                   title: str = "", synthetic: bool = False, cols: int = 4):
+def plot_mix_batch(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    classes: Sequence[str],
+    title: str = "",
+    synthetic: bool = False,
+    cols: int = 4,
+):
     """Mixed images (float in [0, 1] or uint8, NCHW) with their soft targets as captions."""
     import matplotlib.pyplot as plt
 
@@ -332,8 +413,10 @@ def plot_mix_batch(images: torch.Tensor, targets: torch.Tensor, classes: Sequenc
         top = torch.argsort(t, descending=True)[:2]
         cap = "\n".join(f"{classes[int(c)][:14]} {float(t[c]):.2f}" for c in top if t[c] > 0.005)
         ax.set_title(cap, fontsize=7)
-    fig.suptitle(synthetic_title(title or "CutMix / MixUp batch (targets: class shares)",
-                                 synthetic), fontsize=10)
+    fig.suptitle(
+        synthetic_title(title or "CutMix / MixUp batch (targets: class shares)", synthetic),
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -343,21 +426,36 @@ def plot_throughput(table, title: str = ""):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.4))
-    bars = ax.barh(list(table.index)[::-1], table["images_per_s"].to_numpy()[::-1],
-                   color="#4c72b0")
-    ax.bar_label(bars, labels=[f"{v:,.0f}/s" for v in table["images_per_s"].to_numpy()[::-1]],
-                 fontsize=8, padding=2)
+    bars = ax.barh(list(table.index)[::-1], table["images_per_s"].to_numpy()[::-1], color="#4c72b0")
+    ax.bar_label(
+        bars,
+        labels=[f"{v:,.0f}/s" for v in table["images_per_s"].to_numpy()[::-1]],
+        fontsize=8,
+        padding=2,
+    )
     ax.set_xscale("log")
     ax.set_xlabel("images per second (one process, one thread; log scale)")
     ax.set_title(title or "Augmentation throughput per preset", fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.set_xlim(left=max(1.0, table["images_per_s"].min() / 3),
-                right=table["images_per_s"].max() * 4)
+    ax.set_xlim(
+        left=max(1.0, table["images_per_s"].min() / 3), right=table["images_per_s"].max() * 4
+    )
     fig.tight_layout()
     return fig
 
 
-__all__ = ["PRESETS", "PRESET_DESCRIPTIONS", "RandomRot90", "train_transform",
-           "eval_transform", "BatchMixer", "save_augmentation",
-           "read_augmentation", "measure_throughput", "throughput_table", "plot_gallery",
-           "plot_mix_batch", "plot_throughput"]
+__all__ = [
+    "PRESETS",
+    "PRESET_DESCRIPTIONS",
+    "RandomRot90",
+    "train_transform",
+    "eval_transform",
+    "BatchMixer",
+    "save_augmentation",
+    "read_augmentation",
+    "measure_throughput",
+    "throughput_table",
+    "plot_gallery",
+    "plot_mix_batch",
+    "plot_throughput",
+]

@@ -24,10 +24,11 @@ memory, or on the GPU when it fits) and yields augmented ``(uint8 batch, labels)
 in the order of the trainer's sampler, so balanced sampling, seeding and resuming work as
 with a DataLoader.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import kornia.augmentation as K
 import numpy as np
@@ -60,8 +61,10 @@ class BatchAugment(torch.nn.Module):
     def __init__(self, preset: str = "basic"):
         super().__init__()
         if preset not in BATCH_PRESETS:
-            raise ValueError(f"batched augmentation supports the presets {list(BATCH_PRESETS)}, "
-                             f"not '{preset}' (autoaugment/randaugment run per image only)")
+            raise ValueError(
+                f"batched augmentation supports the presets {list(BATCH_PRESETS)}, "
+                f"not '{preset}' (autoaugment/randaugment run per image only)"
+            )
         self.preset = preset
         self.rot90 = RandomRot90Batch()
         nearest = "nearest"
@@ -69,15 +72,23 @@ class BatchAugment(torch.nn.Module):
             self.ops = torch.nn.Identity()
         elif preset == "basic":
             self.ops = K.AugmentationSequential(
-                K.RandomHorizontalFlip(p=0.5), K.RandomVerticalFlip(p=0.5),
+                K.RandomHorizontalFlip(p=0.5),
+                K.RandomVerticalFlip(p=0.5),
                 K.RandomAffine(degrees=15, scale=(0.9, 1.1), resample=nearest, p=1.0),
                 K.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.1, p=1.0),
             )
         else:
             self.ops = K.AugmentationSequential(
-                K.RandomHorizontalFlip(p=0.5), K.RandomVerticalFlip(p=0.5),
-                K.RandomAffine(degrees=30, translate=(0.05, 0.05), scale=(0.8, 1.2),
-                               shear=(-10.0, 10.0, -10.0, 10.0), resample=nearest, p=1.0),
+                K.RandomHorizontalFlip(p=0.5),
+                K.RandomVerticalFlip(p=0.5),
+                K.RandomAffine(
+                    degrees=30,
+                    translate=(0.05, 0.05),
+                    scale=(0.8, 1.2),
+                    shear=(-10.0, 10.0, -10.0, 10.0),
+                    resample=nearest,
+                    p=1.0,
+                ),
                 K.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, p=1.0),
                 K.RandomGaussianNoise(mean=0.0, std=0.04, p=0.5),
                 K.RandomErasing(scale=(0.02, 0.12), value=0.0, p=0.25),
@@ -86,8 +97,9 @@ class BatchAugment(torch.nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
-            raise TypeError(f"BatchAugment expects a uint8 (N, 3, H, W) batch, got "
-                            f"{x.dtype} {tuple(x.shape)}")
+            raise TypeError(
+                f"BatchAugment expects a uint8 (N, 3, H, W) batch, got {x.dtype} {tuple(x.shape)}"
+            )
         if self.preset == "none" or len(x) == 0:
             return x
         x = self.rot90(x)
@@ -112,15 +124,26 @@ class DeviceBatchLoader:
     incomplete last batches are dropped when ``drop_last``.
     """
 
-    def __init__(self, dataset, sampler, batch_size: int, device: torch.device | str,
-                 preset: str = "basic", drop_last: bool = True, keep_on: str = "auto"):
+    def __init__(
+        self,
+        dataset,
+        sampler,
+        batch_size: int,
+        device: torch.device | str,
+        preset: str = "basic",
+        drop_last: bool = True,
+        keep_on: str = "auto",
+    ):
         self.sampler, self.batch_size, self.drop_last = sampler, int(batch_size), drop_last
         self.device = torch.device(device)
         images = torch.from_numpy(np.ascontiguousarray(dataset.cache.images[dataset.rows]))
         images = images.permute(0, 3, 1, 2).contiguous()
         self.labels = torch.tensor(np.asarray(dataset.labels), dtype=torch.long)
-        on_device = keep_on == "device" or (keep_on == "auto" and self.device.type == "cuda"
-                                            and fits_on_device(images.numel(), self.device))
+        on_device = keep_on == "device" or (
+            keep_on == "auto"
+            and self.device.type == "cuda"
+            and fits_on_device(images.numel(), self.device)
+        )
         if on_device:
             self.images = images.to(self.device)
             self.labels = self.labels.to(self.device)
@@ -136,19 +159,26 @@ class DeviceBatchLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.long)
         for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             idx_dev = idx.to(self.images.device)
             x = self.images.index_select(0, idx_dev).to(self.device, non_blocking=True)
-            y = self.labels.index_select(0, idx.to(self.labels.device)).to(self.device,
-                                                                           non_blocking=True)
+            y = self.labels.index_select(0, idx.to(self.labels.device)).to(
+                self.device, non_blocking=True
+            )
             yield self.augment(x), y
 
 
 # --------------------------------------------------------------------------- notebook 05
 
-def measure_batch_throughput(preset: str, images: torch.Tensor, n: int = 256,
-                             batch_size: int = 32, device: str | torch.device = "cpu",
-                             seed: int = 0) -> float:
+
+def measure_batch_throughput(
+    preset: str,
+    images: torch.Tensor,
+    n: int = 256,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> float:
     """Images per second of :class:`BatchAugment` on ``device``, ``batch_size`` images at a
     time, cycling through ``images`` (uint8 ``(N, 3, S, S)``) until ``n`` are augmented."""
     dev = torch.device(device)
@@ -170,9 +200,14 @@ def measure_batch_throughput(preset: str, images: torch.Tensor, n: int = 256,
     return done / (time.perf_counter() - t0)
 
 
-def throughput_comparison(images: torch.Tensor, presets=("basic", "strong"), n: int = 256,
-                          batch_size: int = 32, device: str | torch.device = "cpu",
-                          seed: int = 0):
+def throughput_comparison(
+    images: torch.Tensor,
+    presets=("basic", "strong"),
+    n: int = 256,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+):
     """Per-image presets (one thread, like one DataLoader worker) against the same presets
     batched on ``device``: images/s and the speed-up, one row per preset."""
     import pandas as pd
@@ -184,15 +219,26 @@ def throughput_comparison(images: torch.Tensor, presets=("basic", "strong"), n: 
     for p in presets:
         per_image = measure_throughput(p, size, n=n, images=images, seed=seed)
         batched = measure_batch_throughput(p, images, n, batch_size, device, seed)
-        rows.append({"preset": p, "per image (1 thread)": round(per_image, 1),
-                     f"batched on {torch.device(device).type} ({torch.get_num_threads()} "
-                     "thread(s))": round(batched, 1),
-                     "speed-up": round(batched / per_image, 2)})
+        rows.append(
+            {
+                "preset": p,
+                "per image (1 thread)": round(per_image, 1),
+                f"batched on {torch.device(device).type} ({torch.get_num_threads()} "
+                "thread(s))": round(batched, 1),
+                "speed-up": round(batched / per_image, 2),
+            }
+        )
     return pd.DataFrame(rows).set_index("preset")
 
 
-def plot_side_by_side(images: torch.Tensor, preset: str, n: int = 4, seed: int = 0,
-                      labels=None, synthetic: bool = False):
+def plot_side_by_side(
+    images: torch.Tensor,
+    preset: str,
+    n: int = 4,
+    seed: int = 0,
+    labels=None,
+    synthetic: bool = False,
+):
     """One row per source image: the cached image, ``n`` views of the per-image preset, then
     ``n`` views of the batched one (same parameter ranges, drawn per image)."""
     import matplotlib.pyplot as plt
@@ -207,8 +253,9 @@ def plot_side_by_side(images: torch.Tensor, preset: str, n: int = 4, seed: int =
         torch.manual_seed(seed)
         a = [[per_image(img) for _ in range(n)] for img in images]
         b = batched(images.repeat_interleave(n, 0)).view(rows, n, *images.shape[1:])
-    fig, axes = plt.subplots(rows, 2 * n + 1, squeeze=False,
-                             figsize=(1.2 * (2 * n + 1) + 0.4, 1.2 * rows + 0.7))
+    fig, axes = plt.subplots(
+        rows, 2 * n + 1, squeeze=False, figsize=(1.2 * (2 * n + 1) + 0.4, 1.2 * rows + 0.7)
+    )
     for i in range(rows):
         views = [images[i]] + a[i] + list(b[i])
         for j, v in enumerate(views):
@@ -222,7 +269,12 @@ def plot_side_by_side(images: torch.Tensor, preset: str, n: int = 4, seed: int =
     for j in range(n):
         axes[0, 1 + j].set_title("per image", fontsize=8)
         axes[0, 1 + n + j].set_title("batched", fontsize=8)
-    fig.suptitle(synthetic_title(f"preset '{preset}': per image (torchvision) vs batched "
-                                 "(kornia, per-image parameters)", synthetic), fontsize=9)
+    fig.suptitle(
+        synthetic_title(
+            f"preset '{preset}': per image (torchvision) vs batched (kornia, per-image parameters)",
+            synthetic,
+        ),
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig

@@ -8,6 +8,7 @@ parameter of the same name must keep the same literal default (tests/test_defaul
 The defaults are the recipe built for balanced accuracy on HAM10000: square-root
 class-balanced sampling plus a logit-adjusted loss, label smoothing, EMA, two phases.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -18,65 +19,74 @@ AUGMENT_ON = ("loader", "device")
 MONITORS = ("balanced_accuracy", "macro_f1", "macro_auc")
 SCHEDULERS = ("cosine", "plateau", "constant")
 # fields that must match to resume a run from its last.pt
-RESUME_KEYS = ("arch", "epochs", "freeze_epochs", "batch_size", "lr", "backbone_lr_mult",
-               "scheduler", "hidden_dim", "frozen")
+RESUME_KEYS = (
+    "arch",
+    "epochs",
+    "freeze_epochs",
+    "batch_size",
+    "lr",
+    "backbone_lr_mult",
+    "scheduler",
+    "hidden_dim",
+    "frozen",
+)
 
 
 @dataclass
 class TrainConfig:
     # model
-    arch: str = "efficientnet_lite0"    # a models.MODEL_NAMES entry, optionally ":scratch" etc.
+    arch: str = "efficientnet_lite0"  # a models.MODEL_NAMES entry, optionally ":scratch" etc.
     pretrained: bool | str | None = None  # None: the model's default; or "hub"/"package"/a path
-    frozen: bool | None = None          # train the head only (None: the model's default)
-    drop_rate: float = 0.2              # head dropout
-    hidden_dim: int = 0                 # >0: a hidden layer in the head
-    drop_path_rate: float = 0.0         # stochastic depth (timm backbones)
+    frozen: bool | None = None  # train the head only (None: the model's default)
+    drop_rate: float = 0.2  # head dropout
+    hidden_dim: int = 0  # >0: a hidden layer in the head
+    drop_path_rate: float = 0.0  # stochastic depth (timm backbones)
     # schedule and optimiser
     epochs: int = 10
-    freeze_epochs: int = 1              # phase 1: head warm-up on a frozen backbone
+    freeze_epochs: int = 1  # phase 1: head warm-up on a frozen backbone
     batch_size: int = 32
-    eval_batch_size: int = 0            # 0: 2 x batch_size
-    lr: float = 1e-3                    # head peak learning rate
-    backbone_lr_mult: float = 0.3       # backbone lr = lr * this (phase 2)
+    eval_batch_size: int = 0  # 0: 2 x batch_size
+    lr: float = 1e-3  # head peak learning rate
+    backbone_lr_mult: float = 0.3  # backbone lr = lr * this (phase 2)
     weight_decay: float = 0.02
-    scheduler: str = "cosine"           # cosine | plateau | constant
-    warmup_epochs: float = 1.0          # linear warm-up at the start of phase 2
+    scheduler: str = "cosine"  # cosine | plateau | constant
+    warmup_epochs: float = 1.0  # linear warm-up at the start of phase 2
     min_lr: float = 1e-6
     plateau_patience: int = 2
     plateau_factor: float = 0.3
-    grad_clip: float = 0.0              # 0: off
+    grad_clip: float = 0.0  # 0: off
     # loss and imbalance
-    loss: str = "ce"                    # ce | focal
+    loss: str = "ce"  # ce | focal
     label_smoothing: float = 0.1
     focal_gamma: float = 2.0
-    balance_power: float = 0.5          # class-balanced sampling: 0 off, 0.5 sqrt, 1 full
-    class_weight_power: float = 0.0     # class-weighted loss: 0 off, 1 inverse frequency
-    logit_adjust_tau: float = 1.0       # logit-adjusted loss (balanced-accuracy decision rule), 0 off
+    balance_power: float = 0.5  # class-balanced sampling: 0 off, 0.5 sqrt, 1 full
+    class_weight_power: float = 0.0  # class-weighted loss: 0 off, 1 inverse frequency
+    logit_adjust_tau: float = 1.0  # logit-adjusted loss (balanced-accuracy decision rule), 0 off
     # batch mixing (CutMix / MixUp)
     cutmix_alpha: float = 0.0
     mixup_alpha: float = 0.0
     mix_prob: float = 0.0
-    augment_on: str = "loader"          # loader: per image in the DataLoader | device: batched
+    augment_on: str = "loader"  # loader: per image in the DataLoader | device: batched
     # EMA
     ema: bool = True
     ema_decay: float = 0.999
     # early stopping and selection
     monitor: str = "balanced_accuracy"  # balanced_accuracy | macro_f1 | macro_auc
-    patience: int = 5                   # epochs without improvement (phase 2); 0: off
+    patience: int = 5  # epochs without improvement (phase 2); 0: off
     min_delta: float = 1e-4
     # system
-    device: str = "auto"                # auto | cpu | cuda | cuda:1
-    amp: bool = True                    # mixed precision (CUDA only)
-    amp_dtype: str = "bfloat16"         # bfloat16 | float16 (float16 uses a GradScaler)
+    device: str = "auto"  # auto | cpu | cuda | cuda:1
+    amp: bool = True  # mixed precision (CUDA only)
+    amp_dtype: str = "bfloat16"  # bfloat16 | float16 (float16 uses a GradScaler)
     channels_last: bool = True
     compile: bool = False
     workers: int = 2
     seed: int = 0
-    resume: bool = True                 # continue from last.pt when it exists
-    save: str = "all"                   # all (best, best_ema, last) | best | none
+    resume: bool = True  # continue from last.pt when it exists
+    save: str = "all"  # all (best, best_ema, last) | best | none
     tensorboard: bool = True
-    max_minutes: float = 0.0            # >0: stop after the epoch that passes this budget
-    sync_bn: bool = False               # SyncBatchNorm under DDP
+    max_minutes: float = 0.0  # >0: stop after the epoch that passes this budget
+    sync_bn: bool = False  # SyncBatchNorm under DDP
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -111,7 +121,9 @@ class TrainConfig:
         if self.save not in ("all", "best", "none"):
             raise ValueError(f"save '{self.save}' is not one of all|best|none")
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1 ({self.epochs}, {self.batch_size})")
+            raise ValueError(
+                f"epochs and batch_size must be >= 1 ({self.epochs}, {self.batch_size})"
+            )
         if self.amp_dtype not in ("bfloat16", "float16"):
             raise ValueError(f"amp_dtype must be bfloat16 or float16, got {self.amp_dtype}")
 

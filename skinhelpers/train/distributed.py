@@ -5,6 +5,7 @@
 GPUs, gloo on CPU) and picks the device. Without those variables everything runs in the
 calling process and these helpers are no-ops, so the trainer has one code path.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,12 +36,6 @@ class DistInfo:
 
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
-
-
-
-
 
 
 def setup(device: str = "auto", backend: str | None = None, timeout_s: int = 1800) -> DistInfo:

@@ -13,6 +13,7 @@ the run folder the earlier notebooks filled:
 candidate models on the same data and budget and :func:`choose_best` names the winner in
 ``best_config.json`` for notebook 07.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,17 +30,22 @@ from skinhelpers.train.trainer import Trainer
 
 DEFAULT_PREPROCESSING = {"preprocess": "none", "resize_mode": "squash"}
 
+
 def read_preprocessing(run_dir, verbose: bool = True) -> dict:
     """``preprocessing.json`` of notebook 02, or none/squash (with a note) if it is absent."""
     path = Path(run_dir) / "preprocessing.json"
     if not path.exists():
         if verbose:
-            print(f"note: {path.name} not found in the run folder (notebook 02 writes it); "
-              "using no preprocessing and squash resizing")
+            print(
+                f"note: {path.name} not found in the run folder (notebook 02 writes it); "
+                "using no preprocessing and squash resizing"
+            )
         return dict(DEFAULT_PREPROCESSING)
     d = read_json(path)
-    return {"preprocess": d.get("preprocess") or "none",
-            "resize_mode": d.get("resize_mode") or "squash"}
+    return {
+        "preprocess": d.get("preprocess") or "none",
+        "resize_mode": d.get("resize_mode") or "squash",
+    }
 
 
 @dataclass
@@ -54,9 +60,16 @@ class TrainData:
     synthetic: bool = False
 
 
-def load_data(run_dir, image_size: int, workers: int = 2, seed: int = 0,
-              max_train_images: int = 0, augmentation: dict | None = None,
-              cache_dir=None, show_progress: bool = True) -> TrainData:
+def load_data(
+    run_dir,
+    image_size: int,
+    workers: int = 2,
+    seed: int = 0,
+    max_train_images: int = 0,
+    augmentation: dict | None = None,
+    cache_dir=None,
+    show_progress: bool = True,
+) -> TrainData:
     """Training and validation datasets over the image cache of the run's split."""
     from skinhelpers.data.cache import CachedImageDataset, build_cache
     from skinhelpers.data.manifest import read_manifest, subsample
@@ -65,13 +78,18 @@ def load_data(run_dir, image_size: int, workers: int = 2, seed: int = 0,
 
     df = read_split(run_dir)
     pre = read_preprocessing(run_dir, show_progress)
-    aug = (dict(augmentation) if augmentation is not None
-           else read_augmentation(run_dir, missing_ok=True, verbose=show_progress))
+    aug = (
+        dict(augmentation)
+        if augmentation is not None
+        else read_augmentation(run_dir, missing_ok=True, verbose=show_progress)
+    )
     train_df = df[df["split"] == "train"].reset_index(drop=True)
     val_df = df[df["split"] == "val"].reset_index(drop=True)
     if len(val_df) == 0:
-        raise ValueError(f"the split in {run_dir} has no validation images; training needs them "
-                         "for early stopping and checkpoint selection")
+        raise ValueError(
+            f"the split in {run_dir} has no validation images; training needs them "
+            "for early stopping and checkpoint selection"
+        )
     if max_train_images and max_train_images < len(train_df):
         train_df = subsample(train_df, int(max_train_images), seed=seed).reset_index(drop=True)
     if len(train_df) == (df["split"] == "train").sum():
@@ -80,18 +98,36 @@ def load_data(run_dir, image_size: int, workers: int = 2, seed: int = 0,
     else:  # a subsample for quick trials: cache only what is used
         used = pd.concat([train_df, val_df], ignore_index=True)
         used.attrs = df.attrs
-    cache = build_cache(used, image_size, pre["preprocess"], pre["resize_mode"],
-                        cache_dir=cache_dir, workers=workers or None,
-                        show_progress=show_progress)
+    cache = build_cache(
+        used,
+        image_size,
+        pre["preprocess"],
+        pre["resize_mode"],
+        cache_dir=cache_dir,
+        workers=workers or None,
+        show_progress=show_progress,
+    )
     train_ds = CachedImageDataset(cache, train_df, train_transform(aug["preset"], image_size))
     train_ds.augment_preset = aug["preset"]  # for augmentation on the device (augment_on)
     val_ds = CachedImageDataset(cache, val_df, eval_transform(image_size))
-    meta = DataMeta(classes=list(df.attrs["classes"]), image_size=int(image_size),
-                    preprocess=pre["preprocess"], resize_mode=pre["resize_mode"],
-                    dataset=str(df.attrs.get("dataset", "")),
-                    positive_class=df.attrs.get("positive_class"))
-    return TrainData(train_ds, val_ds, train_df["label_idx"].to_numpy(np.int64), meta, aug,
-                     train_df, val_df, bool(df.attrs.get("synthetic", False)))
+    meta = DataMeta(
+        classes=list(df.attrs["classes"]),
+        image_size=int(image_size),
+        preprocess=pre["preprocess"],
+        resize_mode=pre["resize_mode"],
+        dataset=str(df.attrs.get("dataset", "")),
+        positive_class=df.attrs.get("positive_class"),
+    )
+    return TrainData(
+        train_ds,
+        val_ds,
+        train_df["label_idx"].to_numpy(np.int64),
+        meta,
+        aug,
+        train_df,
+        val_df,
+        bool(df.attrs.get("synthetic", False)),
+    )
 
 
 def make_config(params: dict, augmentation: dict | None = None, **overrides) -> TrainConfig:
@@ -99,20 +135,32 @@ def make_config(params: dict, augmentation: dict | None = None, **overrides) -> 
     parameters: the keys that are training options are taken, the rest ignored); CutMix/MixUp
     from ``augmentation.json`` unless ``params`` or ``overrides`` set them. ``overrides``
     must all be training options (a typo is an error)."""
-    mix = ({k: float(augmentation.get(k, 0.0)) for k in ("cutmix_alpha", "mixup_alpha", "mix_prob")}
-           if augmentation else {})
+    mix = (
+        {k: float(augmentation.get(k, 0.0)) for k in ("cutmix_alpha", "mixup_alpha", "mix_prob")}
+        if augmentation
+        else {}
+    )
     cfg = TrainConfig.from_params({**mix, **params}, **overrides)
     cfg.check()
     return cfg
 
 
-def train(cfg: TrainConfig, data: TrainData, out_dir, dist: ddp.DistInfo | None = None,
-          on_epoch_end=None) -> dict:
+def train(
+    cfg: TrainConfig, data: TrainData, out_dir, dist: ddp.DistInfo | None = None, on_epoch_end=None
+) -> dict:
     """Train ``cfg`` on ``data`` in this process; outputs go to ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, data.train_ds, data.val_ds, data.train_labels, data.meta, out_dir,
-                      dist=dist, on_epoch_end=on_epoch_end)
+    trainer = Trainer(
+        cfg,
+        data.train_ds,
+        data.val_ds,
+        data.train_labels,
+        data.meta,
+        out_dir,
+        dist=dist,
+        on_epoch_end=on_epoch_end,
+    )
     res = trainer.fit()
     res["model"] = trainer.model
     res["n_train"], res["n_val"] = len(data.train_ds), len(data.val_ds)
@@ -129,11 +177,17 @@ def trial_recipe(params: dict) -> dict:
     quarter of the epochs."""
     known = set(TrainConfig.field_names())
     epochs = int(params["trial_epochs"])
-    return {"epochs": epochs, "freeze_epochs": params["trial_freeze_epochs"],
-            "batch_size": params["trial_batch_size"],
-            **{k: v for k, v in params.items() if k in known},
-            "ema": False, "patience": 0, "save": "none", "tensorboard": False,
-            "warmup_epochs": min(1.0, epochs / 4)}
+    return {
+        "epochs": epochs,
+        "freeze_epochs": params["trial_freeze_epochs"],
+        "batch_size": params["trial_batch_size"],
+        **{k: v for k, v in params.items() if k in known},
+        "ema": False,
+        "patience": 0,
+        "save": "none",
+        "tensorboard": False,
+        "warmup_epochs": min(1.0, epochs / 4),
+    }
 
 
 def evaluate_checkpoint(path, dataset, batch_size: int = 64, device: str = "cpu") -> dict:

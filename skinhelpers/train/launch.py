@@ -2,6 +2,7 @@
 ``torchrun`` entry point (``python -m skinhelpers.train.launch --config cfg.json``) and
 :func:`launch`, which starts it and streams its output.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     """``torchrun --nproc_per_node N -m skinhelpers.train.launch --config cfg.json``."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m skinhelpers.train.launch", description=main.__doc__)
-    ap.add_argument("--config", required=True, help="JSON written by experiment.write_launch_config")
+    ap = argparse.ArgumentParser(
+        prog="python -m skinhelpers.train.launch", description=main.__doc__
+    )
+    ap.add_argument(
+        "--config", required=True, help="JSON written by experiment.write_launch_config"
+    )
     a = ap.parse_args(argv)
 
     spec = json.loads(Path(a.config).read_text())
@@ -40,17 +45,30 @@ def weight_checksums(model, dist: ddp.DistInfo) -> list[float]:
     """One checksum of all weights and buffers per rank (equal when DDP kept them in sync)."""
     import torch
 
-    total = sum(float(t.double().sum()) for t in model.state_dict().values()
-                if t.is_floating_point())
+    total = sum(
+        float(t.double().sum()) for t in model.state_dict().values() if t.is_floating_point()
+    )
     return ddp.all_gather_cat(torch.tensor([total], dtype=torch.float64), dist).tolist()
 
 
-def write_launch_config(path, cfg: TrainConfig, run_dir, out_dir, image_size: int,
-                        max_train_images: int = 0, augmentation: dict | None = None) -> Path:
+def write_launch_config(
+    path,
+    cfg: TrainConfig,
+    run_dir,
+    out_dir,
+    image_size: int,
+    max_train_images: int = 0,
+    augmentation: dict | None = None,
+) -> Path:
     """The JSON that ``python -m skinhelpers.train.launch --config`` reads."""
-    spec = {"train": asdict(cfg), "run_dir": str(Path(run_dir).resolve()),
-            "out_dir": str(Path(out_dir).resolve()), "image_size": int(image_size),
-            "max_train_images": int(max_train_images or 0), "augmentation": augmentation}
+    spec = {
+        "train": asdict(cfg),
+        "run_dir": str(Path(run_dir).resolve()),
+        "out_dir": str(Path(out_dir).resolve()),
+        "image_size": int(image_size),
+        "max_train_images": int(max_train_images or 0),
+        "augmentation": augmentation,
+    }
     return write_json(path, spec)
 
 
@@ -61,9 +79,15 @@ def run_from_launch_config(spec: dict) -> dict:
     try:
         if not dist.is_main:  # rank 0 builds the image cache, the others reuse it
             ddp.barrier(dist)
-        data = load_data(spec["run_dir"], spec["image_size"], cfg.workers, cfg.seed,
-                         spec.get("max_train_images", 0), spec.get("augmentation"),
-                         show_progress=dist.is_main)
+        data = load_data(
+            spec["run_dir"],
+            spec["image_size"],
+            cfg.workers,
+            cfg.seed,
+            spec.get("max_train_images", 0),
+            spec.get("augmentation"),
+            show_progress=dist.is_main,
+        )
         if dist.is_main:
             ddp.barrier(dist)
         res = train(cfg, data, spec["out_dir"], dist=dist)
@@ -87,19 +111,35 @@ def launch(config_path, nproc: int, log_path=None, extra_env: dict | None = None
         raise ValueError(f"nproc must be >= 1, got {nproc}")
     if gpus and int(nproc) > gpus:
         raise ValueError(f"nproc={nproc} but this machine has {gpus} GPU(s); use at most {gpus}")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={int(nproc)}", "-m", "skinhelpers.train.launch", "--config",
-           str(Path(config_path).resolve())]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={int(nproc)}",
+        "-m",
+        "skinhelpers.train.launch",
+        "--config",
+        str(Path(config_path).resolve()),
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT),
-                                                      env.get("PYTHONPATH", "")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")])
+    )
     print("$", " ".join(cmd), flush=True)
     tail: list[str] = []
     errors: list[str] = []  # first exception lines of the workers' tracebacks
     error_line = re.compile(r"^(\[rank\d+\]:\s*)?[\w.]*(Error|Exception)\b: ")
     log = open(log_path, "a") if log_path else None
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=env, cwd=str(PROJECT_ROOT), bufsize=1) as proc:
+    with subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=str(PROJECT_ROOT),
+        bufsize=1,
+    ) as proc:
         for line in proc.stdout:
             print(line, end="", flush=True)
             tail = (tail + [line])[-40:]
@@ -112,8 +152,10 @@ def launch(config_path, nproc: int, log_path=None, extra_env: dict | None = None
         log.close()
     if rc != 0:
         first = "\n".join(errors) or "(no exception line found)"
-        raise RuntimeError(f"torchrun exited with status {rc}. First error(s):\n{first}\n"
-                           f"Last lines:\n{''.join(tail)}")
+        raise RuntimeError(
+            f"torchrun exited with status {rc}. First error(s):\n{first}\n"
+            f"Last lines:\n{''.join(tail)}"
+        )
     return read_json(Path(spec["out_dir"]) / "train_result.json")
 
 

@@ -5,6 +5,7 @@ and both can be *logit adjusted* (Menon et al., 2021, "Long-tail learning via lo
 adjustment"): during training ``tau * log(prior)`` is added to the logits, so the network
 itself learns scores whose argmax suits *balanced* accuracy; nothing changes at inference.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,9 @@ class FocalLoss(nn.Module):
     ``F.cross_entropy``).
     """
 
-    def __init__(self, gamma: float = 2.0, weight: torch.Tensor | None = None,
-                 label_smoothing: float = 0.0):
+    def __init__(
+        self, gamma: float = 2.0, weight: torch.Tensor | None = None, label_smoothing: float = 0.0
+    ):
         super().__init__()
         self.gamma = float(gamma)
         self.label_smoothing = float(label_smoothing)
@@ -72,13 +74,20 @@ class CrossEntropy(nn.Module):
         w = None if self.weight is None else self.weight.to(logits.device, torch.float32)
         if target.ndim == 2:
             target = target.float()
-        return F.cross_entropy(logits.float(), target, weight=w,
-                               label_smoothing=self.label_smoothing)
+        return F.cross_entropy(
+            logits.float(), target, weight=w, label_smoothing=self.label_smoothing
+        )
 
 
-def build_loss(kind: str = "ce", num_classes: int | None = None, label_smoothing: float = 0.0,
-               class_weights: torch.Tensor | None = None, focal_gamma: float = 2.0,
-               logit_adjust_tau: float = 0.0, prior: torch.Tensor | None = None) -> nn.Module:
+def build_loss(
+    kind: str = "ce",
+    num_classes: int | None = None,
+    label_smoothing: float = 0.0,
+    class_weights: torch.Tensor | None = None,
+    focal_gamma: float = 2.0,
+    logit_adjust_tau: float = 0.0,
+    prior: torch.Tensor | None = None,
+) -> nn.Module:
     """The training loss by name (``ce`` or ``focal``), optionally logit adjusted."""
     if kind not in LOSSES:
         raise ValueError(f"loss '{kind}' is not one of {LOSSES}")

@@ -10,6 +10,7 @@ Two remedies, usable alone or together:
 Both samplers work for one process and for DistributedDataParallel: every rank draws the
 same permutation (seeded by ``seed`` and the epoch) and takes its own slice.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,7 +23,9 @@ from torch.utils.data import DistributedSampler, Sampler
 def class_counts(labels, num_classes: int) -> np.ndarray:
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"labels must be in [0, {num_classes}), got {labels.min()}..{labels.max()}")
+        raise ValueError(
+            f"labels must be in [0, {num_classes}), got {labels.min()}..{labels.max()}"
+        )
     return np.bincount(labels, minlength=num_classes)
 
 
@@ -48,9 +51,16 @@ class BalancedSampler(Sampler[int]):
     the same draw. Call :meth:`set_epoch` every epoch (the trainer does).
     """
 
-    def __init__(self, labels, num_classes: int, power: float = 1.0,
-                 num_samples: int | None = None, seed: int = 0, rank: int = 0,
-                 world_size: int = 1):
+    def __init__(
+        self,
+        labels,
+        num_classes: int,
+        power: float = 1.0,
+        num_samples: int | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         labels = np.asarray(labels, dtype=np.int64)
         n = class_counts(labels, num_classes).astype(np.float64)
         self.weights = torch.tensor(np.maximum(n[labels], 1) ** -float(power), dtype=torch.float64)
@@ -67,19 +77,33 @@ class BalancedSampler(Sampler[int]):
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        idx = torch.multinomial(self.weights, self.per_rank * self.world_size, replacement=True,
-                                generator=g)
-        return iter(idx[self.rank::self.world_size].tolist())
+        idx = torch.multinomial(
+            self.weights, self.per_rank * self.world_size, replacement=True, generator=g
+        )
+        return iter(idx[self.rank :: self.world_size].tolist())
 
 
-def train_sampler(labels, num_classes: int, balance_power: float = 0.0, seed: int = 0,
-                  rank: int = 0, world_size: int = 1) -> Sampler[int]:
+def train_sampler(
+    labels,
+    num_classes: int,
+    balance_power: float = 0.0,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Sampler[int]:
     """The training sampler: balanced (``balance_power > 0``) or a seeded shuffle."""
     if balance_power and balance_power > 0:
-        return BalancedSampler(labels, num_classes, balance_power, seed=seed, rank=rank,
-                               world_size=world_size)
-    return DistributedSampler(_Sized(len(labels)), num_replicas=world_size, rank=rank,
-                              shuffle=True, seed=seed, drop_last=world_size > 1)
+        return BalancedSampler(
+            labels, num_classes, balance_power, seed=seed, rank=rank, world_size=world_size
+        )
+    return DistributedSampler(
+        _Sized(len(labels)),
+        num_replicas=world_size,
+        rank=rank,
+        shuffle=True,
+        seed=seed,
+        drop_last=world_size > 1,
+    )
 
 
 def shard_indices(n: int, rank: int = 0, world_size: int = 1) -> list[int]:

@@ -21,14 +21,15 @@ Batches arrive as ``uint8`` images; conversion, normalisation and mixing happen 
 device. Every epoch reseeds the random generators from ``(seed, epoch, rank)``, so a run
 resumed after an interruption continues exactly as the uninterrupted run would have.
 """
+
 from __future__ import annotations
 
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,7 @@ from skinhelpers.train.sampling import (
     train_sampler,
 )
 
+
 # --------------------------------------------------------------------------- helpers
 def seed_epoch(seed: int, epoch: int, rank: int = 0) -> int:
     """Reseed Python, NumPy and torch for one epoch of one rank; return the seed used."""
@@ -75,11 +77,18 @@ def seed_epoch(seed: int, epoch: int, rank: int = 0) -> int:
 def rng_state() -> dict:
     """RNG states in weights_only-loadable form (tensors and lists)."""
     np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
-                      int(np_state[2]), int(np_state[3]), float(np_state[4])],
-            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]}
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:
@@ -89,8 +98,10 @@ def param_groups(model, weight_decay: float) -> list[dict]:
         decay, no_decay = [], []
         for name, p in getattr(model, part).named_parameters():
             (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-        groups += [{"params": decay, "weight_decay": weight_decay, "part": part},
-                   {"params": no_decay, "weight_decay": 0.0, "part": part}]
+        groups += [
+            {"params": decay, "weight_decay": weight_decay, "part": part},
+            {"params": no_decay, "weight_decay": 0.0, "part": part},
+        ]
     return [g for g in groups if g["params"]]
 
 
@@ -120,9 +131,17 @@ class Trainer:
     ``checkpoints/``, ``history.csv`` and ``tb/``.
     """
 
-    def __init__(self, cfg: TrainConfig, train_ds, val_ds, train_labels, meta: DataMeta,
-                 out_dir, dist: ddp.DistInfo | None = None,
-                 on_epoch_end: Callable[[int, dict], bool | None] | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        train_ds,
+        val_ds,
+        train_labels,
+        meta: DataMeta,
+        out_dir,
+        dist: ddp.DistInfo | None = None,
+        on_epoch_end: Callable[[int, dict], bool | None] | None = None,
+    ):
         cfg.check()
         self.cfg, self.meta, self.out = cfg, meta, Path(out_dir)
         self.dist = dist or ddp.DistInfo(device=device.pick_device(cfg.device))
@@ -140,10 +159,14 @@ class Trainer:
         self.ckpt_dir = self.out / "checkpoints"
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.kwargs = model_kwargs(self.num_classes, cfg.drop_rate, cfg.hidden_dim,
-                                   cfg.drop_path_rate)
-        model = build_model(self.arch, pretrained=self.pretrained,
-                            **{k: v for k, v in self.kwargs.items() if k != "pretrained"})
+        self.kwargs = model_kwargs(
+            self.num_classes, cfg.drop_rate, cfg.hidden_dim, cfg.drop_path_rate
+        )
+        model = build_model(
+            self.arch,
+            pretrained=self.pretrained,
+            **{k: v for k, v in self.kwargs.items() if k != "pretrained"},
+        )
         self.pretrained_source = model.pretrained_source
         if self.dist.distributed and cfg.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -152,49 +175,88 @@ class Trainer:
         self.n_params, _ = count_parameters(self.model)
 
         # fused: one kernel for all parameters (CPU and CUDA); the default steps tensor by tensor
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
-                                           fused=self.dev.type in ("cpu", "cuda"))
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, cfg.weight_decay),
+            lr=cfg.lr,
+            fused=self.dev.type in ("cpu", "cuda"),
+        )
         self.use_amp = cfg.amp and self.dev.type == "cuda"
         self.amp_dtype = getattr(torch, cfg.amp_dtype)
         if self.dev.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed image size: pick the fastest kernels
             torch.set_float32_matmul_precision("high")
-            if self.use_amp and self.amp_dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            if (
+                self.use_amp
+                and self.amp_dtype == torch.bfloat16
+                and not torch.cuda.is_bf16_supported()
+            ):
                 self.amp_dtype = torch.float16  # older GPUs: float16 with a GradScaler
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp
-                                           and self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.use_amp and self.amp_dtype == torch.float16
+        )
         self.ema = None
         if cfg.ema:
             from timm.utils import ModelEmaV3
 
-            self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True,
-                                  warmup_power=0.75)
+            self.ema = ModelEmaV3(
+                self.model, decay=cfg.ema_decay, use_warmup=True, warmup_power=0.75
+            )
 
         prior = sampling_prior(self.train_labels, self.num_classes, cfg.balance_power)
-        weights = (class_weights(self.train_labels, self.num_classes, cfg.class_weight_power)
-                   if cfg.class_weight_power > 0 else None)
-        self.criterion = build_loss(cfg.loss, self.num_classes, cfg.label_smoothing, weights,
-                                    cfg.focal_gamma, cfg.logit_adjust_tau, prior).to(self.dev)
+        weights = (
+            class_weights(self.train_labels, self.num_classes, cfg.class_weight_power)
+            if cfg.class_weight_power > 0
+            else None
+        )
+        self.criterion = build_loss(
+            cfg.loss,
+            self.num_classes,
+            cfg.label_smoothing,
+            weights,
+            cfg.focal_gamma,
+            cfg.logit_adjust_tau,
+            prior,
+        ).to(self.dev)
         self.mixer = make_mixer(cfg, self.num_classes)
 
-        sampler = train_sampler(self.train_labels, self.num_classes, cfg.balance_power,
-                                cfg.seed, self.dist.rank, self.dist.world_size)
+        sampler = train_sampler(
+            self.train_labels,
+            self.num_classes,
+            cfg.balance_power,
+            cfg.seed,
+            self.dist.rank,
+            self.dist.world_size,
+        )
         self.generator = torch.Generator()
         pin = self.dev.type == "cuda"
         self.loader_workers = device.loader_workers(cfg.workers, self.dev)
         self.train_loader = self._train_loader(train_ds, sampler, pin)
         if len(self.train_loader) == 0:
-            raise ValueError(f"{len(train_ds)} training images give no full batch of "
-                             f"{cfg.batch_size} per process; lower batch_size")
+            raise ValueError(
+                f"{len(train_ds)} training images give no full batch of "
+                f"{cfg.batch_size} per process; lower batch_size"
+            )
         shard = Subset(val_ds, shard_indices(len(val_ds), self.dist.rank, self.dist.world_size))
-        self.val_loader = DataLoader(shard, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
-                                     shuffle=False, num_workers=self.loader_workers,
-                                     pin_memory=pin)
+        self.val_loader = DataLoader(
+            shard,
+            batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
+            shuffle=False,
+            num_workers=self.loader_workers,
+            pin_memory=pin,
+        )
 
         self.history: list[dict] = []
-        self.state = {"next_epoch": 0, "global_step": 0, "phase": None, "phase_step": 0,
-                      "best": -math.inf, "best_ema": -math.inf, "best_epoch": -1,
-                      "bad_epochs": 0, "stopped": False}
+        self.state = {
+            "next_epoch": 0,
+            "global_step": 0,
+            "phase": None,
+            "phase_step": 0,
+            "best": -math.inf,
+            "best_ema": -math.inf,
+            "best_epoch": -1,
+            "bad_epochs": 0,
+            "stopped": False,
+        }
         self.scheduler = None
         self.train_model = self.model
         self.writer = None
@@ -208,12 +270,21 @@ class Trainer:
             if preset in BATCH_PRESETS and hasattr(train_ds, "cache"):
                 return DeviceBatchLoader(train_ds, sampler, cfg.batch_size, self.dev, preset)
             if self.dist.is_main:
-                print(f"note: augment_on='device' supports the presets {list(BATCH_PRESETS)} "
-                      f"of a cached dataset, not {preset!r}: augmenting per image instead",
-                      flush=True)
-        return DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
-                          num_workers=self.loader_workers, pin_memory=pin, drop_last=True,
-                          generator=self.generator, persistent_workers=False)
+                print(
+                    f"note: augment_on='device' supports the presets {list(BATCH_PRESETS)} "
+                    f"of a cached dataset, not {preset!r}: augmenting per image instead",
+                    flush=True,
+                )
+        return DataLoader(
+            train_ds,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=self.loader_workers,
+            pin_memory=pin,
+            drop_last=True,
+            generator=self.generator,
+            persistent_workers=False,
+        )
 
     # ----------------------------------------------------------------- phases
     def _enter_phase(self, name: str, start: int, end: int, scheduler_state: dict | None) -> None:
@@ -230,13 +301,21 @@ class Trainer:
             from timm.scheduler import CosineLRScheduler
 
             self.scheduler = CosineLRScheduler(
-                self.optimizer, t_initial=max(1, (end - start) * steps), lr_min=cfg.min_lr,
-                warmup_t=int(cfg.warmup_epochs * steps), warmup_lr_init=cfg.min_lr,
-                t_in_epochs=False)
+                self.optimizer,
+                t_initial=max(1, (end - start) * steps),
+                lr_min=cfg.min_lr,
+                warmup_t=int(cfg.warmup_epochs * steps),
+                warmup_lr_init=cfg.min_lr,
+                t_in_epochs=False,
+            )
         elif name != "warmup_head" and cfg.scheduler == "plateau":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, mode="max", factor=cfg.plateau_factor,
-                patience=cfg.plateau_patience, min_lr=cfg.min_lr)
+                self.optimizer,
+                mode="max",
+                factor=cfg.plateau_factor,
+                patience=cfg.plateau_patience,
+                min_lr=cfg.min_lr,
+            )
         if self.scheduler is not None:
             if scheduler_state:
                 self.scheduler.load_state_dict(scheduler_state)
@@ -266,11 +345,16 @@ class Trainer:
             return 0
         ck = checkpoints.load_checkpoint(last, map_location="cpu")
         saved = ck.get("config", {})
-        diff = {k: (saved.get(k), getattr(self.cfg, k)) for k in RESUME_KEYS
-                if saved.get(k) != getattr(self.cfg, k)}
+        diff = {
+            k: (saved.get(k), getattr(self.cfg, k))
+            for k in RESUME_KEYS
+            if saved.get(k) != getattr(self.cfg, k)
+        }
         if diff:
-            raise ValueError(f"{last} was written with different settings {diff} "
-                             "(saved, now); use resume=False or a new run folder")
+            raise ValueError(
+                f"{last} was written with different settings {diff} "
+                "(saved, now); use resume=False or a new run folder"
+            )
         self.model.load_state_dict(ck["state_dict"])
         self.optimizer.load_state_dict(ck["optimizer"])
         if self.ema is not None and ck.get("ema_state_dict"):
@@ -281,14 +365,22 @@ class Trainer:
         self.state.update(ck["train_state"])
         self._resume_scheduler_state = ck.get("scheduler")
         if self.dist.is_main:
-            print(f"resumed from {last}: epoch {self.state['next_epoch']} of {self.cfg.epochs}",
-                  flush=True)
+            print(
+                f"resumed from {last}: epoch {self.state['next_epoch']} of {self.cfg.epochs}",
+                flush=True,
+            )
         return int(self.state["next_epoch"])
 
     # ----------------------------------------------------------------- steps
     def _lr(self, part: str) -> float:
-        return max((g["lr"] for g in self.optimizer.param_groups
-                    if g["part"] == part and g["params"][0].requires_grad), default=0.0)
+        return max(
+            (
+                g["lr"]
+                for g in self.optimizer.param_groups
+                if g["part"] == part and g["params"][0].requires_grad
+            ),
+            default=0.0,
+        )
 
     def _to_input(self, x: torch.Tensor) -> torch.Tensor:
         """A uint8 batch as the network's input (:func:`skinhelpers.model.inference.to_model_input`
@@ -305,9 +397,12 @@ class Trainer:
         self.generator.manual_seed(seed_epoch(cfg.seed, epoch, self.dist.rank))
         total, n, t0 = 0.0, 0, time.perf_counter()
         lrs = {"head": 0.0, "backbone": 0.0}
-        bar = progress(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs} "
-                       f"[{self.state['phase']}]", unit="batch",
-                       disable=not self.dist.is_main)
+        bar = progress(
+            self.train_loader,
+            desc=f"epoch {epoch + 1}/{cfg.epochs} [{self.state['phase']}]",
+            unit="batch",
+            disable=not self.dist.is_main,
+        )
         for x, y in bar:
             x, y = self._to_input(x), y.to(self.dev, non_blocking=True)
             target = y
@@ -317,8 +412,10 @@ class Trainer:
                 logits = model(x)
             loss = self.criterion(logits.float(), target)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step "
-                                         f"{self.state['global_step']}; lower lr or check the data")
+                raise FloatingPointError(
+                    f"loss is {loss.item()} at epoch {epoch + 1}, step "
+                    f"{self.state['global_step']}; lower lr or check the data"
+                )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
@@ -343,41 +440,79 @@ class Trainer:
             torch.cuda.synchronize(self.dev)
         seconds = time.perf_counter() - t0
         steps = max(len(self.train_loader), 1)
-        return {"lr_head": lrs["head"] / steps, "lr_backbone": lrs["backbone"] / steps,
-                "train_loss": ddp.all_reduce_mean(total / max(n, 1), self.dist),
-                "train_seconds": seconds,
-                "images_per_s": n * self.dist.world_size / seconds}
+        return {
+            "lr_head": lrs["head"] / steps,
+            "lr_backbone": lrs["backbone"] / steps,
+            "train_loss": ddp.all_reduce_mean(total / max(n, 1), self.dist),
+            "train_seconds": seconds,
+            "images_per_s": n * self.dist.world_size / seconds,
+        }
 
-    def predict(self, model: torch.nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(
+        self, model: torch.nn.Module, loader: DataLoader
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (float32) and labels over ``loader`` through the one prediction loop
         (:func:`skinhelpers.model.inference.predict_loader`), gathered from every rank under
         DDP."""
-        pred = predict_loader(model, loader, self.model.mean, self.model.std, desc=None,
-                              memory_format=self.memory_format,
-                              amp_dtype=self.amp_dtype if self.use_amp else None)
+        pred = predict_loader(
+            model,
+            loader,
+            self.model.mean,
+            self.model.std,
+            desc=None,
+            memory_format=self.memory_format,
+            amp_dtype=self.amp_dtype if self.use_amp else None,
+        )
         logits = torch.from_numpy(pred.logits).float().reshape(-1, self.num_classes)
-        y = (torch.from_numpy(pred.labels) if pred.labels is not None
-             else torch.empty(0, dtype=torch.long))
+        y = (
+            torch.from_numpy(pred.labels)
+            if pred.labels is not None
+            else torch.empty(0, dtype=torch.long)
+        )
         return ddp.all_gather_cat(logits, self.dist), ddp.all_gather_cat(y.long(), self.dist)
 
     # ----------------------------------------------------------------- checkpoints
     def _save(self, name: str, state_dict, metrics: dict, epoch: int, extra=None) -> None:
         m = self.meta
         checkpoints.save_checkpoint(
-            self.ckpt_dir / name, state_dict, arch=self.arch, model_kwargs=self.kwargs,
-            classes=m.classes, image_size=m.image_size, preprocess=m.preprocess,
-            resize_mode=m.resize_mode, mean=self.model.mean, std=self.model.std,
-            dataset=m.dataset, epoch=epoch, metrics=metrics,
-            extra={"config": asdict(self.cfg), "positive_class": m.positive_class,
-                   "pretrained_source": self.pretrained_source, **(extra or {})})
+            self.ckpt_dir / name,
+            state_dict,
+            arch=self.arch,
+            model_kwargs=self.kwargs,
+            classes=m.classes,
+            image_size=m.image_size,
+            preprocess=m.preprocess,
+            resize_mode=m.resize_mode,
+            mean=self.model.mean,
+            std=self.model.std,
+            dataset=m.dataset,
+            epoch=epoch,
+            metrics=metrics,
+            extra={
+                "config": asdict(self.cfg),
+                "positive_class": m.positive_class,
+                "pretrained_source": self.pretrained_source,
+                **(extra or {}),
+            },
+        )
 
     def _save_last(self, epoch: int) -> None:
         sched = self.scheduler.state_dict() if self.scheduler is not None else {}
-        self._save("last.pt", self.model.state_dict(), _strip(self.history[-1], "val_"), epoch, extra={
-            "optimizer": self.optimizer.state_dict(), "scheduler": sched,
-            "scaler": self.scaler.state_dict(),
-            "ema_state_dict": self.ema.module.state_dict() if self.ema is not None else {},
-            "history": self.history, "train_state": dict(self.state), "rng": rng_state()})
+        self._save(
+            "last.pt",
+            self.model.state_dict(),
+            _strip(self.history[-1], "val_"),
+            epoch,
+            extra={
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": sched,
+                "scaler": self.scaler.state_dict(),
+                "ema_state_dict": self.ema.module.state_dict() if self.ema is not None else {},
+                "history": self.history,
+                "train_state": dict(self.state),
+                "rng": rng_state(),
+            },
+        )
 
     # ----------------------------------------------------------------- loop
     def fit(self) -> dict:
@@ -389,11 +524,14 @@ class Trainer:
 
             self.writer = SummaryWriter(str(self.out / "tb"))
         if main:
-            print(f"{self.arch}: {self.n_params / 1e6:.2f} M parameters, weights "
-                  f"{self.pretrained_source}, device {self.dev}, world {self.dist.world_size}, "
-                  f"{self.loader_workers} loader workers, "
-                  f"{len(self.train_loader)} steps/epoch, phases "
-                  f"{[(p, a + 1, b) for p, a, b in self.phases]}", flush=True)
+            print(
+                f"{self.arch}: {self.n_params / 1e6:.2f} M parameters, weights "
+                f"{self.pretrained_source}, device {self.dev}, world {self.dist.world_size}, "
+                f"{self.loader_workers} loader workers, "
+                f"{len(self.train_loader)} steps/epoch, phases "
+                f"{[(p, a + 1, b) for p, a, b in self.phases]}",
+                flush=True,
+            )
         t_start = time.perf_counter()
         entered, epoch = None, start
         budget_hit = False
@@ -403,8 +541,9 @@ class Trainer:
                 resumed_mid_phase = entered is None and self.state["phase"] == name
                 if not resumed_mid_phase:
                     self.state["phase_step"] = 0
-                self._enter_phase(name, a, b,
-                                  self._resume_scheduler_state if resumed_mid_phase else None)
+                self._enter_phase(
+                    name, a, b, self._resume_scheduler_state if resumed_mid_phase else None
+                )
                 entered = name
             row = {"epoch": epoch + 1, "phase": name}
             row.update(self.train_epoch(epoch))
@@ -414,8 +553,9 @@ class Trainer:
             row.update({f"val_{k}": v for k, v in val_metrics(logits, y, self.pos_index).items()})
             if self.ema is not None:
                 logits, y = self.predict(self.ema.module, self.val_loader)
-                row.update({f"ema_val_{k}": v
-                            for k, v in val_metrics(logits, y, self.pos_index).items()})
+                row.update(
+                    {f"ema_val_{k}": v for k, v in val_metrics(logits, y, self.pos_index).items()}
+                )
             row["eval_seconds"] = time.perf_counter() - t_val
             if cfg.scheduler == "plateau" and self.scheduler is not None:
                 score = row[f"val_{cfg.monitor}"]
@@ -424,14 +564,20 @@ class Trainer:
             if main:
                 self._log(row)
                 if self.state.get("early_stopped"):
-                    print(f"early stop: no {cfg.monitor} gain for {cfg.patience} epochs "
-                          f"(best {row['best_so_far']:.4f})", flush=True)
+                    print(
+                        f"early stop: no {cfg.monitor} gain for {cfg.patience} epochs "
+                        f"(best {row['best_so_far']:.4f})",
+                        flush=True,
+                    )
             self.state["next_epoch"] = epoch + 1
             minutes = (time.perf_counter() - t_start) / 60
             if cfg.max_minutes and minutes > cfg.max_minutes and epoch + 1 < cfg.epochs:
                 if main:
-                    print(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1} "
-                          "(run again with resume=True to continue)", flush=True)
+                    print(
+                        f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1} "
+                        "(run again with resume=True to continue)",
+                        flush=True,
+                    )
                 budget_hit = True
             if main and cfg.save == "all":
                 self._save_last(epoch + 1)
@@ -459,8 +605,12 @@ class Trainer:
                 st["best_ema"], improved = ema_score, True
                 st["best_ema_epoch"] = epoch + 1
                 if main and cfg.save != "none":
-                    self._save("best_ema.pt", self.ema.module.state_dict(),
-                               _strip(row, "ema_val_"), epoch + 1)
+                    self._save(
+                        "best_ema.pt",
+                        self.ema.module.state_dict(),
+                        _strip(row, "ema_val_"),
+                        epoch + 1,
+                    )
         counts = row["phase"] != "warmup_head"
         st["bad_epochs"] = 0 if improved else st["bad_epochs"] + int(counts)
         row["best_so_far"] = max(st["best"], st["best_ema"])
@@ -472,28 +622,40 @@ class Trainer:
 
     def _log(self, row: dict) -> None:
         m = self.cfg.monitor
-        ema = (f" | ema {m} {row[f'ema_val_{m}']:.3f}" if self.ema is not None else "")
-        print(f"epoch {row['epoch']:>3}/{self.cfg.epochs} [{row['phase']}] loss "
-              f"{row['train_loss']:.4f} | val loss {row['val_loss']:.4f} {m} "
-              f"{row[f'val_{m}']:.3f} macro-F1 {row['val_macro_f1']:.3f} AUC "
-              f"{row['val_macro_auc']:.3f}{ema} | {row['images_per_s']:.0f} img/s, "
-              f"{row['train_seconds'] + row['eval_seconds']:.0f} s", flush=True)
+        ema = f" | ema {m} {row[f'ema_val_{m}']:.3f}" if self.ema is not None else ""
+        print(
+            f"epoch {row['epoch']:>3}/{self.cfg.epochs} [{row['phase']}] loss "
+            f"{row['train_loss']:.4f} | val loss {row['val_loss']:.4f} {m} "
+            f"{row[f'val_{m}']:.3f} macro-F1 {row['val_macro_f1']:.3f} AUC "
+            f"{row['val_macro_auc']:.3f}{ema} | {row['images_per_s']:.0f} img/s, "
+            f"{row['train_seconds'] + row['eval_seconds']:.0f} s",
+            flush=True,
+        )
         if self.writer is not None:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and k != "epoch":
-                    self.writer.add_scalar(k.replace("val_", "val/", 1) if k.startswith("val_")
-                                           else k, v, row["epoch"])
+                    self.writer.add_scalar(
+                        k.replace("val_", "val/", 1) if k.startswith("val_") else k, v, row["epoch"]
+                    )
             self.writer.flush()
 
     def result(self, seconds: float) -> dict:
         hist = pd.DataFrame(self.history)
         st = self.state
-        res = {"arch": self.arch, "pretrained": bool(self.pretrained), "frozen": self.frozen,
-               "pretrained_source": self.pretrained_source, "params": self.n_params,
-               "epochs_run": len(hist), "best_epoch": st["best_epoch"],
-               "best_ema_epoch": st.get("best_ema_epoch", -1),
-               "stopped_early": bool(st.get("early_stopped", False)),
-               "seconds": seconds, "history": hist, "out_dir": str(self.out)}
+        res = {
+            "arch": self.arch,
+            "pretrained": bool(self.pretrained),
+            "frozen": self.frozen,
+            "pretrained_source": self.pretrained_source,
+            "params": self.n_params,
+            "epochs_run": len(hist),
+            "best_epoch": st["best_epoch"],
+            "best_ema_epoch": st.get("best_ema_epoch", -1),
+            "stopped_early": bool(st.get("early_stopped", False)),
+            "seconds": seconds,
+            "history": hist,
+            "out_dir": str(self.out),
+        }
         if len(hist):
             res["images_per_s"] = float(hist["images_per_s"].median())
             res["train_seconds"] = float(hist["train_seconds"].sum())
@@ -507,5 +669,8 @@ class Trainer:
 
 
 def _strip(row: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in row.items()
-            if k.startswith(prefix) and isinstance(v, (int, float))}
+    return {
+        k[len(prefix) :]: v
+        for k, v in row.items()
+        if k.startswith(prefix) and isinstance(v, (int, float))
+    }
