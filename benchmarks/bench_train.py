@@ -8,7 +8,8 @@ Both halves run in one process on the same :class:`skinhelpers.train.trainer.Tra
 * **real** - ``Trainer.train_epoch`` over the real HAM10000 image cache (Shades of Gray,
   the ``basic`` augmentation preset, the square-root class-balanced sampler, EMA, the
   scheduler, the progress bar), one epoch of ``steps`` batches, for each DataLoader
-  ``workers`` setting.
+  ``workers`` setting (``device``: the batched ``basic`` preset of
+  :mod:`skinhelpers.train.batch_augment` instead of the per-image DataLoader).
 
 The ratio real / bare (images/s) is the share of the machine the trainer gives to the
 model; target >= 0.95. Bare and real alternate within each repeat so that drifts in the
@@ -32,6 +33,7 @@ from skinhelpers.data.cache import CachedImageDataset, build_cache
 from skinhelpers.data.manifest import load_manifest, subsample
 from skinhelpers.run.profiles import resolve
 from skinhelpers.train.augment import train_transform
+from skinhelpers.train.batch_augment import DeviceBatchLoader
 from skinhelpers.train.config import DataMeta, TrainConfig
 from skinhelpers.train.experiment import make_config
 from skinhelpers.train.trainer import Trainer
@@ -57,7 +59,12 @@ def main() -> None:
     ap.add_argument("--profile", default="cpu", help="recipe and sizes from this profile")
     ap.add_argument("--steps", type=int, default=30, help="optimizer steps per measurement")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--workers", default="0,1,2", help="DataLoader workers to compare")
+    ap.add_argument(
+        "--workers",
+        default="0,device",
+        help="loaders to compare: DataLoader worker counts, and/or 'device' (batched "
+        "augmentation on the training device)",
+    )
     ap.add_argument("--arch", default="", help="default: the profile's arch")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument(
@@ -121,13 +128,19 @@ def main() -> None:
         tr.train_epoch(0)
         print(f"warm-up (compile={tr.train_model is not tr.model}): {warm_s:.0f} s", flush=True)
 
-        workers = [int(w) for w in a.workers.split(",")]
+        # an int: the per-image preset in a DataLoader with that many worker processes;
+        # "device": the batched preset on the training device (augment_on="device")
+        workers = [w if w == "device" else int(w) for w in a.workers.split(",")]
         bare, real = [], {w: [] for w in workers}
         epoch = 1
         for r in range(a.repeats):
             bare.append(bare_steps(tr, x, y, a.steps))
             for w in workers:
-                tr.train_loader = torch.utils.data.DataLoader(ds, num_workers=w, **loader_args)
+                tr.train_loader = (
+                    DeviceBatchLoader(ds, loader_args["sampler"], bs, tr.dev, "basic")
+                    if w == "device"
+                    else torch.utils.data.DataLoader(ds, num_workers=w, **loader_args)
+                )
                 real[w].append(tr.train_epoch(epoch)["images_per_s"])
                 epoch += 1
             print(

@@ -74,13 +74,14 @@ def test_bench_train_tiny(tmp_path, ham_dir):
         "--repeats",
         "1",
         "--workers",
-        "0",
+        "0,device",
         "--no-compile",
     )
     d = _result(tmp_path, "train_overhead")
-    bare, real = d["rows"]
+    bare, real, batched = d["rows"]
     assert bare["loop"] == "bare" and real["loop"] == "trainer" and real["workers"] == 0
-    assert bare["median"] > 0 and 0 < real["ratio"] < 3
+    assert batched["loop"] == "trainer" and batched["workers"] == "device"
+    assert bare["median"] > 0 and 0 < real["ratio"] < 3 and 0 < batched["ratio"] < 3
     assert d["arch"] == "efficientnet_lite0" and d["image_size"] == 128 and not d["compile"]
 
 

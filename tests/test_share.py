@@ -148,11 +148,11 @@ def run08(ham_manifest, ham_dir, tmp_path_factory):
     """Manifest, split and two short checkpoints, evaluated by notebook 08 (metrics.json
     with operating points), plus a subgroup table computed from its test predictions."""
     from sklearn.metrics import balanced_accuracy_score
-    from test_notebook_08 import _execute, _prepare
+    from test_notebook_08 import _execute, prepare_run
 
     run = tmp_path_factory.mktemp("share08") / "ham"
     run.mkdir()
-    _prepare(run, datasets.subsample(ham_manifest, 110, seed=0))
+    prepare_run(run, datasets.subsample(ham_manifest, 110, seed=0))
     _execute(
         run,
         "ham10000",
