@@ -16,6 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+# Every command imports its module inside its function: torch, papermill, onnx and gradio
+# take seconds to import, and `python -m skinhelpers --help` (or `datasets`) should not.
+
 
 def _datasets(argv):
     from skinhelpers.data.registry import describe

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from skinhelpers.files import PROJECT_ROOT, read_json, write_csv, write_json
+from skinhelpers.data.synthetic import ensure_demo
 
 
 
@@ -310,8 +311,6 @@ def load_manifest(dataset: str, data_dir: str | os.PathLike | None = None,
     if data_dir is None:
         data_dir = DEFAULT_DATA_DIR / dataset if dataset != "demo" else default_demo_dir(seed)
     if dataset == "demo":
-        from skinhelpers.data.synthetic import ensure_demo
-
         ensure_demo(Path(data_dir), seed=seed)
     root = find_root(dataset, data_dir)
     return READERS[spec.reader](spec, root)

@@ -20,6 +20,7 @@ import torch
 
 from skinhelpers.data.imaging import fit_to_square, read_rgb
 from skinhelpers.figures import synthetic_title
+from skinhelpers.model.inference import to_model_input
 from skinhelpers.progress import progress
 
 
@@ -124,8 +125,6 @@ def cams_for_images(
 ) -> np.ndarray:
     """Grad-CAM of uint8 RGB images ``(N, S, S, 3)`` (as the cache stores them), normalised
     with the checkpoint's ``mean``/``std``."""
-    from skinhelpers.model.inference import to_model_input
-
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     return grad_cam(model, to_model_input(x, mean, std), targets, target_layer)
 

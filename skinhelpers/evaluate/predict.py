@@ -25,6 +25,11 @@ import torch
 from skinhelpers.data.imaging import load_for_model
 from skinhelpers.data.registry import IMAGE_EXTENSIONS
 from skinhelpers.device import inference_dtype, pick_device
+from skinhelpers.evaluate.onnx_model import is_onnx, load_onnx_model
+from skinhelpers.evaluate.tta import prepare_model
+from skinhelpers.files import write_csv
+from skinhelpers.model.checkpoints import CheckpointError, load_checkpoint, model_from_checkpoint
+from skinhelpers.model.inference import model_device, predict_loader, resolve_views
 
 
 def collect_images(items: Iterable[str | os.PathLike]) -> list[Path]:
@@ -111,11 +116,6 @@ def predict_images(
     ``confidence``. Files that could not be read are listed in ``df.attrs["skipped"]``
     as ``{"path", "error"}`` dicts.
     """
-    from skinhelpers.evaluate.onnx_model import is_onnx, load_onnx_model
-    from skinhelpers.evaluate.tta import prepare_model
-    from skinhelpers.model.checkpoints import load_checkpoint, model_from_checkpoint
-    from skinhelpers.model.inference import model_device, predict_loader, resolve_views
-
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files = collect_images(paths)
@@ -170,9 +170,6 @@ def predict_images(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from skinhelpers.files import write_csv
-    from skinhelpers.model.checkpoints import CheckpointError
-
     ap = argparse.ArgumentParser(
         prog="python -m skinhelpers predict",
         description=__doc__.split("\n\n")[0],

@@ -18,11 +18,13 @@ import pandas as pd
 import sklearn
 from sklearn import metrics as skm
 
+from skinhelpers.figures import synthetic_title
 from skinhelpers.model.metrics import (
     check_predictions,
     classification_metrics,
     macro_auc,
 )
+from skinhelpers.progress import progress
 
 # ----------------------------------------------------------------------------- metrics
 # All metrics of a split come from the one metrics function,
@@ -206,7 +208,6 @@ def paired_bootstrap_diff(
 def _progress(it, desc: str | None):
     if desc is None:
         return it
-    from skinhelpers.progress import progress
 
     return progress(it, desc=desc, unit="resample")
 
@@ -538,8 +539,6 @@ def worst_errors(pred: pd.DataFrame, classes: Sequence[str], k: int = 12) -> pd.
 
 
 def _title(fig, title: str, synthetic: bool):
-    from skinhelpers.figures import synthetic_title
-
     fig.suptitle(synthetic_title(title, synthetic))
 
 

@@ -16,6 +16,9 @@ from collections.abc import Sequence
 
 import torch
 
+from skinhelpers.data.cache import CachedImageDataset
+from skinhelpers.device import compile_blocker, loader_workers
+
 # notebook 08 resolves its ``tta_views`` parameter through this module
 from skinhelpers.model.inference import (  # noqa: F401
     Predictions,
@@ -36,8 +39,6 @@ def prepare_model(
     warm but costs 10-25 s first, so it pays from a few thousand images on (notebook 08
     with TTA), not for a handful (``predict``).
     """
-    from skinhelpers.device import compile_blocker
-
     model.eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -68,9 +69,6 @@ def predict_frame(
     pinned memory; ``amp_dtype`` runs the network under autocast (see
     :func:`skinhelpers.device.inference_dtype`)."""
     from torch.utils.data import DataLoader
-
-    from skinhelpers.data.cache import CachedImageDataset
-    from skinhelpers.device import loader_workers
 
     dev = model_device(model)
     loader = DataLoader(

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from skinhelpers.files import atomic_path
+from skinhelpers.model.factory import build_model
 
 FORMAT = "skinlesion-lab/1"
 REQUIRED_KEYS = (
@@ -182,8 +183,6 @@ def model_from_checkpoint(
     heavy entries (state dicts, optimizer, ...): arch, classes, image size, preprocessing,
     mean/std, metrics.
     """
-    from skinhelpers.model.factory import build_model
-
     ckpt = (
         path_or_dict
         if isinstance(path_or_dict, dict)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from skinhelpers.progress import progress
+
 #: the dihedral views, in the order used for ``views=n`` (2: +hflip, 4: +vflip, rot180)
 VIEWS = ("identity", "hflip", "vflip", "rot180", "rot90", "rot270", "transpose", "antitranspose")
 
@@ -192,8 +194,6 @@ def predict_loader(
 ) -> Predictions:
     """Predict every batch of ``loader`` (yielding ``images`` or ``(images, labels, ...)``)
     with :func:`predict_batch`; ``desc=None`` hides the progress bar."""
-    from skinhelpers.progress import progress
-
     names = resolve_views(views)
     ps, ls, ys = [], [], []
     total = len(loader) if hasattr(loader, "__len__") else None

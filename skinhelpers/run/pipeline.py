@@ -25,7 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from skinhelpers.files import PROJECT_ROOT, write_json
-from skinhelpers.run import profiles
+from skinhelpers.run import execute, profiles, provenance
+from skinhelpers.run.report import render_report
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 
@@ -207,8 +208,6 @@ def _failure_message(name: str, res: dict, out: Path) -> str:
 
 def _render(run_dir: Path) -> None:
     try:
-        from skinhelpers.run.report import render_report
-
         print(f"report: {render_report(run_dir)}", flush=True)
     except Exception as e:  # noqa: BLE001 - a report problem must not hide the run's result
         print(f"report could not be rendered: {type(e).__name__}: {e}", file=sys.stderr)
@@ -229,8 +228,6 @@ def run(
     """Execute the selected notebooks into the run folder; ``SystemExit`` on failure
     (code 1; 130 after Ctrl-C). ``run_name`` is a folder name under ``runs/`` or an
     absolute path; ``resume`` continues it (see :func:`resume_point`)."""
-    from skinhelpers.run import execute, provenance
-
     extra = dict(extra or {})
     params = profiles.resolve(profile, extra)
     run_name = run_name or f"{dataset}-{profile}"

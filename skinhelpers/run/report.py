@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from skinhelpers.files import atomic_path
+from skinhelpers.share.model_card import write_model_card
 
 _NB = re.compile(r"^(\d\d)_.+\.ipynb$")
 
@@ -331,8 +332,6 @@ def _write_model_card(run_dir: Path, out_dir: Path) -> None:
     """``MODEL_CARD.md`` in the run folder and its HTML beside the report pages; a failure
     is printed, not fatal (the report matters more)."""
     import mistune  # comes with nbconvert
-
-    from skinhelpers.share.model_card import write_model_card
 
     try:
         card = write_model_card(run_dir)

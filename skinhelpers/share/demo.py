@@ -26,10 +26,13 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from skinhelpers.data.imaging import ImageReadError, load_for_model  # noqa: E402
+from skinhelpers.data.imaging import ImageReadError, load_for_model, read_rgb  # noqa: E402
 from skinhelpers.evaluate.explain import cams_for_images, overlay  # noqa: E402
 from skinhelpers.evaluate.tta import prepare_model  # noqa: E402
-from skinhelpers.model.checkpoints import model_from_checkpoint  # noqa: E402
+from skinhelpers.model.checkpoints import (
+    CheckpointError,
+    model_from_checkpoint,  # noqa: E402
+)
 from skinhelpers.model.inference import predict_batch, resolve_views  # noqa: E402
 from skinhelpers.share.export import run_thresholds  # noqa: E402
 from skinhelpers.share.licences import data_licence  # noqa: E402
@@ -107,8 +110,6 @@ class DemoModel:
         return f"{head}\n\n{how}.\n\n{DISCLAIMER}"
 
     def preprocessing(self, path: str, img: np.ndarray) -> str:
-        from skinhelpers.data.imaging import read_rgb
-
         h, w = read_rgb(path).shape[:2]
         i = self.info
         return (
@@ -208,8 +209,6 @@ def serve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from skinhelpers.model.checkpoints import CheckpointError
-
     ap = argparse.ArgumentParser(
         prog="python -m skinhelpers demo", description=__doc__.split("\n\n")[0]
     )

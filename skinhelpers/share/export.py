@@ -24,12 +24,13 @@ from pathlib import Path
 
 import torch
 
-from skinhelpers.files import atomic_path, write_json
+from skinhelpers.files import atomic_path, read_json, write_json
 from skinhelpers.model.checkpoints import (
     CheckpointError,
     load_checkpoint,
     model_from_checkpoint,
 )
+from skinhelpers.share.licences import CODE_LICENCE, data_licence
 
 CONFIG_FORMAT = "skinlesion-lab-export/1"
 FORMATS = ("onnx", "safetensors")
@@ -51,8 +52,6 @@ def run_thresholds(checkpoint: str | os.PathLike, classes: list[str]) -> dict | 
     The thresholds belong to the run's *primary* checkpoint (they were chosen on its
     validation probabilities, averaged over ``tta_views``); another checkpoint gets none.
     """
-    from skinhelpers.files import read_json
-
     ckpt = Path(checkpoint).resolve()
     path = ckpt.parent.parent / "metrics.json"
     if not path.exists():
@@ -97,8 +96,6 @@ def export_config(
     ckpt: dict, checkpoint_path: str | os.PathLike | None = None, weights_file: str | None = None
 ) -> dict:
     """The ``config.json`` of an export: what to feed the network and what comes out."""
-    from skinhelpers.share.licences import CODE_LICENCE, data_licence
-
     classes = list(ckpt["classes"])
     cfg = {
         "format": CONFIG_FORMAT,

@@ -31,6 +31,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold
 
 from skinhelpers.data.manifest import has_shipped_split, read_manifest, union_groups
+from skinhelpers.figures import synthetic_title
 from skinhelpers.files import read_json, write_csv, write_json
 
 SPLITS = ("train", "val", "test")
@@ -604,8 +605,6 @@ def split_table(split_df: pd.DataFrame, by: str = "split") -> pd.DataFrame:
 def plot_split(split_df: pd.DataFrame, title: str | None = None):
     """Images per class and split (log scale), and each split's class mix side by side."""
     import matplotlib.pyplot as plt
-
-    from skinhelpers.figures import synthetic_title
 
     t = split_table(split_df)[list(SPLITS)]
     classes = list(t.index)

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
+from skinhelpers.figures import synthetic_title
 from skinhelpers.files import read_json, write_json
 
 PRESETS = ("none", "basic", "strong", "autoaugment", "randaugment")
@@ -357,8 +358,6 @@ def plot_gallery(
     """One row per source image: the image as cached, then ``n`` augmented views."""
     import matplotlib.pyplot as plt
 
-    from skinhelpers.figures import synthetic_title
-
     if images is None:
         raise ValueError("plot_gallery needs the source images (uint8 N x 3 x S x S)")
     imgs = _as_uint8_stack(images, 0)
@@ -395,8 +394,6 @@ def plot_mix_batch(
 ):
     """Mixed images (float in [0, 1] or uint8, NCHW) with their soft targets as captions."""
     import matplotlib.pyplot as plt
-
-    from skinhelpers.figures import synthetic_title
 
     n = len(images)
     rows = int(np.ceil(n / cols))

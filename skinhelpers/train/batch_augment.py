@@ -34,6 +34,9 @@ import kornia.augmentation as K
 import numpy as np
 import torch
 
+from skinhelpers.figures import synthetic_title
+from skinhelpers.train.augment import measure_throughput, train_transform
+
 BATCH_PRESETS = ("none", "basic", "strong")
 
 
@@ -212,8 +215,6 @@ def throughput_comparison(
     batched on ``device``: images/s and the speed-up, one row per preset."""
     import pandas as pd
 
-    from skinhelpers.train.augment import measure_throughput
-
     size = images.shape[-1]
     rows = []
     for p in presets:
@@ -242,9 +243,6 @@ def plot_side_by_side(
     """One row per source image: the cached image, ``n`` views of the per-image preset, then
     ``n`` views of the batched one (same parameter ranges, drawn per image)."""
     import matplotlib.pyplot as plt
-
-    from skinhelpers.figures import synthetic_title
-    from skinhelpers.train.augment import train_transform
 
     rows, size = len(images), images.shape[-1]
     per_image = train_transform(preset, size)

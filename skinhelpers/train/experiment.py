@@ -22,9 +22,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from skinhelpers.data.cache import CachedImageDataset, build_cache
+from skinhelpers.data.manifest import read_manifest, subsample
 from skinhelpers.files import read_json
+from skinhelpers.model.checkpoints import model_from_checkpoint
+from skinhelpers.model.inference import predict_loader
+from skinhelpers.model.metrics import val_metrics
+from skinhelpers.split.grouped import read_split
 from skinhelpers.train import distributed as ddp
-from skinhelpers.train.augment import read_augmentation
+from skinhelpers.train.augment import eval_transform, read_augmentation, train_transform
 from skinhelpers.train.config import DataMeta, TrainConfig
 from skinhelpers.train.trainer import Trainer
 
@@ -71,11 +77,6 @@ def load_data(
     show_progress: bool = True,
 ) -> TrainData:
     """Training and validation datasets over the image cache of the run's split."""
-    from skinhelpers.data.cache import CachedImageDataset, build_cache
-    from skinhelpers.data.manifest import read_manifest, subsample
-    from skinhelpers.split.grouped import read_split
-    from skinhelpers.train.augment import eval_transform, train_transform
-
     df = read_split(run_dir)
     pre = read_preprocessing(run_dir, show_progress)
     aug = (
@@ -195,10 +196,6 @@ def evaluate_checkpoint(path, dataset, batch_size: int = 64, device: str = "cpu"
     trainer's validation metrics: a check that the saved file reproduces its recorded
     validation metrics."""
     import torch
-
-    from skinhelpers.model.checkpoints import model_from_checkpoint
-    from skinhelpers.model.inference import predict_loader
-    from skinhelpers.model.metrics import val_metrics
 
     model, info = model_from_checkpoint(path, device)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)

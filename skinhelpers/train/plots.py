@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from skinhelpers.figures import synthetic_title
+from skinhelpers.model.factory import parse_variant
 
 METRIC_LABELS = {
     "balanced_accuracy": "balanced accuracy",
@@ -155,8 +156,6 @@ def paired_comparisons(table: pd.DataFrame, metric: str = "balanced_accuracy") -
     scratch vs ``resnet50_finetune``), and ``X:frozen`` / ``resnet50_frozen`` vs the
     fine-tuned one.
     """
-    from skinhelpers.model.factory import parse_variant
-
     rows = []
     t = table.dropna(subset=[metric])
     info = {r["trial"]: {**parse_variant(r["trial"]), "score": r[metric]} for _, r in t.iterrows()}

@@ -49,6 +49,7 @@ from skinhelpers.model.inference import predict_loader, to_model_input
 from skinhelpers.model.metrics import val_metrics
 from skinhelpers.progress import progress
 from skinhelpers.train import distributed as ddp
+from skinhelpers.train.augment import BatchMixer
 from skinhelpers.train.batch_augment import BATCH_PRESETS, DeviceBatchLoader
 from skinhelpers.train.config import (
     RESUME_KEYS,
@@ -109,7 +110,6 @@ def make_mixer(cfg: TrainConfig, num_classes: int):
     """CutMix/MixUp on a float batch (``None`` when off); see :mod:`skinhelpers.train.augment`."""
     if cfg.mix_prob <= 0 or (cfg.cutmix_alpha <= 0 and cfg.mixup_alpha <= 0):
         return None
-    from skinhelpers.train.augment import BatchMixer
 
     return BatchMixer(num_classes, cfg.cutmix_alpha, cfg.mixup_alpha, cfg.mix_prob)
 
