@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import torch
 
 
@@ -45,7 +47,6 @@ def loader_workers(workers: int, device: torch.device | str) -> int:
 def compile_blocker(device: torch.device | str) -> str | None:
     """Why ``torch.compile`` cannot run on ``device`` here, or ``None`` when it can: its CPU
     backend builds C++ kernels and needs a compiler (g++ or clang++)."""
-    import shutil
 
     if torch.device(device).type == "cpu" and not any(
         shutil.which(c) for c in ("g++", "c++", "clang++")

@@ -9,6 +9,8 @@ a finished one. Raw data is only read.
 """
 from __future__ import annotations
 
+import torch
+
 import functools
 import hashlib
 import inspect
@@ -192,7 +194,6 @@ class CachedImageDataset:
         return len(self.rows)
 
     def __getitem__(self, i: int):
-        import torch
 
         img = torch.from_numpy(np.array(self.cache.images[self.rows[i]])).permute(2, 0, 1)
         if self.transform is not None:

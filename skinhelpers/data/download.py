@@ -75,7 +75,7 @@ def download(dataset: str, dest: str | os.PathLike | None = None, force: bool = 
             f"from this machine (no network, a proxy, or a firewall; gave up after {timeout:g} s). "
             + _local_hint(dataset, dest))
     try:
-        from kaggle.api.kaggle_api_extended import KaggleApi
+        from kaggle.api.kaggle_api_extended import KaggleApi  # local: the kaggle package authenticates on import: only when downloading
     except ImportError as e:  # pragma: no cover - kaggle is a dependency
         raise DownloadError("the 'kaggle' package is not installed: pip install kaggle") from e
     api = KaggleApi()

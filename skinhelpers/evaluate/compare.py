@@ -128,7 +128,7 @@ def log_hparams(
     """Write the run's parameters and headline metrics to TensorBoard's hparams view
     (``<run_dir>/tb/``). Defaults: the parameters of ``run.json`` (else the notebooks'
     params files) and the reported model's headline of ``metrics.json``."""
-    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard import SummaryWriter  # local: slow to import: only when logging
 
     run_dir = Path(run_dir)
     if params is None:

@@ -94,8 +94,10 @@ def grad_cam(
     ``x`` is the *normalised* float batch the model sees; ``targets`` the class index to
     explain per image (default: the predicted class).
     """
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from pytorch_grad_cam import GradCAM  # local: only Grad-CAM needs it (imports cv2 and more)
+    from pytorch_grad_cam.utils.model_targets import (
+        ClassifierOutputTarget,  # local: only Grad-CAM needs it (imports cv2 and more)
+    )
 
     model.eval()
     layer = target_layer or find_target_layer(model, x.shape[-1])
@@ -254,7 +256,9 @@ def select_cases(
 
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """A CAM over an RGB uint8 image (jet colour map), as uint8."""
-    from pytorch_grad_cam.utils.image import show_cam_on_image
+    from pytorch_grad_cam.utils.image import (
+        show_cam_on_image,  # local: only Grad-CAM needs it (imports cv2 and more)
+    )
 
     return show_cam_on_image(
         image.astype(np.float32) / 255.0, cam, use_rgb=True, image_weight=1 - alpha

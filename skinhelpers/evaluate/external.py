@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+from sklearn import metrics as skm
 
 from skinhelpers.evaluate import scores
 from skinhelpers.explore import leakage
@@ -243,7 +244,6 @@ def melanoma_at_threshold(
 ) -> dict:
     """AUC of class ``pos`` vs rest, and sensitivity / specificity at ``p >= threshold``,
     with bootstrap CIs (JSON-ready)."""
-    from sklearn import metrics as skm
 
     y = np.asarray(y)
     yb = (y == pos).astype(int)

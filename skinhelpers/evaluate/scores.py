@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 import sklearn
+import torch
 from sklearn import metrics as skm
 
 from skinhelpers.figures import synthetic_title
@@ -432,7 +433,6 @@ def expected_calibration_error(y, probs, n_bins: int = 15) -> float:
 def fit_temperature(logits, y, max_iter: int = 200) -> float:
     """Temperature scaling (Guo et al. 2017): the ``T > 0`` minimising the NLL of
     ``softmax(logits / T)`` on (validation) data, found by L-BFGS on ``log T``."""
-    import torch
 
     z = torch.as_tensor(np.asarray(logits, dtype=np.float64))
     t = torch.as_tensor(np.asarray(y).astype(np.int64))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch.utils.data import DataLoader
 
 from skinhelpers.data.cache import CachedImageDataset
 from skinhelpers.device import compile_blocker, loader_workers
@@ -68,7 +69,6 @@ def predict_frame(
     preprocessing), in ``df``'s order, with their labels. On a GPU the batches come from
     pinned memory; ``amp_dtype`` runs the network under autocast (see
     :func:`skinhelpers.device.inference_dtype`)."""
-    from torch.utils.data import DataLoader
 
     dev = model_device(model)
     loader = DataLoader(

@@ -31,7 +31,8 @@ import cv2
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from scipy import stats
+from PIL import Image
+from scipy import fftpack, stats
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from skinhelpers.data.imaging import read_rgb
@@ -99,8 +100,6 @@ def exact_duplicates(df: pd.DataFrame) -> pd.DataFrame:
 
 def _phash_dct(path: str, hash_size: int) -> np.ndarray:
     """The low-frequency ``(hash_size, hash_size)`` DCT block of ``imagehash.phash``."""
-    from PIL import Image
-    from scipy import fftpack
 
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if img is None:  # formats OpenCV cannot read

@@ -27,13 +27,11 @@ import re
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import pandas as pd
+import timm
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -250,6 +248,8 @@ def _hub_cached_file(timm_name: str) -> str | None:
     """A copy of the model's hub weights already in the local HF cache, if any."""
     try:
         import timm
+
+        # local: only the hub-weights path needs huggingface_hub
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover
         return None
@@ -347,7 +347,7 @@ def _read_state_dict(path: str | os.PathLike) -> dict:
         raise PretrainedWeightsError(f"pretrained weights file {path} does not exist")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors.torch import load_file  # local: share extra: only the export needs it
 
             sd = load_file(str(path))
         else:
@@ -395,7 +395,6 @@ def imagenet_model(name: str, source: str = "auto") -> nn.Module:
     ``source``: ``auto`` (hub, then package), ``hub``, ``package`` or a file path. Used to
     check that offline weights really are ImageNet weights (a cat is a cat).
     """
-    import timm
 
     spec = model_spec(name)
     if spec.timm_name is None:
@@ -413,7 +412,6 @@ def imagenet_model(name: str, source: str = "auto") -> nn.Module:
 
 def _pretrained_state_dict(name: str, template: nn.Module, source) -> tuple[dict, str]:
     """(timm-named state dict, where it came from) for ``name``; error if none can be had."""
-    import timm
 
     spec = model_spec(name)
     if source not in (True, "auto", "hub", "package"):
@@ -503,7 +501,6 @@ def describe_models(num_classes: int = 7) -> "pd.DataFrame":
 
     The networks are built on the ``meta`` device (no memory, no weights), so this is quick.
     """
-    import pandas as pd
 
     hub = hub_available()
     rows = []

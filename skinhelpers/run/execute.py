@@ -111,7 +111,7 @@ class _Watchdog:
 
 def _running_cell(out: Path) -> dict:
     """The cell that was running when a notebook stopped: the last one papermill started."""
-    import nbformat
+    import nbformat  # local: notebooks extra: only the runner/report need it
 
     try:
         nb = nbformat.read(out, as_version=4)
@@ -131,7 +131,7 @@ def _running_cell(out: Path) -> dict:
 
 def _mark_stopped(out: Path, cell_index: int | None, ename: str, evalue: str) -> None:
     """Put an error output on the cell where a notebook stopped (the report shows it)."""
-    import nbformat
+    import nbformat  # local: notebooks extra: only the runner/report need it
 
     try:
         nb = nbformat.read(out, as_version=4)
@@ -156,9 +156,15 @@ def execute(
 ) -> dict:
     """Run ``nb`` into ``out``; return ``{"status", "seconds", ...}`` (see module doc)."""
     import papermill as pm
-    from jupyter_client.kernelspec import NoSuchKernel
-    from nbclient.exceptions import DeadKernelError
-    from papermill.exceptions import PapermillExecutionError
+    from jupyter_client.kernelspec import (
+        NoSuchKernel,  # local: notebooks extra: only the runner needs it
+    )
+    from nbclient.exceptions import (
+        DeadKernelError,  # local: notebooks extra: only the runner needs it
+    )
+    from papermill.exceptions import (
+        PapermillExecutionError,  # local: heavy, notebooks extra: only the pipeline needs it
+    )
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import re
 import sys
@@ -179,7 +180,6 @@ def resume_point(plan: list[dict], previous: dict, run_dir: Path) -> int:
 
 def _jsonable(d: dict) -> dict:
     """What ``d`` looks like after a trip through run.json (tuples become lists)."""
-    import json
 
     return json.loads(json.dumps(d, default=str))
 
@@ -257,8 +257,6 @@ def run(
     previous = {}
     if resume:
         try:
-            import json
-
             previous = json.loads((run_dir / "run.json").read_text())
         except (OSError, ValueError):
             raise SystemExit(

@@ -77,9 +77,13 @@ def _status(nb) -> str:
 
 def render_notebook(nb_path: Path, out_dir: Path) -> dict:
     """Render one executed notebook twice (with code / story); return its index entry."""
-    import nbformat
-    from nbconvert import HTMLExporter
-    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+    import nbformat  # local: notebooks extra: only the runner/report need it
+    from nbconvert import (
+        HTMLExporter,  # local: notebooks extra, slow to import: only the report needs it
+    )
+    from nbconvert.preprocessors import (
+        CoalesceStreamsPreprocessor,
+    )
 
     nb = nbformat.read(nb_path, as_version=4)
     title = _title_of(nb) or nb_path.stem

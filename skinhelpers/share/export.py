@@ -161,7 +161,7 @@ def export_onnx(
 
 def export_safetensors(state_dict: dict, out: str | os.PathLike, metadata: dict) -> Path:
     """The weights as safetensors (contiguous CPU tensors; string metadata only)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # local: share extra: only the export needs it
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     with atomic_path(out) as tmp:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torchvision.transforms import v2
 
@@ -320,7 +321,6 @@ def throughput_table(
     threads: int | None = 1,
 ):
     """:func:`measure_throughput` for each preset, as a DataFrame (images/s, ms/image)."""
-    import pandas as pd
 
     rows = []
     for p in presets:

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 
 import kornia.augmentation as K
 import numpy as np
+import pandas as pd
 import torch
 
 from skinhelpers.figures import synthetic_title
@@ -213,7 +214,6 @@ def throughput_comparison(
 ):
     """Per-image presets (one thread, like one DataLoader worker) against the same presets
     batched on ``device``: images/s and the speed-up, one row per preset."""
-    import pandas as pd
 
     size = images.shape[-1]
     rows = []

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from skinhelpers.device import pick_device
 
@@ -100,7 +101,6 @@ def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     """
     if not info.distributed:
         return model
-    from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [info.device.index] if info.device.type == "cuda" else None
     return DDP(model, device_ids=ids)

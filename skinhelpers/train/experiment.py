@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from skinhelpers.data.cache import CachedImageDataset, build_cache
 from skinhelpers.data.manifest import read_manifest, subsample
@@ -195,7 +196,6 @@ def evaluate_checkpoint(path, dataset, batch_size: int = 64, device: str = "cpu"
     """Rebuild a checkpoint and score it on ``dataset`` (uint8 images, labels) with the
     trainer's validation metrics: a check that the saved file reproduces its recorded
     validation metrics."""
-    import torch
 
     model, info = model_from_checkpoint(path, device)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -12,6 +13,8 @@ import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
+
+import torch
 
 from skinhelpers.files import PROJECT_ROOT, read_json, write_json
 from skinhelpers.train import distributed as ddp
@@ -23,7 +26,6 @@ from skinhelpers.train.experiment import load_data, train
 
 def main(argv: list[str] | None = None) -> int:
     """``torchrun --nproc_per_node N -m skinhelpers.train.launch --config cfg.json``."""
-    import argparse
 
     ap = argparse.ArgumentParser(
         prog="python -m skinhelpers.train.launch", description=main.__doc__
@@ -43,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def weight_checksums(model, dist: ddp.DistInfo) -> list[float]:
     """One checksum of all weights and buffers per rank (equal when DDP kept them in sync)."""
-    import torch
 
     total = sum(
         float(t.double().sum()) for t in model.state_dict().values() if t.is_floating_point()
@@ -103,7 +104,6 @@ def launch(config_path, nproc: int, log_path=None, extra_env: dict | None = None
     Returns the summary the main process wrote (``train_result.json``); a failure raises
     with the tail of the log.
     """
-    import torch
 
     spec = read_json(config_path)
     gpus = torch.cuda.device_count()

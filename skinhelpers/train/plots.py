@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from skinhelpers.figures import synthetic_title
 from skinhelpers.model.factory import parse_variant
@@ -75,7 +76,6 @@ def plot_history(
                 va="top",
                 ha="left",
             )
-    from matplotlib.ticker import MaxNLocator
 
     for a in axes:
         a.set_xlabel("epoch")

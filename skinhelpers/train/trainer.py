@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, Subset
 
 from skinhelpers import device
@@ -196,8 +198,6 @@ class Trainer:
         )
         self.ema = None
         if cfg.ema:
-            from timm.utils import ModelEmaV3
-
             self.ema = ModelEmaV3(
                 self.model, decay=cfg.ema_decay, use_warmup=True, warmup_power=0.75
             )
@@ -298,8 +298,6 @@ class Trainer:
             g["lr"] = g["initial_lr"] = base
         self.scheduler = None
         if name != "warmup_head" and cfg.scheduler == "cosine":
-            from timm.scheduler import CosineLRScheduler
-
             self.scheduler = CosineLRScheduler(
                 self.optimizer,
                 t_initial=max(1, (end - start) * steps),
@@ -520,7 +518,9 @@ class Trainer:
         self._resume_scheduler_state = None
         start = self.maybe_resume()
         if main and cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import (
+                SummaryWriter,  # local: slow to import: only when logging
+            )
 
             self.writer = SummaryWriter(str(self.out / "tb"))
         if main:
