@@ -84,14 +84,9 @@ def test_no_trials_is_an_error():
         trials.choose_best(_table([]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="choose_best returns a skipped trial (NaN score) when "
-    "every trial was skipped; it should say so instead (lead: trials.py)",
-)
 def test_all_trials_skipped_is_an_error():
     t = _table([("resnet50_frozen", np.nan, np.nan, np.nan), ("x", 2.0, np.nan, np.nan)])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no trial finished"):
         trials.choose_best(t)
 
 

@@ -139,6 +139,12 @@ def choose_best(table: pd.DataFrame, monitor: str = "balanced_accuracy") -> pd.S
         if f"ema_{monitor}" in table
         else table[monitor]
     )
+    if t["_score"].isna().all():
+        status = table["status"].tolist() if "status" in table else ["no score"] * len(table)
+        raise ValueError(
+            f"no trial finished with a validation {monitor}: "
+            + "; ".join(f"{a}: {b}" for a, b in zip(table["trial"], status))
+        )
     t = t.sort_values(["_score", "params_m"], ascending=[False, True], na_position="last")
     return t.iloc[0].drop(labels=["_score"])
 
