@@ -168,22 +168,15 @@ def paired_comparisons(table: pd.DataFrame, metric: str = "balanced_accuracy") -
         for b, ib in info.items():
             if a == b or base(a) != base(b):
                 continue
+            question = None
             if ia["pretrained"] and not ia["frozen"] and not ib["pretrained"]:
-                rows.append(
-                    {
-                        "question": "pretrained vs random init",
-                        "architecture": base(a),
-                        "A": a,
-                        "B": b,
-                        f"A {metric}": ia["score"],
-                        f"B {metric}": ib["score"],
-                        "A - B": ia["score"] - ib["score"],
-                    }
-                )
+                question = "pretrained vs random init"
             if ia["pretrained"] and not ia["frozen"] and ib["pretrained"] and ib["frozen"]:
+                question = "fine-tuned vs frozen backbone"
+            if question:
                 rows.append(
                     {
-                        "question": "fine-tuned vs frozen backbone",
+                        "question": question,
                         "architecture": base(a),
                         "A": a,
                         "B": b,
