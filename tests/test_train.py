@@ -272,3 +272,41 @@ def test_sampling():
     assert len(r0) == len(r1) == 50
     plain = train_sampler(labels, 3, 0.0, seed=0)
     assert sorted(plain) == list(range(100))
+
+
+# ----------------------------------------------------------------------------- time budget
+def test_schedule_is_fitted_to_the_time_budget_and_anneals(tmp_path, monkeypatch):
+    """A 20-epoch cosine schedule on a machine where an epoch takes a minute and the
+    budget is 5.5 minutes (a fake clock): the trainer measures the epochs, shortens the
+    schedule to the 5 that fit, and the last epoch runs at an annealed learning rate
+    instead of being cut mid-schedule with the learning rate still high."""
+    import skinhelpers.train.trainer as trainer_module
+
+    class Clock:  # every reading advances a millisecond; an epoch adds a minute
+        t = 0.0
+
+        def perf_counter(self):
+            self.t += 1e-3
+            return self.t
+
+    clock = Clock()
+    monkeypatch.setattr(trainer_module, "time", clock)
+
+    class Slow(Trainer):
+        def train_epoch(self, epoch):
+            clock.t += 60.0
+            return super().train_epoch(epoch)
+
+    ds, labels = toy_dataset(48)
+    cfg = _cfg(epochs=20, ema=False, save="none", max_minutes=5.5, warmup_epochs=0.0)
+    res = Slow(cfg, ds, ds, labels, META, tmp_path).fit()
+    hist = res["history"]
+    assert res["epochs_planned"] == 5 and res["epochs_run"] == 5
+    assert hist["lr_head"].iloc[-1] < 0.2 * hist["lr_head"].max()
+    assert cfg.epochs == 20  # the config itself is not changed
+
+    # without a budget the whole schedule runs
+    res = Trainer(
+        _cfg(epochs=4, ema=False, save="none"), ds, ds, labels, META, tmp_path / "b"
+    ).fit()
+    assert res["epochs_planned"] == 4 and res["epochs_run"] == 4

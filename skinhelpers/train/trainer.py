@@ -256,7 +256,9 @@ class Trainer:
             "best_epoch": -1,
             "bad_epochs": 0,
             "stopped": False,
+            "planned_epochs": cfg.epochs,  # lowered by _fit_schedule to fit max_minutes
         }
+        self._epoch_seconds: list[float] = []
         self.scheduler = None
         self.train_model = self.model
         self.writer = None
@@ -397,7 +399,7 @@ class Trainer:
         lrs = {"head": 0.0, "backbone": 0.0}
         bar = progress(
             self.train_loader,
-            desc=f"epoch {epoch + 1}/{cfg.epochs} [{self.state['phase']}]",
+            desc=f"epoch {epoch + 1}/{self.state['planned_epochs']} [{self.state['phase']}]",
             unit="batch",
             disable=not self.dist.is_main,
         )
@@ -535,7 +537,8 @@ class Trainer:
         t_start = time.perf_counter()
         entered, epoch = None, start
         budget_hit = False
-        while epoch < cfg.epochs and not self.state["stopped"] and not budget_hit:
+        while epoch < self.state["planned_epochs"] and not self.state["stopped"] and not budget_hit:
+            t_epoch = time.perf_counter()
             name, a, b = next(p for p in self.phases if p[1] <= epoch < p[2])
             if entered != name:
                 resumed_mid_phase = entered is None and self.state["phase"] == name
@@ -571,7 +574,11 @@ class Trainer:
                     )
             self.state["next_epoch"] = epoch + 1
             minutes = (time.perf_counter() - t_start) / 60
-            if cfg.max_minutes and minutes > cfg.max_minutes and epoch + 1 < cfg.epochs:
+            if name != "warmup_head":
+                self._epoch_seconds.append(time.perf_counter() - t_epoch)
+                self._fit_schedule(epoch, a, minutes)
+            planned = self.state["planned_epochs"]
+            if cfg.max_minutes and minutes > cfg.max_minutes and epoch + 1 < planned:
                 if main:
                     print(
                         f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1} "
@@ -588,6 +595,33 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         return self.result(time.perf_counter() - t_start)
+
+    def _fit_schedule(self, epoch: int, phase_start: int, minutes: float) -> None:
+        """Size the schedule to the time budget (``max_minutes``) from the measured speed of
+        the epochs run so far, so that a cosine schedule anneals inside the budget on a slow
+        machine instead of being cut with its learning rate still high. The estimate is
+        the median epoch time after the first fine-tuning epoch (which pays for
+        compilation); it is redone after every epoch, never beyond ``epochs``."""
+        cfg = self.cfg
+        if not cfg.max_minutes or cfg.scheduler != "cosine" or self.scheduler is None:
+            return
+        times = self._epoch_seconds[1:] or self._epoch_seconds
+        per_epoch = float(np.median(times))
+        left = cfg.max_minutes * 60 - minutes * 60
+        fit = epoch + 1 + max(0, int(left // per_epoch))
+        planned = max(epoch + 1, min(cfg.epochs, fit))
+        if planned == self.state["planned_epochs"]:
+            return
+        self.state["planned_epochs"] = planned
+        steps = max(len(self.train_loader), 1)
+        self.scheduler.t_initial = max(1, (planned - phase_start) * steps)
+        if self.dist.is_main:
+            print(
+                f"schedule fitted to the {cfg.max_minutes:g}-minute budget: {planned} of "
+                f"{cfg.epochs} epochs ({per_epoch:.0f} s per epoch), the learning rate "
+                "anneals by the last",
+                flush=True,
+            )
 
     def _bookkeep(self, epoch: int, row: dict) -> None:
         cfg, st, main = self.cfg, self.state, self.dist.is_main
@@ -624,7 +658,7 @@ class Trainer:
         m = self.cfg.monitor
         ema = f" | ema {m} {row[f'ema_val_{m}']:.3f}" if self.ema is not None else ""
         print(
-            f"epoch {row['epoch']:>3}/{self.cfg.epochs} [{row['phase']}] loss "
+            f"epoch {row['epoch']:>3}/{self.state['planned_epochs']} [{row['phase']}] loss "
             f"{row['train_loss']:.4f} | val loss {row['val_loss']:.4f} {m} "
             f"{row[f'val_{m}']:.3f} macro-F1 {row['val_macro_f1']:.3f} AUC "
             f"{row['val_macro_auc']:.3f}{ema} | {row['images_per_s']:.0f} img/s, "
@@ -649,6 +683,7 @@ class Trainer:
             "pretrained_source": self.pretrained_source,
             "params": self.n_params,
             "epochs_run": len(hist),
+            "epochs_planned": st["planned_epochs"],
             "best_epoch": st["best_epoch"],
             "best_ema_epoch": st.get("best_ema_epoch", -1),
             "stopped_early": bool(st.get("early_stopped", False)),
