@@ -91,7 +91,7 @@ def test_lever_table_pairs_each_step_with_the_one_before():
         ("avg", decision.average(p, decision.prior_correction(p, prior, 0.8))),
     ]
     t = decision.lever_table(y, steps, n_bootstrap=50)
-    assert list(t["step"].unique()) == ["prior", "avg", "all levers (avg)"]
+    assert list(t["step"].unique()) == ["prior", "avg", "all levers"]
     row = t[(t["step"] == "prior") & (t["metric"] == "balanced_accuracy")].iloc[0]
     assert row["before"] == pytest.approx(balanced_accuracy_score(y, p.argmax(1)))
     assert row["ci_low"] <= row["diff"] <= row["ci_high"]
@@ -141,3 +141,35 @@ def test_metadata_alone_predicts_ham10000_diagnoses_above_chance(ham_manifest):
     ba = balanced_accuracy_score(y[te], p.argmax(1))
     auc = roc_auc_score(y[te], p, multi_class="ovr")
     assert 0.25 < ba < 0.6 and auc > 0.7
+
+
+def test_stack_levers_applies_each_lever_in_order_and_chooses_on_validation_only():
+    y_val, p_val = _biased_probs(2000, 6)
+    y_test, p_test = _biased_probs(2000, 7)
+    _, q_val = _biased_probs(2000, 6, bias=1.0)  # a second checkpoint, same images
+    _, q_test = _biased_probs(2000, 7, bias=1.0)
+    prior = decision.class_prior(y_val, 3)
+    meta_val, meta_test = np.full_like(p_val, 1 / 3), np.full_like(p_test, 1 / 3)
+    out = decision.stack_levers(
+        y_val,
+        {"best": p_val, "ema": q_val},
+        {"best": p_test, "ema": q_test},
+        "ema",
+        prior,
+        meta_val,
+        meta_test,
+    )
+    names = [n for n, _ in out["steps"]]
+    assert names[0] == "ema" and names[2].startswith("prior correction")
+    assert names[3].startswith("metadata fusion") and len(names) == 4
+    assert out["chosen"]["prior_correction_delta"] > 0  # the planted bias
+    # a flat metadata model carries no information: fusing it changes no decision
+    np.testing.assert_array_equal(out["test"].argmax(1), out["steps"][2][1].argmax(1))
+    # without metadata the same choices, and no fusion step
+    again = decision.stack_levers(
+        y_val, {"best": p_val, "ema": q_val}, {"best": p_test, "ema": q_test}, "ema", prior
+    )
+    assert again["chosen"]["prior_correction_delta"] == out["chosen"]["prior_correction_delta"]
+    assert len(again["steps"]) == 3  # no metadata: no fusion step
+    with pytest.raises(ValueError, match="same checkpoints"):
+        decision.stack_levers(y_val, {"best": p_val}, {"ema": p_test}, "best", prior)

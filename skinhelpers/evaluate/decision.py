@@ -126,7 +126,7 @@ def lever_table(
     metrics = metrics or {k: scores.HEADLINE[k] for k in ("balanced_accuracy", "roc_auc_macro_ovr")}
     pairs = [(steps[i - 1], steps[i]) for i in range(1, len(steps))]
     if len(steps) > 2:
-        pairs.append((steps[0], (f"all levers ({steps[-1][0]})", steps[-1][1])))
+        pairs.append((steps[0], ("all levers", steps[-1][1])))
     rows = []
     for (name_a, pa), (name_b, pb) in pairs:
         d = scores.paired_bootstrap_diff(y_test, pa, pb, metrics, n_bootstrap, seed)
@@ -145,3 +145,71 @@ def lever_table(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def stack_levers(
+    y_val,
+    val: dict[str, np.ndarray],
+    test: dict[str, np.ndarray],
+    primary: str,
+    prior,
+    meta_val: np.ndarray | None = None,
+    meta_test: np.ndarray | None = None,
+) -> dict:
+    """Apply the levers in a fixed order, each chosen on validation, to both splits:
+    1. the average of every checkpoint in ``val``/``test`` instead of ``primary`` alone
+       (kept when it scores higher on validation), 2. the prior correction, 3. late fusion
+       with the metadata model (when ``meta_val``/``meta_test`` are given).
+
+    Returns ``steps`` [(name, test probabilities)] (the first is ``primary`` as it is;
+    a lever whose chosen value is neutral still appears, unchanged), ``chosen`` {lever:
+    value}, ``tables`` {lever: the validation grid} and the final ``val``/``test``
+    probabilities."""
+    if primary not in val or set(val) != set(test):
+        raise ValueError(f"'{primary}' and the same checkpoints are needed in val and test")
+    cur_v, cur_t = val[primary], test[primary]
+    steps = [(primary, cur_t)]
+    chosen, tables = {}, {}
+    if len(val) > 1:
+        names = sorted(val)
+        avg_v, avg_t = average(*(val[k] for k in names)), average(*(test[k] for k in names))
+        share, tables["average"] = choose_on_validation(
+            y_val, {0.0: cur_v, 1.0: avg_v}, neutral=0.0, smooth=1
+        )
+        chosen["average"] = "+".join(names) if share else primary
+        if share:
+            cur_v, cur_t = avg_v, avg_t
+        steps.append((f"average of {' + '.join(names)}" if share else "(no averaging)", cur_t))
+    delta, tables["prior_correction"] = fit_prior_correction(y_val, cur_v, prior)
+    chosen["prior_correction_delta"] = delta
+    cur_v, cur_t = prior_correction(cur_v, prior, delta), prior_correction(cur_t, prior, delta)
+    steps.append((f"prior correction (delta {delta:+.1f})", cur_t))
+    if meta_val is not None and meta_test is not None:
+        w, tables["metadata_fusion"] = fit_fusion_weight(y_val, cur_v, meta_val)
+        chosen["metadata_weight"] = w
+        cur_v, cur_t = late_fusion(cur_v, meta_val, w), late_fusion(cur_t, meta_test, w)
+        steps.append((f"metadata fusion (weight {w:.1f})", cur_t))
+    return {"steps": steps, "chosen": chosen, "tables": tables, "val": cur_v, "test": cur_t}
+
+
+def plot_lever_table(table: pd.DataFrame, metric: str = "balanced_accuracy", title: str = ""):
+    """A forest plot of each step's paired change on test, with its 95% interval."""
+    import matplotlib.pyplot as plt  # local: plotting is optional for the library
+
+    t = table[table["metric"] == metric].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(t) + 1.2))
+    ys = np.arange(len(t))[::-1]
+    ax.errorbar(
+        t["diff"],
+        ys,
+        xerr=[t["diff"] - t["ci_low"], t["ci_high"] - t["diff"]],
+        fmt="o",
+        color="tab:blue",
+        capsize=3,
+    )
+    ax.axvline(0, color="grey", lw=1, ls="--")
+    ax.set_yticks(ys, [f"{s}\n(vs {a})" for s, a in zip(t["step"], t["against"])], fontsize=8)
+    ax.set_xlabel(f"paired change in test {metric.replace('_', ' ')} (95% CI)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
