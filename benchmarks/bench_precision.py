@@ -12,6 +12,14 @@ The trainer keeps float32 on the CPU unless this shows bfloat16 faster (RESULTS.
 
     .venv/bin/python benchmarks/bench_precision.py                 # 128 px, batch 32
     .venv/bin/python benchmarks/bench_precision.py --steps 2 --repeats 1 --size 64   # CI
+
+With ``--run RUN_DIR`` it also scores the run's checkpoint (``--checkpoint``, default
+best_ema) on the run's validation split both ways, in float32 and under bfloat16 autocast:
+time, the largest probability difference, and the paired change in balanced accuracy and
+macro AUC with a 95% bootstrap interval (the question "faster without lowering the
+validation score?").
+
+    .venv/bin/python benchmarks/bench_precision.py --steps 4 --repeats 2 --run runs/ham-cpu-v3
 """
 
 from __future__ import annotations
@@ -25,7 +33,11 @@ from pathlib import Path
 import torch
 from common import save, spread
 
+from skinhelpers.data import cache, manifest
+from skinhelpers.evaluate import scores, summary, tta
+from skinhelpers.model import checkpoints
 from skinhelpers.model.factory import build_model
+from skinhelpers.split import grouped
 
 
 def cpu_flags() -> list[str]:
@@ -56,6 +68,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=10, help="steps per measurement")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--run", default="", help="a run folder: score its checkpoint both ways")
+    ap.add_argument("--checkpoint", default="best_ema")
+    ap.add_argument("--n-bootstrap", type=int, default=1000)
     a = ap.parse_args()
 
     torch.manual_seed(0)
@@ -95,9 +110,11 @@ def main() -> None:
     ratios = {k: summary[k]["bf16"]["median"] / summary[k]["fp32"]["median"] for k in res}
     for k, rt in ratios.items():
         print(f"{k}: bfloat16 / float32 = {rt:.2f}")
+    quality = validation_both_ways(a.run, a.checkpoint, a.n_bootstrap) if a.run else None
     save(
         "precision",
         {
+            "run_validation": quality,
             "arch": a.arch,
             "image_size": a.size,
             "batch_size": a.batch,
@@ -109,6 +126,51 @@ def main() -> None:
             "bf16_over_fp32": ratios,
         },
     )
+
+
+def validation_both_ways(run: str, checkpoint: str, n_bootstrap: int) -> dict:
+    """The run's checkpoint on its validation split, float32 against bfloat16 autocast."""
+    run_dir = Path(run)
+    df = grouped.read_split(run_dir)
+    val = df[df["split"] == "val"].reset_index(drop=True)
+    primary, ckpts = summary.resolve_checkpoints(run_dir, checkpoint)
+    raw, info = checkpoints.model_from_checkpoint(ckpts[primary], "cpu")
+    model = tta.prepare_model(raw, channels_last=True)
+    c = cache.build_cache(
+        manifest.read_manifest(run_dir),
+        info["image_size"],
+        info["preprocess"],
+        info["resize_mode"],
+    )
+    out, secs = {}, {}
+    for prec, dtype in (("fp32", None), ("bf16", torch.bfloat16), ("fp32", None)):
+        t0 = time.perf_counter()  # fp32 twice: the first pass warms the kernels up
+        out[prec] = tta.predict_frame(
+            model, c, val, info["mean"], info["std"], 1, 64, 0, desc=None, amp_dtype=dtype
+        )
+        secs[prec] = time.perf_counter() - t0
+    y = out["fp32"].labels
+    diff = scores.paired_bootstrap_diff(
+        y, out["fp32"].probs, out["bf16"].probs, n_bootstrap=n_bootstrap, desc=None
+    )
+    res = {
+        "run": str(run_dir),
+        "checkpoint": str(ckpts[primary]),
+        "n_val": len(val),
+        "seconds": secs,
+        "bf16_speedup": secs["fp32"] / secs["bf16"],
+        "max_abs_prob_diff": float(abs(out["fp32"].probs - out["bf16"].probs).max()),
+        "argmax_changed": int((out["fp32"].probs.argmax(1) != out["bf16"].probs.argmax(1)).sum()),
+        "paired_bf16_minus_fp32": diff.to_dict(orient="index"),
+    }
+    d = diff.loc["balanced_accuracy"]
+    print(
+        f"validation ({len(val)} images): bf16 {res['bf16_speedup']:.2f}x the speed of fp32; "
+        f"max |dp| {res['max_abs_prob_diff']:.3g}, {res['argmax_changed']} decisions change; "
+        f"balanced accuracy {d['a']:.4f} -> {d['b']:.4f} ({d['diff']:+.4f}, 95% CI "
+        f"{d['ci_low']:+.4f} to {d['ci_high']:+.4f})"
+    )
+    return res
 
 
 if __name__ == "__main__":
