@@ -152,6 +152,35 @@ def test_bench_seeds_and_wall_tiny(tmp_path, demo_dir, demo_manifest):
     assert all(r["epochs_run"] == 1 for r in d["rows"])
     assert "best_val_balanced_accuracy" in d["summary"]
 
+    # a trained run folder: test resolution and bfloat16 inference scored on it
+    seed_run = tmp_path / "runs" / "src-ci-seed0"
+    _bench(
+        tmp_path, "bench_fixres.py", "--run", str(seed_run), "--sizes", "40", "--n-bootstrap", "20"
+    )
+    f = _result(tmp_path, "fixres")
+    assert [r["size"] for r in f["rows"]] == [32, 40] and f["chosen_on_validation"] in (32, 40)
+    assert (
+        0 <= f["rows"][0]["val_balanced_accuracy"] <= 1 and "40" in f["paired_test_vs_train_size"]
+    )
+    _bench(
+        tmp_path,
+        "bench_precision.py",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+        "--size",
+        "32",
+        "--batch",
+        "4",
+        "--run",
+        str(seed_run),
+        "--n-bootstrap",
+        "20",
+    )
+    q = _result(tmp_path, "precision")["run_validation"]
+    assert q["n_val"] > 0 and 0 <= q["max_abs_prob_diff"] < 1 and q["bf16_speedup"] > 0
+
     _bench(
         tmp_path,
         "bench_wall.py",
