@@ -159,6 +159,17 @@ def test_ham10000_subgroups(ham_run):
 
     card = model_card_text(ham_run)
     assert "## Subgroups" in card and "age_band" in card
+    # the levers: chosen on validation, metadata without dx_type, paired test changes
+    lev = json.loads((ham_run / "metrics.json").read_text())["levers"]
+    assert lev["metadata_columns"] == ["age", "sex", "localization"]
+    assert set(lev["chosen"]) == {"average", "prior_correction_delta", "metadata_weight"}
+    steps = [r for r in lev["test"] if r["metric"] == "balanced_accuracy"]
+    assert steps[-1]["step"] == "all levers" and len(steps) == 4
+    assert all(r["ci_low"] - 1e-9 <= r["diff"] <= r["ci_high"] + 1e-9 for r in steps)
+    assert lev["final"]["headline"]["balanced_accuracy"]["value"] == pytest.approx(
+        steps[-1]["after"]
+    )
+    assert "## Levers chosen on validation" in card and "never `dx_type`" in card
 
 
 def test_report_of_the_run(ham_run):

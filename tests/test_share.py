@@ -192,6 +192,7 @@ def test_model_card_of_an_evaluated_run(run08):
         "## Test metrics (95% bootstrap CI)",
         "## Operating points: melanoma",
         "## Calibration",
+        "## Levers chosen on validation",
         "## Subgroups",
         "## Limits",
         "## Licence",

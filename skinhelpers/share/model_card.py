@@ -285,6 +285,30 @@ def _calibration_section(metrics: dict) -> str:
     )
 
 
+def _levers_section(metrics: dict) -> str | None:
+    lev = metrics.get("levers")
+    if not isinstance(lev, dict) or not lev.get("test"):
+        return None
+    rows = [
+        [
+            r["step"],
+            r["against"],
+            _num(r["after"]),
+            f"{r['diff']:+.3f} ({r['ci_low']:+.3f} to {r['ci_high']:+.3f})",
+        ]
+        for r in lev["test"]
+        if r.get("metric") == "balanced_accuracy"
+    ]
+    cols = lev.get("metadata_columns") or []
+    return (
+        "## Levers chosen on validation\n\n"
+        + md_table(["step", "against", "test balanced accuracy", "paired change (95% CI)"], rows)
+        + f"\n\nChosen on the validation split: `{lev.get('chosen')}`. "
+        + (f"The metadata model uses {', '.join(cols)} (never `dx_type`). " if cols else "")
+        + "The exported model and `predict` serve the image model alone, without these."
+    )
+
+
 def _subgroup_section(run_dir: Path) -> str | None:
     path = run_dir / "subgroups.csv"
     if not path.exists():
@@ -422,6 +446,7 @@ def model_card_text(run_dir: str | os.PathLike) -> str:
             _operating_points_section(metrics),
             _calibration_section(metrics),
         ]
+        parts += [s for s in (_levers_section(metrics),) if s]
     else:
         parts.append(
             "## Results\n\nNo `metrics.json` yet (notebook 08 writes it): no test "
