@@ -13,6 +13,7 @@ import pytest
 from helpers_train import demo_run_folder
 
 from skinhelpers.files import PROJECT_ROOT
+from skinhelpers.run.profiles import PROFILES
 
 BENCH = PROJECT_ROOT / "benchmarks"
 pytestmark = [pytest.mark.slow]
@@ -82,7 +83,8 @@ def test_bench_train_tiny(tmp_path, ham_dir):
     assert bare["loop"] == "bare" and real["loop"] == "trainer" and real["workers"] == 0
     assert batched["loop"] == "trainer" and batched["workers"] == "device"
     assert bare["median"] > 0 and 0 < real["ratio"] < 3 and 0 < batched["ratio"] < 3
-    assert d["arch"] == "efficientnet_lite0" and d["image_size"] == 128 and not d["compile"]
+    cpu = PROFILES["cpu"]  # the script measures the cpu profile's recipe by default
+    assert d["arch"] == cpu["arch"] and d["image_size"] == cpu["image_size"] and not d["compile"]
 
 
 @pytest.mark.realdata
