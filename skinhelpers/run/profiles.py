@@ -12,12 +12,13 @@ The training recipe itself (learning rates, sampling, loss, EMA, ...) is the def
 same defaults: a profile lists only what it changes (the budget, and the odd recipe value).
 
 The ``cpu`` recipe (07) is built for balanced accuracy on HAM10000 within ~45 minutes of
-training on 2 cores: ImageNet EfficientNet-Lite0 at 128 px, one epoch of head warm-up on
+training on 2 cores: ImageNet EfficientNet-Lite0 at 160 px, one epoch of head warm-up on
 the frozen backbone, then fine-tuning with a 0.3x backbone learning rate, square-root
 class-balanced sampling plus a logit-adjusted loss (the remaining imbalance is folded into
 the loss, so the plain argmax suits balanced accuracy), label smoothing 0.1, EMA weights,
-and model selection / early stopping on validation balanced accuracy. ``torch.compile``
-speeds CPU training up (benchmarks/RESULTS.md), so 20 epochs fit in the 45 minutes.
+and model selection / early stopping on validation balanced accuracy. The cosine schedule
+is sized to the 45 minutes from the measured epoch time (17 epochs on a 2-core AMD EPYC:
+benchmarks/RESULTS.md section 10), so it anneals on a slower CPU too.
 """
 
 from __future__ import annotations
