@@ -76,6 +76,21 @@ class Tee:
         self.log.flush()
 
 
+def signal_kernel(sig) -> None:
+    """Send ``sig`` to the latest kernel (it runs in its own session, so a Ctrl-C in the
+    terminal does not reach it)."""
+    km = RunKernelManager.latest
+    pid = km.kernel_pid() if km is not None else None
+    if pid:
+        try:
+            os.killpg(pid, sig)
+        except OSError:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
+
 class _Watchdog:
     """Interrupt the kernel after ``timeout_s``, kill it ``KILL_GRACE_S`` later."""
 
@@ -93,16 +108,7 @@ class _Watchdog:
 
     def _signal(self, sig) -> None:
         self.fired = True
-        km = RunKernelManager.latest
-        pid = km.kernel_pid() if km is not None else None
-        if pid:
-            try:
-                os.killpg(pid, sig)  # the kernel runs in its own session
-            except OSError:
-                try:
-                    os.kill(pid, sig)
-                except OSError:
-                    pass
+        signal_kernel(sig)
 
     def cancel(self) -> None:
         for t in self._timers:
@@ -207,6 +213,9 @@ def execute(
         except (NoSuchKernel, FileNotFoundError, PermissionError) as e:
             result = {"status": "kernel_missing", "error": f"{type(e).__name__}: {e}"}
         except KeyboardInterrupt as e:
+            # a Ctrl-C that lands inside the client's event loop can skip nbclient's
+            # clean-up: the kernel would keep running the cell (and hold our stdout open)
+            signal_kernel(signal.SIGKILL)
             interrupted = e
             result = {
                 "status": "interrupted",
