@@ -76,19 +76,47 @@ class Tee:
         self.log.flush()
 
 
-def signal_kernel(sig) -> None:
+def signal_kernel(sig) -> bool:
     """Send ``sig`` to the latest kernel (it runs in its own session, so a Ctrl-C in the
-    terminal does not reach it)."""
+    terminal does not reach it); False when there is no kernel process to signal."""
     km = RunKernelManager.latest
     pid = km.kernel_pid() if km is not None else None
-    if pid:
+    if not pid:
+        return False
+    try:
+        os.killpg(pid, sig)
+    except OSError:
         try:
-            os.killpg(pid, sig)
+            os.kill(pid, sig)
         except OSError:
-            try:
-                os.kill(pid, sig)
-            except OSError:
-                pass
+            return False
+    return True
+
+
+class _CtrlC:
+    """While a notebook runs, Ctrl-C kills its kernel (so the cell stops for sure and
+    nbclient reports a dead kernel, recorded as ``interrupted``) instead of raising
+    KeyboardInterrupt wherever the client's event loop happens to be. With no kernel
+    running yet, or on a second Ctrl-C, it raises KeyboardInterrupt as usual."""
+
+    def __init__(self):
+        self.pressed = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.pressed or not signal_kernel(signal.SIGKILL):
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
 
 
 class _Watchdog:
@@ -180,22 +208,24 @@ def execute(
     with open(log_path, "a", encoding="utf-8") as log:  # a resumed notebook keeps its past
         log.write(f"----- {nb.name} started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         watchdog = _Watchdog(timeout_s)
+        ctrl_c = _CtrlC()
         try:
-            pm.execute_notebook(
-                str(nb),
-                str(out),
-                parameters=parameters,
-                kernel_name="skinlab-run",
-                language="python",
-                cwd=str(nb.parent),
-                progress_bar=False,
-                log_output=False,
-                stdout_file=Tee(sys.stdout, log),
-                stderr_file=Tee(sys.stderr, log),
-                kernel_manager_class=RunKernelManager,
-            )
+            with ctrl_c:
+                pm.execute_notebook(
+                    str(nb),
+                    str(out),
+                    parameters=parameters,
+                    kernel_name="skinlab-run",
+                    language="python",
+                    cwd=str(nb.parent),
+                    progress_bar=False,
+                    log_output=False,
+                    stdout_file=Tee(sys.stdout, log),
+                    stderr_file=Tee(sys.stderr, log),
+                    kernel_manager_class=RunKernelManager,
+                )
         except PapermillExecutionError as e:
-            kind = "timeout" if watchdog.fired else "failed"
+            kind = "interrupted" if ctrl_c.pressed else "timeout" if watchdog.fired else "failed"
             raised_in_cell = True
             result = {
                 "status": kind,
@@ -203,13 +233,21 @@ def execute(
                 "cell_index": e.cell_index,
                 "error": f"{e.ename}: {e.evalue}",
             }
+            if ctrl_c.pressed:
+                interrupted = KeyboardInterrupt()
+                result["error"] = "interrupted (Ctrl-C)"
         except DeadKernelError as e:
-            kind = "timeout" if watchdog.fired else "kernel_died"
-            result = {
-                "status": kind,
-                **_running_cell(out),
-                "error": f"the kernel died ({e}); out of memory or killed?",
-            }
+            if ctrl_c.pressed:
+                interrupted = KeyboardInterrupt()
+                result = {"status": "interrupted", **_running_cell(out)}
+                result["error"] = "interrupted (Ctrl-C)"
+            else:
+                kind = "timeout" if watchdog.fired else "kernel_died"
+                result = {
+                    "status": kind,
+                    **_running_cell(out),
+                    "error": f"the kernel died ({e}); out of memory or killed?",
+                }
         except (NoSuchKernel, FileNotFoundError, PermissionError) as e:
             result = {"status": "kernel_missing", "error": f"{type(e).__name__}: {e}"}
         except KeyboardInterrupt as e:
