@@ -16,13 +16,11 @@ import argparse
 import time
 from pathlib import Path
 
-from common import save
+from common import run_model, save
 from sklearn.metrics import balanced_accuracy_score
 
 from skinhelpers.data import cache, manifest
-from skinhelpers.evaluate import scores, summary, tta
-from skinhelpers.model import checkpoints
-from skinhelpers.split import grouped
+from skinhelpers.evaluate import scores, tta
 
 
 def main() -> None:
@@ -35,11 +33,8 @@ def main() -> None:
     a = ap.parse_args()
 
     run = Path(a.run)
-    df = grouped.read_split(run)
+    df, ckpt, model, info = run_model(run, a.checkpoint)
     splits = {s: df[df["split"] == s].reset_index(drop=True) for s in ("val", "test")}
-    primary, ckpts = summary.resolve_checkpoints(run, a.checkpoint)
-    raw, info = checkpoints.model_from_checkpoint(ckpts[primary], "cpu")
-    model = tta.prepare_model(raw, channels_last=True)
     train_size = int(info["image_size"])
     sizes = sorted({train_size, *(int(s) for s in a.sizes.split(",") if s.strip())})
     man = manifest.read_manifest(run)
@@ -84,7 +79,7 @@ def main() -> None:
         "fixres",
         {
             "run": str(run),
-            "checkpoint": str(ckpts[primary]),
+            "checkpoint": str(ckpt),
             "train_size": train_size,
             "views": a.views,
             "rows": rows,

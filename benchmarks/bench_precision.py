@@ -31,13 +31,11 @@ import time
 from pathlib import Path
 
 import torch
-from common import save, spread
+from common import run_model, save, spread
 
 from skinhelpers.data import cache, manifest
-from skinhelpers.evaluate import scores, summary, tta
-from skinhelpers.model import checkpoints
+from skinhelpers.evaluate import scores, tta
 from skinhelpers.model.factory import build_model
-from skinhelpers.split import grouped
 
 
 def cpu_flags() -> list[str]:
@@ -131,11 +129,8 @@ def main() -> None:
 def validation_both_ways(run: str, checkpoint: str, n_bootstrap: int) -> dict:
     """The run's checkpoint on its validation split, float32 against bfloat16 autocast."""
     run_dir = Path(run)
-    df = grouped.read_split(run_dir)
+    df, ckpt, model, info = run_model(run_dir, checkpoint)
     val = df[df["split"] == "val"].reset_index(drop=True)
-    primary, ckpts = summary.resolve_checkpoints(run_dir, checkpoint)
-    raw, info = checkpoints.model_from_checkpoint(ckpts[primary], "cpu")
-    model = tta.prepare_model(raw, channels_last=True)
     c = cache.build_cache(
         manifest.read_manifest(run_dir),
         info["image_size"],
@@ -155,7 +150,7 @@ def validation_both_ways(run: str, checkpoint: str, n_bootstrap: int) -> dict:
     )
     res = {
         "run": str(run_dir),
-        "checkpoint": str(ckpts[primary]),
+        "checkpoint": str(ckpt),
         "n_val": len(val),
         "seconds": secs,
         "bf16_speedup": secs["fp32"] / secs["bf16"],

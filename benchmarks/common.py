@@ -82,3 +82,16 @@ def pipeline_args(pairs: list[list[str]]) -> dict:
     from skinhelpers.run.pipeline import parse_value
 
     return {k: parse_value(v) for k, v in pairs}
+
+
+def run_model(run_dir, checkpoint: str = "best_ema"):
+    """A run folder's split and its checkpoint ready for CPU prediction:
+    ``(split frame, checkpoint path, model, checkpoint info)``."""
+    from skinhelpers.evaluate import summary, tta
+    from skinhelpers.model import checkpoints
+    from skinhelpers.split import grouped
+
+    df = grouped.read_split(run_dir)
+    primary, ckpts = summary.resolve_checkpoints(run_dir, checkpoint)
+    raw, info = checkpoints.model_from_checkpoint(ckpts[primary], "cpu")
+    return df, ckpts[primary], tta.prepare_model(raw, channels_last=True), info

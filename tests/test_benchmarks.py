@@ -17,6 +17,7 @@ from skinhelpers.run.profiles import PROFILES
 
 BENCH = PROJECT_ROOT / "benchmarks"
 pytestmark = [pytest.mark.slow]
+PRECISION_TINY = ("--steps", "1", "--repeats", "1", "--size", "32", "--batch", "4")
 
 
 def _bench(tmp_path, script, *args, timeout=600):
@@ -167,14 +168,7 @@ def test_bench_seeds_and_wall_tiny(tmp_path, demo_dir, demo_manifest):
     _bench(
         tmp_path,
         "bench_precision.py",
-        "--steps",
-        "1",
-        "--repeats",
-        "1",
-        "--size",
-        "32",
-        "--batch",
-        "4",
+        *PRECISION_TINY,
         "--run",
         str(seed_run),
         "--n-bootstrap",
@@ -206,14 +200,7 @@ def test_bench_precision_tiny(tmp_path):
     _bench(
         tmp_path,
         "bench_precision.py",
-        "--steps",
-        "1",
-        "--repeats",
-        "1",
-        "--size",
-        "32",
-        "--batch",
-        "4",
+        *PRECISION_TINY,
     )
     d = _result(tmp_path, "precision")
     for kind in ("train", "infer"):
