@@ -175,6 +175,22 @@ def test_device_fallback_and_names(capsys):
     if not torch.cuda.is_available():
         assert pick_device("cuda").type == "cpu"
         assert "CUDA is not available" in capsys.readouterr().out
-        assert inference_dtype("cpu") is None
+        assert inference_dtype("cpu", "float32") is None
     with pytest.raises(ValueError, match="not a device name"):
         pick_device("gpu0")
+
+
+def test_inference_precision_follows_the_cpu_flags(tmp_path):
+    from skinhelpers.device import cpu_has_native_bf16, inference_dtype
+
+    native, plain = tmp_path / "native", tmp_path / "plain"
+    native.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx512vl\n")
+    plain.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert cpu_has_native_bf16(str(native)) and not cpu_has_native_bf16(str(plain))
+    assert not cpu_has_native_bf16(str(tmp_path / "missing"))  # not Linux: float32
+    assert inference_dtype("cpu", "auto", str(native)) == torch.bfloat16
+    assert inference_dtype("cpu", "auto", str(plain)) is None
+    assert inference_dtype("cpu", "float32", str(native)) is None
+    assert inference_dtype("cpu", "bfloat16", str(plain)) == torch.bfloat16  # asked for
+    with pytest.raises(ValueError, match="precision 'half' is not one of auto"):
+        inference_dtype("cpu", "half")

@@ -169,7 +169,9 @@ def test_one_checkpoint_gives_the_same_probabilities_on_every_path(one_epoch):
     assert np.array_equal(nb08.labels, y.numpy())
 
     # (c) predict on the original image files (decoded and prepared from scratch)
-    out = predict_images(best, list(val["path"]), batch_size=7, show_progress=False)
+    out = predict_images(
+        best, list(val["path"]), batch_size=7, show_progress=False, precision="float32"
+    )
     assert list(out["image_id"]) == [Path(p).stem for p in val["path"]]
     p_files = out[[f"p_{c}" for c in info["classes"]]].to_numpy()
 

@@ -91,7 +91,7 @@ def test_cli_writes_probabilities_and_skips_corrupt_files(trained, image_dir, tm
 def test_python_api_applies_the_stored_preprocessing(trained, image_dir):
     ckpt, sub = trained
     files = sorted(p for p in image_dir.glob("ISIC_*.jpg"))
-    df = predict_images(ckpt, files, show_progress=False)
+    df = predict_images(ckpt, files, show_progress=False, precision="float32")
     assert len(df) == len(files) and df.attrs["skipped"] == []
     model, info = model_from_checkpoint(ckpt)
     assert (info["preprocess"], info["resize_mode"], info["image_size"]) == (
@@ -213,3 +213,28 @@ def test_module_command_runs(trained, image_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "truncated.jpg" in r.stderr and "1 image(s) predicted" in r.stdout
     assert len(pd.read_csv(out)) == 1
+
+
+def test_precision_float32_bfloat16_and_auto(trained, image_dir, tmp_path, capsys):
+    from skinhelpers.device import cpu_has_native_bf16
+
+    ckpt, sub = trained
+    files = sorted(image_dir.glob("ISIC_*.jpg"))
+    f32 = predict_images(ckpt, files, show_progress=False, precision="float32", device="cpu")
+    b16 = predict_images(ckpt, files, show_progress=False, precision="bfloat16", device="cpu")
+    auto = predict_images(ckpt, files, show_progress=False, device="cpu")
+    assert (f32.attrs["precision"], b16.attrs["precision"]) == ("float32", "bfloat16")
+    assert auto.attrs["precision"] == ("bfloat16" if cpu_has_native_bf16() else "float32")
+    _check_frame(b16, sub.attrs["classes"])
+    pc = [c for c in f32.columns if c.startswith("p_")]
+    gap = np.abs(f32[pc].to_numpy() - b16[pc].to_numpy()).max()
+    assert 0 < gap < 0.05  # autocast ran (bfloat16 rounds), and only rounds
+    with pytest.raises(ValueError, match="precision 'fp16'"):
+        predict_images(ckpt, files, show_progress=False, precision="fp16")
+    out = tmp_path / "p.csv"
+    args = ["predict", "--checkpoint", str(ckpt), "--images", str(files[0]), "--out", str(out)]
+    assert cli([*args, "--precision", "float32"]) == 0
+    assert "(float32)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse: invalid choice, exit status 2
+        cli([*args, "--precision", "half"])
+    assert "invalid choice: 'half'" in capsys.readouterr().err

@@ -70,7 +70,9 @@ def test_onnx_export_predicts_the_same_probabilities(short, onnx_dir, tmp_path):
     assert not list(onnx_dir.glob("*.data"))  # weights inside the one .onnx file
     ref = {}
     for tta in (1, 2):  # batch size 5: batches of 5, 5, 4 (dynamic batch axis)
-        a = ref[tta] = predict_images(ckpt, images, tta=tta, batch_size=5, show_progress=False)
+        a = ref[tta] = predict_images(
+            ckpt, images, tta=tta, batch_size=5, show_progress=False, precision="float32"
+        )
         b = predict_images(
             onnx_dir / "model.onnx", images, tta=tta, batch_size=5, show_progress=False
         )
@@ -200,6 +202,7 @@ def test_model_card_of_an_evaluated_run(run08):
         assert heading in card, heading
     assert "Not a diagnostic device" in card and "CC BY-NC 4.0" in card
     assert "non-commercial" in card and "SYNTHETIC" not in card
+    assert f"| evaluated in | {m['precision']} |" in card
     ba = m["models"]["best_ema"]["headline"]["balanced_accuracy"]
     assert f"{ba['value']:.3f} ({ba['ci_low']:.3f}–{ba['ci_high']:.3f})" in card
     for op in m["positive_class"]["operating_points"]:
@@ -240,7 +243,8 @@ def demo_server(run08):
     from skinhelpers.share.demo import serve
 
     port = _free_port()
-    app = serve(run08 / "checkpoints" / "best_ema.pt", port=port, block=False)
+    # float32 in both: the page's numbers must be predict's to the last digit
+    app = serve(run08 / "checkpoints" / "best_ema.pt", port=port, block=False, precision="float32")
     yield app, f"http://127.0.0.1:{port}/"
     app.close()
 
@@ -256,7 +260,9 @@ def test_demo_answers_like_predict(demo_server, run08, ham_manifest, tmp_path):
     client = Client(url, verbose=False)
     images = list(pick_images(ham_manifest, per_class=1, seed=3)["path"])[:3]
     ckpt = run08 / "checkpoints" / "best_ema.pt"
-    ref = predict_images(ckpt, images, tta=app.demo_model.views, show_progress=False)
+    ref = predict_images(
+        ckpt, images, tta=app.demo_model.views, show_progress=False, precision="float32"
+    )
     assert app.demo_model.views == ["identity", "hflip"]  # those of the thresholds
     for i, path in enumerate(images):
         label, verdict, cam, prep = client.predict(handle_file(path), api_name="/classify")

@@ -24,7 +24,7 @@ import torch
 
 from skinhelpers.data.imaging import load_for_model
 from skinhelpers.data.registry import IMAGE_EXTENSIONS
-from skinhelpers.device import inference_dtype, pick_device
+from skinhelpers.device import PRECISIONS, inference_dtype, pick_device
 from skinhelpers.evaluate.onnx_model import is_onnx, load_onnx_model
 from skinhelpers.evaluate.tta import prepare_model
 from skinhelpers.files import write_csv
@@ -107,6 +107,7 @@ def predict_images(
     workers: int = 0,
     device: str = "auto",
     show_progress: bool = True,
+    precision: str = "auto",
 ) -> pd.DataFrame:
     """Predict images (files and/or folders) with a checkpoint (path or loaded dict) or
     an exported ``.onnx`` file (with its ``config.json`` beside it; run in onnxruntime).
@@ -115,11 +116,18 @@ def predict_images(
     ``p_<class>`` column per class (probabilities summing to one), ``pred`` and
     ``confidence``. Files that could not be read are listed in ``df.attrs["skipped"]``
     as ``{"path", "error"}`` dicts.
+
+    ``precision`` (auto | float32 | bfloat16) is that of
+    :func:`skinhelpers.device.inference_dtype`: ``auto`` runs bfloat16 autocast on a GPU
+    and on CPUs with native bfloat16, float32 elsewhere (an ``.onnx`` model always runs in
+    float32). ``df.attrs["precision"]`` says which ran.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files = collect_images(paths)
+    amp_dtype = None
     if is_onnx(checkpoint):  # an exported model.onnx (+ config.json): onnxruntime
+        inference_dtype("cpu", precision)  # the name is still checked
         model, info = load_onnx_model(checkpoint)
     else:
         ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
@@ -128,6 +136,7 @@ def predict_images(
         model = prepare_model(
             model, channels_last=True
         )  # eager: compiling costs more than it saves here
+        amp_dtype = inference_dtype(model_device(model), precision)
     classes = list(info["classes"])
     views = resolve_views(tta)
     ds = _ImageFiles(files, int(info["image_size"]), info["preprocess"], info["resize_mode"])
@@ -142,7 +151,7 @@ def predict_images(
         info["std"],
         views,
         desc=f"predict {len(files)} images" if show_progress else None,
-        amp_dtype=inference_dtype(model_device(model)),
+        amp_dtype=amp_dtype,
     )
     # the loop's "labels" are the file indices _ReadableBatches yields with each batch
     rows_idx = pred.labels.tolist() if pred.labels is not None else []
@@ -160,6 +169,7 @@ def predict_images(
             "skipped": skipped,
             "classes": classes,
             "tta_views": views,
+            "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
             "checkpoint": {
                 k: info[k]
                 for k in ("arch", "dataset", "image_size", "preprocess", "resize_mode", "epoch")
@@ -198,6 +208,13 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="auto (CUDA when present, else the CPU) | cpu | cuda | cuda:N",
     )
+    ap.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto (bfloat16 autocast on a GPU and on CPUs with native bfloat16, "
+        "else float32) | float32 | bfloat16",
+    )
     ap.add_argument("--errors", default=None, help="also write the skipped files to this CSV")
     a = ap.parse_args(argv)
     try:
@@ -208,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=a.batch_size,
             workers=a.workers,
             device=a.device,
+            precision=a.precision,
         )
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -219,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.errors:
         write_csv(a.errors, pd.DataFrame(skipped, columns=["path", "error"]))
     print(
-        f"{len(df)} image(s) predicted -> {a.out}"
+        f"{len(df)} image(s) predicted ({df.attrs['precision']}) -> {a.out}"
         + (f"; {len(skipped)} unreadable file(s) skipped" if skipped else "")
     )
     if not len(df):

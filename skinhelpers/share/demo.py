@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from skinhelpers.data.imaging import ImageReadError, load_for_model, read_rgb  # noqa: E402
+from skinhelpers.device import PRECISIONS, inference_dtype  # noqa: E402
 from skinhelpers.evaluate.explain import cams_for_images, overlay  # noqa: E402
 from skinhelpers.evaluate.tta import prepare_model  # noqa: E402
 from skinhelpers.model.checkpoints import (
@@ -47,9 +48,18 @@ DISCLAIMER = (
 class DemoModel:
     """A checkpoint ready for one image at a time: probabilities, verdict, Grad-CAM."""
 
-    def __init__(self, checkpoint: str | os.PathLike, tta=None, operating_point: int = 0):
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike,
+        tta=None,
+        operating_point: int = 0,
+        precision: str = "auto",
+    ):
         model, self.info = model_from_checkpoint(checkpoint, "cpu")
         self.model = prepare_model(model, channels_last=True)  # as predict does
+        # as predict does: bfloat16 autocast on a CPU with native bfloat16 ("auto")
+        self.amp_dtype = inference_dtype("cpu", precision)
+        self.precision = str(self.amp_dtype or torch.float32).replace("torch.", "")
         self.classes = list(self.info["classes"])
         self.thresholds = run_thresholds(checkpoint, self.classes)
         # the views the thresholds were chosen with, unless told otherwise
@@ -70,7 +80,9 @@ class DemoModel:
 
     def probabilities(self, img: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
-        p, _ = predict_batch(self.model, x, self.info["mean"], self.info["std"], self.views)
+        p, _ = predict_batch(
+            self.model, x, self.info["mean"], self.info["std"], self.views, amp_dtype=self.amp_dtype
+        )
         return p[0].numpy()
 
     def cam_overlay(self, img: np.ndarray, target: int) -> np.ndarray:
@@ -118,7 +130,8 @@ class DemoModel:
             f"{img.shape[1]} x {img.shape[0]} px\n"
             f"- normalisation: mean {[round(m, 4) for m in i['mean']]}, "
             f"std {[round(s, 4) for s in i['std']]}\n"
-            f"- test-time views averaged: {', '.join(self.views)}\n"
+            f"- test-time views averaged: {', '.join(self.views)}; "
+            f"precision {self.precision}\n"
             f"- model: {i['arch']}, epoch {i['epoch']}, trained on `{i['dataset']}` "
             f"(`{self.checkpoint.name}`)\n"
             f"- data licence: {data_licence(i['dataset'])}"
@@ -149,11 +162,13 @@ class DemoModel:
         )
 
 
-def build_demo(checkpoint: str | os.PathLike, tta=None, operating_point: int = 0):
+def build_demo(
+    checkpoint: str | os.PathLike, tta=None, operating_point: int = 0, precision: str = "auto"
+):
     """The Gradio Blocks app for ``checkpoint`` (launch it with :func:`serve`)."""
     import gradio as gr
 
-    dm = DemoModel(checkpoint, tta=tta, operating_point=operating_point)
+    dm = DemoModel(checkpoint, tta=tta, operating_point=operating_point, precision=precision)
     synthetic = dm.info["dataset"] == "demo"
     with gr.Blocks(title="skinlesion-lab demo", analytics_enabled=False) as app:
         gr.Markdown(
@@ -187,12 +202,13 @@ def serve(
     block: bool = True,
     tta=None,
     operating_point: int = 0,
+    precision: str = "auto",
 ):
     """Serve the demo on 127.0.0.1:``port`` (never shared, no analytics); return the app.
     ``block=False`` returns at once with the server running (tests)."""
     import gradio as gr
 
-    app = build_demo(checkpoint, tta=tta, operating_point=operating_point)
+    app = build_demo(checkpoint, tta=tta, operating_point=operating_point, precision=precision)
     app.launch(
         server_name=HOST,
         server_port=port,
@@ -225,10 +241,22 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="which of the run's melanoma operating points (0 = the first)",
     )
+    ap.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto (bfloat16 on a CPU with native bfloat16, as predict) | float32 | bfloat16",
+    )
     a = ap.parse_args(argv)
     print(f"serving on http://{HOST}:{a.port} (Ctrl-C stops it)", flush=True)
     try:
-        serve(a.checkpoint, a.port, tta=a.tta, operating_point=a.operating_point)
+        serve(
+            a.checkpoint,
+            a.port,
+            tta=a.tta,
+            operating_point=a.operating_point,
+            precision=a.precision,
+        )
     except (CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -97,6 +97,7 @@ def _model_section(run_dir: Path, metrics: dict, params: dict) -> str:
             f"`{prep.get('preprocess', '?')}`, resize `{prep.get('resize_mode', '?')}`",
         ],
         ["test-time augmentation", ", ".join(metrics.get("tta_views") or ["identity"])],
+        ["evaluated in", metrics.get("precision", "float32")],
     ]
     for k in ("epochs", "lr", "loss", "label_smoothing", "balance_power", "ema", "monitor"):
         if k in p7:
