@@ -176,6 +176,27 @@ def test_bench_seeds_and_wall_tiny(tmp_path, demo_dir, demo_manifest):
     )
     q = _result(tmp_path, "precision")["run_validation"]
     assert q["n_val"] > 0 and 0 <= q["max_abs_prob_diff"] < 1 and q["bf16_speedup"] > 0
+    _bench(
+        tmp_path,
+        "bench_selection.py",
+        "--run",
+        str(seed_run),
+        "--views",
+        "2",
+        "--crt",
+        "last",
+        "--n-bootstrap",
+        "20",
+    )
+    sel = _result(tmp_path, "selection")
+    names = [r["checkpoint"] for r in sel["rows"]]
+    assert names[0] == "best" and "last" in names  # best.pt and last.pt are always written
+    assert sel["reference"] in names and set(sel["paired_test_vs_reference"]) == (
+        set(names) - {sel["reference"]}
+    )
+    assert all(0 <= r["test_balanced_accuracy"] <= 1 for r in sel["rows"])
+    assert sel["crt"]["chosen_C"] in [g["C"] for g in sel["crt"]["grid"]]
+    assert "balanced_accuracy" in sel["crt"]["paired_test_crt_minus_own"]
 
     _bench(
         tmp_path,
