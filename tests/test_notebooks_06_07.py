@@ -72,8 +72,8 @@ def test_notebooks_06_07_demo(tmp_path, demo_dir, demo_manifest, monkeypatch):
         ema=True,
     )
     ck = run / "checkpoints"
-    assert {p.name for p in ck.iterdir()} >= {"best.pt", "last.pt", "best_ema.pt"}
-    for name in ("best.pt", "best_ema.pt", "last.pt"):
+    assert {p.name for p in ck.iterdir()} >= {"best.pt", "last.pt", "best_ema.pt", "final_ema.pt"}
+    for name in ("best.pt", "best_ema.pt", "final_ema.pt", "last.pt"):
         raw = torch.load(ck / name, weights_only=True)
         assert raw["arch"] == best["arch"] and raw["image_size"] == 32
     model, info = checkpoints.model_from_checkpoint(ck / "best.pt")

@@ -168,7 +168,12 @@ def test_checkpoints_reload_with_weights_only(tmp_path):
     tr = Trainer(_cfg(epochs=2, ema=True, tensorboard=True), ds, ds, labels, META, tmp_path)
     res = tr.fit()
     files = {p.name for p in (tmp_path / "checkpoints").iterdir()}
-    assert files == {"best.pt", "best_ema.pt", "last.pt"}
+    assert files == {"best.pt", "best_ema.pt", "final_ema.pt", "last.pt"}
+    final = torch.load(tmp_path / "checkpoints" / "final_ema.pt", weights_only=True)
+    ema_end = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert final["epoch"] == 2 and all(  # the EMA weights of the last epoch
+        torch.equal(v, ema_end["ema_state_dict"][k]) for k, v in final["state_dict"].items()
+    )
     for name in files:
         raw = torch.load(tmp_path / "checkpoints" / name, weights_only=True)
         assert raw["classes"] == ["a", "b", "c"] and raw["image_size"] == 32

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 
-CHECKPOINT_NAMES = ("best", "best_ema")
+CHECKPOINT_NAMES = ("best", "best_ema", "final_ema")
 
 
 def resolve_checkpoints(run_dir, checkpoint: str = "best_ema") -> tuple[str, dict[str, Path]]:
     """The checkpoints notebook 08 evaluates, and the reported one.
 
-    ``checkpoint``: ``best`` or ``best_ema`` (in ``<run_dir>/checkpoints/``), or a path to a
+    ``checkpoint``: ``best``, ``best_ema`` or ``final_ema`` (the EMA weights at the end of
+    training; in ``<run_dir>/checkpoints/``), or a path to a
     ``.pt`` file (named by its stem, evaluated first). Returns ``(primary, {name: path})``
     for the files that exist; FileNotFoundError when the reported one does not.
     """

@@ -14,8 +14,9 @@ The recipe (every part a :class:`TrainConfig` field):
 * **speed** - mixed precision on CUDA, ``channels_last``, optional ``torch.compile``,
   DistributedDataParallel under ``torchrun`` (``python -m skinhelpers.train.launch``);
 * **bookkeeping** - early stopping on a validation metric, ``best.pt`` / ``best_ema.pt`` /
-  ``last.pt`` written atomically (see :mod:`skinhelpers.model.checkpoints`), resume from
-  ``last.pt``, ``history.csv``, TensorBoard logs in ``tb/``, seeds everywhere.
+  ``final_ema.pt`` (the EMA weights at the end) / ``last.pt`` written atomically (see
+  :mod:`skinhelpers.model.checkpoints`), resume from ``last.pt``, ``history.csv``,
+  TensorBoard logs in ``tb/``, seeds everywhere.
 
 Batches arrive as ``uint8`` images; conversion, normalisation and mixing happen on the
 device. Every epoch reseeds the random generators from ``(seed, epoch, rank)``, so a run
@@ -592,6 +593,16 @@ class Trainer:
             if self.on_epoch_end is not None and self.on_epoch_end(epoch, row):
                 break
             epoch += 1
+        if main and self.ema is not None and cfg.save != "none" and self.history:
+            # the EMA weights at the end of training (an annealed schedule's final average):
+            # no selection on a noisy best-epoch score; notebook 08 evaluates it beside
+            # best / best_ema (benchmarks/RESULTS.md section 11)
+            self._save(
+                "final_ema.pt",
+                self.ema.module.state_dict(),
+                _strip(self.history[-1], "ema_val_"),
+                len(self.history),
+            )
         if self.writer is not None:
             self.writer.close()
         return self.result(time.perf_counter() - t_start)
