@@ -73,6 +73,11 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """How :func:`inference_dtype`'s answer is reported: ``"float32"`` or ``"bfloat16"``."""
+    return str(dtype or torch.float32).replace("torch.", "")
+
+
 def inference_dtype(
     device: torch.device | str, precision: str = "auto", cpuinfo: str = "/proc/cpuinfo"
 ) -> torch.dtype | None:

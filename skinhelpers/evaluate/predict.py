@@ -24,7 +24,7 @@ import torch
 
 from skinhelpers.data.imaging import load_for_model
 from skinhelpers.data.registry import IMAGE_EXTENSIONS
-from skinhelpers.device import PRECISIONS, inference_dtype, pick_device
+from skinhelpers.device import PRECISIONS, inference_dtype, pick_device, precision_name
 from skinhelpers.evaluate.onnx_model import is_onnx, load_onnx_model
 from skinhelpers.evaluate.tta import prepare_model
 from skinhelpers.files import write_csv
@@ -169,7 +169,7 @@ def predict_images(
             "skipped": skipped,
             "classes": classes,
             "tta_views": views,
-            "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+            "precision": precision_name(amp_dtype),
             "checkpoint": {
                 k: info[k]
                 for k in ("arch", "dataset", "image_size", "preprocess", "resize_mode", "epoch")

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from skinhelpers.data.imaging import ImageReadError, load_for_model, read_rgb  # noqa: E402
-from skinhelpers.device import PRECISIONS, inference_dtype  # noqa: E402
+from skinhelpers.device import PRECISIONS, inference_dtype, precision_name  # noqa: E402
 from skinhelpers.evaluate.explain import cams_for_images, overlay  # noqa: E402
 from skinhelpers.evaluate.tta import prepare_model  # noqa: E402
 from skinhelpers.model.checkpoints import (
@@ -59,7 +59,7 @@ class DemoModel:
         self.model = prepare_model(model, channels_last=True)  # as predict does
         # as predict does: bfloat16 autocast on a CPU with native bfloat16 ("auto")
         self.amp_dtype = inference_dtype("cpu", precision)
-        self.precision = str(self.amp_dtype or torch.float32).replace("torch.", "")
+        self.precision = precision_name(self.amp_dtype)
         self.classes = list(self.info["classes"])
         self.thresholds = run_thresholds(checkpoint, self.classes)
         # the views the thresholds were chosen with, unless told otherwise
