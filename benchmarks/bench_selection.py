@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import save
+from common import run_model, save
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
@@ -52,16 +52,12 @@ def available(run: Path) -> list[str]:
 
 def load(run: Path, name: str):
     """``(model ready for CPU prediction, info)`` of one of NAMES."""
-    d = run / "checkpoints"
-    if name in ("best", "best_ema"):
-        ck = checkpoints.load_checkpoint(d / f"{name}.pt")
-    else:
-        ck = checkpoints.load_checkpoint(d / "last.pt")
-        if name == "last_ema":
-            ema = ck.get("ema_state_dict")
-            if not ema:
-                raise SystemExit(f"{d / 'last.pt'} holds no EMA weights")
-            ck = {**ck, "state_dict": ema}
+    if name in ("best", "best_ema"):  # the files notebook 08 evaluates
+        _, _, model, info = run_model(run, name)
+        return model, info
+    ck = checkpoints.load_checkpoint(run / "checkpoints" / "last.pt")
+    if name == "last_ema":  # the EMA weights stored beside the raw ones
+        ck = {**ck, "state_dict": ck["ema_state_dict"]}
     raw, info = checkpoints.model_from_checkpoint(ck, "cpu")
     return tta.prepare_model(raw, channels_last=True), info
 
