@@ -7,6 +7,7 @@ import json
 import time
 
 import nbformat
+import pandas as pd
 import pytest
 
 from skinhelpers.run import pipeline, profiles
@@ -29,6 +30,7 @@ TINY_GPU_OVERRIDES = {
     "n_bootstrap": 50,
     "tta_views": 1,
     "cam_max_images": 4,
+    "n_folds": 3,  # three fold models instead of five
 }
 
 
@@ -64,5 +66,16 @@ def test_gpu_profile_end_to_end_on_cpu_offline(tmp_path, monkeypatch):
     )
     after = text.split("--- trial efficientnet_b0", 1)[1]  # fails fast and says why
     assert after.lstrip().startswith("skipped:") and "offline" in after.lower()
-    assert (run_dir / "metrics.json").exists()
+    # K-fold: 04 made 3 folds, 07 trained the fold-1 and fold-2 models on their own
+    # validation folds, 08 evaluated the average of the three on the test split
+    split = pd.read_csv(run_dir / "split.csv")
+    assert sorted(split.loc[split["split"] != "test", "fold"].unique()) == [0, 1, 2]
+    for f in (1, 2):
+        res = json.loads((run_dir / "folds" / f"fold{f}" / "train_result.json").read_text())
+        assert res["n_val"] == (split["fold"] == f).sum()
+        assert res["n_train"] == ((split["split"] != "test") & (split["fold"] != f)).sum()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(metrics["ensemble"]["members"]) == 3
+    assert "balanced_accuracy" in metrics["ensemble"]["vs_primary"]
+    assert set(metrics["models"]) >= {metrics["primary"], "ensemble"}
     assert (run_dir / "report" / "index.html").exists()

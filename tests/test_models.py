@@ -62,6 +62,7 @@ def test_variants():
         "arch": "efficientnet_lite0",
         "pretrained": True,
         "frozen": False,
+        "input_norm": "weights",
         "label": "efficientnet_lite0",
     }
     assert models.parse_variant("efficientnet_lite0:scratch")["pretrained"] is False

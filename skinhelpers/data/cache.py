@@ -175,6 +175,25 @@ def build_cache(df: pd.DataFrame, size: int = 128, preprocess: str = "none",
     return ImageCache.open(meta_path)
 
 
+def channel_stats(cache: ImageCache, rows, chunk: int = 512) -> tuple[tuple, tuple]:
+    """Per-channel ``(mean, std)`` on the 0-1 scale of the cached images at ``rows`` (the
+    featurewise normalisation of a training set), read in chunks of ``chunk`` images."""
+    rows = np.asarray(rows)
+    if rows.size == 0:
+        raise ValueError("no images to compute channel statistics on")
+    s1 = np.zeros(3)
+    s2 = np.zeros(3)
+    n = 0
+    for i in range(0, len(rows), chunk):
+        x = cache.images[np.sort(rows[i : i + chunk])].reshape(-1, 3).astype(np.float64) / 255.0
+        s1 += x.sum(0)
+        s2 += np.square(x).sum(0)
+        n += len(x)
+    mean = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - mean**2, 1e-12))
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
 class CachedImageDataset:
     """A map-style torch dataset over an :class:`ImageCache` (usable by ``DataLoader``).
 

@@ -99,6 +99,10 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 }
 MODEL_NAMES: tuple[str, ...] = tuple(MODEL_SPECS)
 VARIANTS = ("pretrained", "scratch", "frozen", "finetune")
+#: input normalisation (``name@norm``): ``weights``, the statistics the weights were trained
+#: with (ImageNet's; the default); ``dataset``, the training images' per-channel mean and
+#: std (featurewise); ``sample``, each image centred on its own per-channel mean (samplewise)
+INPUT_NORMS = ("weights", "dataset", "sample")
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -108,13 +112,20 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def parse_variant(text: str) -> dict:
-    """``"efficientnet_lite0:scratch"`` -> ``{"arch", "pretrained", "frozen", "label"}``.
+    """``"efficientnet_lite0:scratch@dataset"`` -> ``{"arch", "pretrained", "frozen",
+    "input_norm", "label"}``.
 
     A trial is a factory name with an optional modifier: ``:scratch`` (random init),
     ``:pretrained``, ``:frozen`` (pretrained backbone frozen, head trained) or
-    ``:finetune`` (pretrained, everything trained). Without one, the model's defaults.
+    ``:finetune`` (pretrained, everything trained), and an optional input normalisation
+    ``@weights`` (the default), ``@dataset`` or ``@sample`` (see ``INPUT_NORMS``).
+    Without them, the model's defaults.
     """
-    name, _, variant = str(text).partition(":")
+    text_, _, norm = str(text).partition("@")
+    norm = norm.strip() or "weights"
+    if norm not in INPUT_NORMS:
+        raise ValueError(f"input normalisation '{norm}' in '{text}' is not one of {INPUT_NORMS}")
+    name, _, variant = text_.partition(":")
     spec = model_spec(name.strip())
     variant = variant.strip()
     if variant and variant not in VARIANTS:
@@ -132,6 +143,7 @@ def parse_variant(text: str) -> dict:
         "arch": name.strip(),
         "pretrained": pretrained,
         "frozen": frozen,
+        "input_norm": norm,
         "label": str(text).strip(),
     }
 
@@ -178,19 +190,29 @@ def make_head(
 
 
 class Classifier(nn.Module):
-    """``backbone`` (image -> pooled features) followed by ``head`` (features -> logits)."""
+    """``backbone`` (image -> pooled features) followed by ``head`` (features -> logits).
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, arch: str, mean, std):
+    ``mean``/``std`` are the input normalisation (the checkpoint carries them, and the one
+    input function applies them); ``sample_center`` also centres each image on its own
+    per-channel mean inside the network (samplewise centering), so every consumer of the
+    model, the ONNX export included, gets it without knowing."""
+
+    def __init__(
+        self, backbone: nn.Module, head: nn.Module, arch: str, mean, std, sample_center=False
+    ):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.arch = arch
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
+        self.sample_center = bool(sample_center)
         self.backbone_frozen = False
         self.pretrained_source = "none"
 
     def forward(self, x):
+        if self.sample_center:
+            x = x - x.mean(dim=(2, 3), keepdim=True)
         return self.head(self.backbone(x))
 
     def freeze_backbone(self, frozen: bool = True) -> "Classifier":
@@ -453,13 +475,15 @@ def build_model(
     hidden_dim: int = 0,
     drop_path_rate: float = 0.0,
     frozen: bool | None = None,
+    sample_center: bool = False,
 ) -> Classifier:
     """Build a :class:`Classifier` by factory name (see ``MODEL_NAMES``).
 
     ``pretrained``: None (the model's default), False (random init), True/"auto" (hub,
     then offline package), "hub", "package", or a path to a weights file.
     ``drop_rate``/``hidden_dim`` configure the head; ``drop_path_rate`` is timm's
-    stochastic depth; ``frozen`` (default: the model's) freezes the backbone.
+    stochastic depth; ``frozen`` (default: the model's) freezes the backbone;
+    ``sample_center`` centres each input image on its own per-channel mean.
     """
     spec = model_spec(name)
     if int(num_classes) < 2:
@@ -489,6 +513,7 @@ def build_model(
         name,
         mean,
         std,
+        sample_center,
     )
     model.pretrained_source = source
     if frozen:
@@ -526,13 +551,21 @@ def describe_models(num_classes: int = 7) -> "pd.DataFrame":
 
 
 def model_kwargs(
-    num_classes: int, drop_rate: float = 0.2, hidden_dim: int = 0, drop_path_rate: float = 0.0
+    num_classes: int,
+    drop_rate: float = 0.2,
+    hidden_dim: int = 0,
+    drop_path_rate: float = 0.0,
+    sample_center: bool = False,
 ) -> dict:
-    """The keyword arguments a checkpoint stores to rebuild the network."""
-    return {
+    """The keyword arguments a checkpoint stores to rebuild the network
+    (``sample_center`` only when set, so earlier checkpoints read the same)."""
+    kw = {
         "num_classes": int(num_classes),
         "drop_rate": float(drop_rate),
         "hidden_dim": int(hidden_dim or 0),
         "drop_path_rate": float(drop_path_rate),
         "pretrained": False,
     }
+    if sample_center:
+        kw["sample_center"] = True
+    return kw

@@ -48,8 +48,16 @@ PROFILES: dict[str, dict] = {
         # winners); it flows into the image cache, so 04-08 train and test on it
         "preprocess": "shades_of_gray",
         "max_images": 0,  # 0: all images
-        # three trials keep 06 near 5 minutes; the gpu profile compares many more
-        "trial_models": ["small_cnn", "efficientnet_lite0:frozen", "efficientnet_lite0"],
+        # six short trials (about 3 minutes) that answer 06's three questions on real data:
+        # pretrained vs scratch, frozen vs fine-tuned, and the input normalisation
+        "trial_models": [
+            "small_cnn",
+            "efficientnet_lite0:scratch",
+            "efficientnet_lite0:frozen",
+            "efficientnet_lite0",
+            "efficientnet_lite0@dataset",
+            "efficientnet_lite0@sample",
+        ],
         "trial_epochs": 2,
         "trial_freeze_epochs": 0,
         "trial_image_size": 64,
@@ -85,6 +93,8 @@ PROFILES: dict[str, dict] = {
             "efficientnet_lite0:scratch",
             "efficientnet_lite0:frozen",
             "efficientnet_lite0",
+            "efficientnet_lite0@dataset",
+            "efficientnet_lite0@sample",
             "efficientnet_lite1",
             "efficientnet_lite2",
         ],
@@ -93,6 +103,10 @@ PROFILES: dict[str, dict] = {
         "trial_image_size": 224,
         "trial_batch_size": 64,
         "trial_max_train_images": 0,
+        # 04 deals the train+val pool into 5 lesion-grouped folds (validation = fold 0); 07
+        # trains one model per fold and 08 evaluates their average on the fixed test split
+        "n_folds": 5,
+        "kfold_ensemble": True,
         "epochs": 40,
         "batch_size": 64,
         "lr": 1.5e-3,

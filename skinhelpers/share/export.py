@@ -127,6 +127,12 @@ def export_config(
         "exported": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "torch": torch.__version__,
     }
+    if ckpt["model_kwargs"].get("sample_center"):
+        cfg["input"]["normalisation"] += (
+            "; the network then centres each image on its own per-channel mean "
+            "(model_kwargs.sample_center: part of model.onnx, and of the network that "
+            "build_model(arch, **model_kwargs) rebuilds)"
+        )
     if checkpoint_path is not None:
         cfg["source_checkpoint"] = str(Path(checkpoint_path).resolve())
         cfg["thresholds"] = run_thresholds(checkpoint_path, classes)

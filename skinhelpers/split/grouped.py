@@ -746,6 +746,44 @@ def read_split(run_dir: str | os.PathLike) -> pd.DataFrame:
     return out
 
 
+def n_folds_of(split_df: pd.DataFrame) -> int:
+    """How many cross-validation folds notebook 04 dealt the train+val pool into (0: none)."""
+    pool = split_df.loc[split_df["split"] != "test", "fold"]
+    return int(pool.max()) + 1 if len(pool) and (pool >= 0).all() else 0
+
+
+def fold_split(split_df: pd.DataFrame, fold: int) -> pd.DataFrame:
+    """The split with fold ``fold`` of the train+val pool as validation and the other
+    folds as training (the test split untouched), for K-fold training.
+
+    Fold 0 is notebook 04's own validation split, so ``fold_split(df, 0)`` gives the split
+    back unchanged. The folds are grouped (by lesion, near-duplicates merged), so no
+    group crosses; the result is checked all the same. A split without folds, or a fold
+    out of range, is an error naming ``n_folds`` of notebook 04.
+    """
+    k = n_folds_of(split_df)
+    if k < 2:
+        raise ValueError(
+            "this split has no cross-validation folds: run notebook 04 with n_folds >= 2 "
+            "(the gpu profile does) before K-fold training"
+        )
+    if int(fold) != fold or not 0 <= fold < k:
+        raise ValueError(f"fold must be an integer in 0..{k - 1} (n_folds = {k}), got {fold}")
+    out = split_df.copy()
+    pool = out["split"] != "test"
+    out.loc[pool, "split"] = np.where(out.loc[pool, "fold"] == fold, "val", "train")
+    groups = {s: set(out.loc[out["split"] == s, "group"]) for s in SPLITS}
+    crossing = (groups["train"] & groups["val"]) | (
+        groups["test"] & (groups["train"] | groups["val"])
+    )
+    if crossing:
+        raise SplitError(
+            f"fold {fold}: {len(crossing)} group(s) cross splits, e.g. {sorted(crossing)[:3]}"
+        )
+    out.attrs = {**split_df.attrs, "fold": int(fold), "n_folds": k}
+    return out
+
+
 __all__ = [
     "SPLITS",
     "SplitError",
@@ -761,4 +799,6 @@ __all__ = [
     "plot_split",
     "save_split",
     "read_split",
+    "n_folds_of",
+    "fold_split",
 ]

@@ -29,7 +29,7 @@ from skinhelpers.files import read_json
 from skinhelpers.model.checkpoints import model_from_checkpoint
 from skinhelpers.model.inference import predict_loader
 from skinhelpers.model.metrics import val_metrics
-from skinhelpers.split.grouped import read_split
+from skinhelpers.split.grouped import fold_split, read_split
 from skinhelpers.train import distributed as ddp
 from skinhelpers.train.augment import eval_transform, read_augmentation, train_transform
 from skinhelpers.train.config import DataMeta, TrainConfig
@@ -76,9 +76,14 @@ def load_data(
     augmentation: dict | None = None,
     cache_dir=None,
     show_progress: bool = True,
+    fold: int | None = None,
 ) -> TrainData:
-    """Training and validation datasets over the image cache of the run's split."""
+    """Training and validation datasets over the image cache of the run's split; with
+    ``fold``, fold ``fold`` of the train+val pool validates and the other folds train
+    (:func:`skinhelpers.split.grouped.fold_split`; fold 0 is the split itself)."""
     df = read_split(run_dir)
+    if fold is not None:
+        df = fold_split(df, fold)
     pre = read_preprocessing(run_dir, show_progress)
     aug = (
         dict(augmentation)

@@ -60,8 +60,10 @@ def write_launch_config(
     image_size: int,
     max_train_images: int = 0,
     augmentation: dict | None = None,
+    fold: int | None = None,
 ) -> Path:
-    """The JSON that ``python -m skinhelpers.train.launch --config`` reads."""
+    """The JSON that ``python -m skinhelpers.train.launch --config`` reads (``fold``: the
+    K-fold model to train, see :func:`skinhelpers.train.experiment.load_data`)."""
     spec = {
         "train": asdict(cfg),
         "run_dir": str(Path(run_dir).resolve()),
@@ -69,6 +71,7 @@ def write_launch_config(
         "image_size": int(image_size),
         "max_train_images": int(max_train_images or 0),
         "augmentation": augmentation,
+        "fold": fold,
     }
     return write_json(path, spec)
 
@@ -88,6 +91,7 @@ def run_from_launch_config(spec: dict) -> dict:
             spec.get("max_train_images", 0),
             spec.get("augmentation"),
             show_progress=dist.is_main,
+            fold=spec.get("fold"),
         )
         if dist.is_main:
             ddp.barrier(dist)

@@ -149,12 +149,20 @@ def plot_trial_curves(
     return fig
 
 
+NORM_NAMES = {
+    "weights": "the weights' statistics (ImageNet)",
+    "dataset": "dataset featurewise mean/std",
+    "sample": "samplewise centering",
+}
+
+
 def paired_comparisons(table: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.DataFrame:
-    """Pretrained vs random initialisation and frozen vs fine-tuned, where both were run.
+    """Pretrained vs random initialisation, frozen vs fine-tuned and the input
+    normalisations, where both trials of a pair were run.
 
     Pairs are trials of the same architecture: ``X`` vs ``X:scratch`` (or ``resnet50`` from
-    scratch vs ``resnet50_finetune``), and ``X:frozen`` / ``resnet50_frozen`` vs the
-    fine-tuned one.
+    scratch vs ``resnet50_finetune``), ``X:frozen`` / ``resnet50_frozen`` vs the
+    fine-tuned one, and ``X`` vs ``X@dataset`` / ``X@sample`` (same initialisation).
     """
     rows = []
     t = table.dropna(subset=[metric])
@@ -169,10 +177,23 @@ def paired_comparisons(table: pd.DataFrame, metric: str = "balanced_accuracy") -
             if a == b or base(a) != base(b):
                 continue
             question = None
-            if ia["pretrained"] and not ia["frozen"] and not ib["pretrained"]:
+            same_norm = ia["input_norm"] == ib["input_norm"]
+            if ia["pretrained"] and not ia["frozen"] and not ib["pretrained"] and same_norm:
                 question = "pretrained vs random init"
-            if ia["pretrained"] and not ia["frozen"] and ib["pretrained"] and ib["frozen"]:
+            if (
+                ia["pretrained"]
+                and not ia["frozen"]
+                and ib["pretrained"]
+                and ib["frozen"]
+                and same_norm
+            ):
                 question = "fine-tuned vs frozen backbone"
+            if (
+                ia["input_norm"] == "weights"
+                and ib["input_norm"] != "weights"
+                and (ia["pretrained"], ia["frozen"]) == (ib["pretrained"], ib["frozen"])
+            ):
+                question = f"the weights' statistics vs {NORM_NAMES[ib['input_norm']]}"
             if question:
                 rows.append(
                     {

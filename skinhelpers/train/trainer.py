@@ -40,6 +40,7 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, Subset
 
 from skinhelpers import device
+from skinhelpers.data.cache import channel_stats
 from skinhelpers.files import write_csv
 from skinhelpers.model import checkpoints
 from skinhelpers.model.factory import (
@@ -162,14 +163,26 @@ class Trainer:
         self.ckpt_dir = self.out / "checkpoints"
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.input_norm = variant["input_norm"]
         self.kwargs = model_kwargs(
-            self.num_classes, cfg.drop_rate, cfg.hidden_dim, cfg.drop_path_rate
+            self.num_classes,
+            cfg.drop_rate,
+            cfg.hidden_dim,
+            cfg.drop_path_rate,
+            sample_center=self.input_norm == "sample",
         )
         model = build_model(
             self.arch,
             pretrained=self.pretrained,
             **{k: v for k, v in self.kwargs.items() if k != "pretrained"},
         )
+        if self.input_norm == "dataset":  # featurewise: the training images' own statistics
+            if not hasattr(train_ds, "cache"):
+                raise ValueError(
+                    f"'{cfg.arch}': dataset normalisation needs the training images as a "
+                    "CachedImageDataset (skinhelpers.data.cache)"
+                )
+            model.mean, model.std = channel_stats(train_ds.cache, train_ds.rows)
         self.pretrained_source = model.pretrained_source
         if self.dist.distributed and cfg.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -23,6 +23,7 @@ TRIAL_COLUMNS = [
     "arch",
     "pretrained",
     "frozen",
+    "input_norm",
     "params_m",
     "balanced_accuracy",
     "macro_f1",
@@ -67,6 +68,7 @@ def trial_row(label: str, res: dict, monitor: str) -> dict:
         "arch": res["arch"],
         "pretrained": res["pretrained"],
         "frozen": res["frozen"],
+        "input_norm": parse_variant(label)["input_norm"],
         "params_m": res["params"] / 1e6,
         "balanced_accuracy": best.get("balanced_accuracy", np.nan),
         "macro_f1": best.get("macro_f1", np.nan),
@@ -118,6 +120,7 @@ def run_trials(
                     "arch": v["arch"],
                     "pretrained": v["pretrained"],
                     "frozen": v["frozen"],
+                    "input_norm": v["input_norm"],
                     "status": f"skipped: {e}",
                 }
             )
