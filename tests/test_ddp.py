@@ -63,3 +63,27 @@ def test_launch_failure_names_the_problem(tmp_path):
     with pytest.raises(RuntimeError, match="torchrun exited") as err:
         launch.launch(spec, nproc=2, extra_env={"OMP_NUM_THREADS": "1"})
     assert "split.csv" in str(err.value)  # the workers' error is in the message
+
+
+@pytest.mark.slow
+def test_a_fold_model_trains_under_torchrun(demo_manifest, tmp_path):
+    """K-fold training on several GPUs goes through the same launch: the fold reaches the
+    workers, which validate on that fold."""
+    from skinhelpers.data import manifest as datasets
+    from skinhelpers.split import grouped as splits
+    from skinhelpers.train import kfold
+
+    run = tmp_path / "run"
+    run.mkdir()
+    datasets.save_manifest(demo_manifest, run)
+    split = splits.grouped_split(demo_manifest, seed=0, n_folds=3)
+    splits.save_split(split, run)
+    cfg = experiment.make_config(
+        dict(arch="small_cnn", epochs=1, batch_size=8, workers=0, tensorboard=False), None
+    )
+    table = kfold.train_folds(cfg, run, 32, nproc=2, folds=[2])
+    assert list(table.index) == [2] and table.loc[2, "seed"] == cfg.seed + 2
+    res = pd.read_json(run / "folds" / "fold2" / "train_result.json", typ="series")
+    assert res["n_val"] == (split["fold"] == 2).sum()
+    assert res["n_train"] == ((split["split"] != "test") & (split["fold"] != 2)).sum()
+    assert (run / "folds" / "fold2" / "checkpoints" / "best.pt").exists()

@@ -103,7 +103,8 @@ def run_trials(
         if reuse and done.exists() and read_json(done).get("signature") == sig:
             saved = read_json(done)
             print(f"--- {label}: reusing the finished trial in {out}")
-            rows.append(saved["row"])
+            # rows saved before the input_norm column existed: it follows from the label
+            rows.append({"input_norm": parse_variant(label)["input_norm"], **saved["row"]})
             histories[label] = pd.read_csv(out / "history.csv")
             continue
         print(f"--- trial {label}", flush=True)
