@@ -609,7 +609,7 @@ class Trainer:
         if main and self.ema is not None and cfg.save != "none" and self.history:
             # the EMA weights at the end of training (an annealed schedule's final average):
             # no selection on a noisy best-epoch score; notebook 08 evaluates it beside
-            # best / best_ema (benchmarks/RESULTS.md section 11)
+            # best / best_ema (benchmarks/RESULTS.md sections 11-12)
             self._save(
                 "final_ema.pt",
                 self.ema.module.state_dict(),
