@@ -83,6 +83,7 @@ def test_a_fold_model_trains_under_torchrun(demo_manifest, tmp_path):
     )
     table = kfold.train_folds(cfg, run, 32, nproc=2, folds=[2])
     assert list(table.index) == [2] and table.loc[2, "seed"] == cfg.seed + 2
+    assert table.loc[2, "val images"] == (split["fold"] == 2).sum()
     res = pd.read_json(run / "folds" / "fold2" / "train_result.json", typ="series")
     assert res["n_val"] == (split["fold"] == 2).sum()
     assert res["n_train"] == ((split["split"] != "test") & (split["fold"] != 2)).sum()

@@ -100,20 +100,19 @@ def train_folds(
                 augmentation=augmentation, fold=f,
             )  # fmt: skip
             res = launch.launch(spec, nproc, log_path=out / "train.log")
-            n_train = n_val = None
         else:
             data = experiment.load_data(
                 run_dir, image_size, fcfg.workers, fcfg.seed, augmentation=augmentation, fold=f
             )
             res = experiment.train(fcfg, data, out)
             res.pop("model", None)
-            write_json(out / "train_result.json", {k: v for k, v in res.items() if k != "history"})
-            n_train, n_val = len(data.train_ds), len(data.val_ds)
+            summary = {key: v for key, v in res.items() if key != "history"}
+            write_json(out / "train_result.json", summary)
         rows.append(
             {
                 "fold": f,
-                "train images": n_train,
-                "val images": n_val,
+                "train images": res.get("n_train"),
+                "val images": res.get("n_val"),
                 "seed": fcfg.seed,
                 "epochs run": res.get("epochs_run"),
                 "best epoch": res.get("best_epoch"),
