@@ -442,6 +442,12 @@ def _is_shipped(split_df: pd.DataFrame) -> bool:
     return has_shipped_split(split_df)
 
 
+def groups_in_two_splits(split_df: pd.DataFrame) -> pd.Series:
+    """The groups found in more than one split, each with the sorted splits it is in."""
+    groups = split_df.groupby("group")["split"].agg(lambda s: sorted(set(s)))
+    return groups[groups.map(len) > 1]
+
+
 def check_split(
     split_df: pd.DataFrame, pairs_df: pd.DataFrame | None = None, max_examples: int = 10
 ) -> dict:
@@ -463,8 +469,7 @@ def check_split(
     bad_split = sorted(set(split_df["split"]) - set(SPLITS))
     if bad_split:
         problems.append(f"unknown split name(s) {bad_split}; allowed {list(SPLITS)}")
-    groups = split_df.groupby("group")["split"].agg(lambda s: sorted(set(s)))
-    crossing = groups[groups.map(len) > 1]
+    crossing = groups_in_two_splits(split_df)
     if len(crossing):
         ex = "; ".join(f"{g} in {v}" for g, v in crossing.head(max_examples).items())
         problems.append(f"{len(crossing)} group(s) in more than one split: {ex}")
@@ -772,13 +777,10 @@ def fold_split(split_df: pd.DataFrame, fold: int) -> pd.DataFrame:
     out = split_df.copy()
     pool = out["split"] != "test"
     out.loc[pool, "split"] = np.where(out.loc[pool, "fold"] == fold, "val", "train")
-    groups = {s: set(out.loc[out["split"] == s, "group"]) for s in SPLITS}
-    crossing = (groups["train"] & groups["val"]) | (
-        groups["test"] & (groups["train"] | groups["val"])
-    )
-    if crossing:
+    crossing = groups_in_two_splits(out)
+    if len(crossing):
         raise SplitError(
-            f"fold {fold}: {len(crossing)} group(s) cross splits, e.g. {sorted(crossing)[:3]}"
+            f"fold {fold}: {len(crossing)} group(s) cross splits, e.g. {list(crossing.index[:3])}"
         )
     out.attrs = {**split_df.attrs, "fold": int(fold), "n_folds": k}
     return out

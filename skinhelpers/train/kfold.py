@@ -13,8 +13,8 @@ same recipe and seed ``seed + fold``. The test split is never touched. Layout::
 
 Averaging the K models' probabilities is :class:`skinhelpers.model.ensemble.Ensemble`.
 Each fold model has *seen* the other folds, so only fold ``i``'s own model may score fold
-``i``: the honest validation predictions of the ensemble are out-of-fold, and notebook 08
-uses the fold-0 model's on the validation split.
+``i``: the ensemble has no honest validation predictions, and notebook 08 scores it on the
+test split only, leaving everything chosen on validation to the single (fold-0) model.
 """
 
 from __future__ import annotations
