@@ -310,6 +310,26 @@ def test_schedule_is_fitted_to_the_time_budget_and_anneals(tmp_path, monkeypatch
     assert hist["lr_head"].iloc[-1] < 0.2 * hist["lr_head"].max()
     assert cfg.epochs == 20  # the config itself is not changed
 
+    # a first fine-tuning step that stalls (compilation, cuDNN autotuning: 20 s for one
+    # step was seen on a GPU) does not shrink the schedule: the epoch is counted at the
+    # speed of its later steps (a minute an epoch here), so 3 of the 20 epochs fit
+    class Stall(Trainer):
+        steps_seen = 0
+
+        def _to_input(self, x):
+            Stall.steps_seen += 1
+            clock.t += 120.0 if Stall.steps_seen == 1 else 60.0 / len(self.train_loader)
+            return super()._to_input(x)
+
+    ds96, labels96 = toy_dataset(160)
+    cfg = _cfg(epochs=20, ema=False, save="none", max_minutes=5.5, warmup_epochs=0.0)
+    res = Stall(cfg, ds96, ds96, labels96, META, tmp_path / "stall").fit()
+    hist = res["history"]
+    assert len(hist) == 3 and res["epochs_run"] == 3
+    assert hist["train_seconds"].iloc[0] > 170  # the stall is in the epoch's own time
+    assert abs(hist["train_seconds_steady"].iloc[0] - 60) < 1  # but not in its speed
+    assert hist["lr_head"].iloc[-1] < 0.3 * hist["lr_head"].max()
+
     # without a budget the whole schedule runs
     res = Trainer(
         _cfg(epochs=4, ema=False, save="none"), ds, ds, labels, META, tmp_path / "b"

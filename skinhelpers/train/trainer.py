@@ -68,6 +68,9 @@ from skinhelpers.train.sampling import (
     train_sampler,
 )
 
+#: steps at the start of an epoch left out of its speed (compilation, autotuning)
+WARM_STEPS = 3
+
 
 # --------------------------------------------------------------------------- helpers
 def seed_epoch(seed: int, epoch: int, rank: int = 0) -> int:
@@ -410,6 +413,7 @@ class Trainer:
         self.train_loader.sampler.set_epoch(epoch)
         self.generator.manual_seed(seed_epoch(cfg.seed, epoch, self.dist.rank))
         total, n, t0 = 0.0, 0, time.perf_counter()
+        t_warm, step = None, 0
         lrs = {"head": 0.0, "backbone": 0.0}
         bar = progress(
             self.train_loader,
@@ -445,20 +449,31 @@ class Trainer:
                 self.scheduler.step_update(self.state["phase_step"])
             if self.ema is not None:
                 self.ema.update(self.model, step=self.state["global_step"])
-            total += loss.item() * len(y)
+            total += loss.item() * len(y)  # .item() waits for the step: the clock is true
             n += len(y)
+            step += 1
+            if step == WARM_STEPS:
+                t_warm = time.perf_counter()
             if self.dist.is_main and self.state["global_step"] % 10 == 0:
                 bar.set_postfix(loss=f"{total / n:.3f}", refresh=False)
         bar.close()
         if self.dev.type == "cuda":
             torch.cuda.synchronize(self.dev)
-        seconds = time.perf_counter() - t0
+        t_end = time.perf_counter()
+        seconds = t_end - t0
         steps = max(len(self.train_loader), 1)
+        # the epoch's time at the speed after its first steps: the first steps of a phase
+        # can pay once for compilation, cuDNN autotuning or lazy kernel loading (seen on an
+        # H200: 20 s for the first fine-tuning step, then 35 ms a step)
+        steady = seconds
+        if t_warm is not None and step >= 3 * WARM_STEPS:
+            steady = min(seconds, (t_end - t_warm) / (step - WARM_STEPS) * step)
         return {
             "lr_head": lrs["head"] / steps,
             "lr_backbone": lrs["backbone"] / steps,
             "train_loss": ddp.all_reduce_mean(total / max(n, 1), self.dist),
             "train_seconds": seconds,
+            "train_seconds_steady": steady,
             "images_per_s": n * self.dist.world_size / seconds,
         }
 
@@ -589,7 +604,8 @@ class Trainer:
             self.state["next_epoch"] = epoch + 1
             minutes = (time.perf_counter() - t_start) / 60
             if name != "warmup_head":
-                self._epoch_seconds.append(time.perf_counter() - t_epoch)
+                once = row["train_seconds"] - row["train_seconds_steady"]  # warm-up cost
+                self._epoch_seconds.append(time.perf_counter() - t_epoch - once)
                 self._fit_schedule(epoch, a, minutes)
             planned = self.state["planned_epochs"]
             if cfg.max_minutes and minutes > cfg.max_minutes and epoch + 1 < planned:
@@ -623,9 +639,12 @@ class Trainer:
     def _fit_schedule(self, epoch: int, phase_start: int, minutes: float) -> None:
         """Size the schedule to the time budget (``max_minutes``) from the measured speed of
         the epochs run so far, so that a cosine schedule anneals inside the budget on a slow
-        machine instead of being cut with its learning rate still high. The estimate is
-        the median epoch time after the first fine-tuning epoch (which pays for
-        compilation); it is redone after every epoch, never beyond ``epochs``."""
+        machine instead of being cut with its learning rate still high. An epoch's time is
+        counted at the speed of its steps after the first few (which can pay once for
+        compilation or autotuning); the estimate is the median of these after the first
+        fine-tuning epoch, redone after every epoch, never beyond ``epochs``. The first
+        estimate, from one epoch, never ends training on its own: one more epoch is
+        measured before the schedule can stop."""
         cfg = self.cfg
         if not cfg.max_minutes or cfg.scheduler != "cosine" or self.scheduler is None:
             return
@@ -633,6 +652,8 @@ class Trainer:
         per_epoch = float(np.median(times))
         left = cfg.max_minutes * 60 - minutes * 60
         fit = epoch + 1 + max(0, int(left // per_epoch))
+        if len(self._epoch_seconds) == 1:
+            fit = max(fit, epoch + 2)
         planned = max(epoch + 1, min(cfg.epochs, fit))
         if planned == self.state["planned_epochs"]:
             return
