@@ -228,3 +228,10 @@ def test_bench_precision_tiny(tmp_path):
         assert d["images_per_s"][kind]["fp32"]["median"] > 0
         assert d["bf16_over_fp32"][kind] > 0
     assert isinstance(d["cpu_flags"], list) and d["torch_cpu_capability"]
+
+
+def test_bench_bootstrap_tiny(tmp_path):
+    _bench(tmp_path, "bench_bootstrap.py", "--n-bootstrap", "20", "--n", "200", "--classes", "4")
+    data = _result(tmp_path, "bootstrap")
+    assert data["images"] == 200 and data["classes"] == 4 and data["n_bootstrap"] == 20
+    assert data["max_abs_difference"] <= 1e-9 and data["loop_s"] > 0 < data["vectorised_s"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -75,6 +77,29 @@ def test_bootstrap_ci_contains_estimate_and_shrinks_with_n():
     assert ev.bootstrap_ci(y, p, n_bootstrap=50, seed=3).equals(
         ev.bootstrap_ci(y, p, n_bootstrap=50, seed=3)
     )
+
+
+@pytest.mark.parametrize("classes", [2, 3, 7])
+def test_vectorised_headline_equals_each_metric_on_each_resample(classes):
+    """The bootstrap scores HEADLINE on all resamples at once; it must give what each
+    scikit-learn metric gives on each resample, also with tied scores, classes missing
+    from a resample (plain, not stratified), a class never predicted, and tiny sets."""
+    rng = np.random.default_rng(classes)
+    for n, stratified in ((300, True), (300, False), (9, False)):
+        y = rng.integers(0, classes, n)
+        y[: classes - 1] = np.arange(classes - 1)  # the last class may be absent
+        probs = rng.dirichlet(np.ones(classes), n).round(1)  # many ties
+        probs[:, -1] *= 0.1  # the last class is rarely predicted
+        probs /= probs.sum(1, keepdims=True)
+        idx = ev.bootstrap_indices(y, 60, seed=1, stratified=stratified)
+        idx[-1] = 0  # one image repeated: a single class, the AUC undefined
+        fast = ev.headline_resampled(y, probs, idx)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            slow = np.array([[f(y[i], probs[i]) for f in ev.HEADLINE.values()] for i in idx])
+        assert fast.shape == slow.shape == (60, len(ev.HEADLINE))
+        np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-9, equal_nan=True)
+        assert np.isnan(slow[-1, 3]) and np.isfinite(slow[:-1, :3]).all()
 
 
 def test_stratified_bootstrap_keeps_class_counts():
