@@ -10,6 +10,7 @@ import nbformat
 import pandas as pd
 import pytest
 
+from skinhelpers.evaluate import compare
 from skinhelpers.run import pipeline, profiles
 
 # everything the gpu profile sets that would make a CPU run long; the rest (preprocess,
@@ -78,4 +79,10 @@ def test_gpu_profile_end_to_end_on_cpu_offline(tmp_path, monkeypatch):
     assert len(metrics["ensemble"]["members"]) == 3
     assert "balanced_accuracy" in metrics["ensemble"]["vs_primary"]
     assert set(metrics["models"]) >= {metrics["primary"], "ensemble"}
+    ens = pd.read_csv(run_dir / "predictions_test_ensemble.csv")
+    assert len(ens) == (split["split"] == "test").sum()
+    _, diff = compare.compare_runs([run_dir, run_dir / "predictions_test_ensemble.csv"], 20)
+    assert (diff["n_shared"] == len(ens)).all()
+    card = (run_dir / "MODEL_CARD.md").read_text()
+    assert "--checkpoint checkpoints/best_ema.pt folds/fold1/checkpoints/best_ema.pt" in card
     assert (run_dir / "report" / "index.html").exists()

@@ -157,6 +157,15 @@ def test_every_profile_fits_the_repository_notebooks():
         assert errors == [], errors
 
 
+def test_a_fractional_training_budget_is_accepted():
+    """`-p max_minutes 0.7` (a short budget per K-fold model) was refused as "a float,
+    expected int" on a GPU; the budget is minutes, whole or not."""
+    plan = pipeline.make_plan(pipeline.numbered_notebooks(), {})
+    for value in (0.7, 45):
+        values = {**profiles.resolve("gpu"), "max_minutes": value}
+        assert pipeline.check_parameters(plan, values, dict.fromkeys(values, "-p")) == []
+
+
 def test_list_params_prints_defaults_and_help(tmp_path, nbs):
     _nb(nbs / "01_a.ipynb", 'run_dir = ""\nimage_size = 32  # pixels', "pass")
     _nb(nbs / "02_b.ipynb", "lr = 0.001  # head learning rate", "pass")

@@ -100,6 +100,49 @@ def test_onnx_export_predicts_the_same_probabilities(short, onnx_dir, tmp_path):
     )
 
 
+def test_an_ensemble_predicts_and_exports_as_one_model(short, ham_manifest, tmp_path, capsys):
+    """Several checkpoints (a K-fold run's models) predict as the mean of their
+    probabilities, in Python and on the command line, and export as one ONNX graph that
+    gives the same; members prepared differently, or safetensors, are clear errors."""
+    ckpt, images = short
+    train = pick_images(ham_manifest, per_class=3, seed=2)
+    train.attrs = ham_manifest.attrs
+    kw_ckpt = dict(size=32, steps=10, preprocess="shades_of_gray", resize_mode="crop")
+    other = train_short_checkpoint(train, tmp_path / "other.pt", seed=1, **kw_ckpt)
+    kw = dict(tta=2, batch_size=5, show_progress=False, precision="float32")
+    a, b = predict_images(ckpt, images, **kw), predict_images(other, images, **kw)
+    pa, pb = a[_pcols(a)].to_numpy(), b[_pcols(b)].to_numpy()
+    assert np.abs(pa - pb).max() > 1e-3  # two different members
+    mean = (pa + pb) / 2
+    ens = predict_images([ckpt, other], images, **kw)
+    assert np.abs(ens[_pcols(ens)].to_numpy() - mean).max() < 1e-6
+    assert ens.attrs["checkpoint"]["arch"].startswith("ensemble of 2")
+    assert (ens["pred"] == ens[_pcols(ens)].idxmax(axis=1).str[2:]).all()
+
+    out = tmp_path / "ens"
+    args = ["export", "--checkpoint", str(ckpt), str(other), "--out", str(out)]
+    assert cli([*args, "--format", "onnx"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert [m["checkpoint"] for m in cfg["members"]] == [str(ckpt), str(other)]
+    assert cfg["thresholds"] is None and cfg["weights"] == "model.onnx"
+    onnx = predict_images(out / "model.onnx", images, tta=2, batch_size=5, show_progress=False)
+    assert np.abs(onnx[_pcols(onnx)].to_numpy() - mean).max() < 1e-4
+
+    csv = tmp_path / "ens.csv"
+    predict = ["predict", "--images", *images[:3], "--out", str(csv), "--precision", "float32"]
+    assert cli([*predict, "--tta", "2", "--checkpoint", str(ckpt), str(other)]) == 0
+    assert np.abs(pd.read_csv(csv)[_pcols(a)].to_numpy() - mean[:3]).max() < 1e-6
+
+    plain = train_short_checkpoint(
+        train, tmp_path / "plain.pt", size=32, steps=2, preprocess="none", resize_mode="crop"
+    )
+    capsys.readouterr()
+    assert cli([*predict, "--checkpoint", str(ckpt), str(plain)]) == 2
+    assert "differ in ['preprocess']" in capsys.readouterr().err
+    assert cli([*args, "--format", "safetensors"]) == 2
+    assert "onnx only" in capsys.readouterr().err
+
+
 def test_onnx_without_its_config_is_a_clear_error(onnx_dir, short, tmp_path, capsys):
     lone = tmp_path / "lone.onnx"
     shutil.copy(onnx_dir / "model.onnx", lone)

@@ -12,7 +12,7 @@ from short_checkpoint import train_short_checkpoint
 from sklearn import metrics as skm
 
 from skinhelpers.data import manifest as datasets
-from skinhelpers.evaluate import compare, subgroups
+from skinhelpers.evaluate import compare, scores, subgroups
 from skinhelpers.evaluate.predict import predict_images
 from skinhelpers.files import write_csv, write_json
 from skinhelpers.split import grouped as splits
@@ -121,6 +121,24 @@ def test_compare_two_seeds(ham_runs, capsys):
     assert compare.main([str(r) for r in runs] + ["--n-bootstrap", "30"]) == 0
     assert "Paired bootstrap" in capsys.readouterr().out
     assert len(pd.read_csv(runs[0] / "compare.csv")) == 4
+
+
+def test_compare_takes_a_predictions_csv(ham_runs, tmp_path):
+    """A K-fold run's predictions_test_ensemble.csv (any predictions CSV) is compared like
+    a run: headline from the CSV itself, paired on the shared images."""
+    runs, test, _ = ham_runs
+    pred = pd.read_csv(runs[1] / "predictions_test.csv")
+    csv = tmp_path / "predictions_test_ensemble.csv"
+    write_csv(csv, pred)
+    side, diff = compare.compare_runs([runs[1], csv], n_bootstrap=20)
+    assert list(side.columns) == [runs[1].name, f"{tmp_path.name}/predictions_test_ensemble"]
+    assert (diff["diff"].abs() < 1e-12).all() and (diff["n_shared"] == len(test)).all()
+    y, p = compare._arrays(pred, compare.load_run(runs[1])["classes"])
+    ba = side.loc["balanced_accuracy"].iloc[1]
+    assert ba == pytest.approx(scores.HEADLINE["balanced_accuracy"](y, p))
+    write_csv(tmp_path / "bad.csv", pred.drop(columns=["relpath"]))
+    with pytest.raises(compare.CompareError, match="not a predictions CSV"):
+        compare.load_run(tmp_path / "bad.csv")
 
 
 def test_compare_refuses_other_classes_and_disjoint_tests(ham_runs, tmp_path, capsys):

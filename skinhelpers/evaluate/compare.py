@@ -4,7 +4,9 @@ Prints each run's headline metrics (``metrics.json`` of notebook 08) side by sid
 on the test images the runs share (``predictions_test.csv``, matched by ``relpath``), the
 paired bootstrap difference of every run against the first with its 95% CI; writes
 ``compare.csv`` (into ``--out``, default the first run's folder). Refuses with a message
-when the runs' classes differ or they share no test image.
+when the runs' classes differ or they share no test image. A run may also be given as a
+predictions CSV of that layout, e.g. a K-fold run's ``predictions_test_ensemble.csv``
+(its headline metrics are then computed from the CSV).
 
 :func:`log_hparams` writes a run's parameters and headline metrics to TensorBoard's
 hparams view (``<run>/tb/``), so runs can be browsed together with
@@ -30,27 +32,37 @@ class CompareError(ValueError):
 
 
 def _run_path(run: str | os.PathLike) -> Path:
+    """The predictions CSV of ``run``: a run folder's ``predictions_test.csv``, or a CSV."""
     p = Path(run)
     for cand in (p, PROJECT_ROOT / "runs" / p, PROJECT_ROOT / p):
-        if (cand / "predictions_test.csv").exists():
+        if cand.is_file() and cand.suffix.lower() == ".csv":
             return cand.resolve()
+        if (cand / "predictions_test.csv").exists():
+            return (cand / "predictions_test.csv").resolve()
     raise CompareError(
-        f"run '{run}': no predictions_test.csv in {p} or runs/{p} (run notebook 08 in it first)"
+        f"run '{run}': no predictions_test.csv in {p} or runs/{p} (run notebook 08 in it "
+        "first), and not a predictions CSV"
     )
 
 
 def load_run(run: str | os.PathLike) -> dict:
-    """A run's folder, name, classes, test predictions and (if any) metrics.json."""
-    path = _run_path(run)
+    """A run's folder, name, classes, test predictions and (if any) metrics.json; for a
+    predictions CSV other than a run's ``predictions_test.csv``, no metrics (its headline
+    is computed from the CSV) and the name ``<run>/<file stem>``."""
+    csv = _run_path(run)
+    path, own = csv.parent, csv.name == "predictions_test.csv"
     metrics = read_json(path / "metrics.json") if (path / "metrics.json").exists() else {}
-    pred = pd.read_csv(path / "predictions_test.csv")
+    pred = pd.read_csv(csv)
+    missing = [c for c in ("relpath", "label") if c not in pred.columns]
+    if missing or not any(c.startswith("p_") for c in pred.columns):
+        raise CompareError(f"{csv} lacks {missing or 'p_<class> columns'}: not a predictions CSV")
     classes = metrics.get("classes") or [c[2:] for c in pred.columns if c.startswith("p_")]
     return {
-        "path": path,
-        "name": path.name,
+        "path": path if own else csv,
+        "name": path.name if own else f"{path.name}/{csv.stem}",
         "classes": list(classes),
         "pred": pred,
-        "metrics": metrics,
+        "metrics": metrics if own else {"classes": metrics.get("classes")},
     }
 
 
@@ -181,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             "test images (95% CI):"
         )
         print(diff.round(4).to_string(index=False))
-    out = Path(a.out) if a.out else _run_path(a.runs[0])
+    out = Path(a.out) if a.out else _run_path(a.runs[0]).parent
     path = write_csv(out / "compare.csv", diff)
     print(f"\nwrote {path}")
     return 0

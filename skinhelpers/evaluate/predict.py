@@ -8,6 +8,8 @@ and resize mode used in training and the normalisation, so each image is prepare
 exactly as the training cache prepared it (:func:`skinhelpers.data.imaging.load_for_model`).
 One CSV row per readable image: ``image_id, path, p_<class>..., pred, confidence``.
 Unreadable files are reported on stderr (and with ``--errors``) and skipped.
+Several checkpoints after ``--checkpoint`` predict as one ensemble (the mean of their
+probabilities), e.g. a K-fold run's ``checkpoints/best_ema.pt folds/fold*/checkpoints/best_ema.pt``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from skinhelpers.evaluate.onnx_model import is_onnx, load_onnx_model
 from skinhelpers.evaluate.tta import prepare_model
 from skinhelpers.files import write_csv
 from skinhelpers.model.checkpoints import CheckpointError, load_checkpoint, model_from_checkpoint
+from skinhelpers.model.ensemble import load_ensemble
 from skinhelpers.model.inference import model_device, predict_loader, resolve_views
 
 
@@ -109,8 +112,10 @@ def predict_images(
     show_progress: bool = True,
     precision: str = "auto",
 ) -> pd.DataFrame:
-    """Predict images (files and/or folders) with a checkpoint (path or loaded dict) or
-    an exported ``.onnx`` file (with its ``config.json`` beside it; run in onnxruntime).
+    """Predict images (files and/or folders) with a checkpoint (path or loaded dict), a
+    list of checkpoint paths (one ensemble: the mean of their probabilities, e.g. the gpu
+    profile's fold models) or an exported ``.onnx`` file (with its ``config.json`` beside
+    it; run in onnxruntime).
 
     Returns one row per readable image: ``image_id`` (file stem), ``path``, one
     ``p_<class>`` column per class (probabilities summing to one), ``pred`` and
@@ -126,7 +131,21 @@ def predict_images(
         paths = [paths]
     files = collect_images(paths)
     amp_dtype = None
-    if is_onnx(checkpoint):  # an exported model.onnx (+ config.json): onnxruntime
+    members = list(checkpoint) if isinstance(checkpoint, (list, tuple)) else None
+    if members is not None and len(members) == 1:
+        checkpoint, members = members[0], None
+    if members is not None:
+        onnx = [str(m) for m in members if is_onnx(m)]
+        if onnx or not members:
+            raise ValueError(
+                "an ensemble is given as .pt checkpoints (an exported ensemble is already "
+                f"one model.onnx); got {onnx or 'none'}"
+            )
+        dev = pick_device(device)
+        model, info = load_ensemble(members, dev)
+        model = prepare_model(model, channels_last=True)
+        amp_dtype = inference_dtype(model_device(model), precision)
+    elif is_onnx(checkpoint):  # an exported model.onnx (+ config.json): onnxruntime
         inference_dtype("cpu", precision)  # the name is still checked
         model, info = load_onnx_model(checkpoint)
     else:
@@ -188,8 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--checkpoint",
         required=True,
+        nargs="+",
         help="a .pt file written by notebook 07, or a model.onnx written by "
-        "`skinhelpers export` (config.json beside it)",
+        "`skinhelpers export` (config.json beside it); several .pt files predict as one "
+        "ensemble (their mean probability), e.g. a K-fold run's "
+        "checkpoints/best_ema.pt folds/fold*/checkpoints/best_ema.pt",
     )
     ap.add_argument(
         "--images",

@@ -11,6 +11,10 @@ architecture, classes, image size, the preprocessing and resize mode to apply to
 image first, mean and std, the data licence, and, when the run folder holds notebook 08's
 ``metrics.json`` for this checkpoint, the melanoma thresholds chosen on validation with
 their validation and test sensitivity and specificity.
+
+Several checkpoints (``--checkpoint A.pt B.pt ...``, e.g. the gpu profile's fold models)
+export as one ensemble ``model.onnx`` whose ``logits`` are the log of the members' mean
+probability (softmax gives that mean back); ``config.json`` lists the members.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from skinhelpers.model.checkpoints import (
     load_checkpoint,
     model_from_checkpoint,
 )
+from skinhelpers.model.ensemble import load_ensemble
 from skinhelpers.share.licences import CODE_LICENCE, data_licence
 
 CONFIG_FORMAT = "skinlesion-lab-export/1"
@@ -175,11 +180,60 @@ def export_safetensors(state_dict: dict, out: str | os.PathLike, metadata: dict)
     return Path(out)
 
 
-def export_model(checkpoint: str | os.PathLike, fmt: str, out_dir: str | os.PathLike) -> dict:
+def export_ensemble(paths, out_dir: str | os.PathLike) -> dict:
+    """Several checkpoints (the gpu profile's fold models) as ONE ``model.onnx`` whose
+    output is the log of their mean probability, so its softmax is the ensemble's
+    probability and a reader uses it like any single exported model. ``config.json``
+    lists the members; melanoma thresholds belong to a run's single model, so none."""
+    out_dir = Path(out_dir)
+    model, info = load_ensemble(paths, "cpu")
+    path = export_onnx(model, int(info["image_size"]), out_dir / "model.onnx")
+    first = load_checkpoint(paths[0])
+    cfg = export_config(first, None, path.name)
+    members = []
+    for p in paths:
+        c = load_checkpoint(p)
+        members.append(
+            {
+                "checkpoint": str(Path(p).resolve()),
+                "arch": c["arch"],
+                "model_kwargs": dict(c["model_kwargs"]),
+                "epoch": int(c["epoch"]),
+                "validation_metrics": dict(c.get("metrics") or {}),
+            }
+        )
+    cfg.update(
+        {
+            "arch": info["arch"],
+            "model_kwargs": {},
+            "members": members,
+            "epoch": [m["epoch"] for m in members],
+            "validation_metrics": {},  # each member's are on its own fold: see members
+            "thresholds": None,
+        }
+    )
+    cfg["output"]["probabilities"] += " (the members' mean probability: the output is its log)"
+    cfg["sha256"] = _sha256(path)
+    return {"model": path, "config": write_json(out_dir / "config.json", cfg)}
+
+
+def export_model(checkpoint, fmt: str, out_dir: str | os.PathLike) -> dict:
     """Export ``checkpoint`` to ``out_dir`` as ``fmt`` (onnx | safetensors); return
-    ``{"model": path, "config": path}``."""
+    ``{"model": path, "config": path}``. A list of several checkpoints is exported as one
+    ensemble (:func:`export_ensemble`; ONNX only)."""
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {list(FORMATS)}, got '{fmt}'")
+    if isinstance(checkpoint, (list, tuple)):
+        if len(checkpoint) > 1:
+            if fmt != "onnx":
+                raise ValueError(
+                    f"an ensemble of {len(checkpoint)} checkpoints exports as onnx only (one "
+                    f"graph that averages them); --format {fmt} takes one checkpoint"
+                )
+            return export_ensemble(list(checkpoint), out_dir)
+        if not checkpoint:
+            raise ValueError("no checkpoint given")
+        checkpoint = checkpoint[0]
     out_dir = Path(out_dir)
     ckpt = load_checkpoint(checkpoint)
     if fmt == "onnx":
@@ -202,7 +256,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--checkpoint", required=True, help="a .pt file written by notebook 07")
+    ap.add_argument(
+        "--checkpoint",
+        required=True,
+        nargs="+",
+        help="a .pt file written by notebook 07; several: one ensemble (onnx only), e.g. a "
+        "K-fold run's checkpoints/best_ema.pt folds/fold*/checkpoints/best_ema.pt",
+    )
     ap.add_argument("--format", default="onnx", choices=FORMATS)
     ap.add_argument("--out", required=True, help="folder for model.<format> and config.json")
     a = ap.parse_args(argv)
@@ -222,6 +282,7 @@ __all__ = [
     "export_config",
     "export_onnx",
     "export_safetensors",
+    "export_ensemble",
     "export_model",
     "main",
 ]

@@ -402,9 +402,9 @@ def _licence_section(dataset: str) -> str:
     )
 
 
-def _usage_section(primary: str | None) -> str:
+def _usage_section(primary: str | None, run_dir: Path, members=None) -> str:
     ck = f"checkpoints/{primary or 'best_ema'}.pt"
-    return (
+    out = (
         "## Use it\n\n"
         "```bash\n"
         f"python -m skinhelpers predict --checkpoint {ck} --images my_images/ "
@@ -413,6 +413,23 @@ def _usage_section(primary: str | None) -> str:
         f"python -m skinhelpers demo --checkpoint {ck}   # http://127.0.0.1:7860\n"
         "```"
     )
+    if members:
+        rel = []
+        for m in members:
+            try:
+                rel.append(str(Path(m).resolve().relative_to(run_dir.resolve())))
+            except ValueError:
+                rel.append(str(m))
+        out += (
+            f"\n\nThe K-fold ensemble ({len(rel)} models, the `ensemble` row above) predicts "
+            "and exports the same way, its checkpoints given together (the demo page serves "
+            "one checkpoint):\n\n```bash\n"
+            f"python -m skinhelpers predict --checkpoint {' '.join(rel)} --images my_images/ "
+            "--out preds.csv\n"
+            f"python -m skinhelpers export --checkpoint {' '.join(rel)} --format onnx "
+            "--out exported-ensemble/\n```"
+        )
+    return out
 
 
 def model_card_text(run_dir: str | os.PathLike) -> str:
@@ -457,7 +474,9 @@ def model_card_text(run_dir: str | os.PathLike) -> str:
     parts += [
         _limits_section(metrics, manifest, synthetic),
         _licence_section(dataset),
-        _usage_section(metrics.get("primary")),
+        _usage_section(
+            metrics.get("primary"), run_dir, (metrics.get("ensemble") or {}).get("members")
+        ),
     ]
     return "\n\n".join(parts) + "\n"
 
