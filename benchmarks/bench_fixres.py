@@ -35,6 +35,11 @@ def main() -> None:
     run = Path(a.run)
     df, ckpt, model, info = run_model(run, a.checkpoint)
     splits = {s: df[df["split"] == s].reset_index(drop=True) for s in ("val", "test")}
+    if not isinstance(info["image_size"], int):
+        raise SystemExit(
+            f"bench_fixres compares square test sizes; this run's images are "
+            f"{info['image_size']} (height, width)"
+        )
     train_size = int(info["image_size"])
     sizes = sorted({train_size, *(int(s) for s in a.sizes.split(",") if s.strip())})
     man = manifest.read_manifest(run)

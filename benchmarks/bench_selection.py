@@ -142,9 +142,7 @@ def main() -> None:
     for name in names:
         model, info = load(run, name)
         if c is None:
-            c = cache.build_cache(
-                man, int(info["image_size"]), info["preprocess"], info["resize_mode"]
-            )
+            c = cache.build_cache(man, info["image_size"], info["preprocess"], info["resize_mode"])
         t0 = time.perf_counter()
         for s in ("val", "test"):
             preds[name, s] = tta.predict_frame(

@@ -9,7 +9,7 @@ import pytest
 from helpers_images import write_jpg, write_truncated
 
 from skinhelpers.data import cache as C
-from skinhelpers.data.imaging import ImageReadError, fit_to_square, load_for_model, read_rgb
+from skinhelpers.data.imaging import ImageReadError, fit_to_size, load_for_model, read_rgb
 from skinhelpers.data.manifest import load_manifest
 
 
@@ -24,7 +24,7 @@ def test_round_trip_pixels_and_reuse(tmp_path, ham_small):
     c1 = C.build_cache(ham_small, size=48, cache_dir=tmp_path, workers=1, show_progress=False)
     assert c1.images.shape == (len(ham_small), 48, 48, 3) and c1.images.dtype == np.uint8
     for i in (0, 7, len(ham_small) - 1):
-        want = fit_to_square(read_rgb(ham_small.path[i]), 48, "squash")
+        want = fit_to_size(read_rgb(ham_small.path[i]), 48, "squash")
         assert np.array_equal(c1.images[i], want)
     stamp = os.stat(c1.path).st_mtime_ns
     c2 = C.build_cache(ham_small, size=48, cache_dir=tmp_path, show_progress=False)
@@ -110,12 +110,12 @@ def test_dataset_over_cache(tmp_path, ham_small):
 
 
 @pytest.mark.parametrize("mode", ["squash", "crop", "pad"])
-def test_fit_to_square_modes(mode):
+def test_fit_to_size_modes(mode):
     img = np.zeros((150, 200, 3), np.uint8)
     img[:, 100:] = 255  # right half white
-    out = fit_to_square(img, 64, mode)
+    out = fit_to_size(img, 64, mode)
     assert out.shape == (64, 64, 3)
     if mode == "crop":  # the centre crop keeps the middle: left 1/3 of it black
         assert out[:, :10].max() == 0 and out[:, -10:].min() == 255
-    mask = fit_to_square(np.zeros((150, 200), np.uint8), 64, mode)
+    mask = fit_to_size(np.zeros((150, 200), np.uint8), 64, mode)
     assert mask.shape == (64, 64)

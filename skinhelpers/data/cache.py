@@ -1,6 +1,6 @@
 """The image cache: every image decoded, preprocessed and resized once.
 
-The cache is one ``uint8`` array of shape ``(N, size, size, 3)`` in a memory-mapped file
+The cache is one ``uint8`` array of shape ``(N, H, W, 3)`` in a memory-mapped file
 plus a JSON sidecar. Its key hashes the dataset, size, preprocessing, resize mode, the
 list of files with their content hashes and the source of :mod:`skinhelpers.data.imaging`, so a change of any of them builds a new cache
 and an unchanged request reuses the old one. Building runs in worker processes with a
@@ -29,8 +29,11 @@ from skinhelpers.data import imaging
 from skinhelpers.data.imaging import (
     RESIZE_MODES,
     ImageReadError,
+    canonical_size,
+    image_shape,
     load_for_model,
     parse_preprocess,
+    size_label,
 )
 from skinhelpers.progress import progress
 from skinhelpers.files import PROJECT_ROOT, atomic_path, write_json
@@ -45,10 +48,10 @@ def _imaging_code_hash() -> str:
     return hashlib.sha1(inspect.getsource(imaging).encode()).hexdigest()[:12]
 
 
-def cache_key(df: pd.DataFrame, size: int, preprocess: str, resize_mode: str) -> str:
+def cache_key(df: pd.DataFrame, size, preprocess: str, resize_mode: str) -> str:
     files = list(zip(df["relpath"].astype(str), df["sha1"].astype(str)))
     payload = json.dumps({"v": CACHE_VERSION, "code": _imaging_code_hash(), "dataset": df.attrs.get("dataset"),
-                          "root": df.attrs.get("root"), "size": int(size),
+                          "root": df.attrs.get("root"), "size": canonical_size(size),
                           "preprocess": preprocess, "resize_mode": resize_mode,
                           "files": files})
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
@@ -60,22 +63,23 @@ class ImageCache:
 
     path: Path
     meta: dict
-    images: np.ndarray  # read-only memmap (N, S, S, 3) uint8
+    images: np.ndarray  # read-only memmap (N, H, W, 3) uint8
 
     @classmethod
     def open(cls, meta_path: str | os.PathLike) -> "ImageCache":
         meta_path = Path(meta_path)
         meta = json.loads(meta_path.read_text())
         data = meta_path.with_suffix(".u8")
-        n, s = meta["n"], meta["size"]
-        images = np.memmap(data, dtype=np.uint8, mode="r", shape=(n, s, s, 3))
+        h, w = image_shape(meta["size"])
+        images = np.memmap(data, dtype=np.uint8, mode="r", shape=(meta["n"], h, w, 3))
         return cls(meta_path, meta, images)
 
     def __len__(self) -> int:
         return self.meta["n"]
 
     @property
-    def size(self) -> int:
+    def size(self) -> int | list[int]:
+        """The images' size: an int for squares, ``[height, width]`` otherwise."""
         return self.meta["size"]
 
     def rows_for(self, df: pd.DataFrame) -> np.ndarray:
@@ -88,7 +92,7 @@ class ImageCache:
         return np.array([pos[r] for r in df["relpath"]], dtype=np.int64)
 
 
-def _decode_into(arr: np.ndarray, row: int, path: str, size: int, preprocess: str,
+def _decode_into(arr: np.ndarray, row: int, path: str, size, preprocess: str,
                  resize_mode: str) -> str | None:
     """Decode one image into ``arr[row]``; return an error message instead of raising."""
     try:
@@ -98,22 +102,22 @@ def _decode_into(arr: np.ndarray, row: int, path: str, size: int, preprocess: st
         return f"{path}: {e}"
 
 
-def build_cache(df: pd.DataFrame, size: int = 128, preprocess: str = "none",
+def build_cache(df: pd.DataFrame, size: int | list[int] = 128, preprocess: str = "none",
                 resize_mode: str = "squash", cache_dir: str | os.PathLike | None = None,
                 workers: int | None = None, rebuild: bool = False,
                 show_progress: bool = True) -> ImageCache:
     """Build (or reuse) the cache of every image in ``df`` (a manifest, validated).
 
-    Rows with a missing path are an error: run :func:`skinhelpers.data.validate.validate` and
+    ``size``: an int for square images, ``[height, width]`` otherwise (e.g. ``[150, 200]``
+    keeps HAM10000's 4:3). Rows with a missing path are an error: run :func:`skinhelpers.data.validate.validate` and
     apply it first. An image that cannot be decoded fails the build, naming the file.
     """
     if resize_mode not in RESIZE_MODES:
         raise ValueError(f"resize_mode '{resize_mode}' is not one of {RESIZE_MODES}")
     parse_preprocess(preprocess)  # validates the name early
     preprocess = preprocess or "none"
-    size = int(size)
-    if size < 8:
-        raise ValueError(f"size must be >= 8, got {size}")
+    size = canonical_size(size)  # a clear error for a bad size
+    h, w = image_shape(size)
     if df["path"].isna().any():
         bad = df.loc[df["path"].isna(), "image_id"].tolist()[:5]
         raise ValueError(f"{df['path'].isna().sum()} manifest row(s) have no file (e.g. {bad}); "
@@ -127,7 +131,7 @@ def build_cache(df: pd.DataFrame, size: int = 128, preprocess: str = "none",
     cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
     dataset = df.attrs.get("dataset", "dataset")
     key = cache_key(df, size, preprocess, resize_mode)
-    stem = f"{size}px-{preprocess.replace('+', '_')}-{resize_mode}-{key}"
+    stem = f"{w if h == w else f'{w}x{h}'}px-{preprocess.replace('+', '_')}-{resize_mode}-{key}"
     out_dir = cache_dir / dataset
     meta_path = out_dir / f"{stem}.json"
     data_path = out_dir / f"{stem}.u8"
@@ -136,14 +140,14 @@ def build_cache(df: pd.DataFrame, size: int = 128, preprocess: str = "none",
 
     out_dir.mkdir(parents=True, exist_ok=True)
     n = len(df)
-    shape = (n, size, size, 3)
+    shape = (n, h, w, 3)
     paths = df["path"].astype(str).tolist()
     workers = workers or min(os.cpu_count() or 1, 8)
     t0 = time.perf_counter()
     errors: list[tuple[int, str]] = []
     with atomic_path(data_path) as tmp:
         arr = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
-        bar = progress(total=n, desc=f"cache {dataset} {size}px {preprocess}",
+        bar = progress(total=n, desc=f"cache {dataset} {size_label(size)} {preprocess}",
                        unit="img", disable=not show_progress)
         # threads, not processes: OpenCV and NumPy release the GIL while decoding,
         # resizing and filtering, and threads share the memmap with no start-up cost

@@ -60,34 +60,82 @@ def _pil_to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def fit_to_square(img: np.ndarray, size: int, mode: str = "squash",
-                  interpolation: int | None = None) -> np.ndarray:
-    """Resize to ``size x size``.
+def image_shape(size) -> tuple[int, int]:
+    """``(height, width)`` of a model input size: an int is a square, a pair is (h, w).
+
+    Raises a clear error for anything else (sizes under 8 px, three numbers, text).
+    """
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        h = w = int(size)
+    elif (isinstance(size, (list, tuple)) and len(size) == 2
+          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size)):
+        h, w = int(size[0]), int(size[1])
+    else:
+        raise ValueError(f"image size must be an int (square) or [height, width], got {size!r}")
+    if min(h, w) < 8:
+        raise ValueError(f"image size must be at least 8 px a side, got {size!r}")
+    return h, w
+
+
+def canonical_size(size) -> int | list[int]:
+    """An int for a square, ``[height, width]`` otherwise: the form the cache key, the
+    training config and the checkpoint store (JSON-friendly, and a square stays an int)."""
+    h, w = image_shape(size)
+    return h if h == w else [h, w]
+
+
+def model_size(image_size: int, image_height: int = 0) -> int | list[int]:
+    """The notebooks' ``image_size`` (the width) and ``image_height`` (0: square) as one
+    :func:`canonical_size` value, e.g. ``model_size(200, 150) == [150, 200]``."""
+    for name, v in (("image_size", image_size), ("image_height", image_height)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name} must be a whole number of pixels, got {v!r}")
+    return canonical_size((int(image_height) or int(image_size), int(image_size)))
+
+
+def size_label(size) -> str:
+    """``"160 px"`` for a square, ``"200x150 px"`` (width x height) otherwise."""
+    h, w = image_shape(size)
+    return f"{w} px" if h == w else f"{w}x{h} px"
+
+
+def fit_to_size(img: np.ndarray, size, mode: str = "squash",
+                interpolation: int | None = None) -> np.ndarray:
+    """Resize to the model input ``size``: an int (square) or ``(height, width)``.
 
     ``squash`` resizes ignoring the aspect ratio (keeps the whole field of view),
-    ``crop`` resizes the short side to ``size`` and centre-crops, ``pad`` resizes the long
-    side and pads with the border colour (reflect). Works for masks (2-D) as well.
+    ``crop`` scales until the image covers the target and centre-crops, ``pad`` scales
+    until it fits and pads with the border colour (reflect). For a non-square target an
+    image of the other orientation (portrait for a landscape target) is first turned by
+    90 degrees, which dermoscopy allows (no canonical orientation) and which keeps its
+    pixels undistorted. Works for masks (2-D) as well.
     """
     if mode not in RESIZE_MODES:
         raise ValueError(f"resize_mode '{mode}' is not one of {RESIZE_MODES}")
-    if size < 8:
-        raise ValueError(f"image size must be at least 8 px, got {size}")
+    th, tw = image_shape(size)
     h, w = img.shape[:2]
+    if th != tw and h != w and (h > w) != (th > tw):
+        img = np.ascontiguousarray(np.rot90(img))
+        h, w = w, h
     interp = interpolation
     if mode == "squash":
         if interp is None:
-            interp = cv2.INTER_AREA if (h > size or w > size) else cv2.INTER_LINEAR
-        return cv2.resize(img, (size, size), interpolation=interp)
-    scale = size / min(h, w) if mode == "crop" else size / max(h, w)
+            interp = cv2.INTER_AREA if (h > th or w > tw) else cv2.INTER_LINEAR
+        return cv2.resize(img, (tw, th), interpolation=interp)
+    scale = max(th / h, tw / w) if mode == "crop" else min(th / h, tw / w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if mode == "crop":  # rounding must not leave the cover a pixel short
+        nh, nw = max(nh, th), max(nw, tw)
+    else:
+        nh, nw = min(nh, th), min(nw, tw)
     if interp is None:
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     img = cv2.resize(img, (nw, nh), interpolation=interp)
     if mode == "crop":
-        y, x = (nh - size) // 2, (nw - size) // 2
-        return np.ascontiguousarray(img[y:y + size, x:x + size])
-    top, left = (size - nh) // 2, (size - nw) // 2
-    return cv2.copyMakeBorder(img, top, size - nh - top, left, size - nw - left,
+        y, x = (nh - th) // 2, (nw - tw) // 2
+        return np.ascontiguousarray(img[y:y + th, x:x + tw])
+    top, left = (th - nh) // 2, (tw - nw) // 2
+    return cv2.copyMakeBorder(img, top, th - nh - top, left, tw - nw - left,
                               cv2.BORDER_REFLECT_101)
 
 
@@ -185,7 +233,7 @@ def preprocess(img: np.ndarray, spec: str | None) -> np.ndarray:
     return img
 
 
-def load_for_model(path: str | os.PathLike, size: int, preprocess_spec: str | None = "none",
+def load_for_model(path: str | os.PathLike, size: int | tuple[int, int], preprocess_spec: str | None = "none",
                    resize_mode: str = "squash") -> np.ndarray:
     """Read, preprocess and resize one image exactly as the cache does.
 
@@ -196,14 +244,15 @@ def load_for_model(path: str | os.PathLike, size: int, preprocess_spec: str | No
     return prepare(img, size, preprocess_spec, resize_mode)
 
 
-def prepare(img: np.ndarray, size: int, preprocess_spec: str | None = "none",
+def prepare(img: np.ndarray, size: int | tuple[int, int], preprocess_spec: str | None = "none",
             resize_mode: str = "squash") -> np.ndarray:
     steps = parse_preprocess(preprocess_spec)
     if steps:
         h, w = img.shape[:2]
-        if min(h, w) > 2 * size:
-            s = 2 * size / min(h, w)
+        side = max(image_shape(size))
+        if min(h, w) > 2 * side:
+            s = 2 * side / min(h, w)
             img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
         for step in steps:
             img = PREPROCESSORS[step](img)
-    return fit_to_square(img, size, resize_mode)
+    return fit_to_size(img, size, resize_mode)

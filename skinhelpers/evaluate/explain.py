@@ -18,13 +18,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from skinhelpers.data.imaging import fit_to_square, read_rgb
+from skinhelpers.data.imaging import fit_to_size, image_shape, read_rgb
 from skinhelpers.figures import synthetic_title
 from skinhelpers.model.inference import to_model_input
 from skinhelpers.progress import progress
 
 
-def find_target_layer(model: torch.nn.Module, image_size: int = 64) -> torch.nn.Module:
+def find_target_layer(
+    model: torch.nn.Module, image_size: int | Sequence[int] = 64
+) -> torch.nn.Module:
     """The model's own choice (``model.cam_layer()``, as
     :class:`skinhelpers.model.factory.Classifier` has), else the last module (in execution
     order) producing a ``(B, C, H, W)`` map with H, W > 1, found with one forward pass of a
@@ -50,7 +52,7 @@ def find_target_layer(model: torch.nn.Module, image_size: int = 64) -> torch.nn.
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, 3, image_size, image_size, device=dev))
+            model(torch.zeros(1, 3, *image_shape(image_size), device=dev))
         model.train(was_training)
     finally:
         for h in hooks:
@@ -64,7 +66,7 @@ def find_target_layer(model: torch.nn.Module, image_size: int = 64) -> torch.nn.
 
 
 def layer_output_shape(
-    model: torch.nn.Module, layer: torch.nn.Module, image_size: int
+    model: torch.nn.Module, layer: torch.nn.Module, image_size: int | Sequence[int]
 ) -> tuple[int, ...]:
     """Shape of ``layer``'s output for one blank image: the CAM's native resolution."""
     shape: list = []
@@ -72,7 +74,7 @@ def layer_output_shape(
     try:
         dev = next(model.parameters()).device
         with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, image_size, image_size, device=dev))
+            model.eval()(torch.zeros(1, 3, *image_shape(image_size), device=dev))
     finally:
         h.remove()
     return shape[-1]
@@ -100,7 +102,7 @@ def grad_cam(
     )
 
     model.eval()
-    layer = target_layer or find_target_layer(model, x.shape[-1])
+    layer = target_layer or find_target_layer(model, tuple(x.shape[-2:]))
     dev = next(model.parameters()).device
     out = []
     with GradCAM(model=model, target_layers=[layer]) as cam:
@@ -125,16 +127,17 @@ def cams_for_images(
     targets: Sequence[int] | None = None,
     target_layer: torch.nn.Module | None = None,
 ) -> np.ndarray:
-    """Grad-CAM of uint8 RGB images ``(N, S, S, 3)`` (as the cache stores them), normalised
+    """Grad-CAM of uint8 RGB images ``(N, H, W, 3)`` (as the cache stores them), normalised
     with the checkpoint's ``mean``/``std``."""
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     return grad_cam(model, to_model_input(x, mean, std), targets, target_layer)
 
 
-def load_mask(mask_path: str, size: int, resize_mode: str = "squash") -> np.ndarray:
-    """A lesion mask as a boolean ``(size, size)`` array in the model's input geometry."""
+def load_mask(mask_path: str, size, resize_mode: str = "squash") -> np.ndarray:
+    """A lesion mask as a boolean ``(H, W)`` array in the model's input geometry (``size``:
+    an int for squares, ``(height, width)`` otherwise)."""
     m = read_rgb(mask_path)[:, :, 0]
-    m = fit_to_square(m, size, resize_mode, interpolation=0)  # nearest: stays binary
+    m = fit_to_size(m, size, resize_mode, interpolation=0)  # nearest: stays binary
     return m > 127
 
 

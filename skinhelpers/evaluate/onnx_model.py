@@ -2,7 +2,7 @@
 
 Images are prepared exactly as for a torch checkpoint: the caller reads, preprocesses and
 resizes them (:func:`skinhelpers.data.imaging.load_for_model` with the config's
-``image_size``, ``preprocess`` and ``resize_mode``) into uint8 ``(B, 3, S, S)`` batches;
+``image_size``, ``preprocess`` and ``resize_mode``) into uint8 ``(B, 3, H, W)`` batches;
 :class:`OnnxModel` is a ``torch.nn.Module`` whose forward runs onnxruntime, so the one
 prediction loop (:func:`skinhelpers.model.inference.predict_loader`) normalises, applies
 the test-time views and averages exactly as for a torch checkpoint.

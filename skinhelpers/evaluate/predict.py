@@ -58,7 +58,7 @@ def collect_images(items: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 class _ImageFiles(torch.utils.data.Dataset):
-    def __init__(self, paths: Sequence[Path], size: int, preprocess: str, resize_mode: str):
+    def __init__(self, paths: Sequence[Path], size, preprocess: str, resize_mode: str):
         self.paths, self.size, self.preprocess, self.mode = (
             list(paths),
             size,
@@ -158,7 +158,7 @@ def predict_images(
         amp_dtype = inference_dtype(model_device(model), precision)
     classes = list(info["classes"])
     views = resolve_views(tta)
-    ds = _ImageFiles(files, int(info["image_size"]), info["preprocess"], info["resize_mode"])
+    ds = _ImageFiles(files, info["image_size"], info["preprocess"], info["resize_mode"])
     loader = torch.utils.data.DataLoader(
         ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate
     )

@@ -26,6 +26,7 @@ from skinhelpers.model.inference import (  # noqa: F401
     model_device,
     predict_loader,
     resolve_views,
+    views_for_shape,
 )
 
 

@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from skinhelpers.data.imaging import hair_mask, prepare, read_rgb
+from skinhelpers.data.imaging import hair_mask, prepare, read_rgb, size_label
 from skinhelpers.progress import progress
 
 WORK_SIZE = 160
@@ -322,7 +322,7 @@ def plot_outlier_gallery(
 def plot_before_after(
     paths: list[str],
     methods: dict[str, tuple[str, str]],
-    size: int,
+    size: int | list[int],
     show_mask: bool = True,
     titles: list[str] | None = None,
 ):
@@ -353,7 +353,7 @@ def plot_before_after(
                 ax.set_title(name, fontsize=8)
         if titles is not None:
             axes[i, 0].set_ylabel(titles[i], fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(f"Preprocessing before / after (outputs at {size} px, as cached)", fontsize=11)
+    fig.suptitle(f"Preprocessing before / after (outputs at {size_label(size)}, as cached)", fontsize=11)
     fig.tight_layout()
     return fig
 

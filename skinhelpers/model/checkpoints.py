@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from skinhelpers.data.imaging import canonical_size
 from skinhelpers.files import atomic_path
 from skinhelpers.model.factory import build_model
 
@@ -94,7 +95,7 @@ def save_checkpoint(
     arch: str,
     model_kwargs: dict,
     classes,
-    image_size: int,
+    image_size: int | list[int],
     preprocess: str,
     resize_mode: str,
     mean,
@@ -124,7 +125,7 @@ def save_checkpoint(
         "model_kwargs": kwargs,
         "state_dict": state_dict,
         "classes": [str(c) for c in classes],
-        "image_size": int(image_size),
+        "image_size": canonical_size(image_size),
         "preprocess": str(preprocess or "none"),
         "resize_mode": str(resize_mode),
         "mean": _floats3("mean", mean),

@@ -66,10 +66,34 @@ def resolve_views(views: int | str | Sequence[str] | None) -> list[str]:
     return views
 
 
+#: the views that keep a non-square image's shape (the other four turn it by 90 degrees)
+SHAPE_KEEPING_VIEWS = ("identity", "hflip", "vflip", "rot180")
+
+
+def views_for_shape(views: Sequence[str], height: int, width: int) -> list[str]:
+    """``views`` that suit images of ``height`` x ``width``: all of them for squares; for
+    other shapes only those that keep the shape (a model trained on 4:3 images never saw
+    them turned by 90 degrees). An error if none is left."""
+    if height == width:
+        return list(views)
+    kept = [v for v in views if v in SHAPE_KEEPING_VIEWS]
+    if not kept:
+        raise ValueError(
+            f"tta views {list(views)} all turn the image by 90 degrees, which {height}x{width} "
+            f"(height x width) images cannot take; choose from {list(SHAPE_KEEPING_VIEWS)}"
+        )
+    return kept
+
+
 def apply_view(x: torch.Tensor, view: str) -> torch.Tensor:
-    """One view of a batch ``(..., H, W)``; rotations need square images."""
+    """One view of a batch ``(..., H, W)``; rotations by 90 degrees need square images."""
     if view not in _OPS:
         raise ValueError(f"unknown tta view '{view}'; choose from {list(VIEWS)}")
+    if x.shape[-1] != x.shape[-2] and view not in SHAPE_KEEPING_VIEWS:
+        raise ValueError(
+            f"tta view '{view}' turns the image by 90 degrees; {tuple(x.shape[-2:])} images "
+            f"are not square (see views_for_shape)"
+        )
     return _OPS[view](x)
 
 
@@ -155,9 +179,10 @@ def predict_batch(
     Inputs go to ``model``'s device in ``memory_format`` (default: the model's own, see
     :func:`model_memory_format`); every view in the same format, so a compiled model
     traces one graph for all. ``amp_dtype`` runs the network under autocast (CUDA mixed
-    precision, as the trainer does); the logits are then upcast.
+    precision, as the trainer does); the logits are then upcast. Images that are not
+    square get only the views that keep their shape (:func:`views_for_shape`).
     """
-    names = resolve_views(views)
+    names = views_for_shape(resolve_views(views), *x.shape[-2:])
     dev = model_device(model)
     fmt = model_memory_format(model) if memory_format is None else memory_format
     x = to_model_input(x, mean, std, dev, fmt)
@@ -193,8 +218,10 @@ def predict_loader(
     amp_dtype: torch.dtype | None = None,
 ) -> Predictions:
     """Predict every batch of ``loader`` (yielding ``images`` or ``(images, labels, ...)``)
-    with :func:`predict_batch`; ``desc=None`` hides the progress bar."""
+    with :func:`predict_batch`; ``desc=None`` hides the progress bar. ``views`` of the
+    result are those used (for images that are not square, the shape-keeping ones)."""
     names = resolve_views(views)
+    used = names
     ps, ls, ys = [], [], []
     total = len(loader) if hasattr(loader, "__len__") else None
     for batch in progress(
@@ -209,6 +236,7 @@ def predict_loader(
             ys.append(np.asarray(y))
         else:
             x = batch
+        used = views_for_shape(names, *x.shape[-2:])
         p, lg = predict_batch(model, x, mean, std, names, memory_format, amp_dtype)
         ps.append(p.numpy())
         ls.append(lg.numpy())
@@ -217,7 +245,7 @@ def predict_loader(
         probs=np.concatenate(ps) if ps else np.zeros((0, c)),
         logits=np.concatenate(ls) if ls else np.zeros((0, c)),
         labels=np.concatenate(ys).astype(np.int64) if ys else None,
-        views=names,
+        views=used,
     )
 
 
@@ -225,6 +253,8 @@ __all__ = [
     "VIEWS",
     "resolve_views",
     "apply_view",
+    "views_for_shape",
+    "SHAPE_KEEPING_VIEWS",
     "to_model_input",
     "model_device",
     "model_memory_format",

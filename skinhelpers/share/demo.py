@@ -76,7 +76,7 @@ class DemoModel:
     def image(self, path: str | os.PathLike) -> np.ndarray:
         """The uint8 RGB image the network sees (read, preprocessed, resized)."""
         i = self.info
-        return load_for_model(path, int(i["image_size"]), i["preprocess"], i["resize_mode"])
+        return load_for_model(path, i["image_size"], i["preprocess"], i["resize_mode"])
 
     def probabilities(self, img: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from skinhelpers.data.imaging import canonical_size, image_shape
 from skinhelpers.files import atomic_path, read_json, write_json
 from skinhelpers.model.checkpoints import (
     CheckpointError,
@@ -109,7 +110,7 @@ def export_config(
         "model_kwargs": dict(ckpt["model_kwargs"]),
         "classes": classes,
         "num_classes": len(classes),
-        "image_size": int(ckpt["image_size"]),
+        "image_size": canonical_size(ckpt["image_size"]),
         "preprocess": ckpt["preprocess"],
         "resize_mode": ckpt["resize_mode"],
         "mean": list(ckpt["mean"]),
@@ -145,14 +146,14 @@ def export_config(
 
 
 def export_onnx(
-    model: torch.nn.Module, image_size: int, out: str | os.PathLike, opset: int = OPSET
+    model: torch.nn.Module, image_size, out: str | os.PathLike, opset: int = OPSET
 ) -> Path:
     """``model`` as one self-contained ONNX file with a dynamic batch axis.
 
     Uses the torch.export-based exporter (the default since torch 2.9; needs onnxscript).
     """
     model = model.float().eval().to("cpu")
-    x = torch.zeros(2, 3, image_size, image_size)
+    x = torch.zeros(2, 3, *image_shape(image_size))
     batch = torch.export.Dim("batch", min=1, max=4096)
     with atomic_path(out) as tmp:
         torch.onnx.export(
@@ -187,7 +188,7 @@ def export_ensemble(paths, out_dir: str | os.PathLike) -> dict:
     lists the members; melanoma thresholds belong to a run's single model, so none."""
     out_dir = Path(out_dir)
     model, info = load_ensemble(paths, "cpu")
-    path = export_onnx(model, int(info["image_size"]), out_dir / "model.onnx")
+    path = export_onnx(model, info["image_size"], out_dir / "model.onnx")
     first = load_checkpoint(paths[0])
     cfg = export_config(first, None, path.name)
     members = []
@@ -238,7 +239,7 @@ def export_model(checkpoint, fmt: str, out_dir: str | os.PathLike) -> dict:
     ckpt = load_checkpoint(checkpoint)
     if fmt == "onnx":
         model, _ = model_from_checkpoint(ckpt, "cpu")
-        path = export_onnx(model, int(ckpt["image_size"]), out_dir / "model.onnx")
+        path = export_onnx(model, ckpt["image_size"], out_dir / "model.onnx")
     else:
         path = export_safetensors(
             ckpt["state_dict"],

@@ -28,6 +28,16 @@ from skinhelpers.share.licences import CODE_LICENCE, data_licence
 CARD_NAME = "MODEL_CARD.md"
 
 
+def _size_text(p7: dict) -> str:
+    """07's image size as the card shows it: "160 px, square" or "200x150 px (4:3)"."""
+    w, h = p7.get("image_size"), p7.get("image_height") or 0
+    if w is None:
+        return "?"
+    if not h or h == w:
+        return f"{w} px, square"
+    return f"{w}x{h} px (width x height), the images' own aspect"
+
+
 def _read(path: Path):
     try:
         return json.loads(path.read_text())
@@ -91,7 +101,7 @@ def _model_section(run_dir: Path, metrics: dict, params: dict) -> str:
             "initial weights",
             train.get("pretrained_source") or ("ImageNet" if train.get("pretrained") else "random"),
         ],
-        ["image size", f"{p7.get('image_size', '?')} px, square"],
+        ["image size", _size_text(p7)],
         [
             "preprocessing",
             f"`{prep.get('preprocess', '?')}`, resize `{prep.get('resize_mode', '?')}`",

@@ -7,7 +7,9 @@ workers, and :func:`skinhelpers.model.inference.to_model_input` converts a whole
 float once, on the device.
 
 Presets (dermoscopy has no canonical orientation, so every preset but ``none`` flips both
-ways and rotates by multiples of 90 degrees, which loses no pixel):
+ways and rotates by multiples of 90 degrees, which loses no pixel; images that are not
+square, e.g. HAM10000's 4:3 kept as it is, turn by 0 or 180 degrees only, so the shape
+stays):
 
 ===========  =============================================================================
 none         nothing (the image as cached)
@@ -39,6 +41,7 @@ import pandas as pd
 import torch
 from torchvision.transforms import v2
 
+from skinhelpers.data.imaging import image_shape
 from skinhelpers.figures import synthetic_title
 from skinhelpers.files import read_json, write_json
 
@@ -54,9 +57,15 @@ AUGMENTATION_KEYS = ("preset", "cutmix_alpha", "mixup_alpha", "mix_prob")
 
 
 class RandomRot90(v2.Transform):
-    """Rotate by 0, 90, 180 or 270 degrees (uniformly), without interpolation."""
+    """Rotate by 0, 90, 180 or 270 degrees (uniformly), without interpolation.
+
+    A non-square image turns by 0 or 180 degrees only (uniformly), so its shape stays.
+    """
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        h, w = flat_inputs[0].shape[-2:]
+        if h != w:
+            return {"k": 2 * int(torch.randint(0, 2, ()).item())}
         return {"k": int(torch.randint(0, 4, ()).item())}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
@@ -81,17 +90,15 @@ def _gaussian_noise(sigma: float, p: float) -> v2.Transform:
     )
 
 
-def train_transform(preset: str, size: int) -> v2.Compose:
-    """The per-image training transform of ``preset`` for ``size`` x ``size`` images.
+def train_transform(preset: str, size: int | Sequence[int]) -> v2.Compose:
+    """The per-image training transform of ``preset`` for images of ``size`` (an int for
+    squares, ``(height, width)`` otherwise).
 
     Takes and returns a ``uint8`` CHW tensor; an input of another size is resized first.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown augmentation preset '{preset}'; choose one of {list(PRESETS)}")
-    size = int(size)
-    if size < 8:
-        raise ValueError(f"size must be >= 8, got {size}")
-    steps: list = [v2.Resize((size, size), antialias=True)]  # no-op at the cached size
+    steps: list = [v2.Resize(image_shape(size), antialias=True)]  # no-op at the cached size
     if preset == "none":
         return v2.Compose(steps)
     steps += _orientation()
@@ -116,9 +123,9 @@ def train_transform(preset: str, size: int) -> v2.Compose:
     return v2.Compose(steps)
 
 
-def eval_transform(size: int) -> v2.Compose:
+def eval_transform(size: int | Sequence[int]) -> v2.Compose:
     """Evaluation: nothing for cached images of ``size``; a resize for any other size."""
-    return v2.Compose([v2.Resize((int(size), int(size)), antialias=True)])
+    return v2.Compose([v2.Resize(image_shape(size), antialias=True)])
 
 
 class BatchMixer:
@@ -258,11 +265,12 @@ def read_augmentation(
 # ----------------------------------------------------------------------------- measuring
 
 
-def _as_uint8_stack(images, size: int, n_default: int = 64, seed: int = 0) -> torch.Tensor:
+def _as_uint8_stack(images, size, n_default: int = 64, seed: int = 0) -> torch.Tensor:
     if images is None:
         g = torch.Generator().manual_seed(seed)
-        return torch.randint(0, 256, (n_default, 3, size, size), dtype=torch.uint8, generator=g)
-    if isinstance(images, np.ndarray):  # the cache's (N, S, S, 3) layout
+        h, w = image_shape(size)
+        return torch.randint(0, 256, (n_default, 3, h, w), dtype=torch.uint8, generator=g)
+    if isinstance(images, np.ndarray):  # the cache's (N, H, W, 3) layout
         images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     if isinstance(images, (list, tuple)):
         images = torch.stack(list(images))
@@ -276,7 +284,7 @@ def _as_uint8_stack(images, size: int, n_default: int = 64, seed: int = 0) -> to
 
 def measure_throughput(
     preset: str,
-    size: int,
+    size: int | Sequence[int],
     n: int = 256,
     images=None,
     warmup: int = 8,
@@ -313,7 +321,7 @@ def measure_throughput(
 
 
 def throughput_table(
-    size: int,
+    size: int | Sequence[int],
     images=None,
     n: int = 256,
     presets: Sequence[str] = PRESETS,
@@ -361,8 +369,7 @@ def plot_gallery(
     if images is None:
         raise ValueError("plot_gallery needs the source images (uint8 N x 3 x S x S)")
     imgs = _as_uint8_stack(images, 0)
-    size = imgs.shape[-1]
-    tf = train_transform(preset, size)
+    tf = train_transform(preset, tuple(imgs.shape[-2:]))
     rows = len(imgs)
     fig, axes = plt.subplots(
         rows, n + 1, figsize=(1.35 * (n + 1) + 0.4, 1.35 * rows + 0.6), squeeze=False

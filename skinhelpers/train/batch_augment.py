@@ -42,12 +42,14 @@ BATCH_PRESETS = ("none", "basic", "strong")
 
 
 class RandomRot90Batch(torch.nn.Module):
-    """Rotate every image of a square batch by its own random multiple of 90 degrees."""
+    """Rotate every image of a batch by its own random multiple of 90 degrees (0 or 180
+    degrees when the images are not square, so the shape stays)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != x.shape[-2]:
-            raise ValueError(f"90-degree rotations need square images, got {tuple(x.shape[-2:])}")
-        k = torch.randint(0, 4, (x.shape[0],), device=x.device)
+            k = 2 * torch.randint(0, 2, (x.shape[0],), device=x.device)
+        else:
+            k = torch.randint(0, 4, (x.shape[0],), device=x.device)
         out = x.clone()
         for r in (1, 2, 3):
             idx = (k == r).nonzero(as_tuple=True)[0]
@@ -215,7 +217,7 @@ def throughput_comparison(
     """Per-image presets (one thread, like one DataLoader worker) against the same presets
     batched on ``device``: images/s and the speed-up, one row per preset."""
 
-    size = images.shape[-1]
+    size = tuple(images.shape[-2:])
     rows = []
     for p in presets:
         per_image = measure_throughput(p, size, n=n, images=images, seed=seed)
@@ -244,7 +246,7 @@ def plot_side_by_side(
     ``n`` views of the batched one (same parameter ranges, drawn per image)."""
     import matplotlib.pyplot as plt
 
-    rows, size = len(images), images.shape[-1]
+    rows, size = len(images), tuple(images.shape[-2:])
     per_image = train_transform(preset, size)
     batched = BatchAugment(preset)
     with torch.random.fork_rng(devices=[]):

@@ -133,7 +133,7 @@ class DataMeta:
     """What a checkpoint needs to know about the data (besides the weights)."""
 
     classes: list
-    image_size: int
+    image_size: int | list[int]  # an int for squares, [height, width] otherwise
     preprocess: str = "none"
     resize_mode: str = "squash"
     dataset: str = ""

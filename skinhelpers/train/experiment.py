@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from skinhelpers.data.cache import CachedImageDataset, build_cache
+from skinhelpers.data.imaging import canonical_size
 from skinhelpers.data.manifest import read_manifest, subsample
 from skinhelpers.files import read_json
 from skinhelpers.model.checkpoints import model_from_checkpoint
@@ -69,7 +70,7 @@ class TrainData:
 
 def load_data(
     run_dir,
-    image_size: int,
+    image_size: int | list[int],
     workers: int = 2,
     seed: int = 0,
     max_train_images: int = 0,
@@ -119,7 +120,7 @@ def load_data(
     val_ds = CachedImageDataset(cache, val_df, eval_transform(image_size))
     meta = DataMeta(
         classes=list(df.attrs["classes"]),
-        image_size=int(image_size),
+        image_size=canonical_size(image_size),
         preprocess=pre["preprocess"],
         resize_mode=pre["resize_mode"],
         dataset=str(df.attrs.get("dataset", "")),

@@ -67,7 +67,7 @@ def fold_checkpoints(run_dir, name: str) -> list[Path]:
 def train_folds(
     cfg: TrainConfig,
     run_dir,
-    image_size: int,
+    image_size: int | list[int],
     augmentation: dict | None = None,
     nproc: int = 1,
     folds: list[int] | None = None,

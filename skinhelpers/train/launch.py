@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from skinhelpers.data.imaging import canonical_size
 from skinhelpers.files import PROJECT_ROOT, read_json, write_json
 from skinhelpers.train import distributed as ddp
 from skinhelpers.train.config import (
@@ -57,7 +58,7 @@ def write_launch_config(
     cfg: TrainConfig,
     run_dir,
     out_dir,
-    image_size: int,
+    image_size: int | list[int],
     max_train_images: int = 0,
     augmentation: dict | None = None,
     fold: int | None = None,
@@ -68,7 +69,7 @@ def write_launch_config(
         "train": asdict(cfg),
         "run_dir": str(Path(run_dir).resolve()),
         "out_dir": str(Path(out_dir).resolve()),
-        "image_size": int(image_size),
+        "image_size": canonical_size(image_size),
         "max_train_images": int(max_train_images or 0),
         "augmentation": augmentation,
         "fold": fold,
