@@ -353,7 +353,9 @@ def plot_before_after(
                 ax.set_title(name, fontsize=8)
         if titles is not None:
             axes[i, 0].set_ylabel(titles[i], fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(f"Preprocessing before / after (outputs at {size_label(size)}, as cached)", fontsize=11)
+    fig.suptitle(
+        f"Preprocessing before / after (outputs at {size_label(size)}, as cached)", fontsize=11
+    )
     fig.tight_layout()
     return fig
 
