@@ -7,7 +7,8 @@ score is noisy; with a cosine schedule that anneals inside the budget, the last 
 EMA needs no selection at all. This scores the four on the run's validation and test
 splits with the same views and reports each one's paired change in test balanced accuracy
 against ``best_ema`` (the reported model; ``best`` in a run without EMA), with a paired
-bootstrap interval.
+bootstrap interval. It also scores the probability mean of all of them (a snapshot
+ensemble of one training run: free to train, N times the prediction cost) the same way.
 
 ``--crt NAME`` also re-fits the classifier of checkpoint NAME on frozen features of the
 training split, class-balanced (multinomial logistic regression with balanced class
@@ -21,9 +22,11 @@ scored with one view against the same network's own head with one view.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from common import run_model, save
 from sklearn.linear_model import LogisticRegression
@@ -127,6 +130,7 @@ def main() -> None:
     ap.add_argument("--precision", default="float32", help="float32 | bfloat16 | auto")
     ap.add_argument("--crt", default="", help="re-fit this checkpoint's head (one of NAMES)")
     ap.add_argument("--n-bootstrap", type=int, default=1000)
+    ap.add_argument("--label", default="", help="save as results/selection_LABEL.json")
     a = ap.parse_args()
 
     run = Path(a.run)
@@ -169,6 +173,22 @@ def main() -> None:
             f"{row.get('test_melanoma_auc', float('nan')):.4f}",
             flush=True,
         )
+    if len(names) > 1:  # the snapshot ensemble: probability mean of the run's checkpoints
+        for s in ("val", "test"):
+            p = preds[names[0], s]
+            mean = sum(preds[n, s].probs for n in names) / len(names)
+            preds["ensemble", s] = dataclasses.replace(p, probs=mean, logits=np.log(mean))
+        row = {"checkpoint": "ensemble", "members": list(names)}
+        for s in ("val", "test"):
+            p = preds["ensemble", s]
+            row.update({f"{s}_{k}": v for k, v in headline(p.labels, p.probs, pos).items()})
+        rows.append(row)
+        print(
+            f"ensemble of {', '.join(names)}: val balanced accuracy "
+            f"{row['val_balanced_accuracy']:.4f}, test {row['test_balanced_accuracy']:.4f}",
+            flush=True,
+        )
+        names = [*names, "ensemble"]
     t = preds[ref, "test"]
     vs = {}
     for name in names:
@@ -200,7 +220,7 @@ def main() -> None:
             f"{b['diff']:+.4f} (95% CI {b['ci_low']:+.4f} to {b['ci_high']:+.4f})",
             flush=True,
         )
-    save("selection", out)
+    save(f"selection_{a.label}" if a.label else "selection", out)
 
 
 if __name__ == "__main__":

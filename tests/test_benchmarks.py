@@ -191,6 +191,8 @@ def test_bench_seeds_and_wall_tiny(tmp_path, demo_dir, demo_manifest):
     sel = _result(tmp_path, "selection")
     names = [r["checkpoint"] for r in sel["rows"]]
     assert names[0] == "best" and "last" in names  # best.pt and last.pt are always written
+    ens = next(r for r in sel["rows"] if r["checkpoint"] == "ensemble")  # snapshot ensemble
+    assert ens["members"] == names[:-1] and names[-1] == "ensemble"
     assert sel["reference"] in names and set(sel["paired_test_vs_reference"]) == (
         set(names) - {sel["reference"]}
     )
@@ -235,3 +237,69 @@ def test_bench_bootstrap_tiny(tmp_path):
     data = _result(tmp_path, "bootstrap")
     assert data["images"] == 200 and data["classes"] == 4 and data["n_bootstrap"] == 20
     assert data["max_abs_difference"] <= 1e-9 and data["loop_s"] > 0 < data["vectorised_s"]
+
+
+def _predictions(run_dir, labels, probs, classes):
+    import pandas as pd
+
+    run_dir.mkdir(parents=True)
+    df = pd.DataFrame(probs, columns=[f"p_{c}" for c in classes])
+    df.insert(0, "label", labels)
+    df.insert(0, "image_id", [f"img{i}" for i in range(len(labels))])
+    df["pred"] = [classes[i] for i in probs.argmax(1)]
+    df.to_csv(run_dir / "predictions_test.csv", index=False)
+
+
+def test_bench_run_ensemble_averages_runs(tmp_path):
+    """Two runs wrong on different images: their mean is right on more of them, and the
+    paired difference against the first run says so; mismatched runs are refused."""
+    import numpy as np
+
+    classes = ["a", "b", "c"]
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 40)
+    labels = [classes[i] for i in y]
+
+    def run_probs(wrong):  # confident and right, except a weakly wrong vote on `wrong`
+        p = np.full((len(y), 3), 0.05)
+        p[np.arange(len(y)), y] = 0.9
+        for i in wrong:
+            p[i] = 0.3
+            p[i, (y[i] + 1) % 3] = 0.4
+        return p
+
+    wrong_a = rng.choice(len(y), 30, replace=False)
+    wrong_b = np.setdiff1d(np.arange(len(y)), wrong_a)[:30]
+    _predictions(tmp_path / "ra", labels, run_probs(wrong_a), classes)
+    _predictions(tmp_path / "rb", labels, run_probs(wrong_b), classes)
+    _bench(
+        tmp_path,
+        "bench_run_ensemble.py",
+        str(tmp_path / "ra"),
+        str(tmp_path / "rb"),
+        "--n-bootstrap",
+        "50",
+    )
+    d = _result(tmp_path, "run_ensemble")
+    ba = d["paired_mean_minus_first"]["balanced_accuracy"]
+    assert d["n_test"] == len(y)
+    recall_a = [np.mean(~np.isin(np.flatnonzero(y == k), wrong_a)) for k in range(3)]
+    assert ba["a"] == pytest.approx(np.mean(recall_a)) and ba["b"] == pytest.approx(1.0)
+    assert ba["ci_low"] > 0
+
+    _predictions(tmp_path / "rc", labels[:-1], run_probs([])[:-1], classes)
+    env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path / "results")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "bench_run_ensemble.py"),
+            str(tmp_path / "ra"),
+            str(tmp_path / "rc"),
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and "test images differ" in proc.stderr
