@@ -48,10 +48,10 @@ from skinhelpers.files import read_json, write_json
 PRESETS = ("none", "basic", "strong", "autoaugment", "randaugment")
 PRESET_DESCRIPTIONS = {
     "none": "no augmentation",
-    "basic": "flips + 90° rotations + mild affine + mild colour jitter",
+    "basic": "flips + right-angle turns + mild affine + mild colour jitter",
     "strong": "basic geometry + shear + strong colour jitter + Gaussian noise + random erasing",
-    "autoaugment": "flips + 90° rotations + AutoAugment (ImageNet policy)",
-    "randaugment": "flips + 90° rotations + RandAugment (2 ops, magnitude 9)",
+    "autoaugment": "flips + right-angle turns + AutoAugment (ImageNet policy)",
+    "randaugment": "flips + right-angle turns + RandAugment (2 ops, magnitude 9)",
 }
 AUGMENTATION_KEYS = ("preset", "cutmix_alpha", "mixup_alpha", "mix_prob")
 
