@@ -281,11 +281,29 @@ def test_bench_run_ensemble_averages_runs(tmp_path):
         "50",
     )
     d = _result(tmp_path, "run_ensemble")
-    ba = d["paired_mean_minus_first"]["balanced_accuracy"]
+    ba = d["paired_mean_minus_against"]["balanced_accuracy"]
     assert d["n_test"] == len(y)
     recall_a = [np.mean(~np.isin(np.flatnonzero(y == k), wrong_a)) for k in range(3)]
     assert ba["a"] == pytest.approx(np.mean(recall_a)) and ba["b"] == pytest.approx(1.0)
     assert ba["ci_low"] > 0
+    # --against: the mean of B and C scored against A, which is not a member
+    _predictions(tmp_path / "rd", labels, run_probs(wrong_a[:15]), classes)
+    _bench(
+        tmp_path,
+        "bench_run_ensemble.py",
+        str(tmp_path / "rb"),
+        str(tmp_path / "rd"),
+        "--against",
+        str(tmp_path / "ra"),
+        "--label",
+        "x",
+        "--n-bootstrap",
+        "50",
+    )
+    x = _result(tmp_path, "run_ensemble_x")
+    assert x["against"] == str(tmp_path / "ra") and str(tmp_path / "ra") not in x["runs"]
+    assert x["paired_mean_minus_against"]["balanced_accuracy"]["a"] == pytest.approx(ba["a"])
+    assert x["paired_mean_minus_against"]["balanced_accuracy"]["b"] == pytest.approx(1.0)
 
     _predictions(tmp_path / "rc", labels[:-1], run_probs([])[:-1], classes)
     env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path / "results")}
