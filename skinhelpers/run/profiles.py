@@ -64,9 +64,10 @@ PROFILES: dict[str, dict] = {
         "trial_batch_size": 32,
         "trial_max_train_images": 2000,
         # 07 trains EfficientNet-Lite0 (ImageNet) whatever 06 ranks first: at this trial
-        # budget (64 px, 2 epochs, 2,000 images) small from-scratch nets win 06 on HAM10000
-        # (seen: small_cnn 0.51 vs pretrained lite0 0.44 val balanced accuracy), which says
-        # little about the final budget. "" would follow 06.
+        # budget (64 px, 2 epochs, 2,000 images) the from-scratch small_cnn wins 06 on
+        # HAM10000 (0.47 vs 0.36 val balanced accuracy), the reverse of the full budget.
+        # Trials at 160 px with 2 epochs rank like the full budget but take ~10 minutes the
+        # hour does not have (benchmarks/RESULTS.md section 18). "" would follow 06.
         "arch": "efficientnet_lite0",
         # an upper bound: the trainer sizes the cosine schedule from the measured speed of
         # its first epochs so that it anneals inside max_minutes (a slower CPU fits fewer)
