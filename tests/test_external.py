@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy import fftpack
 
+from skinhelpers.data import hashes, taxonomy
 from skinhelpers.evaluate import external
 from skinhelpers.explore import leakage
 
@@ -33,15 +34,15 @@ def test_dihedral_dct_equals_the_dct_of_each_view():
     def dct(m):
         return fftpack.dct(fftpack.dct(m, axis=0), axis=1)
 
-    views = leakage.dihedral_dct(dct(img))
+    views = hashes.dihedral_dct(dct(img))
     for k, op in enumerate(OPS):
-        assert np.allclose(views[k], dct(op(img)), atol=1e-9), leakage.DIHEDRAL_VIEWS[k]
+        assert np.allclose(views[k], dct(op(img)), atol=1e-9), hashes.DIHEDRAL_VIEWS[k]
 
 
 def test_planted_rotated_and_mirrored_copies_are_found(ham_manifest, tmp_path):
     src = ham_manifest.sample(40, random_state=1).reset_index(drop=True)
     planted = []
-    for k, (op, _name) in enumerate(zip(OPS[1:], leakage.DIHEDRAL_VIEWS[1:])):
+    for k, (op, _name) in enumerate(zip(OPS[1:], hashes.DIHEDRAL_VIEWS[1:])):
         img = cv2.imread(src.loc[k, "path"])
         copy = np.ascontiguousarray(op(img))
         copy = cv2.resize(copy, (copy.shape[1] * 9 // 10, copy.shape[0] * 9 // 10))
@@ -58,9 +59,9 @@ def test_planted_rotated_and_mirrored_copies_are_found(ham_manifest, tmp_path):
             }
         )
     df = pd.concat([src, pd.DataFrame(planted)], ignore_index=True)
-    plain = leakage.near_duplicates(df, leakage.phash_codes(df["path"], show_progress=False), 36)
+    plain = leakage.near_duplicates(df, hashes.phash_codes(df["path"], show_progress=False), 36)
     assert not plain["relpath_b"].str.startswith("copy_").any()  # a plain hash misses them
-    bits = leakage.phash_codes(df["path"], show_progress=False, dihedral=True)
+    bits = hashes.phash_codes(df["path"], show_progress=False, dihedral=True)
     near = leakage.near_duplicates(df, bits, 36)
     hits = near[near["relpath_b"].str.startswith("copy_")]
     assert len(hits) == 7 and not hits["same_group"].any()
@@ -68,10 +69,10 @@ def test_planted_rotated_and_mirrored_copies_are_found(ham_manifest, tmp_path):
         row = hits[hits["relpath_b"] == f"copy_{k}.jpg"].iloc[0]
         assert row["relpath_a"] == src.loc[k, "relpath"] and row["transform"] != "identity"
     # and across sets: the copies against the source images
-    q, r, _, v = leakage.cross_pairs(bits[40:], bits[:40], 36)
+    q, r, _, v = hashes.cross_pairs(bits[40:], bits[:40], 36)
     assert sorted(zip(q.tolist(), r.tolist())) == [(k, k) for k in range(7)]
     # the view of the copy that gives back the source: the inverse of the planted one
-    assert [leakage.DIHEDRAL_VIEWS[x] for x in v[np.argsort(q)]] == [
+    assert [hashes.DIHEDRAL_VIEWS[x] for x in v[np.argsort(q)]] == [
         "rot270",
         "rot180",
         "rot90",
@@ -101,7 +102,7 @@ def test_isic9_overlap_with_ham10000_by_content(ham_manifest, isic9_manifest, tm
 
 
 def test_auto_class_map_isic9_to_ham(ham_manifest, isic9_manifest):
-    t = external.resolve_class_map(
+    t = taxonomy.resolve_class_map(
         ham_manifest.attrs["classes"], isic9_manifest.attrs["classes"], "auto"
     )
     m = {
@@ -119,8 +120,8 @@ def test_auto_class_map_isic9_to_ham(ham_manifest, isic9_manifest):
         "vascular lesion": "vasc",
     }
     assert "dropped" in t.set_index("external_class").loc["squamous cell carcinoma", "how"]
-    kept, dropped = external.apply_class_map(isic9_manifest, t, ham_manifest.attrs["classes"])
+    kept, dropped = taxonomy.apply_class_map(isic9_manifest, t, ham_manifest.attrs["classes"])
     assert dropped.to_dict() == {"squamous cell carcinoma": 197}
     assert len(kept) == len(isic9_manifest) - 197 and kept["label_idx"].notna().all()
     with pytest.raises(ValueError, match="does not have"):
-        external.resolve_class_map(["mel", "nv"], ["melanoma"], {"melanoma": "MEL"})
+        taxonomy.resolve_class_map(["mel", "nv"], ["melanoma"], {"melanoma": "MEL"})

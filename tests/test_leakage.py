@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skinhelpers.data import manifest
+from skinhelpers.data import hashes, manifest
 from skinhelpers.explore import leakage
 
 HAM_IDENTICAL = {
@@ -66,7 +66,7 @@ def test_hamming_pairs_match_brute_force():
     for k in range(0, 40, 4):  # plant close pairs
         bits[k + 1] = bits[k]
         bits[k + 1, rng.choice(64, k // 4, replace=False)] ^= True
-    i, j, d = leakage.hamming_pairs(bits, 20, block=64)  # several blocks
+    i, j, d = hashes.hamming_pairs(bits, 20, block=64)  # several blocks
     brute = (bits[:, None, :] != bits[None, :, :]).sum(-1)
     bi, bj = np.nonzero(np.triu(brute <= 20, 1))
     assert set(zip(i.tolist(), j.tolist())) == set(zip(bi.tolist(), bj.tolist()))
@@ -80,7 +80,7 @@ def test_hamming_pairs_on_10k_codes_takes_seconds():
     bits = rng.random((10_000, 256)) < 0.5
     bits[5000] = bits[17]
     t0 = time.perf_counter()
-    i, j, d = leakage.hamming_pairs(bits, 40)
+    i, j, d = hashes.hamming_pairs(bits, 40)
     dt = time.perf_counter() - t0
     assert (17, 5000) in set(zip(i.tolist(), j.tolist()))
     assert dt < 15, f"50M pairs took {dt:.1f} s"
@@ -93,7 +93,7 @@ def test_phash_survives_rescaling_and_reencoding(tmp_path, demo_manifest):
     p_copy = tmp_path / "copy.jpg"
     cv2.imwrite(str(p_copy), small, [cv2.IMWRITE_JPEG_QUALITY, 60])
     other = demo_manifest["path"].iloc[300]
-    bits = leakage.phash_codes([src, str(p_copy), other], workers=1, show_progress=False)
+    bits = hashes.phash_codes([src, str(p_copy), other], workers=1, show_progress=False)
     assert bits.shape == (3, 256)
     d = lambda a, b: int((bits[a] != bits[b]).sum())  # noqa: E731
     assert d(0, 1) <= 16
@@ -105,7 +105,7 @@ def test_near_duplicates_on_real_ham(ham_manifest):
     rows = ham_manifest[ham_manifest["image_id"].isin(wanted)]
     extra = ham_manifest[~ham_manifest["image_id"].isin(wanted)].sample(60, random_state=0)
     df = pd.concat([rows, extra]).reset_index(drop=True)
-    bits = leakage.phash_codes(df["path"], workers=2, show_progress=False)
+    bits = hashes.phash_codes(df["path"], workers=2, show_progress=False)
     near = leakage.near_duplicates(df, bits, 36)
     found = _ids(near)
     assert HAM_IDENTICAL <= found and HAM_CROSS_LESION in found
@@ -265,7 +265,7 @@ def test_plots_return_figures(ham_manifest):
     df = ham_manifest.iloc[:300]
     ex = leakage.exact_duplicates(ham_manifest)
     paths = dict(zip(ham_manifest["relpath"], ham_manifest["path"]))
-    bits = leakage.phash_codes(df["path"], workers=2, show_progress=False)
+    bits = hashes.phash_codes(df["path"], workers=2, show_progress=False)
     figs = [
         leakage.plot_images_per_group(df),
         leakage.plot_pairs(ex, paths, n=2),

@@ -1,8 +1,8 @@
 """External validation (notebook 09): score a run's checkpoint on another dataset.
 
-1. :func:`resolve_class_map` maps the external classes onto the run's classes by their
-   clinical meaning (``"auto"``), or as the reader says (a dict); unmapped classes are
-   dropped and counted.
+1. :func:`skinhelpers.data.taxonomy.resolve_class_map` maps the external classes onto the
+   run's classes by their clinical meaning (``"auto"``), or as the reader says (a dict);
+   unmapped classes are dropped and counted (the taxonomy that also joins sources).
 2. :func:`content_overlap` finds every external image that is, by content, an exact or
    near duplicate of any image of the source dataset, flips and 90-degree rotations
    included (dihedral perceptual hashes, :mod:`skinhelpers.explore.leakage`): public
@@ -14,45 +14,12 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from skinhelpers.data import hashes
 from skinhelpers.evaluate import scores
-from skinhelpers.explore import leakage
-
-#: clinical meaning -> the class names datasets use for it (lower case)
-CLINICAL_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "melanoma": ("mel", "melanoma", "malignant melanoma"),
-    "nevus": ("nv", "nevus", "nevi", "naevus", "melanocytic nevus", "melanocytic nevi"),
-    "basal cell carcinoma": ("bcc", "basal cell carcinoma"),
-    "actinic keratosis": (
-        "akiec",
-        "ak",
-        "actinic keratosis",
-        "actinic keratoses",
-        "actinic keratosis / intraepithelial carcinoma",
-    ),
-    # HAM10000's bkl lumps seborrheic keratosis, solar lentigo and lichen-planus-like
-    # keratosis together (Tschandl et al. 2018)
-    "benign keratosis": (
-        "bkl",
-        "benign keratosis",
-        "benign keratosis-like lesion",
-        "pigmented benign keratosis",
-        "seborrheic keratosis",
-        "solar lentigo",
-        "lichen planus-like keratosis",
-    ),
-    "dermatofibroma": ("df", "dermatofibroma"),
-    "vascular lesion": ("vasc", "vascular lesion", "vascular lesions"),
-    # invasive SCC has no HAM10000 class (akiec holds only the in-situ form, Bowen's
-    # disease), so it is kept apart and dropped when the source has no SCC class
-    "squamous cell carcinoma": ("scc", "squamous cell carcinoma"),
-}
 
 #: columns of external_overlap.csv
 OVERLAP_COLUMNS = [
@@ -69,92 +36,6 @@ OVERLAP_COLUMNS = [
     "run_split",
     "matches",
 ]
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[\s_]+", " ", str(name).strip().lower())
-
-
-def clinical_meaning(name: str) -> str | None:
-    """The clinical concept (a key of :data:`CLINICAL_SYNONYMS`) a class name stands for."""
-    n = _norm(name)
-    for concept, names in CLINICAL_SYNONYMS.items():
-        if n in names:
-            return concept
-    return None
-
-
-def resolve_class_map(
-    source_classes, external_classes, class_map: str | Mapping[str, str] = "auto"
-) -> pd.DataFrame:
-    """One row per external class: ``external_class``, ``source_class`` (None: dropped),
-    ``how`` (the reason, in words).
-
-    ``"auto"`` maps both sides to a clinical meaning (:data:`CLINICAL_SYNONYMS`) and pairs
-    classes that share one; a dict maps external class names to source class names
-    (names it leaves out are dropped).
-    """
-    source_classes, external_classes = list(source_classes), list(external_classes)
-    rows = []
-    if isinstance(class_map, str):
-        if class_map != "auto":
-            raise ValueError(f"class_map must be 'auto' or a dict, got '{class_map}'")
-        by_concept: dict[str, list[str]] = {}
-        for s in source_classes:
-            c = clinical_meaning(s)
-            if c:
-                by_concept.setdefault(c, []).append(s)
-        for e in external_classes:
-            c = clinical_meaning(e)
-            target = by_concept.get(c, [None])[0] if c else None
-            if target is not None:
-                how = "same name" if _norm(e) == _norm(target) else f"both mean '{c}'"
-            elif c:
-                how = f"'{c}' has no class in the source dataset: dropped"
-            else:
-                how = "no known clinical meaning: dropped"
-            rows.append({"external_class": e, "source_class": target, "how": how})
-    else:
-        bad = {k: v for k, v in class_map.items() if v not in source_classes}
-        if bad:
-            raise ValueError(
-                f"class_map maps to classes the run does not have: {bad}; "
-                f"the run's classes are {source_classes}"
-            )
-        unknown = sorted(set(class_map) - set(external_classes))
-        if unknown:
-            raise ValueError(
-                f"class_map names external classes that do not exist: {unknown};"
-                f" the external classes are {external_classes}"
-            )
-        for e in external_classes:
-            t = class_map.get(e)
-            rows.append(
-                {
-                    "external_class": e,
-                    "source_class": t,
-                    "how": "given in class_map" if t else "not in class_map: dropped",
-                }
-            )
-    return pd.DataFrame(rows, columns=["external_class", "source_class", "how"])
-
-
-def apply_class_map(
-    external: pd.DataFrame, table: pd.DataFrame, source_classes
-) -> tuple[pd.DataFrame, pd.Series]:
-    """External rows whose class maps, relabelled with the source class (``label``,
-    ``label_idx``; the original in ``external_label``), and the dropped count per class."""
-    source_classes = list(source_classes)
-    m = dict(zip(table["external_class"], table["source_class"]))
-    target = external["label"].map(m)
-    keep = target.notna()
-    dropped = external.loc[~keep, "label"].value_counts().rename("dropped")
-    out = external[keep].copy()
-    out["external_label"] = out["label"]
-    out["label"] = target[keep]
-    out["label_idx"] = out["label"].map({c: i for i, c in enumerate(source_classes)})
-    out.attrs = dict(external.attrs)
-    return out.reset_index(drop=True), dropped
 
 
 def content_overlap(
@@ -175,15 +56,15 @@ def content_overlap(
     within ``max_distance`` bits. ``run_split`` is left empty (see :func:`mark_run_split`).
     """
     hash_ = (
-        (lambda d: leakage.cached_phash_codes(d, cache_dir, hash_size, workers, show_progress))
+        (lambda d: hashes.cached_phash_codes(d, cache_dir, hash_size, workers, show_progress))
         if cache_dir
         else (
-            lambda d: leakage.phash_codes(
+            lambda d: hashes.phash_codes(
                 d["path"], hash_size, workers, show_progress, dihedral=True
             )
         )
     )
-    q, r, d, v = leakage.cross_pairs(hash_(external), hash_(source), max_distance)
+    q, r, d, v = hashes.cross_pairs(hash_(external), hash_(source), max_distance)
     sha_e = external["sha1"].astype(str).to_numpy() if "sha1" in external else None
     sha_s = source["sha1"].astype(str).to_numpy() if "sha1" in source else None
     exact = (
@@ -198,7 +79,7 @@ def content_overlap(
     _, first = np.unique(q, return_index=True)
     q, r, d, v, exact = q[first], r[first], d[first], v[first], exact[first]
     e, s = external.iloc[q].reset_index(drop=True), source.iloc[r].reset_index(drop=True)
-    views = np.asarray(leakage.DIHEDRAL_VIEWS)[v]
+    views = np.asarray(hashes.DIHEDRAL_VIEWS)[v]
     kind = np.where(exact, "exact", np.where(views != "identity", "rotated/mirrored", "near"))
     out = pd.DataFrame(
         {
@@ -292,15 +173,11 @@ def leak_table(clean: dict, whole: dict) -> pd.DataFrame:
 
 
 __all__ = [
-    "CLINICAL_SYNONYMS",
     "OVERLAP_COLUMNS",
-    "apply_class_map",
-    "clinical_meaning",
     "content_overlap",
     "leak_table",
     "mark_run_split",
     "melanoma_at_threshold",
     "overlap_summary",
-    "resolve_class_map",
     "score_external",
 ]
