@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+import sklearn
 from sklearn import metrics as skm
 
 from skinhelpers.evaluate import scores as ev
@@ -79,27 +80,123 @@ def test_bootstrap_ci_contains_estimate_and_shrinks_with_n():
     )
 
 
+def _lesions(n, rng, share=0.4):
+    """Group ids where about ``share`` of the images repeat the lesion before them."""
+    g = np.arange(n)
+    for i in range(1, n):
+        if rng.random() < share:
+            g[i] = g[i - 1]
+    return g
+
+
 @pytest.mark.parametrize("classes", [2, 3, 7])
 def test_vectorised_headline_equals_each_metric_on_each_resample(classes):
     """The bootstrap scores HEADLINE on all resamples at once; it must give what each
-    scikit-learn metric gives on each resample, also with tied scores, classes missing
-    from a resample (plain, not stratified), a class never predicted, and tiny sets."""
+    scikit-learn metric gives on each resample written out, for image and for group
+    (lesion) resamples, also with tied scores, classes missing from a resample (plain,
+    not stratified), a class never predicted, and tiny sets."""
     rng = np.random.default_rng(classes)
-    for n, stratified in ((300, True), (300, False), (9, False)):
+    for n, stratified, grouped in (
+        (300, True, False),
+        (300, False, False),
+        (9, False, False),
+        (300, True, True),
+        (300, False, True),
+        (12, True, True),
+    ):
         y = rng.integers(0, classes, n)
         y[: classes - 1] = np.arange(classes - 1)  # the last class may be absent
+        groups = _lesions(n, rng) if grouped else None
+        if grouped:
+            y = y[np.searchsorted(np.unique(groups), groups)]  # one label per lesion
         probs = rng.dirichlet(np.ones(classes), n).round(1)  # many ties
         probs[:, -1] *= 0.1  # the last class is rarely predicted
         probs /= probs.sum(1, keepdims=True)
-        idx = ev.bootstrap_indices(y, 60, seed=1, stratified=stratified)
-        idx[-1] = 0  # one image repeated: a single class, the AUC undefined
-        fast = ev.headline_resampled(y, probs, idx)
-        with warnings.catch_warnings():
+        w = ev.bootstrap_weights(y, 60, seed=1, stratified=stratified, groups=groups)
+        w[-1] = 0
+        w[-1, 0] = 3  # one image repeated: a single class, the AUC undefined
+        idx = ev.indices_from_weights(w)
+        fast = ev.headline_weighted(y, probs, w)
+        assert np.array_equal(ev.headline_resampled(y, probs, idx), fast, equal_nan=True)
+        with warnings.catch_warnings(), sklearn.config_context(skip_parameter_validation=True):
             warnings.simplefilter("ignore")
             slow = np.array([[f(y[i], probs[i]) for f in ev.HEADLINE.values()] for i in idx])
         assert fast.shape == slow.shape == (60, len(ev.HEADLINE))
         np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-9, equal_nan=True)
         assert np.isnan(slow[-1, 3]) and np.isfinite(slow[:-1, :3]).all()
+        if grouped:  # group resamples vary in size: the test is not vacuous
+            assert len({len(i) for i in idx[:-1]}) > 1
+
+
+def test_bootstrap_ci_by_group_equals_sklearn_on_the_same_resamples():
+    """bootstrap_ci with groups: its quantiles are those of scikit-learn's metrics on the
+    group resamples written out (bootstrap_indices with the same seed)."""
+    rng = np.random.default_rng(5)
+    y, p, _ = _toy(n=240, c=3, seed=5)
+    groups = _lesions(len(y), rng)
+    y = y[np.searchsorted(np.unique(groups), groups)]
+    t = ev.bootstrap_ci(y, p, n_bootstrap=80, seed=2, groups=groups)
+    idx = ev.bootstrap_indices(y, 80, seed=2, groups=groups)
+    for k, f in ev.HEADLINE.items():
+        vals = [f(y[i], p[i]) for i in idx]
+        lo, hi = np.quantile(vals, [0.025, 0.975])
+        assert t.loc[k, "ci_low"] == pytest.approx(lo, abs=1e-9)
+        assert t.loc[k, "ci_high"] == pytest.approx(hi, abs=1e-9)
+    assert t.attrs == {"bootstrap_unit": "group", "n_units": len(np.unique(groups))}
+    assert ev.bootstrap_ci(y, p, n_bootstrap=5).attrs["bootstrap_unit"] == "image"
+
+
+def test_two_images_of_one_lesion_always_travel_together():
+    """Group resamples draw whole lesions: the images of a lesion appear equally often in
+    every resample (the image bootstrap breaks this at once), each class keeps its number
+    of lesions, and a lesion's class is its most common label."""
+    y = np.array([0, 0, 1, 1, 1, 2, 2, 0, 1, 2, 1, 1])
+    groups = np.array(["a", "a", "b", "b", "c", "d", "d", "e", "f", "g", "h", "h"])
+    for g, together in ((groups, True), (None, False)):
+        w = ev.bootstrap_weights(y, 400, seed=0, groups=g)
+        pairs = [(0, 1), (2, 3), (5, 6), (10, 11)]  # images of one lesion
+        same = all(np.array_equal(w[:, i], w[:, j]) for i, j in pairs)
+        assert same == together
+    w = ev.bootstrap_weights(y, 400, seed=0, groups=groups)
+    lesion_w = w[:, [0, 2, 4, 5, 7, 8, 9, 10]]  # one image per lesion
+    lesion_class = np.array([0, 1, 1, 2, 0, 1, 2, 1])
+    for c in range(3):  # stratified by lesion class: as many lesions drawn as it has
+        assert (lesion_w[:, lesion_class == c].sum(1) == (lesion_class == c).sum()).all()
+    assert (w.sum(1) != len(y)).any()  # so the number of images varies
+    # a lesion of two labels counts as its most common one
+    mixed = ev.bootstrap_weights([0, 1, 1, 0], 50, seed=1, groups=["x", "x", "x", "y"])
+    assert (mixed[:, 0] == mixed[:, 1]).all() and (mixed[:, 0] == 1).all()
+
+
+def test_wilson_interval_known_values():
+    """8 of 10 at 95%: 0.4902-0.9433 (the textbook value; scipy's binomtest agrees), and
+    never a zero-width interval at 0 or 100%."""
+    from scipy.stats import binomtest
+
+    lo, hi = ev.wilson_interval(8, 10)
+    assert (round(lo, 4), round(hi, 4)) == (0.4902, 0.9433)
+    for k, n in ((0, 7), (7, 7), (3, 41), (120, 130)):
+        ref = binomtest(k, n).proportion_ci(method="wilson")
+        assert ev.wilson_interval(k, n) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    assert ev.wilson_interval(7, 7)[0] < 0.7 and ev.wilson_interval(0, 7)[1] > 0.3
+    assert np.isnan(ev.wilson_interval(0, 0)).all()
+
+
+def test_proportion_ci_counts_lesions_not_repeated_images():
+    """Each lesion photographed twice with the same outcome carries the information of one
+    image: 16 of 20 images in 10 such lesions get the interval of 8 of 10; one image per
+    lesion is the plain Wilson interval."""
+    plain = ev.proportion_ci([True] * 8 + [False] * 2)
+    assert (plain["ci_low"], plain["ci_high"]) == pytest.approx(ev.wilson_interval(8, 10))
+    twice = ev.proportion_ci([True] * 16 + [False] * 4, np.repeat(np.arange(10), 2))
+    assert twice["value"] == 0.8 and twice["n"] == 20
+    assert twice["n_effective"] == pytest.approx(10)
+    assert (twice["ci_low"], twice["ci_high"]) == pytest.approx(ev.wilson_interval(8, 10))
+    single = ev.proportion_ci([True] * 8 + [False] * 2, np.arange(10))
+    assert single["ci_low"] == pytest.approx(plain["ci_low"])
+    # all agree: the design effect is not estimable; the lesions are counted
+    allhit = ev.proportion_ci([True] * 6, ["a", "a", "b", "b", "c", "c"])
+    assert (allhit["ci_low"], allhit["ci_high"]) == pytest.approx(ev.wilson_interval(3, 3))
 
 
 def test_stratified_bootstrap_keeps_class_counts():
@@ -138,12 +235,43 @@ def test_positive_class_analysis_words_and_numbers():
     )
     assert out["auc"]["value"] == pytest.approx(skm.roc_auc_score(y == 1, p[:, 1]))
     assert out["auc"]["ci_low"] <= out["auc"]["value"] <= out["auc"]["ci_high"]
+    assert out["bootstrap_unit"] == "image"
     assert len(out["operating_points"]) == 2
     spec_pt = out["operating_points"][0]
     assert spec_pt["validation"]["specificity"] >= 0.95
     sens = spec_pt["test"]["sensitivity"]
     assert f"{100 * sens:.1f}%" in out["sentences"][1]
     assert "melanoma" in out["sentences"][1] and "validation" in out["sentences"][1]
+    # sensitivity: a Wilson interval of the test melanomas found
+    t = spec_pt["test"]
+    ci = spec_pt["test_ci"]["sensitivity"]
+    assert (ci["ci_low"], ci["ci_high"]) == pytest.approx(
+        ev.wilson_interval(t["tp"], t["tp"] + t["fn"])
+    )
+
+
+def test_positive_class_analysis_by_lesion():
+    """With the test lesions: the AUC resamples lesions, the operating points count them,
+    and the record says so."""
+    rng = np.random.default_rng(7)
+    y, p, _ = _toy(n=600, c=3, seed=7)
+    groups = _lesions(len(y), rng, share=0.5)
+    y = y[np.searchsorted(np.unique(groups), groups)]
+    yv, pv, _ = _toy(n=400, c=3, seed=8)
+    out = ev.positive_class_analysis(yv, pv, y, p, 1, targets=(0.9,), n_bootstrap=60, groups=groups)
+    assert out["bootstrap_unit"] == "group" and out["n_units"] == len(np.unique(groups))
+    assert out["n_test_pos_groups"] == len(np.unique(groups[y == 1]))
+    t = ev.bootstrap_ci(
+        (y == 1).astype(int),
+        np.stack([1 - p[:, 1], p[:, 1]], 1),
+        ev.binary_auc_fns(),
+        60,
+        groups=groups,
+    )
+    assert out["auc"]["ci_low"] == t.loc["auc", "ci_low"]
+    op = out["operating_points"][0]
+    assert op["test_ci"] == ev.operating_point_ci(y == 1, p[:, 1], op["threshold"], groups)
+    assert op["test_ci"]["sensitivity"]["n_effective"] <= op["test"]["tp"] + op["test"]["fn"]
 
 
 def test_ece_and_temperature_scaling():
@@ -186,6 +314,10 @@ def test_prediction_frame_and_worst_errors():
     f = ev.prediction_frame(df, p, ["mel", "nv"])
     assert list(f["pred"]) == ["mel", "mel", "nv"]
     assert list(f.columns[:5]) == ["image_id", "relpath", "label", "p_mel", "p_nv"]
+    assert "group" not in f.columns  # only when the frame has the lesions
+    assert list(
+        ev.prediction_frame(df.assign(group=["g1", "g1", "g2"]), p, ["mel", "nv"])["group"]
+    ) == ["g1", "g1", "g2"]
     w = ev.worst_errors(f, ["mel", "nv"])
     assert list(w["image_id"]) == ["b"] and w["p_true"].iloc[0] == pytest.approx(0.3)
 
@@ -219,6 +351,23 @@ def test_paired_bootstrap_difference():
     assert (
         (same["diff"] == 0).all() and (same["ci_low"] == 0).all() and (same["ci_high"] == 0).all()
     )
+    # by lesion: each image its own lesion gives the image bootstrap's resamples exactly
+    by_image = ev.paired_bootstrap_diff(y, worse, p, n_bootstrap=100, seed=3)
+    singletons = ev.paired_bootstrap_diff(
+        y, worse, p, n_bootstrap=100, seed=3, groups=np.arange(len(y)) + 1000
+    )
+    assert np.allclose(by_image.to_numpy(), singletons.to_numpy())
+    assert singletons.attrs["bootstrap_unit"] == "group" and by_image.attrs["n_units"] == len(y)
+    # lesions of four images each: fewer independent units, a wider interval
+    y4 = np.repeat(y[:125], 4)
+    p4, w4 = np.repeat(p[:125], 4, axis=0), np.repeat(worse[:125], 4, axis=0)
+    g4 = np.repeat(np.arange(125), 4)
+    narrow = ev.paired_bootstrap_diff(y4, w4, p4, {"accuracy": ev.HEADLINE["accuracy"]}, 300)
+    wide = ev.paired_bootstrap_diff(
+        y4, w4, p4, {"accuracy": ev.HEADLINE["accuracy"]}, 300, groups=g4
+    )
+    width = lambda t: float(t["ci_high"].iloc[0] - t["ci_low"].iloc[0])  # noqa: E731
+    assert width(wide) > 1.5 * width(narrow)  # ~ sqrt(4) = 2
 
 
 def test_absent_classes_are_left_out_not_scored_zero():

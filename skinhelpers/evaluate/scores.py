@@ -86,68 +86,157 @@ def confusion(y, probs, normalize: str | None = None) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- bootstrap
+# The resampling unit is the split's *group* (a lesion; ``group`` in split.csv): HAM10000's
+# test split holds 1,430 images of 1,066 lesions, and images of one lesion are not
+# independent, so resampling them one by one makes every interval too narrow. A resample
+# draws, class by class, as many groups as the class has (with replacement) and takes every
+# image of each drawn group as often as the group was drawn: it is a vector of integer
+# multiplicities over the images (its size varies). ``groups=None`` makes every image its
+# own group: the image bootstrap, for callers that have no groups (the result says so:
+# ``bootstrap_unit`` "image").
 
 
-def bootstrap_indices(y, n_bootstrap: int, seed: int = 0, stratified: bool = True) -> np.ndarray:
-    """``(n_bootstrap, N)`` resampling indices; stratified by ``y`` (class counts kept)
-    by default, so that every resample contains every class of the test set."""
-    y = np.asarray(y).ravel()
+def group_codes(groups, n: int) -> np.ndarray:
+    """Integer codes ``0..G-1`` of ``groups`` (``None``: every image its own group)."""
+    if groups is None:
+        return np.arange(n)
+    g = np.asarray(groups).ravel()
+    if len(g) != n:
+        raise ValueError(f"{len(g)} groups for {n} images")
+    if pd.isna(pd.Series(g)).any():
+        raise ValueError("groups must not be missing: name every image's lesion (group)")
+    return pd.factorize(g, sort=True)[0].astype(np.int64)
+
+
+def bootstrap_unit(groups, n: int) -> dict:
+    """``{"bootstrap_unit": "group" | "image", "n_units": ...}``: what a bootstrap with
+    these ``groups`` resamples, for the records (metrics.json, tables)."""
+    if groups is None:
+        return {"bootstrap_unit": "image", "n_units": int(n)}
+    return {"bootstrap_unit": "group", "n_units": int(group_codes(groups, n).max() + 1) if n else 0}
+
+
+def _group_class(y: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Each group's class for stratification: its most common label (ties: the lowest
+    class index; HAM10000's lesions have one label)."""
+    k = int(y.max()) + 1 if len(y) else 1
+    counts = np.bincount(codes * k + y, minlength=n_groups * k).reshape(n_groups, k)
+    return counts.argmax(1)
+
+
+def _multiplicities(draws: np.ndarray, size: int) -> np.ndarray:
+    """``(B, k)`` drawn indices -> ``(B, size)`` counts of each index per row."""
+    b = len(draws)
+    flat = (np.arange(b, dtype=np.int64)[:, None] * size + draws).ravel()
+    return np.bincount(flat, minlength=b * size).reshape(b, size).astype(np.int32)
+
+
+def _group_draws(y, codes, n_bootstrap: int, seed: int, stratified: bool) -> np.ndarray:
+    """``(n_bootstrap, G)``: how often each group is drawn in each resample; stratified by
+    the groups' classes (each class keeps its number of groups)."""
+    n_groups = int(codes.max()) + 1 if len(codes) else 0
     rng = np.random.default_rng(seed)
-    n = len(y)
     if not stratified:
-        return rng.integers(0, n, size=(n_bootstrap, n))
-    out = np.empty((n_bootstrap, n), dtype=np.int64)
-    start = 0
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        out[:, start : start + len(idx)] = idx[
-            rng.integers(0, len(idx), size=(n_bootstrap, len(idx)))
-        ]
-        start += len(idx)
+        return _multiplicities(rng.integers(0, n_groups, size=(n_bootstrap, n_groups)), n_groups)
+    gcls = _group_class(y, codes, n_groups)
+    out = np.zeros((n_bootstrap, n_groups), dtype=np.int32)
+    for c in np.unique(gcls):
+        members = np.flatnonzero(gcls == c)
+        draws = members[rng.integers(0, len(members), size=(n_bootstrap, len(members)))]
+        out += _multiplicities(draws, n_groups)
     return out
+
+
+def bootstrap_weights(
+    y, n_bootstrap: int, seed: int = 0, stratified: bool = True, groups=None
+) -> np.ndarray:
+    """``(n_bootstrap, N)`` integer multiplicities of the images in each resample.
+
+    With ``groups`` (one per image: the lesion) whole groups are drawn, so the images of a
+    group always have the same multiplicity; stratified (default) by each group's class
+    (its most common label), so every resample keeps each class's number of groups.
+    ``groups=None`` resamples images (stratified by ``y``: class counts kept)."""
+    y = np.asarray(y).ravel().astype(np.int64)
+    codes = group_codes(groups, len(y))
+    return _group_draws(y, codes, n_bootstrap, seed, stratified)[:, codes]
+
+
+def indices_from_weights(weights: np.ndarray) -> list[np.ndarray]:
+    """Multiplicities ``(B, N)`` -> the index array of each resample (image ``i`` repeated
+    ``weights[b, i]`` times)."""
+    weights = np.asarray(weights)
+    rows = np.arange(weights.shape[1])
+    return [np.repeat(rows, w) for w in weights]
+
+
+def bootstrap_indices(y, n_bootstrap: int, seed: int = 0, stratified: bool = True, groups=None):
+    """The resamples of :func:`bootstrap_weights` as index arrays: ``(n_bootstrap, N)``
+    without groups (images, stratified by ``y`` by default); with ``groups`` a list of
+    ``n_bootstrap`` index arrays, whose lengths vary with the groups drawn."""
+    idx = indices_from_weights(bootstrap_weights(y, n_bootstrap, seed, stratified, groups))
+    if groups is None:
+        return np.stack(idx) if idx else np.empty((0, len(np.asarray(y))), dtype=np.int64)
+    return idx
 
 
 #: resamples scored at once by the vectorised headline metrics (memory ~ chunk x N x C)
 BOOT_CHUNK = 100
 
 
-def headline_resampled(y: np.ndarray, probs: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """:data:`HEADLINE` on every resample ``y[idx[b]], probs[idx[b]]`` at once: a
-    ``(len(idx), 4)`` array, equal to calling each metric on each resample (the loop it
-    replaces cost 15 s per 1,000 resamples of 1,430 images; tested to agree to 1e-9).
+def _weights_of(idx, n: int) -> np.ndarray:
+    """Index arrays (``(B, k)`` or a list) -> ``(B, n)`` multiplicities."""
+    return np.stack([np.bincount(np.asarray(i, dtype=np.int64), minlength=n) for i in idx])
 
+
+def headline_weighted(y: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:data:`HEADLINE` on every resample at once, a resample given as integer multiplicities
+    ``weights[b]`` over the images: a ``(B, 4)`` array, equal to calling each metric on the
+    resample written out (tested against scikit-learn to 1e-9).
+
+    Confusion counts are a weighted count of each image's (true, predicted) cell; the AUC
+    of a class is the weighted Mann-Whitney U: its scores sorted once, the cumulative
+    weights of the negatives read off below (and, ties counted half, at) each positive.
     Same definitions as scikit-learn's: balanced accuracy averages recall over the classes
     with true images; macro F1 averages over the classes that are true or predicted (0 for
     an empty one); the macro AUC averages the one-vs-rest AUCs of the classes present
-    (NaN with fewer than two; with two classes, class 1's AUC), ties counted half."""
-    from scipy.stats import rankdata  # local: only the bootstrap needs it
-
-    n_boot, c = len(idx), probs.shape[1]
+    (NaN with fewer than two; with two classes, class 1's AUC)."""
+    w = np.asarray(weights, dtype=np.float64)
+    n_boot, c = len(w), probs.shape[1]
     out = np.full((n_boot, len(HEADLINE)), np.nan)
     if n_boot == 0:
         return out
-    yb, pb = y[idx], probs.argmax(1)[idx]  # (B, N)
-    n = yb.shape[1]
-    flat = (np.arange(n_boot)[:, None] * c * c + yb * c + pb).ravel()
-    cm = np.bincount(flat, minlength=n_boot * c * c).reshape(n_boot, c, c)
-    tp = np.diagonal(cm, axis1=1, axis2=2).astype(np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    cell = np.zeros((len(y), c * c))
+    cell[np.arange(len(y)), y * c + probs.argmax(1)] = 1.0
+    cm = (w @ cell).reshape(n_boot, c, c)  # exact: integer weights, sums far below 2**53
+    n = w.sum(1)
+    tp = np.diagonal(cm, axis1=1, axis2=2)
     true_n, pred_n = cm.sum(2), cm.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: NaN, as intended
         recall = np.where(true_n > 0, tp / true_n, np.nan)
         f1_den = true_n + pred_n
         f1 = np.where(f1_den > 0, 2 * tp / f1_den, np.nan)
-        out[:, 0] = tp.sum(1) / n
+        out[:, 0] = np.where(n > 0, tp.sum(1) / n, np.nan)
         out[:, 1] = np.nanmean(recall, axis=1)
         out[:, 2] = np.nanmean(f1, axis=1)
-        classes = [1] if c == 2 else range(c)
         aucs = np.full((n_boot, c), np.nan)
-        for k in classes:
-            pos = yb == k
-            n_pos = pos.sum(1)
-            n_neg = n - n_pos
-            ranks = rankdata(probs[:, k][idx], axis=1)  # average ranks: ties count half
-            u = (ranks * pos).sum(1) - n_pos * (n_pos + 1) / 2
+        for k in [1] if c == 2 else range(c):
+            pos = y == k
+            if not pos.any() or pos.all():
+                continue
+            neg = np.flatnonzero(~pos)
+            order = np.argsort(probs[neg, k], kind="stable")
+            s_neg = probs[neg, k][order]
+            cum = np.zeros((n_boot, len(neg) + 1))
+            np.cumsum(w[:, neg[order]], axis=1, out=cum[:, 1:])
+            s_pos = probs[pos, k]
+            below = np.searchsorted(s_neg, s_pos, side="left")
+            upto = np.searchsorted(s_neg, s_pos, side="right")
+            w_pos = w[:, pos]
+            # per positive: negatives below it, plus half those tied with it
+            u = 0.5 * (w_pos * (cum[:, below] + cum[:, upto])).sum(1)
+            n_pos, n_neg = w_pos.sum(1), cum[:, -1]
             aucs[:, k] = np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
         present = (true_n > 0).sum(1)
         auc = aucs[:, 1] if c == 2 else np.nanmean(aucs, axis=1)
@@ -155,22 +244,49 @@ def headline_resampled(y: np.ndarray, probs: np.ndarray, idx: np.ndarray) -> np.
     return out
 
 
-def _resampled(y, probs, idx, fns, desc) -> np.ndarray:
-    """``(len(idx), len(fns))``: each metric on each resample; :data:`HEADLINE` vectorised
-    in chunks of :data:`BOOT_CHUNK`, other metrics one resample at a time."""
-    if fns is not HEADLINE:
-        vals = [[f(y[i], probs[i]) for f in fns.values()] for i in _progress(idx, desc)]
-        return np.array(vals, dtype=np.float64).reshape(len(idx), len(fns))
-    chunks = [idx[i : i + BOOT_CHUNK] for i in range(0, len(idx), BOOT_CHUNK)]
-    bar = None if desc is None else progress(total=len(idx), desc=desc, unit="resample")
-    parts = []
-    for part in chunks:
-        parts.append(headline_resampled(y, probs, part))
+def headline_resampled(y: np.ndarray, probs: np.ndarray, idx) -> np.ndarray:
+    """:func:`headline_weighted` on resamples given as index arrays (``(B, N)`` or a list
+    of arrays of any lengths)."""
+    return headline_weighted(y, probs, _weights_of(idx, len(y)))
+
+
+def _resampled(y, probs, draws, codes, fns, desc) -> np.ndarray:
+    """``(B, len(fns))``: each metric on each resample (``draws``: the groups' multiplicities,
+    ``codes``: each image's group). Metrics of :data:`HEADLINE` are vectorised in chunks
+    of :data:`BOOT_CHUNK`; other metrics see each resample written out, one at a time."""
+    names, funcs = list(fns), list(fns.values())
+    heads = list(HEADLINE.values())
+    fast = {
+        j: next(i for i, h in enumerate(heads) if h is f)
+        for j, f in enumerate(funcs)
+        if any(h is f for h in heads)
+    }
+    slow = [j for j in range(len(names)) if j not in fast]
+    out = np.full((len(draws), len(names)), np.nan)
+    bar = None if desc is None else progress(total=len(draws), desc=desc, unit="resample")
+    rows = np.arange(len(y))
+    for start in range(0, len(draws), BOOT_CHUNK):
+        w = draws[start : start + BOOT_CHUNK][:, codes]
+        if fast:
+            h = headline_weighted(y, probs, w)
+            for j, col in fast.items():
+                out[start : start + len(w), j] = h[:, col]
+        for b, wb in enumerate(w if slow else ()):
+            i = np.repeat(rows, wb)
+            for j in slow:
+                out[start + b, j] = funcs[j](y[i], probs[i])
         if bar is not None:
-            bar.update(len(part))
+            bar.update(len(w))
     if bar is not None:
         bar.close()
-    return np.concatenate(parts) if parts else np.empty((0, len(fns)))
+    return out
+
+
+def _draws(y, n_bootstrap: int, seed: int, stratified: bool, groups):
+    if n_bootstrap < 0:
+        raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
+    codes = group_codes(groups, len(y))
+    return _group_draws(y, codes, n_bootstrap, seed, stratified), codes
 
 
 def bootstrap_ci(
@@ -182,19 +298,22 @@ def bootstrap_ci(
     alpha: float = 0.05,
     stratified: bool = True,
     desc: str | None = None,
+    groups=None,
 ) -> pd.DataFrame:
     """Point estimate and percentile bootstrap ``1 - alpha`` interval of each metric.
 
-    ``fns`` maps a name to ``f(y, probs) -> float`` (default :data:`HEADLINE`). Resamples
-    where a metric is undefined (NaN) are left out of that metric's interval. ``desc``
-    shows a progress bar.
-    Returns a frame indexed by metric with ``value, ci_low, ci_high, n_boot``.
+    ``fns`` maps a name to ``f(y, probs) -> float`` (default :data:`HEADLINE`).
+    ``groups`` (one per image, e.g. the split's lesion ``group``) makes whole groups the
+    resampling unit, stratified by each group's class; ``None`` resamples images (for
+    callers without groups: ``attrs["bootstrap_unit"]`` says "image"). Resamples where a
+    metric is undefined (NaN) are left out of that metric's interval. ``desc`` shows a
+    progress bar.
+    Returns a frame indexed by metric with ``value, ci_low, ci_high, n_boot``; its
+    ``attrs`` hold ``bootstrap_unit`` and ``n_units``.
     """
     y, probs = check_predictions(y, probs)
     fns = HEADLINE if fns is None else fns
-    if n_bootstrap < 0:
-        raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
-    idx = bootstrap_indices(y, n_bootstrap, seed, stratified)
+    draws, codes = _draws(y, n_bootstrap, seed, stratified, groups)
     rows = []
     # sklearn's input validation dominates the cost of small metrics: checked once above
     with (
@@ -202,23 +321,23 @@ def bootstrap_ci(
         sklearn.config_context(assume_finite=True, skip_parameter_validation=True),
     ):
         warnings.simplefilter("ignore")
-        arr = _resampled(y, probs, idx, fns, desc)
+        arr = _resampled(y, probs, draws, codes, fns, desc)
         values = {k: float(f(y, probs)) for k, f in fns.items()}
-    boots = {k: arr[:, j] for j, k in enumerate(fns)}
-    for k in fns:
-        value = values[k]
-        b = boots[k][np.isfinite(boots[k])]
+    for j, k in enumerate(fns):
+        b = arr[:, j][np.isfinite(arr[:, j])]
         lo, hi = np.quantile(b, [alpha / 2, 1 - alpha / 2]) if len(b) else (np.nan, np.nan)
         rows.append(
             {
                 "metric": k,
-                "value": value,
+                "value": values[k],
                 "ci_low": float(lo),
                 "ci_high": float(hi),
                 "n_boot": int(len(b)),
             }
         )
-    return pd.DataFrame(rows).set_index("metric")
+    out = pd.DataFrame(rows).set_index("metric")
+    out.attrs.update(bootstrap_unit(groups, len(y)))
+    return out
 
 
 def paired_bootstrap_diff(
@@ -230,21 +349,25 @@ def paired_bootstrap_diff(
     seed: int = 0,
     alpha: float = 0.05,
     desc: str | None = None,
+    groups=None,
 ) -> pd.DataFrame:
     """``metric(b) - metric(a)`` on the same images, with a paired bootstrap interval
     (both scored on each resample) and the share of resamples where ``b`` is better.
-    The way to say whether a change (TTA, EMA, calibration) helps beyond noise."""
+    The way to say whether a change (TTA, EMA, calibration) helps beyond noise.
+    ``groups`` as in :func:`bootstrap_ci` (``None``: images are resampled)."""
     y, probs_a = check_predictions(y, probs_a)
     _, probs_b = check_predictions(y, probs_b)
     fns = HEADLINE if fns is None else fns
-    idx = bootstrap_indices(y, n_bootstrap, seed)
+    draws, codes = _draws(y, n_bootstrap, seed, True, groups)
     rows = []
     with (
         warnings.catch_warnings(),
         sklearn.config_context(assume_finite=True, skip_parameter_validation=True),
     ):
         warnings.simplefilter("ignore")
-        diffs = _resampled(y, probs_b, idx, fns, desc) - _resampled(y, probs_a, idx, fns, None)
+        diffs = _resampled(y, probs_b, draws, codes, fns, desc) - _resampled(
+            y, probs_a, draws, codes, fns, None
+        )
         for j, (k, f) in enumerate(fns.items()):
             a, b = float(f(y, probs_a)), float(f(y, probs_b))
             d = diffs[:, j]
@@ -261,14 +384,78 @@ def paired_bootstrap_diff(
                     "p_better": float(np.mean(d > 0)) if len(d) else float("nan"),
                 }
             )
-    return pd.DataFrame(rows).set_index("metric")
+    out = pd.DataFrame(rows).set_index("metric")
+    out.attrs.update(bootstrap_unit(groups, len(y)))
+    return out
 
 
-def _progress(it, desc: str | None):
-    if desc is None:
-        return it
+# ----------------------------------------------------------------------------- proportions
 
-    return progress(it, desc=desc, unit="resample")
+
+def wilson_interval(k: float, n: float, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (``n`` may be an effective, non-integer
+    count); ``(nan, nan)`` for ``n == 0``. Never of width zero: 7 of 7 gives 0.646-1."""
+    if not n > 0:
+        return float("nan"), float("nan")
+    from scipy.stats import norm  # local: scipy.stats is slow to import
+
+    z = float(norm.ppf(1 - alpha / 2))
+    p, z2 = k / n, z * z
+    den = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / den
+    half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z2 / (4 * n * n)) / den
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def proportion_ci(hits, groups=None, alpha: float = 0.05) -> dict:
+    """A proportion (sensitivity: hits among the positives; specificity: hits among the
+    negatives) with its Wilson ``1 - alpha`` interval, the one interval every table gives
+    sensitivity and specificity.
+
+    With ``groups`` (the lesion of each image) the interval counts lesions, not images,
+    as far as they repeat each other: it uses the effective number of images ``n / deff``,
+    the design effect ``deff`` of the clustered proportion (the between-group variance of
+    the ratio estimator over the binomial one, at least 1: a lesion's images that agree
+    carry less than independent images). When every image agrees (0 or 100%) ``deff``
+    cannot be estimated and the number of groups is used. Without groups (or with one
+    image per group) it is the plain Wilson interval.
+    Returns ``value, ci_low, ci_high, k, n, n_effective, ci_method`` (JSON-ready).
+    """
+    h = np.asarray(hits, dtype=bool).ravel()
+    n, k = len(h), int(h.sum())
+    if n == 0:
+        nan = float("nan")
+        return {
+            "value": nan,
+            "ci_low": nan,
+            "ci_high": nan,
+            "k": 0,
+            "n": 0,
+            "n_effective": 0.0,
+            "ci_method": "wilson",
+        }
+    p = k / n
+    deff = 1.0
+    if groups is not None:
+        codes = group_codes(groups, n)
+        n_groups = int(codes.max()) + 1
+        if 0 < k < n:
+            kg = np.bincount(codes, weights=h, minlength=n_groups)
+            ng = np.bincount(codes, minlength=n_groups)
+            deff = max(1.0, float(((kg - p * ng) ** 2).sum() / (n * p * (1 - p))))
+        else:
+            deff = n / n_groups
+    n_eff = n / deff
+    lo, hi = wilson_interval(p * n_eff, n_eff, alpha)
+    return {
+        "value": float(p),
+        "ci_low": lo,
+        "ci_high": hi,
+        "k": k,
+        "n": n,
+        "n_effective": float(n_eff),
+        "ci_method": "wilson" if groups is None else "wilson, effective n (groups)",
+    }
 
 
 def ci_dict(table: pd.DataFrame) -> dict:
@@ -343,6 +530,29 @@ def operating_point(y_pos, score, threshold: float) -> dict:
     }
 
 
+def binary_auc_fns() -> dict[str, Callable]:
+    """The AUC and average precision of a positive class, as bootstrapped metrics of
+    ``(y in {0, 1}, probs = [1 - s, s])``; the AUC is :data:`HEADLINE`'s (vectorised), so
+    every table that bootstraps it with the same resamples gives the same interval."""
+    return {
+        "auc": HEADLINE["roc_auc_macro_ovr"],  # two classes: class 1's AUC
+        "average_precision": lambda y, p: skm.average_precision_score(y, p[:, 1]),
+    }
+
+
+def operating_point_ci(y_pos, score, threshold: float, groups=None, alpha: float = 0.05) -> dict:
+    """Sensitivity and specificity at ``score >= threshold``, each with the Wilson interval
+    of :func:`proportion_ci` (counting ``groups``, the lesions, when given): the interval
+    every table of the suite gives these two numbers."""
+    y_pos = np.asarray(y_pos).astype(bool)
+    called = np.asarray(score) >= threshold
+    g = None if groups is None else np.asarray(groups)
+    return {
+        "sensitivity": proportion_ci(called[y_pos], None if g is None else g[y_pos], alpha),
+        "specificity": proportion_ci(~called[~y_pos], None if g is None else g[~y_pos], alpha),
+    }
+
+
 def positive_class_analysis(
     y_val,
     p_val,
@@ -354,13 +564,17 @@ def positive_class_analysis(
     n_bootstrap: int = 1000,
     seed: int = 0,
     desc: str | None = None,
+    groups=None,
 ) -> dict:
     """The clinical question for one class (melanoma vs rest): AUC on test with CI, and
     operating points whose thresholds are chosen on *validation* (for a specificity target
-    and for a sensitivity target), then measured on test with bootstrap CIs.
+    and for a sensitivity target), then measured on test.
 
+    ``groups``: the test images' lesions. The AUC's interval is a bootstrap of the groups
+    (stratified by melanoma vs rest; ``None``: images); sensitivity and specificity get
+    Wilson intervals counting the groups (:func:`operating_point_ci`).
     Returns a JSON-ready dict with ``auc``, ``average_precision``, ``operating_points``
-    (list) and ``sentences`` (the findings in words).
+    (list), ``sentences`` (the findings in words), ``bootstrap_unit`` and ``n_units``.
     """
     yv = np.asarray(y_val) == pos
     yt = np.asarray(y_test) == pos
@@ -373,11 +587,10 @@ def positive_class_analysis(
                 f"analyse {name} vs rest (it has {int(yy.sum())} of {len(yy)})"
             )
     yt_i, st2 = yt.astype(int), np.stack([1 - st, st], 1)
-    fns = {
-        "auc": lambda y, p: skm.roc_auc_score(y, p[:, 1]),
-        "average_precision": lambda y, p: skm.average_precision_score(y, p[:, 1]),
-    }
-    table = bootstrap_ci(yt_i, st2, fns, n_bootstrap, seed, desc=desc and f"{desc} AUC")
+    table = bootstrap_ci(
+        yt_i, st2, binary_auc_fns(), n_bootstrap, seed, desc=desc and f"{desc} AUC", groups=groups
+    )
+    unit = bootstrap_unit(groups, len(yt))
     out: dict = {
         "class": name,
         "class_index": int(pos),
@@ -385,13 +598,23 @@ def positive_class_analysis(
         "n_test_neg": int((~yt).sum()),
         "n_val_pos": int(yv.sum()),
         **ci_dict(table),
+        **unit,
         "operating_points": [],
         "sentences": [],
     }
+    if groups is not None:
+        g = np.asarray(groups)
+        out["n_test_pos_groups"] = int(pd.Series(g[yt]).nunique())
+        out["n_test_neg_groups"] = int(pd.Series(g[~yt]).nunique())
     a = table.loc["auc"]
+    lesions = (
+        f" ({out['n_test_pos_groups']} and {out['n_test_neg_groups']} lesions)"
+        if groups is not None
+        else ""
+    )
     out["sentences"].append(
         f"{name} vs rest: ROC-AUC {fmt_ci(a['value'], a['ci_low'], a['ci_high'], pct=False)} "
-        f"on {int(yt.sum())} {name} and {int((~yt).sum())} other test images."
+        f"on {int(yt.sum())} {name} and {int((~yt).sum())} other test images{lesions}."
     )
     for kind in ("specificity", "sensitivity"):
         for t in targets:
@@ -399,19 +622,9 @@ def positive_class_analysis(
             thr = pick(yv, sv, t)
             val = operating_point(yv, sv, thr)
             test = operating_point(yt, st, thr)
-            ci = bootstrap_ci(
-                yt_i,
-                st2,
-                {
-                    "sensitivity": lambda y, p: operating_point(y, p[:, 1], thr)["sensitivity"],
-                    "specificity": lambda y, p: operating_point(y, p[:, 1], thr)["specificity"],
-                },
-                n_bootstrap,
-                seed,
-                desc=desc and f"{desc} {kind} {t:.0%}",
-            )
+            ci = operating_point_ci(yt, st, thr, groups)
             other = "sensitivity" if kind == "specificity" else "specificity"
-            o, k = ci.loc[other], ci.loc[kind]
+            o, k = ci[other], ci[kind]
             if kind == "specificity":
                 text = (
                     f"At the threshold chosen on validation for {100 * t:.0f}% specificity "
@@ -438,7 +651,7 @@ def positive_class_analysis(
                     "threshold": thr,
                     "validation": val,
                     "test": test,
-                    "test_ci": ci_dict(ci),
+                    "test_ci": ci,
                 }
             )
             out["sentences"].append(text)
@@ -551,14 +764,19 @@ def evaluate_predictions(
     n_bootstrap: int = 1000,
     seed: int = 0,
     desc: str | None = None,
+    groups=None,
 ) -> dict:
     """Everything for one set of test predictions, JSON-ready: ``metrics`` (all of
-    :func:`classification_metrics`), ``headline`` (:data:`HEADLINE` with bootstrap CIs),
-    ``per_class`` (:func:`per_class_report` as a dict)."""
+    :func:`classification_metrics`), ``headline`` (:data:`HEADLINE` with bootstrap CIs,
+    resampling ``groups``, the lesions; ``None``: images), ``per_class``
+    (:func:`per_class_report` as a dict) and ``bootstrap`` (``bootstrap_unit``,
+    ``n_units``, ``n_bootstrap``)."""
+    table = bootstrap_ci(y, probs, n_bootstrap=n_bootstrap, seed=seed, desc=desc, groups=groups)
     return {
         "metrics": classification_metrics(y, probs),
-        "headline": ci_dict(bootstrap_ci(y, probs, n_bootstrap=n_bootstrap, seed=seed, desc=desc)),
+        "headline": ci_dict(table),
         "per_class": per_class_report(y, probs, classes).to_dict(orient="index"),
+        "bootstrap": {**table.attrs, "n_bootstrap": int(n_bootstrap)},
     }
 
 
@@ -574,7 +792,8 @@ def headline_table(results: dict[str, dict]) -> pd.DataFrame:
 
 
 def prediction_frame(df: pd.DataFrame, probs, classes: Sequence[str]) -> pd.DataFrame:
-    """``image_id, relpath, label, p_<class>..., pred, confidence, correct`` per image."""
+    """``image_id, relpath, label, p_<class>..., pred, confidence, correct`` per image, and
+    ``group`` (the lesion, what the bootstrap resamples) last when ``df`` has it."""
     probs = np.asarray(probs)
     out = df[["image_id", "relpath", "label"]].reset_index(drop=True).copy()
     for i, c in enumerate(classes):
@@ -582,6 +801,8 @@ def prediction_frame(df: pd.DataFrame, probs, classes: Sequence[str]) -> pd.Data
     out["pred"] = [classes[i] for i in probs.argmax(1)]
     out["confidence"] = probs.max(1)
     out["correct"] = out["pred"] == out["label"]
+    if "group" in df.columns:
+        out["group"] = df["group"].astype(str).to_numpy()
     return out
 
 
@@ -746,7 +967,16 @@ __all__ = [
     "per_class_report",
     "confusion",
     "bootstrap_indices",
+    "bootstrap_unit",
+    "bootstrap_weights",
     "bootstrap_ci",
+    "binary_auc_fns",
+    "group_codes",
+    "headline_weighted",
+    "indices_from_weights",
+    "operating_point_ci",
+    "proportion_ci",
+    "wilson_interval",
     "paired_bootstrap_diff",
     "ci_dict",
     "fmt_ci",
