@@ -2,14 +2,13 @@
 
 The cache is one ``uint8`` array of shape ``(N, H, W, 3)`` in a memory-mapped file
 plus a JSON sidecar. Its key hashes the dataset, size, preprocessing, resize mode, the
-list of files with their content hashes and the source of :mod:`skinhelpers.data.imaging`, so a change of any of them builds a new cache
-and an unchanged request reuses the old one. Building runs in worker processes with a
-progress bar (``workers`` threads); the sidecar is written last, so an interrupted build is never mistaken for
-a finished one. Raw data is only read.
+list of files with their content hashes and the source of :mod:`skinhelpers.data.imaging`,
+so a change of any of them builds a new cache and an unchanged request reuses the old one.
+Building runs in ``workers`` threads with a progress bar; the sidecar is written last, so an
+interrupted build is never mistaken for a finished one. Raw data is only read.
 """
-from __future__ import annotations
 
-import torch
+from __future__ import annotations
 
 import functools
 import hashlib
@@ -19,11 +18,13 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+import torch
 
 from skinhelpers.data import imaging
 from skinhelpers.data.imaging import (
@@ -35,8 +36,8 @@ from skinhelpers.data.imaging import (
     parse_preprocess,
     size_label,
 )
-from skinhelpers.progress import progress
 from skinhelpers.files import PROJECT_ROOT, atomic_path, write_json
+from skinhelpers.progress import progress
 
 CACHE_VERSION = 1
 DEFAULT_CACHE_DIR = PROJECT_ROOT / "data" / "cache"
@@ -50,10 +51,18 @@ def _imaging_code_hash() -> str:
 
 def cache_key(df: pd.DataFrame, size, preprocess: str, resize_mode: str) -> str:
     files = list(zip(df["relpath"].astype(str), df["sha1"].astype(str)))
-    payload = json.dumps({"v": CACHE_VERSION, "code": _imaging_code_hash(), "dataset": df.attrs.get("dataset"),
-                          "root": df.attrs.get("root"), "size": canonical_size(size),
-                          "preprocess": preprocess, "resize_mode": resize_mode,
-                          "files": files})
+    payload = json.dumps(
+        {
+            "v": CACHE_VERSION,
+            "code": _imaging_code_hash(),
+            "dataset": df.attrs.get("dataset"),
+            "root": df.attrs.get("root"),
+            "size": canonical_size(size),
+            "preprocess": preprocess,
+            "resize_mode": resize_mode,
+            "files": files,
+        }
+    )
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
 
@@ -87,13 +96,16 @@ class ImageCache:
         pos = {r: i for i, r in enumerate(self.meta["relpaths"])}
         missing = [r for r in df["relpath"] if r not in pos]
         if missing:
-            raise KeyError(f"{len(missing)} image(s) are not in cache {self.path.name}, e.g. "
-                           f"{missing[:3]}: build the cache from the same manifest")
+            raise KeyError(
+                f"{len(missing)} image(s) are not in cache {self.path.name}, e.g. "
+                f"{missing[:3]}: build the cache from the same manifest"
+            )
         return np.array([pos[r] for r in df["relpath"]], dtype=np.int64)
 
 
-def _decode_into(arr: np.ndarray, row: int, path: str, size, preprocess: str,
-                 resize_mode: str) -> str | None:
+def _decode_into(
+    arr: np.ndarray, row: int, path: str, size, preprocess: str, resize_mode: str
+) -> str | None:
     """Decode one image into ``arr[row]``; return an error message instead of raising."""
     try:
         arr[row] = load_for_model(path, size, preprocess, resize_mode)
@@ -102,15 +114,22 @@ def _decode_into(arr: np.ndarray, row: int, path: str, size, preprocess: str,
         return f"{path}: {e}"
 
 
-def build_cache(df: pd.DataFrame, size: int | list[int] = 128, preprocess: str = "none",
-                resize_mode: str = "squash", cache_dir: str | os.PathLike | None = None,
-                workers: int | None = None, rebuild: bool = False,
-                show_progress: bool = True) -> ImageCache:
+def build_cache(
+    df: pd.DataFrame,
+    size: int | list[int] = 128,
+    preprocess: str = "none",
+    resize_mode: str = "squash",
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    rebuild: bool = False,
+    show_progress: bool = True,
+) -> ImageCache:
     """Build (or reuse) the cache of every image in ``df`` (a manifest, validated).
 
     ``size``: an int for square images, ``[height, width]`` otherwise (e.g. ``[150, 200]``
-    keeps HAM10000's 4:3). Rows with a missing path are an error: run :func:`skinhelpers.data.validate.validate` and
-    apply it first. An image that cannot be decoded fails the build, naming the file.
+    keeps HAM10000's 4:3). Rows with a missing path are an error: run
+    :func:`skinhelpers.data.validate.validate` and apply it first. An image that cannot be
+    decoded fails the build, naming the file.
     """
     if resize_mode not in RESIZE_MODES:
         raise ValueError(f"resize_mode '{resize_mode}' is not one of {RESIZE_MODES}")
@@ -120,12 +139,16 @@ def build_cache(df: pd.DataFrame, size: int | list[int] = 128, preprocess: str =
     h, w = image_shape(size)
     if df["path"].isna().any():
         bad = df.loc[df["path"].isna(), "image_id"].tolist()[:5]
-        raise ValueError(f"{df['path'].isna().sum()} manifest row(s) have no file (e.g. {bad}); "
-                         "validate the manifest and drop missing files first")
+        raise ValueError(
+            f"{df['path'].isna().sum()} manifest row(s) have no file (e.g. {bad}); "
+            "validate the manifest and drop missing files first"
+        )
     if not df["relpath"].is_unique:
         dup = df.loc[df["relpath"].duplicated(), "relpath"].tolist()[:3]
-        raise ValueError(f"manifest rows repeat a file (e.g. {dup}); validate and apply the "
-                         "report (duplicate_id: dedupe) first")
+        raise ValueError(
+            f"manifest rows repeat a file (e.g. {dup}); validate and apply the "
+            "report (duplicate_id: dedupe) first"
+        )
     if len(df) == 0:
         raise ValueError("the manifest is empty: nothing to cache")
     cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
@@ -147,16 +170,22 @@ def build_cache(df: pd.DataFrame, size: int | list[int] = 128, preprocess: str =
     errors: list[tuple[int, str]] = []
     with atomic_path(data_path) as tmp:
         arr = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
-        bar = progress(total=n, desc=f"cache {dataset} {size_label(size)} {preprocess}",
-                       unit="img", disable=not show_progress)
+        bar = progress(
+            total=n,
+            desc=f"cache {dataset} {size_label(size)} {preprocess}",
+            unit="img",
+            disable=not show_progress,
+        )
         # threads, not processes: OpenCV and NumPy release the GIL while decoding,
         # resizing and filtering, and threads share the memmap with no start-up cost
         cv_threads = cv2.getNumThreads()
         cv2.setNumThreads(1)
         try:
+            decode = partial(_decode_into, arr)
             with ThreadPoolExecutor(max(1, workers)) as ex:
-                futs = ex.map(lambda i: _decode_into(arr, i, paths[i], size, preprocess,
-                                                     resize_mode), range(n))
+                futs = ex.map(
+                    lambda i: decode(i, paths[i], size, preprocess, resize_mode), range(n)
+                )
                 for i, err in enumerate(futs):
                     if err:
                         errors.append((i, err))
@@ -168,13 +197,24 @@ def build_cache(df: pd.DataFrame, size: int | list[int] = 128, preprocess: str =
         del arr
         if errors:
             lines = "\n  ".join(e for _, e in sorted(errors)[:10])
-            raise ImageReadError(f"{len(errors)} image(s) could not be decoded while building "
-                                 f"the cache (validate the manifest first):\n  {lines}")
+            raise ImageReadError(
+                f"{len(errors)} image(s) could not be decoded while building "
+                f"the cache (validate the manifest first):\n  {lines}"
+            )
     seconds = time.perf_counter() - t0
-    meta = {"version": CACHE_VERSION, "key": key, "dataset": dataset, "n": n, "size": size,
-            "preprocess": preprocess, "resize_mode": resize_mode,
-            "build_seconds": round(seconds, 2), "images_per_second": round(n / seconds, 1),
-            "workers": workers, "relpaths": df["relpath"].astype(str).tolist()}
+    meta = {
+        "version": CACHE_VERSION,
+        "key": key,
+        "dataset": dataset,
+        "n": n,
+        "size": size,
+        "preprocess": preprocess,
+        "resize_mode": resize_mode,
+        "build_seconds": round(seconds, 2),
+        "images_per_second": round(n / seconds, 1),
+        "workers": workers,
+        "relpaths": df["relpath"].astype(str).tolist(),
+    }
     write_json(meta_path, meta)
     return ImageCache.open(meta_path)
 
@@ -206,8 +246,9 @@ class CachedImageDataset:
     device (see :mod:`skinhelpers.train.augment`). ``transform`` is applied to the tensor.
     """
 
-    def __init__(self, cache: ImageCache, df: pd.DataFrame, transform=None,
-                 label_column: str = "label_idx"):
+    def __init__(
+        self, cache: ImageCache, df: pd.DataFrame, transform=None, label_column: str = "label_idx"
+    ):
         self.cache = cache
         self.rows = cache.rows_for(df)
         self.labels = df[label_column].to_numpy(dtype=np.int64)

@@ -5,10 +5,11 @@ Preprocessing is named by a string so that it can be a notebook parameter and pa
 the cache key: ``"none"``, ``"clahe"``, ``"shades_of_gray"``, ``"hair_removal"``, or a
 chain joined by ``+`` (``"hair_removal+shades_of_gray"``), applied left to right.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -67,8 +68,11 @@ def image_shape(size) -> tuple[int, int]:
     """
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         h = w = int(size)
-    elif (isinstance(size, (list, tuple)) and len(size) == 2
-          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size)):
+    elif (
+        isinstance(size, (list, tuple))
+        and len(size) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size)
+    ):
         h, w = int(size[0]), int(size[1])
     else:
         raise ValueError(f"image size must be an int (square) or [height, width], got {size!r}")
@@ -99,8 +103,9 @@ def size_label(size) -> str:
     return f"{w} px" if h == w else f"{w}x{h} px"
 
 
-def fit_to_size(img: np.ndarray, size, mode: str = "squash",
-                interpolation: int | None = None) -> np.ndarray:
+def fit_to_size(
+    img: np.ndarray, size, mode: str = "squash", interpolation: int | None = None
+) -> np.ndarray:
     """Resize to the model input ``size``: an int (square) or ``(height, width)``.
 
     ``squash`` resizes ignoring the aspect ratio (keeps the whole field of view),
@@ -133,13 +138,13 @@ def fit_to_size(img: np.ndarray, size, mode: str = "squash",
     img = cv2.resize(img, (nw, nh), interpolation=interp)
     if mode == "crop":
         y, x = (nh - th) // 2, (nw - tw) // 2
-        return np.ascontiguousarray(img[y:y + th, x:x + tw])
+        return np.ascontiguousarray(img[y : y + th, x : x + tw])
     top, left = (th - nh) // 2, (tw - nw) // 2
-    return cv2.copyMakeBorder(img, top, th - nh - top, left, tw - nw - left,
-                              cv2.BORDER_REFLECT_101)
+    return cv2.copyMakeBorder(img, top, th - nh - top, left, tw - nw - left, cv2.BORDER_REFLECT_101)
 
 
 # ------------------------------------------------------------------ preprocessing methods
+
 
 def clahe(img: np.ndarray, clip_limit: float = 2.0, tile_grid: int = 8) -> np.ndarray:
     """Contrast-limited adaptive histogram equalisation on the L channel of LAB."""
@@ -164,8 +169,9 @@ def shades_of_gray(img: np.ndarray, power: int = 6, gamma: float | None = None) 
     return np.clip(f, 0, 255).astype(np.uint8)
 
 
-def hair_mask(img: np.ndarray, kernel_frac: float = 0.06, threshold: int = 15,
-              min_length_frac: float = 0.15) -> np.ndarray:
+def hair_mask(
+    img: np.ndarray, kernel_frac: float = 0.06, threshold: int = 15, min_length_frac: float = 0.15
+) -> np.ndarray:
     """Binary mask (uint8 0/255) of thin, long, dark hair-like structures.
 
     DullRazor-style: a morphological blackhat (closing minus image) with a cross-shaped
@@ -195,8 +201,13 @@ def hair_mask(img: np.ndarray, kernel_frac: float = 0.06, threshold: int = 15,
     return mask * 255
 
 
-def hair_removal(img: np.ndarray, kernel_frac: float = 0.06, threshold: int = 15,
-                 inpaint_radius: int = 3, min_length_frac: float = 0.15) -> np.ndarray:
+def hair_removal(
+    img: np.ndarray,
+    kernel_frac: float = 0.06,
+    threshold: int = 15,
+    inpaint_radius: int = 3,
+    min_length_frac: float = 0.15,
+) -> np.ndarray:
     """DullRazor-style hair removal: :func:`hair_mask` + Telea inpainting of the masked pixels.
 
     Only the masked pixels change; everything else is returned as it was.
@@ -222,8 +233,10 @@ def parse_preprocess(spec: str | None) -> list[str]:
     steps = [s.strip() for s in str(spec).split("+") if s.strip()]
     bad = [s for s in steps if s not in PREPROCESSORS]
     if bad:
-        raise ValueError(f"unknown preprocessing {bad} in '{spec}'; choose from "
-                         f"{sorted(PREPROCESSORS)} (chain with '+')")
+        raise ValueError(
+            f"unknown preprocessing {bad} in '{spec}'; choose from "
+            f"{sorted(PREPROCESSORS)} (chain with '+')"
+        )
     return [s for s in steps if s != "none"]
 
 
@@ -233,8 +246,12 @@ def preprocess(img: np.ndarray, spec: str | None) -> np.ndarray:
     return img
 
 
-def load_for_model(path: str | os.PathLike, size: int | tuple[int, int], preprocess_spec: str | None = "none",
-                   resize_mode: str = "squash") -> np.ndarray:
+def load_for_model(
+    path: str | os.PathLike,
+    size: int | tuple[int, int],
+    preprocess_spec: str | None = "none",
+    resize_mode: str = "squash",
+) -> np.ndarray:
     """Read, preprocess and resize one image exactly as the cache does.
 
     Large images are first brought down to about twice the target size so preprocessing
@@ -244,8 +261,12 @@ def load_for_model(path: str | os.PathLike, size: int | tuple[int, int], preproc
     return prepare(img, size, preprocess_spec, resize_mode)
 
 
-def prepare(img: np.ndarray, size: int | tuple[int, int], preprocess_spec: str | None = "none",
-            resize_mode: str = "squash") -> np.ndarray:
+def prepare(
+    img: np.ndarray,
+    size: int | tuple[int, int],
+    preprocess_spec: str | None = "none",
+    resize_mode: str = "squash",
+) -> np.ndarray:
     steps = parse_preprocess(preprocess_spec)
     if steps:
         h, w = img.shape[:2]

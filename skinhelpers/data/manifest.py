@@ -20,32 +20,34 @@ mask_path      lesion segmentation mask where the dataset has one
 ``positive_class`` (melanoma / malignant) and ``load_issues`` (problems found while
 walking the folders, reported by :mod:`skinhelpers.data.validate`).
 """
-from __future__ import annotations
 
-from skinhelpers.data.registry import (DEFAULT_DATA_DIR, HAM_OPTIONAL_COLUMNS, HAM_REQUIRED_COLUMNS,
-    IMAGE_EXTENSIONS, MANIFEST_COLUMNS, SPLIT_DIR_NAMES, DatasetError, DatasetSpec, dataset_spec,
-    default_demo_dir)
+from __future__ import annotations
 
 import hashlib
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from skinhelpers.files import PROJECT_ROOT, read_json, write_csv, write_json
+from skinhelpers.data.registry import (
+    DEFAULT_DATA_DIR,
+    HAM_OPTIONAL_COLUMNS,
+    HAM_REQUIRED_COLUMNS,
+    IMAGE_EXTENSIONS,
+    MANIFEST_COLUMNS,
+    SPLIT_DIR_NAMES,
+    DatasetError,
+    DatasetSpec,
+    dataset_spec,
+    default_demo_dir,
+)
 from skinhelpers.data.synthetic import ensure_demo
-
-
-
-
-
-
+from skinhelpers.files import PROJECT_ROOT, read_json, write_csv, write_json
 
 # ----------------------------------------------------------------------------- helpers
+
 
 def sha1_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha1()
@@ -105,8 +107,14 @@ def union_groups(keys: list[list[str]]) -> list[str]:
     return [name[find(ks[0])] for ks in keys]
 
 
-def _finish(df: pd.DataFrame, spec: DatasetSpec, root: Path, classes: tuple[str, ...],
-            load_issues: list[dict], synthetic: bool = False) -> pd.DataFrame:
+def _finish(
+    df: pd.DataFrame,
+    spec: DatasetSpec,
+    root: Path,
+    classes: tuple[str, ...],
+    load_issues: list[dict],
+    synthetic: bool = False,
+) -> pd.DataFrame:
     for col in MANIFEST_COLUMNS:
         if col not in df.columns:
             df[col] = None
@@ -117,14 +125,16 @@ def _finish(df: pd.DataFrame, spec: DatasetSpec, root: Path, classes: tuple[str,
     hashes = ["sha1:" + h if isinstance(h, str) else "" for h in df["sha1"]]
     df["group"] = union_groups([[a, b] for a, b in zip(first, hashes)])
     df = df[MANIFEST_COLUMNS].reset_index(drop=True)
-    df.attrs.update({
-        "dataset": spec.name,
-        "classes": list(classes),
-        "root": str(root),
-        "synthetic": synthetic,
-        "positive_class": spec.positive_class if spec.positive_class in classes else None,
-        "load_issues": load_issues,
-    })
+    df.attrs.update(
+        {
+            "dataset": spec.name,
+            "classes": list(classes),
+            "root": str(root),
+            "synthetic": synthetic,
+            "positive_class": spec.positive_class if spec.positive_class in classes else None,
+            "load_issues": load_issues,
+        }
+    )
     return df
 
 
@@ -141,6 +151,7 @@ def _index_images(root: Path, exclude_dirs: tuple[str, ...] = ()) -> dict[str, P
 
 
 # ----------------------------------------------------------------------------- loaders
+
 
 def _load_ham_layout(spec: DatasetSpec, root: Path, synthetic: bool = False) -> pd.DataFrame:
     csv = root / "HAM10000_metadata.csv"
@@ -176,17 +187,20 @@ def _load_ham_layout(spec: DatasetSpec, root: Path, synthetic: bool = False) -> 
             masks.setdefault(p.stem.replace("_segmentation", ""), p)
     ids = meta["image_id"].astype(str).str.strip()
     paths = [index.get(i) for i in ids]
-    df = pd.DataFrame({
-        "image_id": ids,
-        "relpath": [str(p.relative_to(root)) if p else f"<missing>/{i}.jpg"
-                    for i, p in zip(ids, paths)],
-        "path": [str(p) if p else None for p in paths],
-        "label": meta["dx"],
-        "group": meta["lesion_id"].astype(str).str.strip(),
-        "lesion_id": meta["lesion_id"].astype(str).str.strip(),
-        "source_split": None,
-        "mask_path": [str(masks[i]) if i in masks else None for i in ids],
-    })
+    df = pd.DataFrame(
+        {
+            "image_id": ids,
+            "relpath": [
+                str(p.relative_to(root)) if p else f"<missing>/{i}.jpg" for i, p in zip(ids, paths)
+            ],
+            "path": [str(p) if p else None for p in paths],
+            "label": meta["dx"],
+            "group": meta["lesion_id"].astype(str).str.strip(),
+            "lesion_id": meta["lesion_id"].astype(str).str.strip(),
+            "source_split": None,
+            "mask_path": [str(masks[i]) if i in masks else None for i in ids],
+        }
+    )
     for c in HAM_OPTIONAL_COLUMNS:
         df[c] = meta[c].to_numpy() if c in meta.columns else None
     if "age" in meta.columns:
@@ -194,9 +208,13 @@ def _load_ham_layout(spec: DatasetSpec, root: Path, synthetic: bool = False) -> 
     load_issues = []
     n_missing = sum(p is None for p in paths)
     if n_missing:
-        load_issues.append({"kind": "missing_file", "count": n_missing,
-                            "message": f"{n_missing} image(s) listed in {csv.name} have no file "
-                                       f"below {root}"})
+        load_issues.append(
+            {
+                "kind": "missing_file",
+                "count": n_missing,
+                "message": f"{n_missing} image(s) listed in {csv.name} have no file below {root}",
+            }
+        )
     return _finish(df, spec, root, spec.classes, load_issues, synthetic=synthetic)
 
 
@@ -208,12 +226,17 @@ def _walk_class_folders(spec: DatasetSpec, root: Path) -> pd.DataFrame:
     """Class-per-folder trees: ``root/<class>/*`` or ``root/<split>/<class>/*``."""
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not subdirs:
-        raise DatasetError(f"{root}: no class folders found (expected <class>/ or "
-                           "<split>/<class>/ subfolders with images)")
+        raise DatasetError(
+            f"{root}: no class folders found (expected <class>/ or "
+            "<split>/<class>/ subfolders with images)"
+        )
     split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_DIR_NAMES]
     if split_dirs and len(split_dirs) == len(subdirs):
-        pairs = [(SPLIT_DIR_NAMES[d.name.lower()], c) for d in split_dirs
-                 for c in sorted(x for x in d.iterdir() if x.is_dir())]
+        pairs = [
+            (SPLIT_DIR_NAMES[d.name.lower()], c)
+            for d in split_dirs
+            for c in sorted(x for x in d.iterdir() if x.is_dir())
+        ]
     else:
         pairs = [(None, c) for c in subdirs]
     rows, load_issues = [], []
@@ -227,41 +250,54 @@ def _walk_class_folders(spec: DatasetSpec, root: Path) -> pd.DataFrame:
                 skipped.append(str(p.relative_to(root)))
                 continue
             n += 1
-            rows.append({"image_id": _base_id(p.stem), "relpath": str(p.relative_to(root)),
-                         "path": str(p), "label": cdir.name, "source_split": split,
-                         "group": "id:" + _base_id(p.stem)})
+            rows.append(
+                {
+                    "image_id": _base_id(p.stem),
+                    "relpath": str(p.relative_to(root)),
+                    "path": str(p),
+                    "label": cdir.name,
+                    "source_split": split,
+                    "group": "id:" + _base_id(p.stem),
+                }
+            )
         if n == 0:
             where = f"{split}/{cdir.name}" if split else cdir.name
-            load_issues.append({"kind": "empty_class_folder", "count": 1,
-                                "message": f"class folder '{where}' holds no image",
-                                "path": str(cdir)})
+            load_issues.append(
+                {
+                    "kind": "empty_class_folder",
+                    "count": 1,
+                    "message": f"class folder '{where}' holds no image",
+                    "path": str(cdir),
+                }
+            )
     if skipped:
-        load_issues.append({"kind": "not_an_image", "count": len(skipped),
-                            "message": f"{len(skipped)} non-image file(s) skipped, e.g. "
-                                       f"{skipped[:3]}", "paths": skipped})
+        load_issues.append(
+            {
+                "kind": "not_an_image",
+                "count": len(skipped),
+                "message": f"{len(skipped)} non-image file(s) skipped, e.g. {skipped[:3]}",
+                "paths": skipped,
+            }
+        )
     folder_classes = sorted({c.name for _, c in pairs})
     if spec.classes is not None:
         unknown = sorted(set(folder_classes) - set(spec.classes))
         if unknown:
-            raise DatasetError(f"{root}: unknown class folder(s) {unknown}; the {spec.name} "
-                               f"dataset has classes {list(spec.classes)}. Use dataset="
-                               "'folder' for an arbitrary class-per-folder tree.")
+            raise DatasetError(
+                f"{root}: unknown class folder(s) {unknown}; the {spec.name} "
+                f"dataset has classes {list(spec.classes)}. Use dataset="
+                "'folder' for an arbitrary class-per-folder tree."
+            )
         classes = spec.classes
     else:
         classes = tuple(folder_classes)
     if not rows:
-        raise DatasetError(f"{root}: no image files found in the class folders "
-                           f"{folder_classes}")
+        raise DatasetError(f"{root}: no image files found in the class folders {folder_classes}")
     df = pd.DataFrame(rows)
     return _finish(df, spec, root, classes, load_issues)
 
 
 READERS = {"ham": _load_ham_layout, "folders": _walk_class_folders, "demo": _load_demo}
-
-
-
-
-
 
 
 def find_root(dataset: str, data_dir: str | os.PathLike) -> Path:
@@ -284,7 +320,7 @@ def find_root(dataset: str, data_dir: str | os.PathLike) -> Path:
     if data_dir.name == spec.marker and data_dir.is_dir():
         return data_dir  # given the marker folder itself (e.g. df.attrs["root"] of isic9)
     candidates = [data_dir]
-    for depth in range(3):
+    for _depth in range(3):
         nxt = []
         for c in candidates:
             marker = c / spec.marker
@@ -299,8 +335,9 @@ def find_root(dataset: str, data_dir: str | os.PathLike) -> Path:
     )
 
 
-def load_manifest(dataset: str, data_dir: str | os.PathLike | None = None,
-                  seed: int = 0) -> pd.DataFrame:
+def load_manifest(
+    dataset: str, data_dir: str | os.PathLike | None = None, seed: int = 0
+) -> pd.DataFrame:
     """Load ``dataset`` from ``data_dir`` into a manifest table (see module docstring).
 
     ``demo`` is generated on first use (deterministic from ``seed``) when ``data_dir``
@@ -314,8 +351,6 @@ def load_manifest(dataset: str, data_dir: str | os.PathLike | None = None,
         ensure_demo(Path(data_dir), seed=seed)
     root = find_root(dataset, data_dir)
     return READERS[spec.reader](spec, root)
-
-
 
 
 def has_shipped_split(df: pd.DataFrame) -> bool:
@@ -332,6 +367,7 @@ def images_per_class(df: pd.DataFrame) -> pd.Series:
 
 # ----------------------------------------------------------------------------- persistence
 
+
 def save_manifest(df: pd.DataFrame, run_dir: str | os.PathLike) -> Path:
     """Write ``manifest.csv`` and its attrs (``manifest.json``) into the run folder."""
     run_dir = Path(run_dir)
@@ -343,8 +379,10 @@ def save_manifest(df: pd.DataFrame, run_dir: str | os.PathLike) -> Path:
 def read_manifest(run_dir: str | os.PathLike) -> pd.DataFrame:
     run_dir = Path(run_dir)
     attrs = read_json(run_dir / "manifest.json")
-    df = pd.read_csv(run_dir / "manifest.csv", dtype={"image_id": str, "group": str,
-                                                      "lesion_id": str, "sha1": str})
+    df = pd.read_csv(
+        run_dir / "manifest.csv",
+        dtype={"image_id": str, "group": str, "lesion_id": str, "sha1": str},
+    )
     df = df.astype({c: object for c in ("path", "mask_path", "source_split")})
     df = df.where(df.notna(), None)
     df["label_idx"] = df["label_idx"].astype(int)
@@ -354,10 +392,9 @@ def read_manifest(run_dir: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-
-
-def subsample(df: pd.DataFrame, max_images: int, seed: int = 0,
-              min_per_class: int = 8) -> pd.DataFrame:
+def subsample(
+    df: pd.DataFrame, max_images: int, seed: int = 0, min_per_class: int = 8
+) -> pd.DataFrame:
     """A class-stratified subsample of whole groups (lesions), about ``max_images`` rows.
 
     For smoke runs: every class keeps its share (and at least ``min_per_class`` images
@@ -367,11 +404,12 @@ def subsample(df: pd.DataFrame, max_images: int, seed: int = 0,
     if max_images is None or max_images <= 0 or max_images >= len(df):
         return df
     rng = np.random.default_rng(seed)
-    groups = df.groupby("group", sort=True).agg(n=("label", "size"),
-                                               label=("label", lambda s: s.mode().iloc[0]))
+    groups = df.groupby("group", sort=True).agg(
+        n=("label", "size"), label=("label", lambda s: s.mode().iloc[0])
+    )
     frac = max_images / len(df)
     chosen = []
-    for label, g in groups.groupby("label", sort=True):
+    for _label, g in groups.groupby("label", sort=True):
         total = int(g["n"].sum())
         want = min(total, max(min_per_class, int(round(total * frac))))
         order = g.index.to_numpy()[rng.permutation(len(g))]
@@ -382,6 +420,13 @@ def subsample(df: pd.DataFrame, max_images: int, seed: int = 0,
             chosen.append(grp)
             got += int(g.loc[grp, "n"])
     out = df[df["group"].isin(set(chosen))].reset_index(drop=True)
-    out.attrs = {**df.attrs, "subsample": {"max_images": int(max_images), "seed": int(seed),
-                                           "rows_before": len(df), "rows_after": len(out)}}
+    out.attrs = {
+        **df.attrs,
+        "subsample": {
+            "max_images": int(max_images),
+            "seed": int(seed),
+            "rows_before": len(df),
+            "rows_after": len(out),
+        },
+    }
     return out

@@ -3,18 +3,13 @@
 A leaf module: :mod:`.manifest` reads a dataset into one table, :mod:`.synthetic` writes
 the demo set, :mod:`.download` fetches from Kaggle; all three look the dataset up here.
 """
+
 from __future__ import annotations
 
-import hashlib
-import os
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-import numpy as np
-import pandas as pd
-from skinhelpers.files import PROJECT_ROOT, read_json, write_csv, write_json
 
+from skinhelpers.files import PROJECT_ROOT
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -55,13 +50,31 @@ HAM_REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx")
 HAM_OPTIONAL_COLUMNS = ("dx_type", "age", "sex", "localization")
 
 
-SPLIT_DIR_NAMES = {"train": "train", "test": "test", "val": "val", "valid": "val",
-                   "validation": "val"}
+SPLIT_DIR_NAMES = {
+    "train": "train",
+    "test": "test",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+}
 
 
-MANIFEST_COLUMNS = ["image_id", "relpath", "path", "label", "label_idx", "group", "lesion_id",
-                    "source_split", "age", "sex", "localization", "dx_type", "sha1",
-                    "mask_path"]
+MANIFEST_COLUMNS = [
+    "image_id",
+    "relpath",
+    "path",
+    "label",
+    "label_idx",
+    "group",
+    "lesion_id",
+    "source_split",
+    "age",
+    "sex",
+    "localization",
+    "dx_type",
+    "sha1",
+    "mask_path",
+]
 
 
 class DatasetError(ValueError):
@@ -80,6 +93,9 @@ class DatasetSpec:
     positive_class: str | None  # the class a clinician worries about most
     marker: str | None  # a path (relative to the root) that identifies the root
     reader: str  # how manifest.load_manifest reads it: 'ham', 'folders' or 'demo'
+    #: class name -> clinical concept where the name alone does not say it (the taxonomy,
+    #: :mod:`skinhelpers.data.taxonomy`, knows the usual names)
+    concepts: tuple[tuple[str, str], ...] = ()
 
 
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data" / "raw"
@@ -89,8 +105,7 @@ def dataset_spec(dataset: str) -> DatasetSpec:
     try:
         return DATASETS[dataset]
     except KeyError:
-        raise ValueError(f"unknown dataset '{dataset}'; choose one of {sorted(DATASETS)}") \
-            from None
+        raise ValueError(f"unknown dataset '{dataset}'; choose one of {sorted(DATASETS)}") from None
 
 
 def default_demo_dir(seed: int = 0) -> Path:
@@ -112,24 +127,56 @@ def describe(dataset: str | None = None) -> str:
 DATASETS: dict[str, DatasetSpec] = {
     s.name: s
     for s in [
-        DatasetSpec("ham10000", "HAM10000 (7 classes, with lesion metadata)",
-                    "kmader/skin-cancer-mnist-ham10000",
-                    "HAM10000_metadata.csv + HAM10000_images_part_1/ + HAM10000_images_part_2/",
-                    HAM_CLASSES, "mel", "HAM10000_metadata.csv", "ham"),
-        DatasetSpec("isic9", "ISIC skin cancer, 9 classes (folders only)",
-                    "nodoubttome/skin-cancer9-classesisic",
-                    f"{ISIC9_DIRNAME}/{{Train,Test}}/<class name>/*.jpg",
-                    ISIC9_CLASSES, "melanoma", ISIC9_DIRNAME, "folders"),
-        DatasetSpec("melanoma10k", "Melanoma benign/malignant, 10,000 images",
-                    "hasnainjaved/melanoma-skin-cancer-dataset-of-10000-images",
-                    "melanoma_cancer_dataset/{train,test}/{benign,malignant}/*.jpg",
-                    ("benign", "malignant"), "malignant", "melanoma_cancer_dataset",
-                    "folders"),
-        DatasetSpec("folder", "Any class-per-folder tree", None,
-                    "<class>/*.jpg or <split>/<class>/*.jpg", None, None, None,
-                    "folders"),
-        DatasetSpec("demo", "SYNTHETIC dermoscopy-like demo set (HAM10000 layout)", None,
-                    "generated offline by skinhelpers.data.synthetic", HAM_CLASSES, "mel",
-                    "HAM10000_metadata.csv", "demo"),
+        DatasetSpec(
+            "ham10000",
+            "HAM10000 (7 classes, with lesion metadata)",
+            "kmader/skin-cancer-mnist-ham10000",
+            "HAM10000_metadata.csv + HAM10000_images_part_1/ + HAM10000_images_part_2/",
+            HAM_CLASSES,
+            "mel",
+            "HAM10000_metadata.csv",
+            "ham",
+        ),
+        DatasetSpec(
+            "isic9",
+            "ISIC skin cancer, 9 classes (folders only)",
+            "nodoubttome/skin-cancer9-classesisic",
+            f"{ISIC9_DIRNAME}/{{Train,Test}}/<class name>/*.jpg",
+            ISIC9_CLASSES,
+            "melanoma",
+            ISIC9_DIRNAME,
+            "folders",
+        ),
+        DatasetSpec(
+            "melanoma10k",
+            "Melanoma benign/malignant, 10,000 images",
+            "hasnainjaved/melanoma-skin-cancer-dataset-of-10000-images",
+            "melanoma_cancer_dataset/{train,test}/{benign,malignant}/*.jpg",
+            ("benign", "malignant"),
+            "malignant",
+            "melanoma_cancer_dataset",
+            "folders",
+            (("malignant", "melanoma"), ("benign", "benign lesion")),
+        ),
+        DatasetSpec(
+            "folder",
+            "Any class-per-folder tree",
+            None,
+            "<class>/*.jpg or <split>/<class>/*.jpg",
+            None,
+            None,
+            None,
+            "folders",
+        ),
+        DatasetSpec(
+            "demo",
+            "SYNTHETIC dermoscopy-like demo set (HAM10000 layout)",
+            None,
+            "generated offline by skinhelpers.data.synthetic",
+            HAM_CLASSES,
+            "mel",
+            "HAM10000_metadata.csv",
+            "demo",
+        ),
     ]
 }

@@ -12,6 +12,7 @@ cross-lesion near-duplicate with a conflicting label, for the leakage chapter).
 
 Nothing here is medical data. Every figure made from it is stamped SYNTHETIC.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,29 +29,43 @@ from skinhelpers.data.registry import HAM_CLASSES
 
 DEMO_VERSION = 2
 # images per class (HAM-like imbalance, scaled down); lesions get 1-3 images each
-DEFAULT_COUNTS = {"nv": 210, "mel": 80, "bkl": 80, "bcc": 50, "akiec": 40, "vasc": 30,
-                  "df": 30}
+DEFAULT_COUNTS = {"nv": 210, "mel": 80, "bkl": 80, "bcc": 50, "akiec": 40, "vasc": 30, "df": 30}
 WIDTH, HEIGHT = 200, 150
-LOCALIZATIONS = ["back", "lower extremity", "trunk", "upper extremity", "abdomen", "face",
-                 "chest", "foot", "scalp", "neck", "hand"]
+LOCALIZATIONS = [
+    "back",
+    "lower extremity",
+    "trunk",
+    "upper extremity",
+    "abdomen",
+    "face",
+    "chest",
+    "foot",
+    "scalp",
+    "neck",
+    "hand",
+]
 
 # class look: base RGB colour, colour spread, border irregularity, size, structures
 STYLE = {
-    "nv":    dict(rgb=(130, 85, 55), spread=18, irregular=0.05, radius=(24, 40)),
-    "mel":   dict(rgb=(70, 45, 35), spread=40, irregular=0.22, radius=(30, 52)),
-    "bkl":   dict(rgb=(165, 125, 85), spread=20, irregular=0.12, radius=(26, 46)),
-    "bcc":   dict(rgb=(205, 150, 145), spread=15, irregular=0.10, radius=(20, 38)),
+    "nv": dict(rgb=(130, 85, 55), spread=18, irregular=0.05, radius=(24, 40)),
+    "mel": dict(rgb=(70, 45, 35), spread=40, irregular=0.22, radius=(30, 52)),
+    "bkl": dict(rgb=(165, 125, 85), spread=20, irregular=0.12, radius=(26, 46)),
+    "bcc": dict(rgb=(205, 150, 145), spread=15, irregular=0.10, radius=(20, 38)),
     "akiec": dict(rgb=(200, 120, 110), spread=20, irregular=0.14, radius=(22, 40)),
-    "vasc":  dict(rgb=(165, 40, 70), spread=20, irregular=0.08, radius=(14, 28)),
-    "df":    dict(rgb=(150, 105, 80), spread=12, irregular=0.06, radius=(16, 28)),
+    "vasc": dict(rgb=(165, 40, 70), spread=20, irregular=0.08, radius=(14, 28)),
+    "df": dict(rgb=(150, 105, 80), spread=12, irregular=0.06, radius=(16, 28)),
 }
 # metadata tendencies (a real-data-like shortcut risk): age mean, share of histology
 AGE = {"nv": 45, "mel": 62, "bkl": 60, "bcc": 66, "akiec": 68, "vasc": 50, "df": 48}
-DX_TYPES = {"nv": {"follow_up": 0.5, "histo": 0.3, "consensus": 0.2},
-            "mel": {"histo": 1.0},
-            "bkl": {"histo": 0.5, "consensus": 0.3, "confocal": 0.2},
-            "bcc": {"histo": 1.0}, "akiec": {"histo": 1.0},
-            "vasc": {"consensus": 0.6, "histo": 0.4}, "df": {"histo": 0.5, "consensus": 0.5}}
+DX_TYPES = {
+    "nv": {"follow_up": 0.5, "histo": 0.3, "consensus": 0.2},
+    "mel": {"histo": 1.0},
+    "bkl": {"histo": 0.5, "consensus": 0.3, "confocal": 0.2},
+    "bcc": {"histo": 1.0},
+    "akiec": {"histo": 1.0},
+    "vasc": {"consensus": 0.6, "histo": 0.4},
+    "df": {"histo": 0.5, "consensus": 0.5},
+}
 
 
 def _smooth_noise(rng, h, w, scale):
@@ -65,19 +80,26 @@ def _lesion(rng, dx, size):
     c = size / 2
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     theta = np.arctan2(yy - c, xx - c)
-    dist = np.hypot(yy - c, xx - c)
     r0 = rng.uniform(*st["radius"]) * size / 160
     elong = rng.uniform(0.8, 1.2)
     r = r0 * (1 + 0 * theta)
     for k in range(2, 9):
-        r += r0 * st["irregular"] * rng.uniform(0, 1) / math.sqrt(k - 1) * np.cos(
-            k * theta + rng.uniform(0, 2 * np.pi))
+        r += (
+            r0
+            * st["irregular"]
+            * rng.uniform(0, 1)
+            / math.sqrt(k - 1)
+            * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+        )
     if dx == "mel":  # asymmetry
         r += r0 * 0.25 * np.cos(theta + rng.uniform(0, 2 * np.pi))
     dist_e = np.hypot((yy - c) * elong, (xx - c) / elong)
     alpha = np.clip((r - dist_e) / (2.0 + r0 * 0.08), 0, 1)
-    base = (np.array(st["rgb"], np.float32) + rng.normal(0, st["spread"] * 0.4)
-            + rng.normal(0, 5, 3).astype(np.float32))
+    base = (
+        np.array(st["rgb"], np.float32)
+        + rng.normal(0, st["spread"] * 0.4)
+        + rng.normal(0, 5, 3).astype(np.float32)
+    )
     tex = _smooth_noise(rng, size, size, 6)[..., None]
     img = (base + tex * st["spread"]).astype(np.float32)
     inner = np.clip(1 - dist_e / (r + 1e-6), 0, 1)[..., None]
@@ -103,16 +125,22 @@ def _lesion(rng, dx, size):
             pts = [rng.normal(c, r0 / 2.5, 2)]
             for _ in range(6):
                 pts.append(pts[-1] + rng.normal(0, r0 / 4, 2))
-            cv2.polylines(img, [np.array(pts, np.int32)], False, (170, 20, 35),
-                          int(rng.integers(1, 3)))
+            cv2.polylines(
+                img, [np.array(pts, np.int32)], False, (170, 20, 35), int(rng.integers(1, 3))
+            )
     elif dx == "akiec":  # rough surface with white scale
         scale = (_smooth_noise(rng, size, size, 3) > 0.55)[..., None]
         img = np.where(scale, 0.4 * img + 0.6 * 240, img)
     elif dx == "vasc":  # red-purple lagoons
         for _ in range(rng.integers(4, 9)):
             y, x = rng.normal(c, r0 / 3, 2)
-            cv2.circle(img, (int(x), int(y)), int(r0 * rng.uniform(0.2, 0.4)),
-                       (int(120 + rng.integers(0, 60)), 10, 50), -1)
+            cv2.circle(
+                img,
+                (int(x), int(y)),
+                int(r0 * rng.uniform(0.2, 0.4)),
+                (int(120 + rng.integers(0, 60)), 10, 50),
+                -1,
+            )
     elif dx == "df":  # central white scar-like patch, brown ring
         w = np.clip(1 - dist_e / (0.45 * r0), 0, 1)[..., None]
         img = img * (1 - 0.8 * w) + 235 * 0.8 * w
@@ -125,8 +153,9 @@ def _render(rng, lesion_rgb, lesion_alpha, skin, view):
     size = lesion_rgb.shape[0]
     m = cv2.getRotationMatrix2D((size / 2, size / 2), view["angle"], view["scale"])
     m[:, 2] += [w / 2 - size / 2 + view["dx"], h / 2 - size / 2 + view["dy"]]
-    les = cv2.warpAffine(lesion_rgb, m, (w, h), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REPLICATE)
+    les = cv2.warpAffine(
+        lesion_rgb, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     a = cv2.warpAffine(lesion_alpha, m, (w, h), flags=cv2.INTER_LINEAR)[..., None]
     img = skin * (1 - a) + les * a
     mask = (a[..., 0] > 0.5).astype(np.uint8) * 255
@@ -135,7 +164,7 @@ def _render(rng, lesion_rgb, lesion_alpha, skin, view):
         p1 = p0 + rng.normal(0, 60, 2)
         p2 = p1 + rng.normal(0, 60, 2)
         t = np.linspace(0, 1, 40)[:, None]
-        pts = ((1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2).astype(np.int32)
+        pts = ((1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2).astype(np.int32)
         cv2.polylines(img, [pts], False, (35, 25, 20), int(rng.integers(1, 3)), cv2.LINE_AA)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     rr = np.hypot((yy - h / 2) / (h / 2), (xx - w / 2) / (w / 2))
@@ -150,8 +179,9 @@ def _choice(rng, probs: dict):
     return keys[rng.choice(len(keys), p=np.array(list(probs.values())) / sum(probs.values()))]
 
 
-def generate_demo(root: str | os.PathLike, seed: int = 0,
-                  counts: dict[str, int] | None = None) -> Path:
+def generate_demo(
+    root: str | os.PathLike, seed: int = 0, counts: dict[str, int] | None = None
+) -> Path:
     """Write the demo dataset into ``root`` (HAM10000 layout). Returns ``root``."""
     counts = counts or DEFAULT_COUNTS
     unknown = set(counts) - set(HAM_CLASSES)
@@ -185,27 +215,45 @@ def generate_demo(root: str | os.PathLike, seed: int = 0,
             for _ in range(n_views):
                 skin = skin_rgb + _smooth_noise(rng, HEIGHT, WIDTH, 25)[..., None] * 12
                 skin = skin + rng.normal(0, 4, (HEIGHT, WIDTH, 3))
-                view = {"angle": rng.uniform(0, 360), "scale": rng.uniform(0.85, 1.15),
-                        "dx": rng.normal(0, 8), "dy": rng.normal(0, 6),
-                        "hairs": int(rng.integers(0, 9 if loc == "scalp" else 4)),
-                        "vignette": rng.choice([0.0, 0.5, 1.0, 2.0]),
-                        "brightness": rng.uniform(0.85, 1.1)}
+                view = {
+                    "angle": rng.uniform(0, 360),
+                    "scale": rng.uniform(0.85, 1.15),
+                    "dx": rng.normal(0, 8),
+                    "dy": rng.normal(0, 6),
+                    "hairs": int(rng.integers(0, 9 if loc == "scalp" else 4)),
+                    "vignette": rng.choice([0.0, 0.5, 1.0, 2.0]),
+                    "brightness": rng.uniform(0.85, 1.1),
+                }
                 img, mask = _render(rng, rgb, alpha, skin, view)
                 n_img += 1
                 image_id = f"SYN_{n_img:07d}"
-                cv2.imwrite(str(img_dir / f"{image_id}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, 92])
+                cv2.imwrite(
+                    str(img_dir / f"{image_id}.jpg"),
+                    cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, 92],
+                )
                 cv2.imwrite(str(mask_dir / f"{image_id}_segmentation.png"), mask)
-                rows.append({"lesion_id": lesion_id, "image_id": image_id, "dx": dx,
-                             "dx_type": dx_type, "age": age, "sex": sex, "localization": loc})
+                rows.append(
+                    {
+                        "lesion_id": lesion_id,
+                        "image_id": image_id,
+                        "dx": dx,
+                        "dx_type": dx_type,
+                        "age": age,
+                        "sex": sex,
+                        "localization": loc,
+                    }
+                )
                 made += 1
     # plant two byte-identical pairs under new ids, as in the real HAM10000
     for src in (rows[3], rows[len(rows) // 2]):
         n_img += 1
         image_id = f"SYN_{n_img:07d}"
         shutil.copyfile(img_dir / f"{src['image_id']}.jpg", img_dir / f"{image_id}.jpg")
-        shutil.copyfile(mask_dir / f"{src['image_id']}_segmentation.png",
-                        mask_dir / f"{image_id}_segmentation.png")
+        shutil.copyfile(
+            mask_dir / f"{src['image_id']}_segmentation.png",
+            mask_dir / f"{image_id}_segmentation.png",
+        )
         rows.append({**src, "image_id": image_id})
     # and one near-duplicate across lesions: a melanoma, re-scaled and re-encoded, filed
     # as a nevus of another lesion (the kind of error the leakage chapter must find)
@@ -218,16 +266,27 @@ def generate_demo(root: str | os.PathLike, seed: int = 0,
     img = cv2.resize(crop, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(img_dir / f"{image_id}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 80])
     mask = cv2.imread(str(mask_dir / f"{src['image_id']}_segmentation.png"), 0)
-    cv2.imwrite(str(mask_dir / f"{image_id}_segmentation.png"),
-                cv2.resize(mask[3:-3, 4:-4], (WIDTH, HEIGHT), interpolation=cv2.INTER_NEAREST))
-    rows.append({**src, "image_id": image_id, "lesion_id": f"SYNL_{n_les:06d}", "dx": "nv",
-                 "dx_type": "follow_up"})
+    cv2.imwrite(
+        str(mask_dir / f"{image_id}_segmentation.png"),
+        cv2.resize(mask[3:-3, 4:-4], (WIDTH, HEIGHT), interpolation=cv2.INTER_NEAREST),
+    )
+    rows.append(
+        {
+            **src,
+            "image_id": image_id,
+            "lesion_id": f"SYNL_{n_les:06d}",
+            "dx": "nv",
+            "dx_type": "follow_up",
+        }
+    )
     pd.DataFrame(rows).to_csv(root / "HAM10000_metadata.csv", index=False)
     (root / "SYNTHETIC.txt").write_text(
         "SYNTHETIC dermoscopy-like images made by skinhelpers.data.synthetic for demos and tests.\n"
-        "Not medical data. Nothing learned from it says anything about real lesions.\n")
-    (root / ".demo.json").write_text(json.dumps({"version": DEMO_VERSION, "seed": seed,
-                                                 "counts": counts}))
+        "Not medical data. Nothing learned from it says anything about real lesions.\n"
+    )
+    (root / ".demo.json").write_text(
+        json.dumps({"version": DEMO_VERSION, "seed": seed, "counts": counts})
+    )
     return root
 
 
@@ -243,14 +302,17 @@ def ensure_demo(root: str | os.PathLike, seed: int = 0) -> Path:
     if stamp.exists():
         info = json.loads(stamp.read_text())
         if info.get("seed") != seed:
-            raise ValueError(f"{root} holds a demo dataset made with {info}; use another "
-                             f"folder for seed {seed} (or delete it)")
+            raise ValueError(
+                f"{root} holds a demo dataset made with {info}; use another "
+                f"folder for seed {seed} (or delete it)"
+            )
         if info.get("version") == DEMO_VERSION:
             return root
         replace_old = True  # made by an older generator: make it anew
     elif root.exists() and any(root.iterdir()):
-        raise ValueError(f"{root} is not empty and holds no demo dataset; refusing to write "
-                         "into it")
+        raise ValueError(
+            f"{root} is not empty and holds no demo dataset; refusing to write into it"
+        )
     tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     generate_demo(tmp, seed=seed)

@@ -46,13 +46,17 @@ CLINICAL_SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _norm(name: str) -> str:
+def norm_name(name: str) -> str:
     return re.sub(r"[\s_]+", " ", str(name).strip().lower())
 
 
-def clinical_meaning(name: str) -> str | None:
-    """The clinical concept (a key of :data:`CLINICAL_SYNONYMS`) a class name stands for."""
-    n = _norm(name)
+def clinical_meaning(name: str, overrides: Mapping[str, str] | None = None) -> str | None:
+    """The clinical concept (a key of :data:`CLINICAL_SYNONYMS`) a class name stands for;
+    ``overrides`` (a dataset's own class -> concept, e.g. melanoma10k's ``malignant`` ->
+    ``melanoma``) come first."""
+    if overrides and name in overrides:
+        return overrides[name]
+    n = norm_name(name)
     for concept, names in CLINICAL_SYNONYMS.items():
         if n in names:
             return concept
@@ -60,12 +64,17 @@ def clinical_meaning(name: str) -> str | None:
 
 
 def resolve_class_map(
-    source_classes, external_classes, class_map: str | Mapping[str, str] = "auto"
+    source_classes,
+    external_classes,
+    class_map: str | Mapping[str, str] = "auto",
+    source_concepts: Mapping[str, str] | None = None,
+    external_concepts: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """One row per external class: ``external_class``, ``source_class`` (None: dropped),
     ``how`` (the reason, in words).
 
-    ``"auto"`` maps both sides to a clinical meaning (:data:`CLINICAL_SYNONYMS`) and pairs
+    ``"auto"`` pairs classes of the same name, then maps both sides to a clinical meaning
+    (:data:`CLINICAL_SYNONYMS`, with each side's ``*_concepts`` overrides first) and pairs
     classes that share one; a dict maps external class names to source class names
     (names it leaves out are dropped).
     """
@@ -74,16 +83,17 @@ def resolve_class_map(
     if isinstance(class_map, str):
         if class_map != "auto":
             raise ValueError(f"class_map must be 'auto' or a dict, got '{class_map}'")
+        by_name = {norm_name(s): s for s in source_classes}
         by_concept: dict[str, list[str]] = {}
         for s in source_classes:
-            c = clinical_meaning(s)
+            c = clinical_meaning(s, source_concepts)
             if c:
                 by_concept.setdefault(c, []).append(s)
         for e in external_classes:
-            c = clinical_meaning(e)
-            target = by_concept.get(c, [None])[0] if c else None
+            c = clinical_meaning(e, external_concepts)
+            target = by_name.get(norm_name(e)) or (by_concept.get(c, [None])[0] if c else None)
             if target is not None:
-                how = "same name" if _norm(e) == _norm(target) else f"both mean '{c}'"
+                how = "same name" if norm_name(e) == norm_name(target) else f"both mean '{c}'"
             elif c:
                 how = f"'{c}' has no class in the source dataset: dropped"
             else:

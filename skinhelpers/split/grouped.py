@@ -320,8 +320,132 @@ def grouped_split(
     group_col: str = "group",
     n_folds: int = 0,
     shipped_overlap_action: str = "drop_train",
+    holdout_source: str | None = None,
 ) -> pd.DataFrame:
     """A stratified, grouped train/val/test split of a manifest (see the module docstring).
+
+    A manifest of several sources (a ``source`` column, :mod:`skinhelpers.data.sources`)
+    is split source by source (:func:`split_by_source`): stratified by class within each
+    source, so by class and source; the first source's split is the one it gets alone
+    with the same seed. ``holdout_source`` puts one whole source in test
+    (leave-one-source-out); validation then comes from the other sources.
+    """
+    if holdout_source or ("source" in df.columns and df["source"].nunique() > 1):
+        return split_by_source(
+            df,
+            val_size,
+            test_size,
+            seed,
+            group_col,
+            n_folds,
+            shipped_overlap_action,
+            holdout_source,
+        )
+    return _split_one(df, val_size, test_size, seed, group_col, n_folds, shipped_overlap_action)
+
+
+def split_by_source(
+    df: pd.DataFrame,
+    val_size: float = 0.15,
+    test_size: float = 0.15,
+    seed: int = 0,
+    group_col: str = "group",
+    n_folds: int = 0,
+    shipped_overlap_action: str = "drop_train",
+    holdout_source: str | None = None,
+) -> pd.DataFrame:
+    """:func:`grouped_split` of a manifest that joins several sources.
+
+    Without ``holdout_source`` each source is split on its own, in run order, with the
+    same parameters (its shipped test set, if any, kept as shipped only in a run of that
+    one source: here every source's test share is drawn), and a row whose group already
+    has a split (a copy kept in two sources, a near-duplicate pair across sources) follows
+    its group. With ``holdout_source`` that source, and every group it shares, is the
+    test split; the rest is split into train and validation (``test_size`` unused).
+    """
+    if "source" not in df.columns:
+        raise ValueError("holdout_source needs a manifest of several sources (a 'source' column)")
+    _check_inputs(df, group_col, val_size, test_size, n_folds)
+    names = list(dict.fromkeys(df["source"]))
+    work = df.reset_index(drop=True).copy()
+    work["group"] = work[group_col].astype(str)
+    work["source_split"] = None  # shipped splits of single sources do not carry over
+    info: dict = {
+        "seed": int(seed),
+        "val_size": float(val_size),
+        "test_size": float(test_size),
+        "n_folds": int(n_folds),
+        "group_col": group_col,
+        "shipped": False,
+        "holdout_source": holdout_source,
+        "sources": names,
+        "by_source": {},
+        "dropped": [],
+        "moves": [],
+        "notes": [],
+    }
+    assigned: dict[str, tuple[str, int]] = {}  # group -> (split, fold)
+    if holdout_source:
+        if holdout_source not in names:
+            raise ValueError(
+                f"holdout_source '{holdout_source}' is not a source of this run; its sources "
+                f"are {names}"
+            )
+        if len(names) < 2:
+            raise ValueError("holdout_source needs at least two sources")
+        held = set(work.loc[work["source"] == holdout_source, "group"])
+        assigned.update({g: ("test", -1) for g in held})
+        rest = work[~work["group"].isin(held)]
+        part = _split_one(rest, val_size, 0.0, seed, "group", n_folds, shipped_overlap_action)
+        assigned.update(zip(part["group"], zip(part["split"], part["fold"])))
+        info["test_method"] = f"leave-one-source-out: all of {holdout_source}"
+        info["val_method"] = part.attrs["split"]["val_method"]
+        info["moves"] = part.attrs["split"]["moves"]
+        info["notes"].append(
+            f"test is the whole source {holdout_source} ({len(held):,} groups); train and "
+            f"validation come from {[n for n in names if n != holdout_source]}"
+        )
+    else:
+        for name in names:
+            rows = work[(work["source"] == name) & ~work["group"].isin(set(assigned))]
+            if rows.empty:
+                continue
+            part = _split_one(
+                rows, val_size, test_size, seed, "group", n_folds, shipped_overlap_action
+            )
+            assigned.update(zip(part["group"], zip(part["split"], part["fold"])))
+            info["by_source"][name] = {
+                k: part.attrs["split"][k] for k in ("test_method", "val_method", "moves")
+            }
+            info["moves"] += part.attrs["split"]["moves"]
+        methods = {v["test_method"] for v in info["by_source"].values()}
+        info["test_method"] = "per source: " + "; ".join(sorted(methods))
+        info["val_method"] = "per source: " + "; ".join(
+            sorted({v["val_method"] for v in info["by_source"].values()})
+        )
+        info["notes"].append(
+            "split source by source (stratified by class within each source); a row whose "
+            "group another source already placed follows it"
+        )
+    work["split"] = work["group"].map(lambda g: assigned[g][0])
+    work["fold"] = work["group"].map(lambda g: assigned[g][1]).astype(int)
+    out = work[SPLIT_COLUMNS].copy()
+    out.attrs = dict(df.attrs)
+    info["sizes"] = split_summary(out).to_dict("index")
+    out.attrs["split"] = info
+    return out
+
+
+def _split_one(
+    df: pd.DataFrame,
+    val_size: float = 0.15,
+    test_size: float = 0.15,
+    seed: int = 0,
+    group_col: str = "group",
+    n_folds: int = 0,
+    shipped_overlap_action: str = "drop_train",
+) -> pd.DataFrame:
+    """:func:`grouped_split` of one source.
 
     Returns one row per kept image with columns ``relpath, image_id, group, label,
     label_idx, split, fold``. ``fold`` is -1 without folds; with ``n_folds = K`` the
@@ -502,6 +626,8 @@ def check_split(
             )
     # class presence
     shipped = _is_shipped(split_df)
+    sp = split_df.attrs.get("split", {})
+    held_out = isinstance(sp, dict) and bool(sp.get("holdout_source"))
     present_splits = [s for s in SPLITS if (split_df["split"] == s).any()]
     n_groups_cls = split_df.groupby("label")["group"].nunique()
     pool = split_df[split_df["split"] != "test"]
@@ -514,6 +640,11 @@ def check_split(
             missing.setdefault(s, []).append(c)
             if shipped and s == "test":
                 warns.append(f"class '{c}' is absent from the shipped test set")
+                continue
+            if held_out and s == "test":
+                warns.append(
+                    f"class '{c}' is absent from the held-out source {sp['holdout_source']}"
+                )
                 continue
             if shipped:
                 enough = int(n_groups_pool.get(c, 0)) >= 2
