@@ -136,7 +136,7 @@ def check_request(
 # ----------------------------------------------------------------------------- labels
 
 
-def class_table(
+def label_map_table(
     sources: Mapping[str, Sequence[str]],
     label_space: str | Sequence[str] = "first",
     unmapped_classes: str = "drop",
@@ -273,7 +273,7 @@ def join_sources(
     """One manifest from per-source manifests (see the module docstring)."""
     names = list(frames)
     concepts = {n: dict(dataset_spec(n).concepts) for n in names}
-    table, classes = class_table(
+    table, classes = label_map_table(
         {n: frames[n].attrs["classes"] for n in names}, label_space, unmapped_classes, concepts
     )
     parts, sources_info = [], []
@@ -421,7 +421,7 @@ __all__ = [
     "MELANOMA_CLASSES",
     "SOURCE_COLUMNS",
     "check_request",
-    "class_table",
+    "label_map_table",
     "find_copies",
     "is_multi_source",
     "join_sources",
