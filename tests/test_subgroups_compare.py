@@ -50,6 +50,7 @@ def ham_runs(ham_manifest, tmp_path_factory):
         for c in classes:
             out[f"p_{c}"] = pred[f"p_{c}"].to_numpy()
         out["pred"] = pred["pred"].to_numpy()
+        out["group"] = test["group"].to_numpy()  # the lesion, as notebook 08 writes it
         write_csv(run / "predictions_test.csv", out)
         write_json(
             run / "run.json",
@@ -81,7 +82,9 @@ def test_subgroup_table_on_ham_test_predictions(ham_runs):
     probs = pred[[f"p_{c}" for c in classes]].to_numpy()
     p_mel = probs[:, classes.index("mel")]
     thr = float(np.quantile(p_mel, 0.7))
-    t = subgroups.subgroup_table(test, probs, classes, "mel", thr, n_bootstrap=60, seed=0, min_n=25)
+    t = subgroups.subgroup_table(
+        test, probs, classes, "mel", thr, n_bootstrap=60, seed=0, min_n=25, min_pos=5
+    )
     assert {"sex", "age_band", "localization"} <= set(t["attribute"])
     assert "dx_type" not in set(t["attribute"])  # descriptive only, never a subgroup
     assert set(t["metric"]) == set(subgroups.METRICS)
@@ -99,8 +102,21 @@ def test_subgroup_table_on_ham_test_predictions(ham_runs):
     assert (t.loc[ok, "value"] <= t.loc[ok, "ci_high"] + 1e-9).all()
     small = t[t["n"] < 25]
     assert len(small) and not small["ranked"].any() and small["rank"].isna().all()
-    ranked = t[t["ranked"] & (t["attribute"] == "sex") & (t["metric"] == "melanoma_auc")]
+    ranked = t[t["ranked"] & (t["attribute"] == "sex") & (t["metric"] == "balanced_accuracy")]
     assert min(ranked["rank"].tolist()) == 1
+    # the lesions: counted, and the bootstrap resamples them
+    whole = t[t["attribute"] == "all"].iloc[0]
+    assert whole["n_lesions"] == test["group"].nunique() < len(test)
+    assert whole["n_pos"] == mel.sum() and whole["n_neg"] == (~mel).sum()
+    assert (t["n_pos"] + t["n_neg"] == t["n"]).all()
+    boot = t[t["metric"].isin(["balanced_accuracy", "melanoma_auc"]) & t["ci_low"].notna()]
+    assert (boot["ci_method"] == "group bootstrap").all()
+    # an AUC only from 5 melanomas and 5 others; never an interval of width zero
+    auc = t[t["metric"] == "melanoma_auc"]
+    few = (auc["n_pos"] < 5) | (auc["n_neg"] < 5)
+    assert auc.loc[few, "value"].isna().all() and auc.loc[~few, "value"].notna().all()
+    has_ci = t["ci_low"].notna()
+    assert (t.loc[has_ci, "ci_high"] > t.loc[has_ci, "ci_low"]).all()
     fig = subgroups.plot_forest(t)
     assert len(fig.axes) == 4
     dx = subgroups.dx_type_table(test)
@@ -113,6 +129,8 @@ def test_compare_two_seeds(ham_runs, capsys):
     assert list(side.columns) == [r.name for r in runs]
     assert set(diff["metric"]) == {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc_macro_ovr"}
     assert (diff["n_shared"] == len(test)).all()
+    assert (diff["bootstrap_unit"] == "group").all()
+    assert (diff["n_groups"] == test["group"].nunique()).all()
     assert (
         (diff["ci_low"] <= diff["diff"] + 1e-9) & (diff["diff"] <= diff["ci_high"] + 1e-9)
     ).all()

@@ -3,6 +3,7 @@ the metrics.json record."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -162,3 +163,25 @@ def test_metrics_record():
     assert "61% of the attention" in rec["sentences"][3]
     short = summary.metrics_record(split, "best", [], 1, {}, {}, {}, None, cal, None, None, {})
     assert len(short["sentences"]) == 1 and short["tta"] is None
+    # what the intervals resampled: no groups given, images (and said so)
+    assert rec["bootstrap_unit"] == "image" and rec["n_bootstrap_units"] == 2
+    assert rec["n_test_groups"] is None  # this split has no group column
+
+
+def test_metrics_record_names_the_bootstrap_unit():
+    """metrics.json says the intervals resample the test split's lesions, and how many."""
+    split = pd.DataFrame(
+        {
+            "split": ["train", "val", "test", "test", "test", "test", "test"],
+            "group": ["g0", "g1", "g2", "g2", "g3", "g4", "g4"],
+        }
+    )
+    split.attrs.update(dataset="demo", synthetic=True, classes=["a", "b"])
+    cal = {"temperature": 1.0, "before": {"ece": 0.1}, "after": {"ece": 0.1}}
+    test_groups = split.loc[split["split"] == "test", "group"].to_numpy()
+    rec = summary.metrics_record(
+        split, "best", [], 100, {}, {}, {}, None, cal, None, None, {}, test_groups=test_groups
+    )
+    assert rec["bootstrap_unit"] == "group"
+    assert rec["n_test_groups"] == rec["n_bootstrap_units"] == 3 and rec["n_test"] == 5
+    assert json.loads(json.dumps(rec))["bootstrap_unit"] == "group"  # JSON-ready

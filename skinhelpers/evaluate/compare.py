@@ -3,7 +3,10 @@
 Prints each run's headline metrics (``metrics.json`` of notebook 08) side by side, then,
 on the test images the runs share (``predictions_test.csv``, matched by ``relpath``), the
 paired bootstrap difference of every run against the first with its 95% CI; writes
-``compare.csv`` (into ``--out``, default the first run's folder). Refuses with a message
+``compare.csv`` (into ``--out``, default the first run's folder). The bootstrap resamples
+lesions (the ``group`` column of the predictions, or, for a CSV written before it had
+one, the run's ``split.csv`` matched by ``relpath``); with no groups anywhere it resamples
+images and says so (``bootstrap_unit`` in compare.csv). Refuses with a message
 when the runs' classes differ or they share no test image. A run may also be given as a
 predictions CSV of that layout, e.g. a K-fold run's ``predictions_test_ensemble.csv``
 (its headline metrics are then computed from the CSV).
@@ -45,10 +48,28 @@ def _run_path(run: str | os.PathLike) -> Path:
     )
 
 
+def prediction_groups(pred: pd.DataFrame, folder: Path) -> tuple[pd.Series | None, str]:
+    """Each predicted image's group (lesion), by ``relpath``, and where it came from: the
+    predictions' own ``group`` column, else the run folder's ``split.csv``; ``(None,
+    "none")`` when neither has them (the bootstrap then resamples images)."""
+    key = pred["relpath"] if "relpath" in pred.columns else pred.index
+    if "group" in pred.columns and pred["group"].notna().all():
+        return pd.Series(pred["group"].astype(str).to_numpy(), index=key), "predictions"
+    split = folder / "split.csv"
+    if split.exists() and "relpath" in pred.columns:
+        s = pd.read_csv(split, dtype=str)
+        if {"relpath", "group"} <= set(s.columns):
+            g = s.drop_duplicates("relpath").set_index("relpath")["group"]
+            if pred["relpath"].isin(g.index).all():
+                return g.reindex(pred["relpath"]), "split.csv"
+    return None, "none"
+
+
 def load_run(run: str | os.PathLike) -> dict:
-    """A run's folder, name, classes, test predictions and (if any) metrics.json; for a
-    predictions CSV other than a run's ``predictions_test.csv``, no metrics (its headline
-    is computed from the CSV) and the name ``<run>/<file stem>``."""
+    """A run's folder, name, classes, test predictions, their groups (lesions; see
+    :func:`prediction_groups`) and (if any) metrics.json; for a predictions CSV other than a
+    run's ``predictions_test.csv``, no metrics (its headline is computed from the CSV) and
+    the name ``<run>/<file stem>``."""
     csv = _run_path(run)
     path, own = csv.parent, csv.name == "predictions_test.csv"
     metrics = read_json(path / "metrics.json") if (path / "metrics.json").exists() else {}
@@ -57,11 +78,14 @@ def load_run(run: str | os.PathLike) -> dict:
     if missing or not any(c.startswith("p_") for c in pred.columns):
         raise CompareError(f"{csv} lacks {missing or 'p_<class> columns'}: not a predictions CSV")
     classes = metrics.get("classes") or [c[2:] for c in pred.columns if c.startswith("p_")]
+    groups, source = prediction_groups(pred, path)
     return {
         "path": path if own else csv,
         "name": path.name if own else f"{path.name}/{csv.stem}",
         "classes": list(classes),
         "pred": pred,
+        "groups": groups,
+        "groups_source": source,
         "metrics": metrics if own else {"classes": metrics.get("classes")},
     }
 
@@ -85,12 +109,25 @@ def _arrays(pred: pd.DataFrame, classes) -> tuple[np.ndarray, np.ndarray]:
     return y, pred[[f"p_{c}" for c in classes]].to_numpy(np.float64)
 
 
+def _shared_groups(base: dict, other: dict, shared: pd.Index) -> np.ndarray | None:
+    """The lesions of the shared images: the first run's, else the other's; None if
+    neither run knows them."""
+    for r in (base, other):
+        if r.get("groups") is not None:
+            g = r["groups"]
+            g = g[~g.index.duplicated()]
+            return g.reindex(shared).astype(str).to_numpy()
+    return None
+
+
 def compare_runs(
     runs: list[str | os.PathLike], n_bootstrap: int = 1000, seed: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(side_by_side, differences)``: headline metrics per run, and the paired bootstrap
     difference of each later run minus the first on their shared test images (columns
-    ``run_a, run_b, n_shared, metric, a, b, diff, ci_low, ci_high, p_better``)."""
+    ``run_a, run_b, n_shared, n_groups, bootstrap_unit, metric, a, b, diff, ci_low,
+    ci_high, p_better``). The bootstrap resamples the shared images' lesions (groups);
+    when neither run has them, images (``bootstrap_unit`` "image")."""
     if len(runs) < 2:
         raise CompareError("compare needs at least two runs")
     loaded = [load_run(r) for r in runs]
@@ -125,11 +162,33 @@ def compare_runs(
             )
         ya, pa = _arrays(a, base["classes"])
         _, pb = _arrays(b, base["classes"])
-        t = scores.paired_bootstrap_diff(ya, pa, pb, n_bootstrap=n_bootstrap, seed=seed)
-        t = t.reset_index().assign(run_a=names[0], run_b=name, n_shared=len(shared))
+        groups = _shared_groups(base, r, shared)
+        t = scores.paired_bootstrap_diff(
+            ya, pa, pb, n_bootstrap=n_bootstrap, seed=seed, groups=groups
+        )
+        t = t.reset_index().assign(
+            run_a=names[0],
+            run_b=name,
+            n_shared=len(shared),
+            n_groups=t.attrs["n_units"] if groups is not None else pd.NA,
+            bootstrap_unit=t.attrs["bootstrap_unit"],
+        )
         diffs.append(t)
     diff = pd.concat(diffs, ignore_index=True)[
-        ["run_a", "run_b", "n_shared", "metric", "a", "b", "diff", "ci_low", "ci_high", "p_better"]
+        [
+            "run_a",
+            "run_b",
+            "n_shared",
+            "n_groups",
+            "bootstrap_unit",
+            "metric",
+            "a",
+            "b",
+            "diff",
+            "ci_low",
+            "ci_high",
+            "p_better",
+        ]
     ]
     return side, diff
 
@@ -188,10 +247,19 @@ def main(argv: list[str] | None = None) -> int:
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print("Headline metrics (test):")
         print(side.round(4).to_string())
+        by_group = (diff["bootstrap_unit"] == "group").all()
         print(
             f"\nPaired bootstrap, later run minus {diff['run_a'].iloc[0]} on the shared "
-            "test images (95% CI):"
+            "test images, resampling "
+            + ("their lesions (groups)" if by_group else "images")
+            + " (95% CI):"
         )
+        if not by_group:
+            print(
+                "Note: no lesion groups for some of these runs (no 'group' column in the "
+                "predictions and no split.csv beside them): images were resampled, so "
+                "those intervals are too narrow where a lesion has several images."
+            )
         print(diff.round(4).to_string(index=False))
     out = Path(a.out) if a.out else _run_path(a.runs[0]).parent
     path = write_csv(out / "compare.csv", diff)
@@ -199,4 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["CompareError", "compare_runs", "headline", "load_run", "log_hparams", "main"]
+__all__ = [
+    "CompareError",
+    "compare_runs",
+    "headline",
+    "load_run",
+    "log_hparams",
+    "main",
+    "prediction_groups",
+]

@@ -11,7 +11,8 @@
 One number per lever is fitted on the validation split (a grid search on balanced
 accuracy, smoothed over neighbouring grid points, ties to the neutral value): with 17-21
 images in the smallest classes, per-class biases would overfit. :func:`lever_table`
-scores each step on the test split against the one before it with a paired bootstrap.
+scores each step on the test split against the one before it with a paired bootstrap
+of the test lesions.
 """
 
 from __future__ import annotations
@@ -117,10 +118,13 @@ def lever_table(
     n_bootstrap: int = 1000,
     seed: int = 0,
     metrics: dict | None = None,
+    groups=None,
 ) -> pd.DataFrame:
     """Each step against the step before it, and the last against the first, on the same
     test images: rows (step, metric) with the value, the paired difference and its 95%
-    bootstrap interval. ``steps``: [(name, test probabilities)], the first the base."""
+    bootstrap interval. ``steps``: [(name, test probabilities)], the first the base.
+    ``groups``: the test images' lesions, the unit the bootstrap resamples (``None``:
+    images); the table's ``attrs`` say which."""
     if len(steps) < 2:
         raise ValueError("need a base and at least one lever")
     metrics = metrics or {k: scores.HEADLINE[k] for k in ("balanced_accuracy", "roc_auc_macro_ovr")}
@@ -129,7 +133,7 @@ def lever_table(
         pairs.append((steps[0], ("all levers", steps[-1][1])))
     rows = []
     for (name_a, pa), (name_b, pb) in pairs:
-        d = scores.paired_bootstrap_diff(y_test, pa, pb, metrics, n_bootstrap, seed)
+        d = scores.paired_bootstrap_diff(y_test, pa, pb, metrics, n_bootstrap, seed, groups=groups)
         for metric, r in d.iterrows():
             rows.append(
                 {
@@ -144,7 +148,9 @@ def lever_table(
                     "p_better": r["p_better"],
                 }
             )
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs.update(scores.bootstrap_unit(groups, len(y_test)))
+    return out
 
 
 def stack_levers(

@@ -121,10 +121,18 @@ def overlap_summary(overlap: pd.DataFrame) -> dict:
 
 
 def melanoma_at_threshold(
-    y, probs, pos: int, threshold: float, n_bootstrap: int = 1000, seed: int = 0
+    y,
+    probs,
+    pos: int,
+    threshold: float,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    groups=None,
 ) -> dict:
-    """AUC of class ``pos`` vs rest, and sensitivity / specificity at ``p >= threshold``,
-    with bootstrap CIs (JSON-ready)."""
+    """AUC of class ``pos`` vs rest with a bootstrap CI of the ``groups`` (the external
+    set's lesions, stratified by ``pos`` vs rest; ``None``: images), and sensitivity /
+    specificity at ``p >= threshold`` with the Wilson intervals that count the groups
+    (:func:`scores.operating_point_ci`, as notebook 08's operating points). JSON-ready."""
 
     y = np.asarray(y)
     yb = (y == pos).astype(int)
@@ -132,13 +140,16 @@ def melanoma_at_threshold(
         return {"n_pos": int(yb.sum()), "note": "needs both positive and other images"}
     s = np.asarray(probs)[:, pos]
     p2 = np.stack([1 - s, s], 1)
-    fns = {
-        "auc": lambda yy, p: skm.roc_auc_score(yy, p[:, 1]),
-        "sensitivity": lambda yy, p: scores.operating_point(yy, p[:, 1], threshold)["sensitivity"],
-        "specificity": lambda yy, p: scores.operating_point(yy, p[:, 1], threshold)["specificity"],
+    fns = {"auc": lambda yy, p: skm.roc_auc_score(yy, p[:, 1])}
+    t = scores.bootstrap_ci(yb, p2, fns, n_bootstrap, seed, groups=groups)
+    return {
+        "n_pos": int(yb.sum()),
+        "n_neg": int((1 - yb).sum()),
+        "threshold": float(threshold),
+        **scores.ci_dict(t),
+        **scores.operating_point_ci(yb.astype(bool), s, threshold, groups),
+        **t.attrs,
     }
-    t = scores.bootstrap_ci(yb, p2, fns, n_bootstrap, seed)
-    return {"n_pos": int(yb.sum()), "threshold": float(threshold), **scores.ci_dict(t)}
 
 
 def score_external(
@@ -149,12 +160,17 @@ def score_external(
     threshold: float | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    groups=None,
 ) -> dict:
     """Headline metrics with CIs (:func:`scores.evaluate_predictions`) and, when the run
-    has a positive class and a threshold, melanoma AUC / sensitivity / specificity."""
-    out = scores.evaluate_predictions(y, probs, classes, n_bootstrap, seed)
+    has a positive class and a threshold, melanoma AUC / sensitivity / specificity.
+    ``groups``: the external images' lesions (the manifest's ``group``), the unit the
+    bootstrap resamples; ``None`` resamples images."""
+    out = scores.evaluate_predictions(y, probs, classes, n_bootstrap, seed, groups=groups)
     if pos is not None and threshold is not None:
-        out["positive_class"] = melanoma_at_threshold(y, probs, pos, threshold, n_bootstrap, seed)
+        out["positive_class"] = melanoma_at_threshold(
+            y, probs, pos, threshold, n_bootstrap, seed, groups=groups
+        )
     return out
 
 

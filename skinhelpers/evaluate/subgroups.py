@@ -1,10 +1,18 @@
 """Subgroup performance (notebook 08): does the model work as well for every patient?
 
 :func:`subgroup_table` scores the test predictions within each group of each metadata
-attribute (sex, age band, body site, any other metadata column), with bootstrap 95% CIs:
-balanced accuracy, melanoma-vs-rest ROC-AUC, and sensitivity / specificity at the chosen
-melanoma threshold. Groups smaller than ``min_n`` are shown but not ranked: their
-intervals are too wide to order them. :func:`plot_forest` draws the table.
+attribute (sex, age band, body site, any other metadata column): balanced accuracy,
+melanoma-vs-rest ROC-AUC, and sensitivity / specificity at the chosen melanoma threshold,
+each with its number of images, melanomas (``n_pos``) and other lesions (``n_neg``).
+
+Small groups are treated honestly. One kind of interval per number, the same as in every
+other table: sensitivity and specificity get Wilson intervals that count lesions
+(:func:`skinhelpers.evaluate.scores.proportion_ci`, never of width zero); balanced accuracy
+and the AUC a bootstrap of the lesions. Below ``min_n`` images a group's balanced accuracy
+has no bootstrap interval; below ``min_pos`` melanomas or other lesions its AUC is not
+reported (NaN, with the reason in ``note``). Groups under a minimum are shown but never
+ranked (nor named best or worst): their numbers are too uncertain to order.
+:func:`plot_forest` draws the table.
 
 ``dx_type`` (how the diagnosis was confirmed: histopathology, follow-up, consensus,
 confocal) is described only (:func:`dx_type_table`), never used as a subgroup to rank nor
@@ -14,12 +22,12 @@ excised, so ``histo`` nearly means "malignant"), so it leaks the label.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 
 from skinhelpers.evaluate import scores
 
@@ -55,11 +63,15 @@ COLUMNS = [
     "attribute",
     "group",
     "n",
+    "n_lesions",
+    "n_pos",
+    "n_neg",
     "metric",
     "value",
     "ci_low",
     "ci_high",
-    "n_pos",
+    "ci_method",
+    "note",
     "ranked",
     "rank",
 ]
@@ -107,24 +119,86 @@ def attributes(df: pd.DataFrame, max_levels: int = 30) -> dict[str, pd.Series]:
     return res
 
 
-def _metric_fns(pos: int | None, threshold: float | None) -> dict:
-    fns = {"balanced_accuracy": lambda y, p: skm.balanced_accuracy_score(y, p.argmax(1))}
+def _bootstrapped(y, probs, fns, n_bootstrap, seed, groups) -> dict:
+    """``{metric: (value, ci_low, ci_high)}`` of a group bootstrap (``groups`` None: images)."""
+    t = scores.bootstrap_ci(y, probs, fns, n_bootstrap, seed, groups=groups)
+    return {k: (r["value"], r["ci_low"], r["ci_high"]) for k, r in t.iterrows()}
+
+
+def _group_rows(y, probs, groups, pos, threshold, n_bootstrap, seed, min_n, min_pos) -> list:
+    """The metric rows of one subgroup (images ``y, probs``, lesions ``groups``)."""
+    n = len(y)
+    n_pos = int((y == pos).sum()) if pos is not None else None
+    n_neg = n - n_pos if pos is not None else None
+    unit = "group bootstrap" if groups is not None else "image bootstrap"
+    rows = []
+
+    def add(metric, value, lo=np.nan, hi=np.nan, method="", note="", eligible=True):
+        if np.isfinite(lo) and lo == hi:  # every resample gave the same value
+            lo, hi, method = np.nan, np.nan, ""
+            note = note or "every resample gave the same value: no interval"
+            eligible = False
+        rows.append(
+            {
+                "metric": metric,
+                "value": float(value),
+                "ci_low": float(lo),
+                "ci_high": float(hi),
+                "ci_method": method if np.isfinite(lo) else "",
+                "note": note,
+                "eligible": bool(eligible),
+            }
+        )
+
+    ba = scores.HEADLINE["balanced_accuracy"]
+    if n >= min_n:
+        v, lo, hi = _bootstrapped(y, probs, {"b": ba}, n_bootstrap, seed, groups)["b"]
+        add("balanced_accuracy", v, lo, hi, unit)
+    else:
+        with warnings.catch_warnings():  # a tiny group may lack a predicted class
+            warnings.simplefilter("ignore")
+            value = ba(y, probs)
+        add("balanced_accuracy", value, note=f"n={n} < {min_n}: no interval", eligible=False)
     if pos is None:
-        return fns
-
-    def auc(y, p):
-        yb = y == pos
-        return skm.roc_auc_score(yb, p[:, pos]) if 0 < yb.sum() < len(yb) else np.nan
-
-    fns["melanoma_auc"] = auc
+        return rows
+    yb = (y == pos).astype(int)
+    if n_pos >= min_pos and n_neg >= min_pos:
+        s = probs[:, pos]
+        auc = scores.binary_auc_fns()["auc"]
+        v, lo, hi = _bootstrapped(
+            yb, np.stack([1 - s, s], 1), {"auc": auc}, n_bootstrap, seed, groups
+        )["auc"]
+        add("melanoma_auc", v, lo, hi, unit, eligible=n >= min_n)
+    else:
+        add(
+            "melanoma_auc",
+            np.nan,
+            note=f"{n_pos} positive and {n_neg} other images "
+            f"(fewer than {min_pos}): AUC not reported",
+            eligible=False,
+        )
     if threshold is not None:
-        fns["sensitivity"] = lambda y, p: scores.operating_point(y == pos, p[:, pos], threshold)[
-            "sensitivity"
-        ]
-        fns["specificity"] = lambda y, p: scores.operating_point(y == pos, p[:, pos], threshold)[
-            "specificity"
-        ]
-    return fns
+        ci = scores.operating_point_ci(yb.astype(bool), probs[:, pos], threshold, groups)
+        for metric, count, what in (
+            ("sensitivity", n_pos, "positive"),
+            ("specificity", n_neg, "other"),
+        ):
+            c = ci[metric]
+            note = "" if count >= min_pos else f"{count} {what} images (< {min_pos}): not ranked"
+            if n < min_n:
+                note = f"n={n} < {min_n}: not ranked"
+            if count == 0:
+                note = f"no {what} image"
+            add(
+                metric,
+                c["value"],
+                c["ci_low"],
+                c["ci_high"],
+                c["ci_method"],
+                note,
+                count >= min_pos and n >= min_n,
+            )
+    return rows
 
 
 def subgroup_table(
@@ -137,14 +211,28 @@ def subgroup_table(
     seed: int = 0,
     min_n: int = 30,
     attrs: dict[str, pd.Series] | None = None,
+    min_pos: int = 10,
+    groups="group",
 ) -> pd.DataFrame:
-    """Long table, one row per (attribute, group, metric): ``n``, ``value``, bootstrap
-    95% CI (stratified by class within the group), ``n_pos`` (positive-class images),
-    ``ranked`` (``n >= min_n``) and ``rank`` (1 = worst value among the ranked groups of
-    that attribute and metric). The first rows are the whole test set (``all``).
+    """Long table, one row per (attribute, group, metric): ``n`` images, ``n_lesions``,
+    ``n_pos`` (positive-class images) and ``n_neg`` (the others), ``value``, its 95%
+    interval (``ci_low``, ``ci_high``, ``ci_method``; NaN where none is meaningful, with
+    the reason in ``note``), ``ranked`` and ``rank`` (1 = worst value among the ranked
+    groups of that attribute and metric). The first rows are the whole test set (``all``),
+    with the intervals the rest of the evaluation gives the same numbers.
 
     ``df`` holds the test images in the order of ``probs`` with their ``label`` and
     metadata; ``positive`` names the melanoma class, ``threshold`` the operating point.
+    ``groups``: the lesion of each image, as a column name of ``df`` (default ``group``,
+    the split's) or an array; the bootstrap resamples lesions (stratified by class) and
+    the Wilson intervals count them. ``None``, or a column ``df`` lacks: images (the
+    ``ci_method`` says "image bootstrap").
+
+    Minimums: a group of fewer than ``min_n`` images is never ranked, and its balanced
+    accuracy gets no interval; the AUC is reported from ``min_pos`` positive and
+    ``min_pos`` other images; sensitivity and specificity (Wilson, shown at any size) are
+    ranked from ``min_pos`` positive / other images. A group below a metric's minimum, an
+    ``unknown`` group, or one whose interval is missing is never ranked.
     """
     classes = list(classes)
     probs = np.asarray(probs, dtype=np.float64)
@@ -155,36 +243,48 @@ def subgroup_table(
         raise ValueError(f"labels {unknown} are not among the classes {classes}")
     y = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     pos = classes.index(positive) if positive in classes else None
-    fns = _metric_fns(pos, threshold)
-    groups = {"all": pd.Series(["all"] * len(df))}
-    groups.update(attributes(df.reset_index(drop=True)) if attrs is None else attrs)
+    if isinstance(groups, str):
+        groups = df[groups].astype(str).to_numpy() if groups in df.columns else None
+    elif groups is not None:
+        groups = np.asarray(groups)
+        if len(groups) != len(df):
+            raise ValueError(f"{len(groups)} groups for {len(df)} rows")
+    parts = {"all": pd.Series(["all"] * len(df))}
+    parts.update(attributes(df.reset_index(drop=True)) if attrs is None else attrs)
     rows = []
-    for attr, values in groups.items():
+    for attr, values in parts.items():
         values = pd.Series(values).reset_index(drop=True)
         for g in sorted(values.unique(), key=str):
             m = (values == g).to_numpy()
-            t = scores.bootstrap_ci(y[m], probs[m], fns, n_bootstrap, seed)
-            for metric, r in t.iterrows():
-                rows.append(
-                    {
-                        "attribute": attr,
-                        "group": g,
-                        "n": int(m.sum()),
-                        "metric": metric,
-                        "value": r["value"],
-                        "ci_low": r["ci_low"],
-                        "ci_high": r["ci_high"],
-                        "n_pos": int((y[m] == pos).sum()) if pos is not None else 0,
-                    }
-                )
-    out = pd.DataFrame(rows, columns=COLUMNS[:-2])
-    out["ranked"] = (out["n"] >= min_n) & (out["group"] != "unknown") & out["value"].notna()
+            gm = None if groups is None else groups[m]
+            head = {
+                "attribute": attr,
+                "group": g,
+                "n": int(m.sum()),
+                "n_lesions": int(pd.Series(gm).nunique()) if gm is not None else int(m.sum()),
+                "n_pos": int((y[m] == pos).sum()) if pos is not None else pd.NA,
+                "n_neg": int((y[m] != pos).sum()) if pos is not None else pd.NA,
+            }
+            for r in _group_rows(
+                y[m], probs[m], gm, pos, threshold, n_bootstrap, seed, min_n, min_pos
+            ):
+                rows.append({**head, **r})
+    out = pd.DataFrame(rows)
+    out["ranked"] = (
+        out.pop("eligible")
+        & (out["attribute"] != "all")
+        & (out["group"] != "unknown")
+        & out["value"].notna()
+        & out["ci_low"].notna()
+    )
     out["rank"] = (
-        out[out["ranked"] & (out["attribute"] != "all")]
+        out[out["ranked"]]
         .groupby(["attribute", "metric"])["value"]
         .rank(method="min")
         .astype("Int64")
     )
+    for c in ("n_pos", "n_neg"):
+        out[c] = out[c].astype("Int64")
     return out[COLUMNS]
 
 
@@ -196,8 +296,9 @@ def dx_type_table(df: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def plot_forest(table: pd.DataFrame, metrics: Sequence[str] | None = None, title: str = ""):
-    """Forest plot: one panel per metric, one row per group (value and 95% CI), the
-    whole-test-set value as a dashed line; groups below ``min_n`` in grey."""
+    """Forest plot: one panel per metric, one row per group (value and 95% CI; a value
+    without an interval as a bare point, an unreported one left out), the whole-test-set
+    value as a dashed line; groups not ranked (below a minimum) in grey."""
     metrics = [m for m in (metrics or METRICS) if m in set(table["metric"])]
     t0 = table[table["metric"] == metrics[0]]
     labels = [
@@ -218,20 +319,14 @@ def plot_forest(table: pd.DataFrame, metrics: Sequence[str] | None = None, title
             t["attribute"] == "all", "black", np.where(t["ranked"], "#4c72b0", "#aaaaaa")
         )
         v = t["value"].to_numpy(float)
-        lo = np.nan_to_num(v - t["ci_low"].to_numpy(float))
-        hi = np.nan_to_num(t["ci_high"].to_numpy(float) - v)
+        lo, hi = t["ci_low"].to_numpy(float), t["ci_high"].to_numpy(float)
         for k in range(len(t)):
-            ax.errorbar(
-                v[k],
-                ypos[k],
-                xerr=[[lo[k]], [hi[k]]],
-                fmt="o",
-                ms=3.5,
-                color=col[k],
-                ecolor=col[k],
-                capsize=2,
-                lw=1,
-            )
+            # the interval as a line from its ends (a percentile bootstrap interval need
+            # not contain the estimate), the value as a point; no interval: the point alone
+            if np.isfinite(lo[k]) and np.isfinite(hi[k]):
+                ax.plot([lo[k], hi[k]], [ypos[k]] * 2, color=col[k], lw=1)
+            if np.isfinite(v[k]):
+                ax.plot(v[k], ypos[k], "o", ms=3.5, color=col[k])
         overall = t.loc[t["attribute"] == "all", "value"]
         if len(overall) and np.isfinite(overall.iloc[0]):
             ax.axvline(overall.iloc[0], color="black", ls="--", lw=0.8)
@@ -241,7 +336,7 @@ def plot_forest(table: pd.DataFrame, metrics: Sequence[str] | None = None, title
         ax.spines[["top", "right"]].set_visible(False)
     axes[0, 0].set_yticks(ypos)
     axes[0, 0].set_yticklabels(labels, fontsize=7)
-    fig.suptitle(title or "Subgroups (95% bootstrap CI; grey: too few images to rank)", fontsize=10)
+    fig.suptitle(title or "Subgroups (95% CI; grey: too few to rank)", fontsize=10)
     fig.tight_layout()
     return fig
 

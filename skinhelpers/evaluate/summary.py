@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from skinhelpers.evaluate import scores
+
 CHECKPOINT_NAMES = ("best", "best_ema", "final_ema")
 
 
@@ -73,21 +75,29 @@ def metrics_record(
     tta: dict | None,
     lesion: dict | None,
     timings: dict[tuple, float],
+    test_groups=None,
 ) -> dict:
     """The ``metrics.json`` record of notebook 08.
 
     ``split_df``: the run's split (its attrs name the dataset and classes); ``infos`` and
     ``results``: per evaluated model, the checkpoint info and the output of
     :func:`skinhelpers.evaluate.scores.evaluate_predictions`; ``timings``: seconds per
-    ``(model, split, views)``.
+    ``(model, split, views)``; ``test_groups``: the test images' groups (lesions) the
+    bootstrap resampled, ``None`` if it resampled images. Records ``bootstrap_unit``
+    ("group" or "image") and ``n_test_groups`` (lesions in the test split).
     """
+    test = split_df[split_df["split"] == "test"]
+    unit = scores.bootstrap_unit(test_groups, len(test))
     return {
         "dataset": split_df.attrs["dataset"],
         "synthetic": bool(split_df.attrs["synthetic"]),
         "classes": list(split_df.attrs["classes"]),
-        "n_test": int((split_df["split"] == "test").sum()),
+        "n_test": int(len(test)),
         "n_val": int((split_df["split"] == "val").sum()),
+        "n_test_groups": int(test["group"].nunique()) if "group" in test else None,
         "n_bootstrap": int(n_bootstrap),
+        "bootstrap_unit": unit["bootstrap_unit"],
+        "n_bootstrap_units": unit["n_units"],
         "primary": primary,
         "tta_views": views,
         "models": {

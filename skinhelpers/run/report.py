@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from skinhelpers.files import atomic_path
-from skinhelpers.share.model_card import write_model_card
+from skinhelpers.share.model_card import bootstrap_text, test_size_text, write_model_card
 
 _NB = re.compile(r"^(\d\d)_.+\.ipynb$")
 
@@ -193,9 +193,8 @@ def _metrics_section(m: dict) -> str:
             )
         parts.append(
             f"<table><tr><th>checkpoint</th>{head}</tr>{rows}</table>"
-            f"<p class='muted'>Held-out test split, n={_e(m.get('n_test', '?'))}; "
-            f"95% bootstrap confidence intervals in brackets "
-            f"({_e(m.get('n_bootstrap', '?'))} resamples)."
+            f"<p class='muted'>Held-out test split, {_e(test_size_text(m))}; 95% "
+            f"bootstrap confidence intervals in brackets ({_e(bootstrap_text(m))})."
             + (" &#9733; the checkpoint the report's conclusions use." if m.get("primary") else "")
             + "</p>"
         )

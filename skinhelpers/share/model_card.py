@@ -180,6 +180,37 @@ def _data_section(run_dir: Path, manifest: dict, split: dict | None) -> str:
     return "\n\n".join(out)
 
 
+def test_size_text(metrics: dict) -> str:
+    """ "n = 1430 images of 1066 lesions" (the lesions when metrics.json has them)."""
+    g = metrics.get("n_test_groups")
+    return f"n = {metrics.get('n_test', '?')}" + (
+        f" images of {g} lesions" if isinstance(g, int) else ""
+    )
+
+
+def bootstrap_text(metrics: dict) -> str:
+    """What the headline intervals resampled, as metrics.json records it (the report's
+    index says the same)."""
+    n = metrics.get("n_bootstrap", "?")
+    unit = metrics.get("bootstrap_unit")
+    if unit == "group":
+        return (
+            f"{n} bootstrap resamples of the test lesions, stratified by class (images of "
+            "one lesion are drawn together)"
+        )
+    if unit == "image":
+        return (
+            f"{n} bootstrap resamples of the test images, stratified by class (no lesion "
+            "groups were given: where a lesion has several images, these intervals are "
+            "too narrow)"
+        )
+    return (
+        f"{n} stratified bootstrap resamples of the test images (image-level: this run "
+        "was evaluated before the intervals resampled lesions, so they are too narrow "
+        "where a lesion has several images)"
+    )
+
+
 def _metrics_section(metrics: dict) -> str:
     out = ["## Test metrics (95% bootstrap CI)"]
     models = {k: v for k, v in (metrics.get("models") or {}).items() if isinstance(v, dict)}
@@ -193,8 +224,7 @@ def _metrics_section(metrics: dict) -> str:
     ]
     out.append(md_table(["checkpoint"] + keys, rows))
     out.append(
-        f"Held-out test split, n = {metrics.get('n_test', '?')}; "
-        f"{metrics.get('n_bootstrap', '?')} stratified bootstrap resamples; "
+        f"Held-out test split, {test_size_text(metrics)}; {bootstrap_text(metrics)}; "
         f"{len(metrics.get('tta_views') or [1])} test-time view(s)."
     )
     pc = models.get(metrics.get("primary"), {}).get("per_class") or {}
@@ -257,14 +287,32 @@ def _operating_points_section(metrics: dict) -> str:
                 "threshold",
                 "val sensitivity",
                 "val specificity",
-                "test sensitivity (CI)",
-                "test specificity (CI)",
+                "test sensitivity (95% CI)",
+                "test specificity (95% CI)",
                 "test PPV",
                 "test NPV",
             ],
             rows,
         )
     )
+    methods = {
+        (op.get("test_ci") or {}).get(k, {}).get("ci_method")
+        for op in pos.get("operating_points") or []
+        for k in ("sensitivity", "specificity")
+    }
+    if methods and all(m and m.startswith("wilson") for m in methods):
+        out.append(
+            "Sensitivity and specificity carry Wilson score intervals"
+            + (
+                " that count lesions (the effective number of images, given how far a "
+                "lesion's images agree)"
+                if any("groups" in m for m in methods)
+                else ""
+            )
+            + ": the same interval wherever the number appears (the subgroup table's "
+            "`all` row included). The AUC's interval is a bootstrap"
+            + (" of the lesions." if pos.get("bootstrap_unit") == "group" else ".")
+        )
     out.append(
         "PPV and NPV depend on how common melanoma is; the test split's share is not a clinic's."
     )
@@ -320,13 +368,52 @@ def _levers_section(metrics: dict) -> str | None:
     )
 
 
+def _sub_cell(r) -> str:
+    """One subgroup number: "0.712 (0.61–0.80)", "0.333 (no interval)" or "not reported";
+    a † marks a number shown but not ranked (below a minimum)."""
+    v, lo, hi = r.get("value"), r.get("ci_low"), r.get("ci_high")
+    if not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "not reported"
+    ok = all(isinstance(x, (int, float)) and math.isfinite(x) for x in (lo, hi))
+    text = f"{v:.3f} ({lo:.3f}–{hi:.3f})" if ok else f"{v:.3f} (no interval)"
+    unranked = r.get("attribute") != "all" and "ranked" in r and not bool(r["ranked"])
+    return text + (" †" if unranked else "")
+
+
 def _subgroup_section(run_dir: Path) -> str | None:
     path = run_dir / "subgroups.csv"
     if not path.exists():
         return None
+    t = pd.read_csv(path)
+    if not {"attribute", "group", "metric", "value"} <= set(t.columns):  # another layout
+        return (
+            "## Subgroups\n\nTest metrics by patient subgroup (`subgroups.csv`); small "
+            "groups have wide intervals.\n\n" + _frame_table(t)
+        )
+    metrics = list(dict.fromkeys(t["metric"]))
+    counts = [c for c in ("n", "n_lesions", "n_pos", "n_neg") if c in t.columns]
+    rows = []
+    for (attr, group), g in t.groupby(["attribute", "group"], sort=False):
+        first = g.iloc[0]
+        cells = {r["metric"]: _sub_cell(r) for r in g.to_dict("records")}
+        rows.append(
+            [attr, "whole test set" if attr == "all" else group]
+            + [str(int(first[c])) if pd.notna(first[c]) else "–" for c in counts]
+            + [cells.get(m, "–") for m in metrics]
+        )
+    shown = rows[:40]
+    more = f"\n\n({len(rows) - 40} more groups in `subgroups.csv`.)" if len(rows) > 40 else ""
     return (
-        "## Subgroups\n\nTest metrics by patient subgroup (`subgroups.csv`); small "
-        "groups have wide intervals.\n\n" + _frame_table(pd.read_csv(path))
+        "## Subgroups\n\nTest metrics by patient subgroup (`subgroups.csv`), each with its "
+        "number of images (`n`), lesions, melanomas (`n_pos`) and other images (`n_neg`). "
+        "One 95% interval per number, the same as in the tables above: Wilson intervals "
+        "counting lesions for sensitivity and specificity, a bootstrap of the lesions for "
+        "balanced accuracy and the AUC. Small groups are shown as they are and never "
+        "ranked: † marks a number below its minimum (too few images for an interval of "
+        "balanced accuracy, too few melanomas or other images to rank); an AUC from too "
+        "few of either is not reported; `note` in the CSV says why.\n\n"
+        + md_table(["attribute", "group", *counts, *metrics], shown)
+        + more
     )
 
 
@@ -349,7 +436,10 @@ def _external_section(run_dir: Path) -> str | None:
             and not isinstance(v, bool)
             and (not isinstance(v, dict) or "value" in v)
         }
-        out.append(f"**{name}** (`{f.name}`, n = {m.get('n', m.get('n_test', '?'))})")
+        lesions = (
+            f" images of {m['n_groups']} lesions" if isinstance(m.get("n_groups"), int) else ""
+        )
+        out.append(f"**{name}** (`{f.name}`, n = {m.get('n', m.get('n_test', '?'))}{lesions})")
         out.append(md_table(["metric", "value (95% CI)"], [[k, _ci(v)] for k, v in head.items()]))
         out += [f"- {s}" for s in m.get("sentences") or []]
     return "\n\n".join(out)
@@ -506,4 +596,11 @@ if __name__ == "__main__":  # python -m skinhelpers.share.model_card RUN_DIR
     print(write_model_card(sys.argv[1]))
 
 
-__all__ = ["CARD_NAME", "md_table", "model_card_text", "write_model_card"]
+__all__ = [
+    "CARD_NAME",
+    "bootstrap_text",
+    "md_table",
+    "model_card_text",
+    "test_size_text",
+    "write_model_card",
+]
