@@ -37,6 +37,7 @@ def test_requests_are_checked_before_reading_anything(tmp_path):
     with pytest.raises(ValueError, match="melanoma10k"):
         sources.check_request("ham10000+isic9", data_dirs={"melanoma10k": str(tmp_path)})
     assert sources.check_request("ham10000+isic9", ["mel", "nevus"]) == ["ham10000", "isic9"]
+    assert sources.parse_label_space(" mel, nevus ") == ["mel", "nevus"]
 
 
 def test_joined_manifest_has_both_sources_unique_paths_and_groups(joined, ham_manifest):
@@ -184,3 +185,40 @@ def test_manifest_of_several_sources_round_trips(joined_clean, tmp_path):
     assert back.attrs["sources"][1]["name"] == "isic9"
     again = sources.load_like(back.attrs)
     assert len(again) == len(sources.load_like(joined_clean.attrs))
+
+
+def test_run_all_refuses_a_bad_source_or_label_space_before_running(tmp_path):
+    from skinhelpers.run import pipeline
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    marker = tmp_path / "ran.txt"
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(
+        'dataset = "demo"\ndata_dir = ""\nrun_dir = ""\nlabel_space = "first"'
+    )
+    params.metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.cells = [params, nbformat.v4.new_code_cell(f"open({str(marker)!r}, 'w').write('x')")]
+    nbformat.write(nb, nbs / "01_a.ipynb")
+    for dataset, extra, needle in (
+        ("ham10000+isic8", {}, "'isic8'"),
+        ("ham10000+isic9", {"label_space": "mel,merkel cell carcinoma"}, "merkel"),
+    ):
+        with pytest.raises(SystemExit, match=needle):
+            pipeline.run(
+                dataset,
+                None,
+                "smoke",
+                str(tmp_path / "r"),
+                extra=extra,
+                html=False,
+                notebook_dir=nbs,
+            )
+    assert not marker.exists() and not (tmp_path / "r" / "run.json").exists()

@@ -354,9 +354,12 @@ def load_manifest(
 
 
 def has_shipped_split(df: pd.DataFrame) -> bool:
-    """Whether the dataset ships its own train and test parts (``source_split``)."""
+    """Whether the dataset ships its own train and test parts (``source_split``); never
+    for a manifest of several sources, whose splits are all drawn."""
     if "source_split" not in df.columns:
         return False
+    if "source" in df.columns and df["source"].nunique() > 1:
+        return False  # several sources: every split is drawn (skinhelpers.split.grouped)
     return {"train", "test"} <= set(df["source_split"].dropna())
 
 
@@ -399,17 +402,23 @@ def subsample(
 
     For smoke runs: every class keeps its share (and at least ``min_per_class`` images
     where it has them), whole lesions are kept or dropped, and the choice is the same for
-    the same seed. ``max_images <= 0`` or ``>= len(df)`` returns ``df`` unchanged.
+    the same seed. ``max_images <= 0`` or ``>= len(df)`` returns ``df`` unchanged. A
+    manifest of several sources is stratified by class and source.
     """
     if max_images is None or max_images <= 0 or max_images >= len(df):
         return df
     rng = np.random.default_rng(seed)
-    groups = df.groupby("group", sort=True).agg(
-        n=("label", "size"), label=("label", lambda s: s.mode().iloc[0])
+    key = df["label"].astype(str)
+    if "source" in df.columns and df["source"].nunique() > 1:
+        key = key + "|" + df["source"].astype(str)
+    groups = (
+        df.assign(_stratum=key)
+        .groupby("group", sort=True)
+        .agg(n=("label", "size"), stratum=("_stratum", lambda s: s.mode().iloc[0]))
     )
     frac = max_images / len(df)
     chosen = []
-    for _label, g in groups.groupby("label", sort=True):
+    for _stratum, g in groups.groupby("stratum", sort=True):
         total = int(g["n"].sum())
         want = min(total, max(min_per_class, int(round(total * frac))))
         order = g.index.to_numpy()[rng.permutation(len(g))]

@@ -84,6 +84,16 @@ def _known_classes(name: str) -> list[str] | None:
     return list(classes) if classes is not None else None
 
 
+def parse_label_space(label_space: str | Sequence[str]) -> str | list[str]:
+    """``"first"``, ``"melanoma"``, or a list of class names (given as a list, or as one
+    string of comma-separated names, as ``run_all.sh -p label_space "mel,nv,bkl"`` does)."""
+    if isinstance(label_space, str):
+        if "," in label_space:
+            return [c.strip() for c in label_space.split(",") if c.strip()]
+        return label_space.strip()
+    return list(label_space)
+
+
 def check_request(
     dataset: str,
     label_space: str | Sequence[str] = "first",
@@ -94,6 +104,7 @@ def check_request(
     label space (a listed class must mean something a source has), ``unmapped_classes``
     and ``data_dirs`` (keys must be sources of the run). Returns the source names."""
     names = parse_datasets(dataset)
+    label_space = parse_label_space(label_space)
     if unmapped_classes not in UNMAPPED:
         raise ValueError(
             f"unmapped_classes must be one of {list(UNMAPPED)}, got '{unmapped_classes}'"
@@ -107,8 +118,8 @@ def check_request(
     if isinstance(label_space, str):
         if label_space not in LABEL_SPACES:
             raise ValueError(
-                f"label_space must be one of {list(LABEL_SPACES)} or a list of class names, "
-                f"got '{label_space}'"
+                f"label_space must be one of {list(LABEL_SPACES)} or a list of class names "
+                f"(comma-separated), got '{label_space}'"
             )
         return names
     wanted = list(label_space)
@@ -377,6 +388,7 @@ def load_dataset(
     (e.g. HAM10000 as melanoma vs everything else).
     """
     names = check_request(dataset, label_space, unmapped_classes, data_dirs)
+    label_space = parse_label_space(label_space)
     if len(names) == 1 and label_space == "first":
         return load_manifest(names[0], _source_dir(names[0], data_dir, data_dirs), seed=seed)
     frames = {}
@@ -428,5 +440,6 @@ __all__ = [
     "load_dataset",
     "load_like",
     "parse_datasets",
+    "parse_label_space",
     "source_names",
 ]

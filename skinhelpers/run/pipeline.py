@@ -25,6 +25,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from skinhelpers.data import sources
 from skinhelpers.files import PROJECT_ROOT, write_json
 from skinhelpers.run import execute, profiles, provenance
 from skinhelpers.run.report import render_report
@@ -249,10 +250,17 @@ def run(
         )
     origin = {k: (f"-p {k}" if k in extra else f"profile {profile}") for k in common}
     errors = check_parameters(plan, common, origin)
-    if errors:
-        raise SystemExit(
-            "run_all.sh: wrong parameter type, nothing was run:\n  " + "\n  ".join(errors)
+    try:  # dataset names, label space and data_dirs: refused before anything runs
+        sources.check_request(
+            dataset,
+            common.get("label_space", "first"),
+            common.get("unmapped_classes", "drop"),
+            common.get("data_dirs") or None,
         )
+    except ValueError as e:
+        errors.append(str(e))
+    if errors:
+        raise SystemExit("run_all.sh: wrong parameter, nothing was run:\n  " + "\n  ".join(errors))
 
     previous = {}
     if resume:
@@ -397,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--dataset",
         default="demo",
-        help="ham10000 | isic9 | melanoma10k | folder | demo (default: demo)",
+        help="ham10000 | isic9 | melanoma10k | folder | demo (default: demo); several joined "
+        "with +, e.g. ham10000+isic9 (one model on all of them)",
     )
     ap.add_argument(
         "--data-dir",
