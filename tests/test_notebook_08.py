@@ -73,7 +73,14 @@ def _check_consistency(run: Path, classes: list[str]) -> dict:
     split = splits.read_split(run)
     assert len(pred) == (split["split"] == "test").sum() == m["n_test"]
     pcols = [f"p_{c}" for c in classes]
-    assert list(pred.columns) == ["image_id", "relpath", "label", *pcols, "pred"]
+    assert list(pred.columns) == ["image_id", "relpath", "label", *pcols, "pred", "group"]
+    test = split[split["split"] == "test"]
+    lesion = dict(zip(test["relpath"], test["group"].astype(str)))
+    assert pred["group"].astype(str).tolist() == [lesion[r] for r in pred["relpath"]]
+    # every interval resampled the test lesions, and metrics.json says so
+    assert m["bootstrap_unit"] == "group"
+    assert m["n_test_groups"] == m["n_bootstrap_units"] == test["group"].nunique()
+    assert m["models"][m["primary"]]["bootstrap"]["bootstrap_unit"] == "group"
     p = pred[pcols].to_numpy()
     assert np.allclose(p.sum(1), 1, atol=1e-6)
     y = pred["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
@@ -130,8 +137,25 @@ def test_ham10000_evaluation(ham_run, ham_manifest):
 def test_ham10000_subgroups(ham_run):
     """subgroups.csv: the whole test set, then sex, age band and body site, each metric
     with its interval; the model card shows them."""
+    from skinhelpers.evaluate.subgroups import COLUMNS
+
     sub = pd.read_csv(ham_run / "subgroups.csv")
-    assert list(sub.columns) == ["attribute", "group", "n", "metric", "value", "ci_low", "ci_high"]
+    assert list(sub.columns) == COLUMNS and {"n_pos", "n_neg"} <= set(COLUMNS)
+    assert (sub["n_pos"] + sub["n_neg"] == sub["n"]).all()
+    # small groups honestly: no interval of width zero, nothing ranked below the minimums
+    has_ci = sub["ci_low"].notna()
+    assert (sub.loc[has_ci, "ci_high"] > sub.loc[has_ci, "ci_low"]).all()
+    assert not sub.loc[sub["n"] < 30, "ranked"].any()
+    auc = sub[sub["metric"] == "melanoma_auc"]
+    few = (auc["n_pos"] < 10) | (auc["n_neg"] < 10)
+    assert auc.loc[few, "value"].isna().all() and auc.loc[few, "note"].str.contains("AUC").all()
+    # one interval per number: the whole set's sensitivity as in the operating points
+    m = json.loads((ham_run / "metrics.json").read_text())
+    op = m["positive_class"]["operating_points"][0]["test_ci"]
+    whole = sub[sub["attribute"] == "all"].set_index("metric")
+    for k in ("sensitivity", "specificity"):
+        assert whole.loc[k, "ci_low"] == pytest.approx(op[k]["ci_low"], abs=1e-12)
+        assert whole.loc[k, "ci_high"] == pytest.approx(op[k]["ci_high"], abs=1e-12)
     assert {"all", "sex", "age_band", "localization"} <= set(sub["attribute"])
     assert "dx_type" not in set(sub["attribute"])  # described, never a subgroup
     assert set(sub["metric"]) == {"balanced_accuracy", "melanoma_auc", "sensitivity", "specificity"}
