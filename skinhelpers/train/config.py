@@ -60,6 +60,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     focal_gamma: float = 2.0
     balance_power: float = 0.5  # class-balanced sampling: 0 off, 0.5 sqrt, 1 full
+    # several sources: balance them in sampling (0 off, 1 every source drawn equally often)
+    source_balance_power: float = 0.0
     class_weight_power: float = 0.0  # class-weighted loss: 0 off, 1 inverse frequency
     logit_adjust_tau: float = 1.0  # logit-adjusted loss (balanced-accuracy decision rule), 0 off
     # batch mixing (CutMix / MixUp)
@@ -123,6 +125,11 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(
                 f"epochs and batch_size must be >= 1 ({self.epochs}, {self.batch_size})"
+            )
+        if self.balance_power < 0 or self.source_balance_power < 0:
+            raise ValueError(
+                f"balance_power and source_balance_power must be >= 0 ({self.balance_power}, "
+                f"{self.source_balance_power})"
             )
         if self.amp_dtype not in ("bfloat16", "float16"):
             raise ValueError(f"amp_dtype must be bfloat16 or float16, got {self.amp_dtype}")

@@ -168,11 +168,13 @@ def train(
         out_dir,
         dist=dist,
         on_epoch_end=on_epoch_end,
+        train_sources=data.train_df["source"].to_numpy() if "source" in data.train_df else None,
     )
     res = trainer.fit()
     res["model"] = trainer.model
     res["n_train"], res["n_val"] = len(data.train_ds), len(data.val_ds)
     res["rank"] = trainer.dist.rank
+    res["is_main"] = trainer.dist.is_main  # the process that writes (local rank 0 of node 0)
     return res
 
 

@@ -7,6 +7,13 @@ Two remedies, usable alone or together:
 * :class:`BalancedSampler` - draw training images with probability ``n_c ** -power``
   (``power=1``: every class equally often; ``0.5``: square-root balancing).
 
+A run of several sources (:mod:`skinhelpers.data.sources`) can also balance the sources:
+with ``source_power=1`` every source is drawn equally often (its images keep the class
+weights among themselves), so a large source cannot drown a small one and the network
+sees each kind of camera as often (Rashid et al.: source-balanced sampling narrowed the
+HAM10000 -> ISIC 2019 gap). :func:`sample_weights` is the one rule both the sampler and
+the prior it implies (:func:`sampling_prior`, for the logit adjustment) use.
+
 Both samplers work for one process and for DistributedDataParallel: every rank draws the
 same permutation (seeded by ``seed`` and the epoch) and takes its own slice.
 """
@@ -37,15 +44,39 @@ def class_weights(labels, num_classes: int, power: float = 1.0) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
-def sampling_prior(labels, num_classes: int, power: float = 0.0) -> torch.Tensor:
-    """Class frequencies the network sees when sampling with ``n_c ** -power`` per image."""
+def sample_weights(
+    labels, num_classes: int, power: float = 0.0, sources=None, source_power: float = 0.0
+) -> np.ndarray:
+    """Each training image's sampling weight: ``n_c ** -power`` for its class ``c``, then,
+    with ``sources`` and ``source_power > 0``, divided by ``W_s ** source_power`` where
+    ``W_s`` is the total weight of its source (``source_power=1``: every source carries the
+    same total weight). Normalised to sum to one."""
+    labels = np.asarray(labels, dtype=np.int64)
     n = class_counts(labels, num_classes).astype(np.float64)
-    p = np.where(n > 0, n ** (1.0 - float(power)), 0.0)
+    w = np.maximum(n[labels], 1) ** -float(power)
+    if sources is not None and source_power and source_power > 0:
+        src = np.asarray(sources).astype(str)
+        if len(src) != len(labels):
+            raise ValueError(f"{len(src)} sources for {len(labels)} training labels")
+        names, inv = np.unique(src, return_inverse=True)
+        total = np.bincount(inv, weights=w, minlength=len(names))
+        w = w / total[inv] ** float(source_power)
+    return w / w.sum()
+
+
+def sampling_prior(
+    labels, num_classes: int, power: float = 0.0, sources=None, source_power: float = 0.0
+) -> torch.Tensor:
+    """Class frequencies the network sees when sampling by :func:`sample_weights`."""
+    labels = np.asarray(labels, dtype=np.int64)
+    w = sample_weights(labels, num_classes, power, sources, source_power)
+    p = np.bincount(labels, weights=w, minlength=num_classes)
     return torch.tensor(p / p.sum(), dtype=torch.float32)
 
 
 class BalancedSampler(Sampler[int]):
-    """Draw ``num_samples`` images per epoch with replacement, weight ``n_c ** -power``.
+    """Draw ``num_samples`` images per epoch with replacement, weights by
+    :func:`sample_weights` (``n_c ** -power``, optionally balanced over sources).
 
     Distributed: pass ``rank``/``world_size``; each rank yields an equal-length slice of
     the same draw. Call :meth:`set_epoch` every epoch (the trainer does).
@@ -60,10 +91,12 @@ class BalancedSampler(Sampler[int]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        sources=None,
+        source_power: float = 0.0,
     ):
         labels = np.asarray(labels, dtype=np.int64)
-        n = class_counts(labels, num_classes).astype(np.float64)
-        self.weights = torch.tensor(np.maximum(n[labels], 1) ** -float(power), dtype=torch.float64)
+        w = sample_weights(labels, num_classes, power, sources, source_power)
+        self.weights = torch.tensor(w, dtype=torch.float64)
         self.total = int(num_samples or len(labels))
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
         self.per_rank = self.total // self.world_size
@@ -90,11 +123,22 @@ def train_sampler(
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    sources=None,
+    source_power: float = 0.0,
 ) -> Sampler[int]:
-    """The training sampler: balanced (``balance_power > 0``) or a seeded shuffle."""
-    if balance_power and balance_power > 0:
+    """The training sampler: balanced by class (``balance_power > 0``) and/or by source
+    (``sources`` with ``source_power > 0``), or a seeded shuffle."""
+    by_source = sources is not None and source_power and source_power > 0
+    if (balance_power and balance_power > 0) or by_source:
         return BalancedSampler(
-            labels, num_classes, balance_power, seed=seed, rank=rank, world_size=world_size
+            labels,
+            num_classes,
+            balance_power,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            sources=sources if by_source else None,
+            source_power=source_power if by_source else 0.0,
         )
     return DistributedSampler(
         _Sized(len(labels)),

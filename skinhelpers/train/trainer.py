@@ -148,6 +148,7 @@ class Trainer:
         out_dir,
         dist: ddp.DistInfo | None = None,
         on_epoch_end: Callable[[int, dict], bool | None] | None = None,
+        train_sources=None,
     ):
         cfg.check()
         self.cfg, self.meta, self.out = cfg, meta, Path(out_dir)
@@ -156,6 +157,9 @@ class Trainer:
         self.on_epoch_end = on_epoch_end
         self.num_classes = len(meta.classes)
         self.train_labels = np.asarray(train_labels, dtype=np.int64)
+        # the source of each training image (a run of several datasets), for
+        # source-balanced sampling (cfg.source_balance_power)
+        self.train_sources = None if train_sources is None else np.asarray(train_sources)
         pos = meta.positive_class
         self.pos_index = list(meta.classes).index(pos) if pos in list(meta.classes) else None
         variant = parse_variant(cfg.arch)
@@ -219,7 +223,8 @@ class Trainer:
                 self.model, decay=cfg.ema_decay, use_warmup=True, warmup_power=0.75
             )
 
-        prior = sampling_prior(self.train_labels, self.num_classes, cfg.balance_power)
+        by_source = (self.train_sources, cfg.source_balance_power)
+        prior = sampling_prior(self.train_labels, self.num_classes, cfg.balance_power, *by_source)
         weights = (
             class_weights(self.train_labels, self.num_classes, cfg.class_weight_power)
             if cfg.class_weight_power > 0
@@ -243,6 +248,7 @@ class Trainer:
             cfg.seed,
             self.dist.rank,
             self.dist.world_size,
+            *by_source,
         )
         self.generator = torch.Generator()
         pin = self.dev.type == "cuda"
