@@ -16,6 +16,9 @@ none         nothing (the image as cached)
 basic        flips, 90-degree rotations, a mild affine (rotation, scale), mild colour jitter
 strong       flips, 90-degree rotations, affine with shear, strong colour jitter
              (brightness, contrast, saturation), Gaussian noise, random erasing
+shift        flips, 90-degree rotations, a mild affine, strong brightness / contrast /
+             saturation, Gaussian blur, Gaussian noise: what differs between cameras and
+             sources (a lever against source shift in runs of several datasets)
 autoaugment  flips, 90-degree rotations, AutoAugment (ImageNet policy)
 randaugment  flips, 90-degree rotations, RandAugment (2 ops, magnitude 9)
 ===========  =============================================================================
@@ -45,11 +48,13 @@ from skinhelpers.data.imaging import image_shape
 from skinhelpers.figures import synthetic_title
 from skinhelpers.files import read_json, write_json
 
-PRESETS = ("none", "basic", "strong", "autoaugment", "randaugment")
+PRESETS = ("none", "basic", "strong", "shift", "autoaugment", "randaugment")
 PRESET_DESCRIPTIONS = {
     "none": "no augmentation",
     "basic": "flips + right-angle turns + mild affine + mild colour jitter",
     "strong": "basic geometry + shear + strong colour jitter + Gaussian noise + random erasing",
+    "shift": "basic geometry + strong brightness/contrast/saturation + Gaussian blur + noise "
+    "(what differs between cameras and sources)",
     "autoaugment": "flips + right-angle turns + AutoAugment (ImageNet policy)",
     "randaugment": "flips + right-angle turns + RandAugment (2 ops, magnitude 9)",
 }
@@ -115,6 +120,13 @@ def train_transform(preset: str, size: int | Sequence[int]) -> v2.Compose:
             v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3),
             _gaussian_noise(sigma=0.04, p=0.5),
             v2.RandomErasing(p=0.25, scale=(0.02, 0.12), value=0),
+        ]
+    elif preset == "shift":  # a lever against source shift (several datasets)
+        steps += [
+            v2.RandomAffine(degrees=15, scale=(0.9, 1.1)),
+            v2.ColorJitter(brightness=0.35, contrast=0.4, saturation=0.35),
+            v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.2, 1.6))], p=0.35),
+            _gaussian_noise(sigma=0.03, p=0.3),
         ]
     elif preset == "autoaugment":
         steps += [v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)]
