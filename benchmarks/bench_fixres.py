@@ -4,7 +4,8 @@ A network trained at ``image_size`` with random-scale augmentation sees objects 
 training than at test time; testing at a somewhat higher resolution can undo that
 (Touvron et al., arXiv 1906.06423). This scores the run's checkpoint on its validation
 and test splits with the image cache built at each ``--sizes`` value (same preprocessing,
-same resize), and reports the paired change against the training size: the choice is read
+same resize), and reports the paired change against the training size (a paired
+bootstrap of the test lesions): the choice is read
 off *validation*; test shows whether it holds.
 
     .venv/bin/python benchmarks/bench_fixres.py --run runs/ham-cpu-v3 --sizes 160,176,200
@@ -71,7 +72,12 @@ def main() -> None:
             continue
         t = preds[train_size, "test"]
         d = scores.paired_bootstrap_diff(
-            t.labels, t.probs, preds[size, "test"].probs, n_bootstrap=a.n_bootstrap, desc=None
+            t.labels,
+            t.probs,
+            preds[size, "test"].probs,
+            n_bootstrap=a.n_bootstrap,
+            desc=None,
+            groups=splits["test"]["group"].to_numpy(),  # resample the test lesions
         )
         paired[size] = d.to_dict(orient="index")
         b = d.loc["balanced_accuracy"]
@@ -89,6 +95,7 @@ def main() -> None:
             "views": a.views,
             "rows": rows,
             "chosen_on_validation": best,
+            "bootstrap_unit": "group",
             "paired_test_vs_train_size": paired,
         },
     )

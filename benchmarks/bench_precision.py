@@ -16,8 +16,8 @@ The trainer keeps float32 on the CPU unless this shows bfloat16 faster (RESULTS.
 With ``--run RUN_DIR`` it also scores the run's checkpoint (``--checkpoint``, default
 best_ema) on the run's validation split both ways, in float32 and under bfloat16 autocast:
 time, the largest probability difference, and the paired change in balanced accuracy and
-macro AUC with a 95% bootstrap interval (the question "faster without lowering the
-validation score?").
+macro AUC with a 95% bootstrap interval of the validation lesions (the question "faster
+without lowering the validation score?").
 
     .venv/bin/python benchmarks/bench_precision.py --steps 4 --repeats 2 --run runs/ham-cpu-v3
 """
@@ -146,12 +146,19 @@ def validation_both_ways(run: str, checkpoint: str, n_bootstrap: int) -> dict:
         secs[prec] = time.perf_counter() - t0
     y = out["fp32"].labels
     diff = scores.paired_bootstrap_diff(
-        y, out["fp32"].probs, out["bf16"].probs, n_bootstrap=n_bootstrap, desc=None
+        y,
+        out["fp32"].probs,
+        out["bf16"].probs,
+        n_bootstrap=n_bootstrap,
+        desc=None,
+        groups=val["group"].to_numpy(),  # resample the validation lesions
     )
     res = {
         "run": str(run_dir),
         "checkpoint": str(ckpt),
         "n_val": len(val),
+        "n_val_groups": int(val["group"].nunique()),
+        "bootstrap_unit": "group",
         "seconds": secs,
         "bf16_speedup": secs["fp32"] / secs["bf16"],
         "max_abs_prob_diff": float(abs(out["fp32"].probs - out["bf16"].probs).max()),

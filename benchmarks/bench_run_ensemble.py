@@ -6,7 +6,8 @@ same test images (an ensemble of independently trained models: N times the train
 time) and scores the mean against the first run alone with a paired bootstrap, or
 against another run given with ``--against`` (e.g. one model trained as long as the
 ensemble's members together). The runs must share the test split image for image (same
-dataset, split seed and classes).
+dataset, split seed and classes). The bootstrap resamples the test lesions (the reference
+run's ``group`` column, or its ``split.csv``); with neither, images, and it says so.
 
     .venv/bin/python benchmarks/bench_run_ensemble.py runs/ham-cpu-square runs/ham-cpu-native
     .venv/bin/python benchmarks/bench_run_ensemble.py runs/half-seed0 runs/half-seed1 \
@@ -20,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from common import save
+from common import save, unit_note
 from sklearn.metrics import balanced_accuracy_score
 
 from skinhelpers.evaluate import scores
+from skinhelpers.evaluate.compare import prediction_groups
 
 
 def read_predictions(run: Path) -> pd.DataFrame:
@@ -63,7 +65,14 @@ def main() -> None:
     }
     for r, v in members.items():
         print(f"{r}: test balanced accuracy {v:.4f}")
-    d = scores.paired_bootstrap_diff(y, p_ref, mean, n_bootstrap=a.n_bootstrap, desc=None)
+    groups, source = (None, "none")
+    if "group" in ref.columns or "relpath" in ref.columns:
+        g, source = prediction_groups(ref.reset_index(), against)
+        groups = None if g is None else g.to_numpy()
+    print(unit_note(groups, source))
+    d = scores.paired_bootstrap_diff(
+        y, p_ref, mean, n_bootstrap=a.n_bootstrap, desc=None, groups=groups
+    )
     print(f"mean of {len(probs)} runs minus {against}, paired ({len(y)} test images):")
     print(d.round(4).to_string())
     save(
@@ -72,6 +81,7 @@ def main() -> None:
             "runs": [str(r) for r in a.runs],
             "against": str(against),
             "n_test": len(y),
+            **d.attrs,
             "members_balanced_accuracy": members,
             "paired_mean_minus_against": {
                 k: {c: float(v) for c, v in row.items()} for k, row in d.to_dict("index").items()

@@ -7,8 +7,9 @@ score is noisy; with a cosine schedule that anneals inside the budget, the last 
 EMA needs no selection at all. This scores the four on the run's validation and test
 splits with the same views and reports each one's paired change in test balanced accuracy
 against ``best_ema`` (the reported model; ``best`` in a run without EMA), with a paired
-bootstrap interval. It also scores the probability mean of all of them (a snapshot
-ensemble of one training run: free to train, N times the prediction cost) the same way.
+bootstrap interval over the test lesions (the split's groups). It also scores the
+probability mean of all of them (a snapshot ensemble of one training run: free to train,
+N times the prediction cost) the same way.
 
 ``--crt NAME`` also re-fits the classifier of checkpoint NAME on frozen features of the
 training split, class-balanced (multinomial logistic regression with balanced class
@@ -75,8 +76,9 @@ def headline(labels, probs, pos: int | None) -> dict:
     return out
 
 
-def paired(labels, a, b, n: int) -> dict:
-    d = scores.paired_bootstrap_diff(labels, a, b, n_bootstrap=n, desc=None)
+def paired(labels, a, b, n: int, groups) -> dict:
+    """The paired bootstrap of ``b - a``, resampling ``groups`` (the test lesions)."""
+    d = scores.paired_bootstrap_diff(labels, a, b, n_bootstrap=n, desc=None, groups=groups)
     return {k: {c: float(v) for c, v in row.items()} for k, row in d.to_dict("index").items()}
 
 
@@ -110,7 +112,7 @@ def crt(model, info, c, splits, n_boot: int, amp) -> dict:
     best = max(grid, key=lambda g: g["val_balanced_accuracy"])
     p_test = best["model"].predict_proba(x["test"])
     t = own["test"]
-    d = paired(t.labels, t.probs, p_test, n_boot)
+    d = paired(t.labels, t.probs, p_test, n_boot, splits["test"]["group"].to_numpy())
     return {
         "grid": [{k: v for k, v in g.items() if k != "model"} for g in grid],
         "chosen_C": best["C"],
@@ -190,11 +192,12 @@ def main() -> None:
         )
         names = [*names, "ensemble"]
     t = preds[ref, "test"]
+    lesions = splits["test"]["group"].to_numpy()  # the unit the paired bootstrap resamples
     vs = {}
     for name in names:
         if name == ref:
             continue
-        vs[name] = paired(t.labels, t.probs, preds[name, "test"].probs, a.n_bootstrap)
+        vs[name] = paired(t.labels, t.probs, preds[name, "test"].probs, a.n_bootstrap, lesions)
         b = vs[name]["balanced_accuracy"]
         print(
             f"test, {name} minus {ref}: balanced accuracy {b['diff']:+.4f} "
@@ -207,6 +210,8 @@ def main() -> None:
         "precision": a.precision,
         "rows": rows,
         "reference": ref,
+        "bootstrap_unit": "group",
+        "test_groups": int(len(set(lesions))),
         "paired_test_vs_reference": vs,
     }
     if a.crt:

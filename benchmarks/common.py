@@ -95,3 +95,46 @@ def run_model(run_dir, checkpoint: str = "best_ema"):
     primary, ckpts = summary.resolve_checkpoints(run_dir, checkpoint)
     raw, info = checkpoints.model_from_checkpoint(ckpts[primary], "cpu")
     return df, ckpts[primary], tta.prepare_model(raw, channels_last=True), info
+
+
+def test_predictions(run_dir, csv: str = "predictions_test.csv"):
+    """A run's test predictions (notebook 08's CSV): ``(frame, y, probs, classes, groups,
+    source)``. ``groups``: each image's lesion, from the CSV's ``group`` column or, for a
+    CSV written before it had one, the run's ``split.csv`` (by relpath); ``None`` when
+    neither has them (``source`` "none": the bootstrap then resamples images)."""
+    import numpy as np
+    import pandas as pd
+
+    from skinhelpers.evaluate.compare import prediction_groups
+
+    path = Path(run_dir) / csv
+    if not path.exists():
+        raise SystemExit(f"{path} not found: run notebook 08 in {run_dir} first")
+    df = pd.read_csv(path)
+    cols = [c for c in df.columns if c.startswith("p_")]
+    classes = [c[2:] for c in cols]
+    unknown = sorted(set(df["label"]) - set(classes))
+    if unknown:
+        raise SystemExit(f"{path}: labels {unknown} have no probability column")
+    y = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    groups, source = (None, "none")
+    if "relpath" in df.columns:
+        groups, source = prediction_groups(df, Path(run_dir))
+    return (
+        df,
+        y,
+        df[cols].to_numpy(np.float64),
+        classes,
+        (None if groups is None else groups.to_numpy()),
+        source,
+    )
+
+
+def unit_note(groups, source: str) -> str:
+    """One line saying what the bootstrap resamples."""
+    if groups is None:
+        return (
+            "bootstrap: images (no lesion groups: no 'group' column and no split.csv), "
+            "intervals too narrow where a lesion has several images"
+        )
+    return f"bootstrap: {len(set(groups)):,} lesions (groups from {source})"

@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.slow]
 PRECISION_TINY = ("--steps", "1", "--repeats", "1", "--size", "32", "--batch", "4")
 
 
-def _bench(tmp_path, script, *args, timeout=600):
+def _bench(tmp_path, script, *args, timeout=600, ok=True):
+    """Run a benchmark script; it must succeed (``ok``) or refuse with a non-zero exit."""
     env = {
         **os.environ,
         "SKINLAB_BENCH_RESULTS": str(tmp_path / "results"),
@@ -35,7 +36,7 @@ def _bench(tmp_path, script, *args, timeout=600):
         text=True,
         timeout=timeout,
     )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (proc.returncode == 0) == ok, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
 
 
@@ -237,6 +238,46 @@ def test_bench_bootstrap_tiny(tmp_path):
     data = _result(tmp_path, "bootstrap")
     assert data["images"] == 200 and data["classes"] == 4 and data["n_bootstrap"] == 20
     assert data["max_abs_difference"] <= 1e-9 and data["loop_s"] > 0 < data["vectorised_s"]
+    assert data["bootstrap_unit"] == "group" and 100 < data["groups"] < 200  # lesions
+
+
+def test_bench_rescore_puts_group_beside_image_intervals(tmp_path):
+    """A finished run whose lesions have three images each (same picture, same scores):
+    re-scored, the group intervals are those of the group bootstrap, wider than the image
+    ones; the groups come from split.csv when the predictions lack them."""
+    import numpy as np
+    import pandas as pd
+
+    from skinhelpers.evaluate import scores
+
+    classes = ["bcc", "mel", "nv"]
+    rng = np.random.default_rng(3)
+    lesion_y = rng.integers(0, 3, 60)
+    logits = rng.normal(0, 1, (60, 3)) + 1.2 * np.eye(3)[lesion_y]
+    y, probs = np.repeat(lesion_y, 3), np.repeat(scores.softmax(logits), 3, axis=0)
+    groups = np.repeat([f"L{i:02d}" for i in range(60)], 3)
+    run = tmp_path / "old-run"
+    run.mkdir()
+    pred = pd.DataFrame(probs, columns=[f"p_{c}" for c in classes])
+    pred.insert(0, "label", [classes[i] for i in y])
+    pred.insert(0, "relpath", [f"img/{i}.jpg" for i in range(len(y))])
+    pred.insert(0, "image_id", [f"i{i}" for i in range(len(y))])
+    pred.to_csv(run / "predictions_test.csv", index=False)  # written before the group column
+    pred[["relpath", "image_id"]].assign(group=groups).to_csv(run / "split.csv", index=False)
+    _bench(tmp_path, "bench_rescore.py", str(run), "--n-bootstrap", "200", "--label", "t")
+    d = _result(tmp_path, "rescore_t")["runs"][0]
+    assert d["images"] == 180 and d["groups"] == 60 and d["groups_from"] == "split.csv"
+    want = scores.bootstrap_ci(y, probs, n_bootstrap=200, groups=groups)
+    img = scores.bootstrap_ci(y, probs, n_bootstrap=200)
+    for k in scores.HEADLINE:
+        m = d["metrics"][k]
+        assert m["group_ci_low"] == pytest.approx(want.loc[k, "ci_low"])
+        assert m["image_ci_high"] == pytest.approx(img.loc[k, "ci_high"])
+    assert d["metrics"]["accuracy"]["width_ratio"] > 1.3  # ~ sqrt(3): three copies per lesion
+    assert "mel_auc" in d["metrics"]
+    (run / "split.csv").unlink()  # no groups anywhere: refused, with the reason
+    proc = _bench(tmp_path, "bench_rescore.py", str(run), ok=False)
+    assert "no lesion groups" in proc.stderr
 
 
 def _predictions(run_dir, labels, probs, classes):
@@ -306,18 +347,7 @@ def test_bench_run_ensemble_averages_runs(tmp_path):
     assert x["paired_mean_minus_against"]["balanced_accuracy"]["b"] == pytest.approx(1.0)
 
     _predictions(tmp_path / "rc", labels[:-1], run_probs([])[:-1], classes)
-    env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path / "results")}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH / "bench_run_ensemble.py"),
-            str(tmp_path / "ra"),
-            str(tmp_path / "rc"),
-        ],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = _bench(
+        tmp_path, "bench_run_ensemble.py", str(tmp_path / "ra"), str(tmp_path / "rc"), ok=False
     )
-    assert proc.returncode != 0 and "test images differ" in proc.stderr
+    assert "test images differ" in proc.stderr
