@@ -10,6 +10,7 @@ from skinhelpers.data import manifest as datasets
 from skinhelpers.data import registry
 from skinhelpers.data.manifest import load_manifest
 from skinhelpers.data.registry import DatasetError
+from skinhelpers.data.validate import validate
 
 HAM_COUNTS = {
     "nv": 6705,
@@ -144,11 +145,23 @@ def test_ham_missing_columns_is_a_clear_error(tmp_path):
         load_manifest("ham10000", root)
 
 
-def test_ham_unknown_label_is_a_clear_error(tmp_path):
+def test_ham_unknown_label_is_a_finding_naming_the_rows(tmp_path):
+    """A typo in the metadata file stops nothing: validation names the row and drops it
+    by default, or stops with the row named when asked."""
     rows = ROWS + [{**ROWS[0], "image_id": "IMG_4", "dx": "melanoma"}]
     root = _ham_tree(tmp_path / "ham", rows)
-    with pytest.raises(DatasetError, match=r"unknown diagnosis label.*'melanoma' \(1 rows\)"):
-        load_manifest("ham10000", root)
+    df = load_manifest("ham10000", root)
+    issue = [li for li in df.attrs["load_issues"] if li["kind"] == "unknown_label"]
+    assert issue and "'melanoma' (1 rows)" in issue[0]["message"]
+    assert f"line(s) [{len(rows) + 1}]" in issue[0]["message"]  # the CSV line of the row
+    rep = validate(df, show_progress=False)
+    f = rep.findings[rep.findings["kind"] == "unknown_label"]
+    assert f["image_id"].tolist() == ["IMG_4"]
+    clean = rep.apply(df, verbose=False)
+    assert "IMG_4" not in set(clean["image_id"]) and len(clean) == len(df) - 1
+    assert (clean["label_idx"] >= 0).all()
+    with pytest.raises(ValueError, match="IMG_4"):
+        rep.apply(df, {"unknown_label": "error"}, verbose=False)
 
 
 def test_ham_empty_id_names_the_line(tmp_path):

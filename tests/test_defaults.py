@@ -12,10 +12,12 @@ import papermill as pm
 import pytest
 
 from skinhelpers.data.cache import build_cache
+from skinhelpers.data.hashes import phash_codes
+from skinhelpers.data.sources import load_dataset
 from skinhelpers.evaluate.external import content_overlap
 from skinhelpers.evaluate.scores import calibration_summary, evaluate_predictions
 from skinhelpers.evaluate.subgroups import subgroup_table
-from skinhelpers.explore.leakage import compare_splits, phash_codes
+from skinhelpers.explore.leakage import compare_splits
 from skinhelpers.files import PROJECT_ROOT
 from skinhelpers.run import profiles
 from skinhelpers.split.grouped import grouped_split
@@ -33,6 +35,10 @@ def _default(fn, arg):
 
 # other library defaults, per notebook: parameter -> (function, argument)
 LIBRARY = {
+    "01_eda": {
+        "label_space": (load_dataset, "label_space"),
+        "unmapped_classes": (load_dataset, "unmapped_classes"),
+    },
     "02_quality_preprocessing": {
         "image_size": (build_cache, "size"),
         "preprocess": (build_cache, "preprocess"),
@@ -52,6 +58,7 @@ LIBRARY = {
         "n_bootstrap": (evaluate_predictions, "n_bootstrap"),
         "calibration_bins": (calibration_summary, "n_bins"),
         "subgroup_min_n": (subgroup_table, "min_n"),
+        "subgroup_min_pos": (subgroup_table, "min_pos"),
     },
     "09_external_validation": {
         "max_distance": (content_overlap, "max_distance"),

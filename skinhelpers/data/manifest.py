@@ -118,7 +118,8 @@ def _finish(
     for col in MANIFEST_COLUMNS:
         if col not in df.columns:
             df[col] = None
-    df["label_idx"] = df["label"].map({c: i for i, c in enumerate(classes)}).astype(int)
+    # -1: a label no class knows (reported by validation as unknown_label, dropped)
+    df["label_idx"] = df["label"].map({c: i for i, c in enumerate(classes)}).fillna(-1).astype(int)
     df["sha1"] = _hash_column(df["path"])
     # the leakage group: the dataset's own group key, joined with byte-identical files
     first = df["group"].astype(str).tolist()
@@ -172,13 +173,21 @@ def _load_ham_layout(spec: DatasetSpec, root: Path, synthetic: bool = False) -> 
             rows = (np.flatnonzero(bad.to_numpy()) + 2).tolist()[:10]
             raise DatasetError(f"{csv}: empty '{c}' on line(s) {rows}")
     meta["dx"] = meta["dx"].astype(str).str.strip()
+    # a label no class knows (a typo in the metadata file) is a validation finding naming
+    # its rows (skinhelpers.data.validate: unknown_label, dropped by default), not a stop
     unknown = sorted(set(meta["dx"]) - set(spec.classes))
+    unknown_issue = None
     if unknown:
         counts = meta["dx"].value_counts()
+        lines = (np.flatnonzero(meta["dx"].isin(unknown).to_numpy()) + 2).tolist()
         detail = ", ".join(f"'{u}' ({counts[u]} rows)" for u in unknown)
-        raise DatasetError(
-            f"{csv}: unknown diagnosis label(s) {detail}; expected one of {list(spec.classes)}."
-        )
+        unknown_issue = {
+            "kind": "unknown_label",
+            "count": int(meta["dx"].isin(unknown).sum()),
+            "message": f"{csv.name}: unknown diagnosis label(s) {detail} on line(s) "
+            f"{lines[:20]}{' ...' if len(lines) > 20 else ''}; expected one of "
+            f"{list(spec.classes)}",
+        }
     index = _index_images(root, exclude_dirs=("HAM10000_segmentations_lesion_200x150",))
     mask_dirs = [d for d in root.iterdir() if d.is_dir() and "segmentation" in d.name.lower()]
     masks: dict[str, Path] = {}
@@ -205,7 +214,7 @@ def _load_ham_layout(spec: DatasetSpec, root: Path, synthetic: bool = False) -> 
         df[c] = meta[c].to_numpy() if c in meta.columns else None
     if "age" in meta.columns:
         df["age"] = pd.to_numeric(meta["age"], errors="coerce")
-    load_issues = []
+    load_issues = [unknown_issue] if unknown_issue else []
     n_missing = sum(p is None for p in paths)
     if n_missing:
         load_issues.append(

@@ -9,6 +9,8 @@ returns a new manifest with the chosen rows dropped (the raw files are never tou
 Kinds and their actions (default first):
 
 =================  ==========================================================================
+unknown_label      drop (a label no class of the dataset knows, e.g. a typo in the metadata
+                   file: the rows are named) | error (stop, naming them)
 missing_file       drop (forced: there is nothing to read)
 unreadable         drop (forced: truncated, corrupt or not an image)
 non_rgb            keep (converted to RGB when read: grayscale, RGBA, CMYK, palette, 16-bit)
@@ -39,6 +41,7 @@ from skinhelpers.progress import progress
 
 # a finding's "drop" flag: whether its row goes when the kind's action removes rows
 ACTIONS = {
+    "unknown_label": ("drop", "error"),
     "missing_file": ("drop",),
     "unreadable": ("drop",),
     "non_rgb": ("keep", "drop"),
@@ -54,6 +57,7 @@ ACTIONS = {
 DEFAULT_ACTIONS = {k: v[0] for k, v in ACTIONS.items()}
 # the order in which actions are applied: later steps see the survivors of earlier ones
 ORDER = [
+    "unknown_label",
     "missing_file",
     "unreadable",
     "non_rgb",
@@ -209,6 +213,11 @@ class ValidationReport:
             f = self.findings[self.findings["kind"] == kind]
             if f.empty or acts[kind] == "keep":
                 continue
+            if acts[kind] == "error":
+                raise ValueError(
+                    f"{len(f)} row(s) with {kind} and validation_actions {{'{kind}': 'error'}}: "
+                    + "; ".join(f"{r.relpath}: {r.detail}" for r in f.head(10).itertuples())
+                )
             before = int(keep.sum())
             drop = f["drop"] if acts[kind] != "drop" else pd.Series(True, index=f.index)
             keep &= ~df.index.isin(set(f.loc[drop, "row"]))
@@ -303,6 +312,12 @@ def validate(df: pd.DataFrame, workers: int = 4, show_progress: bool = True) -> 
         elif inf["mode"] != "RGB":
             detail = MODE_NAMES.get(inf["mode"], inf["mode"])
             found.append(_finding("non_rgb", r, f"mode {inf['mode']} ({detail})", True))
+    if "label_idx" in df:
+        classes = list(df.attrs.get("classes") or [])
+        for _, r in df[df["label_idx"] < 0].iterrows():
+            found.append(
+                _finding("unknown_label", r, f"label '{r['label']}' is not one of {classes}", True)
+            )
     usable = df[info["ok"].to_numpy()]
     # identical content: one hash, several files
     for sha, g in usable.groupby("sha1", sort=True):
