@@ -108,6 +108,12 @@ def dataset_spec(dataset: str) -> DatasetSpec:
         raise ValueError(f"unknown dataset '{dataset}'; choose one of {sorted(DATASETS)}") from None
 
 
+def concepts_of(dataset: str) -> dict[str, str]:
+    """A dataset's own class -> clinical concept names (e.g. melanoma10k's ``malignant`` ->
+    ``melanoma``), for :mod:`skinhelpers.data.taxonomy`."""
+    return dict(dataset_spec(dataset).concepts)
+
+
 def default_demo_dir(seed: int = 0) -> Path:
     return PROJECT_ROOT / "data" / "demo" / f"seed{seed}"
 

@@ -36,7 +36,13 @@ import pandas as pd
 
 from skinhelpers.data import hashes
 from skinhelpers.data.manifest import load_manifest, union_groups
-from skinhelpers.data.registry import DATASETS, DEFAULT_DATA_DIR, DatasetError, dataset_spec
+from skinhelpers.data.registry import (
+    DATASETS,
+    DEFAULT_DATA_DIR,
+    DatasetError,
+    concepts_of,
+    dataset_spec,
+)
 from skinhelpers.data.taxonomy import clinical_meaning, norm_name, resolve_class_map
 from skinhelpers.files import PROJECT_ROOT
 
@@ -130,7 +136,7 @@ def check_request(
     if all(v is not None for v in known.values()):
         have = set()
         for n, classes in known.items():
-            concepts = dict(dataset_spec(n).concepts)
+            concepts = concepts_of(n)
             have |= {norm_name(c) for c in classes}
             have |= {clinical_meaning(c, concepts) for c in classes}
         missing = [
@@ -283,7 +289,7 @@ def join_sources(
 ) -> pd.DataFrame:
     """One manifest from per-source manifests (see the module docstring)."""
     names = list(frames)
-    concepts = {n: dict(dataset_spec(n).concepts) for n in names}
+    concepts = {n: concepts_of(n) for n in names}
     table, classes = label_map_table(
         {n: frames[n].attrs["classes"] for n in names}, label_space, unmapped_classes, concepts
     )

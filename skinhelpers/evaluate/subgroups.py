@@ -52,6 +52,9 @@ NOT_ATTRIBUTES = {
     "mask_path",
     "split",
     "source_split",
+    "source_label",  # a source's own class name: the label itself
+    "copy_of",
+    "copy_distance",
     "fold",
     "pred",
     "age",

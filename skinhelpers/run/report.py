@@ -263,6 +263,11 @@ def _index_html(run_dir: Path, entries: list[dict]) -> str:
             f"{sub.get('rows_after')} of {sub.get('rows_before')} images "
             f"(max_images={sub.get('max_images')}, seed {sub.get('seed')})"
         )
+    if manifest.get("sources"):
+        ds["sources"] = ", ".join(
+            f"{x['name']} ({x.get('images', '?')} images)" for x in manifest["sources"]
+        )
+        ds["label space"] = manifest.get("label_space", "first")
     out.append("<h2>Dataset</h2>" + _kv_table({k: v for k, v in ds.items() if v}))
     if (run_dir / "MODEL_CARD.md").exists():
         out.append(
@@ -278,6 +283,17 @@ def _index_html(run_dir: Path, entries: list[dict]) -> str:
         else "<p class='missing'>No <code>metrics.json</code> in this run folder yet "
         "(written by notebook 08).</p>"
     )
+    if isinstance(metrics, dict) and metrics.get("sources"):
+        out.append("<h2>Per source</h2>")
+        rows = "".join(
+            f"<tr><td>{_e(name)}</td><td class='num'>{r.get('n_images')}</td>"
+            f"{_ci_cell(r.get('balanced_accuracy'))}{_ci_cell(r.get('melanoma_auc'))}</tr>"
+            for name, r in metrics["sources"].items()
+        )
+        out.append(
+            "<table><tr><th>source</th><th>test images</th><th>balanced accuracy (classes "
+            "with 20+ images)</th><th>melanoma AUC</th></tr>" + rows + "</table>"
+        )
     # notebooks
     rows = ""
     results = run.get("results") or {}

@@ -532,6 +532,74 @@ def _usage_section(primary: str | None, run_dir: Path, members=None) -> str:
     return out
 
 
+def _sources_section(manifest: dict, metrics: dict, split: dict | None) -> str | None:
+    """The sources a run joined (chapter 01) and the model's result on each (chapter 08)."""
+    srcs = manifest.get("sources")
+    if not srcs:
+        return None
+    out = [
+        "## Sources",
+        f"Trained on {len(srcs)} datasets joined into one label space "
+        f"(`label_space={manifest.get('label_space', 'first')}`); images present in two "
+        f"sources were found by content and kept once "
+        f"({(manifest.get('copies') or {}).get('pairs', 0)} copies).",
+    ]
+    rows = [
+        [
+            s["name"],
+            s.get("images", "?"),
+            ", ".join(s.get("labels_kept") or []),
+            ", ".join(f"{k}: {v}" for k, v in (s.get("dropped_by_class") or {}).items()) or "–",
+        ]
+        for s in srcs
+    ]
+    out.append(md_table(["source", "images loaded", "classes", "dropped (no class)"], rows))
+    held = (split or {}).get("holdout_source")
+    if held:
+        out.append(
+            f"**Leave-one-source-out:** the test split is all of `{held}`, a source the "
+            "model never saw in training or validation."
+        )
+    res = metrics.get("sources") or {}
+    if res:
+        rows = []
+        for name, r in res.items():
+            ops = r.get("operating_points") or []
+            rows.append(
+                [
+                    name,
+                    r.get("n_images"),
+                    ", ".join(r.get("classes_averaged") or []) or "–",
+                    _ci(r["balanced_accuracy"]) if "balanced_accuracy" in r else "–",
+                    _ci(r["melanoma_auc"]) if "melanoma_auc" in r else "–",
+                    "; ".join(
+                        f"{op['name']}: sens {_ci(op['sensitivity'])}, spec "
+                        f"{_ci(op['specificity'])}"
+                        for op in ops
+                    )
+                    or "–",
+                ]
+            )
+        out.append(
+            "Test results per source (balanced accuracy over the classes a source holds 20+ "
+            "test images of; lesion bootstrap and Wilson intervals):"
+        )
+        out.append(
+            md_table(
+                [
+                    "source",
+                    "test images",
+                    "classes averaged",
+                    "balanced accuracy",
+                    "melanoma AUC",
+                    "operating points",
+                ],
+                rows,
+            )
+        )
+    return "\n\n".join(out)
+
+
 def model_card_text(run_dir: str | os.PathLike) -> str:
     """The Markdown of the model card of ``run_dir`` (see the module docstring)."""
     run_dir = Path(run_dir)
@@ -558,6 +626,7 @@ def model_card_text(run_dir: str | os.PathLike) -> str:
         parts.append(_model_section(run_dir, metrics, params))
     parts.append(_use_section(synthetic))
     parts.append(_data_section(run_dir, manifest, split))
+    parts += [s for s in (_sources_section(manifest, metrics, split),) if s]
     if metrics:
         parts += [
             _metrics_section(metrics),

@@ -1,0 +1,61 @@
+"""Several datasets in one run, end to end: run_all.sh on HAM10000 + ISIC 9-class (real
+images, a smoke budget), chapters 01-09, with the SYNTHETIC demo set as the external set
+of chapter 09 (a dataset the run did not train on)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from skinhelpers.data import manifest
+from skinhelpers.run import pipeline
+
+pytestmark = pytest.mark.slow  # the nine chapters on 2 cores: a few minutes
+
+
+@pytest.fixture(scope="module")
+def multi_run(shared_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("multi") / "run"
+    pipeline.run(
+        "ham10000+isic9",
+        str(shared_data),
+        "smoke",
+        str(run),
+        extra={"max_images": 400, "external_dataset": "demo", "n_bootstrap": 200},
+        html=True,
+    )
+    return run
+
+
+def test_the_manifest_holds_both_sources_and_no_image_twice(multi_run, ham_manifest):
+    df = manifest.read_manifest(multi_run)
+    assert set(df["source"]) == {"ham10000", "isic9"}
+    assert [s["name"] for s in df.attrs["sources"]] == ["ham10000", "isic9"]
+    # no ISIC 9-class image that is a HAM10000 image (by its id) survived chapter 01
+    isic = df[df["source"] == "isic9"]
+    assert not isic["image_id"].isin(set(ham_manifest["image_id"])).any()
+    findings = pd.read_csv(multi_run / "validation_findings.csv")
+    assert (findings["kind"] == "cross_source_copy").sum() > 1000
+
+
+def test_evaluation_reports_every_source(multi_run):
+    metrics = json.loads((multi_run / "metrics.json").read_text())
+    assert set(metrics["sources"]) == {"ham10000", "isic9"}
+    assert sum(r["n_images"] for r in metrics["sources"].values()) == metrics["n_test"]
+    sub = pd.read_csv(multi_run / "subgroups.csv")
+    assert set(sub.loc[sub["attribute"] == "source", "group"]) == {"ham10000", "isic9"}
+    assert "source_label" not in set(sub["attribute"])  # the label itself is no subgroup
+    shortcut = json.loads((multi_run / "source_shortcut.json").read_text())
+    assert shortcut["probe"]["image size"]["balanced_accuracy"] > 0.9  # 200x150 vs 180x180
+    card = (multi_run / "MODEL_CARD.md").read_text()
+    assert "## Sources" in card and "isic9" in card
+    assert "Per source" in (multi_run / "report" / "index.html").read_text()
+
+
+def test_external_chapter_works_for_a_dataset_outside_the_run(multi_run):
+    out = json.loads((multi_run / "external_demo_metrics.json").read_text())
+    assert out["n_images"] > 0
+    pred = pd.read_csv(multi_run / "predictions_external_demo.csv")
+    assert len(pred) == out["n_images_with_overlap"] and "overlap" in pred.columns
