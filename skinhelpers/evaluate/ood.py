@@ -1,0 +1,268 @@
+"""Out-of-distribution scores: does an image look like the images the model was trained on?
+
+A classifier answers every image, a photo of a cat included. Two scores from the model's
+own outputs say how far an image is from its training data (higher: further):
+
+* ``mahalanobis`` - the smallest Mahalanobis distance of the image's penultimate features
+  (the pooled backbone output, what the head sees) to the training classes' means, with
+  one shared covariance (Lee et al. 2018), estimated with Ledoit-Wolf shrinkage (the
+  features outnumber the images of the small classes). Feature-space scores are the better
+  kind for near-OOD dermoscopy (see ../shared/notes).
+* ``energy`` - the negative free energy of the logits, ``-T logsumexp(logits / T)`` (Liu et
+  al. 2020): no fitting, but it sees only what the classes' logits see.
+
+:func:`fit_guard` fits both on the training features, compares them on validation against
+far out-of-distribution photos, keeps the better one and fixes the threshold that
+``pass_rate`` (95%) of the in-distribution validation images pass. The photos that ship
+inside installed packages (:func:`package_photos`: scikit-image's ``skimage.data`` and
+matplotlib's sample data, with crops of them) serve as the far-OOD set, so the guard can be
+measured offline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn import metrics as skm
+from sklearn.covariance import LedoitWolf
+
+from skinhelpers.data.imaging import prepare, read_rgb
+from skinhelpers.model.inference import model_device, to_model_input
+
+log = logging.getLogger(__name__)
+
+METHODS = ("mahalanobis", "energy")
+#: real photos bundled in scikit-image's wheel (no download): people, animals, objects,
+#: text, textures, astronomy, microscopy, a retina
+SKIMAGE_PHOTOS = (
+    "astronaut",
+    "camera",
+    "chelsea",
+    "coffee",
+    "coins",
+    "moon",
+    "page",
+    "rocket",
+    "text",
+    "clock",
+    "colorwheel",
+    "grass",
+    "gravel",
+    "brick",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+)
+MATPLOTLIB_PHOTOS = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "logo2.png")
+
+
+# ----------------------------------------------------------------------------- photos
+
+
+def _rgb(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    if a.dtype != np.uint8:
+        a = (255 * (a - a.min()) / max(float(a.max() - a.min()), 1e-9)).astype(np.uint8)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(a[:, :, :3])
+
+
+def package_photos(crops_per_photo: int = 3, seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """Ordinary photos that ship inside installed packages, each whole and as
+    ``crops_per_photo`` random crops (a third to two-thirds of its side): ``(name, RGB uint8)``.
+    Photos a package does not bundle (downloads) are skipped."""
+    import matplotlib
+    import skimage.data  # a dev dependency: measuring the guard, not using it
+
+    rng = np.random.default_rng(seed)
+    whole = []
+    for name in SKIMAGE_PHOTOS:
+        try:
+            whole.append((name, _rgb(getattr(skimage.data, name)())))
+        except Exception as e:  # noqa: BLE001 - a photo the wheel does not bundle
+            log.info("skimage.data.%s not available: %s", name, e)
+    sample = os.path.join(matplotlib.get_data_path(), "sample_data")
+    for fn in MATPLOTLIB_PHOTOS:
+        p = os.path.join(sample, fn)
+        if os.path.exists(p):
+            whole.append((fn.rsplit(".", 1)[0], read_rgb(p)))
+    out = list(whole)
+    for name, img in whole:
+        h, w = img.shape[:2]
+        for k in range(crops_per_photo):
+            s = rng.uniform(1 / 3, 2 / 3)
+            ch, cw = max(16, int(h * s)), max(16, int(w * s))
+            y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+            out.append((f"{name}/crop{k}", img[y : y + ch, x : x + cw].copy()))
+    return out
+
+
+def images_to_batch(
+    images: Sequence[np.ndarray], size, preprocess: str = "none", resize_mode: str = "squash"
+) -> torch.Tensor:
+    """RGB uint8 images of any size -> a ``(N, 3, H, W)`` uint8 batch prepared exactly as
+    the image cache prepares training images."""
+    arr = np.stack([prepare(_rgb(im), size, preprocess, resize_mode) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+# ----------------------------------------------------------------------------- features
+
+
+@torch.inference_mode()
+def features_and_logits(
+    model: torch.nn.Module, x: torch.Tensor, mean, std, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate features (the head's input) and logits of a uint8 batch ``x``."""
+    if not hasattr(model, "backbone") or not hasattr(model, "head"):
+        raise TypeError("out-of-distribution scores need a skinhelpers Classifier (backbone+head)")
+    model.eval()
+    dev = model_device(model)
+    feats, logits = [], []
+    for i in range(0, len(x), batch_size):
+        xb = to_model_input(x[i : i + batch_size], mean, std, dev)
+        if getattr(model, "sample_center", False):
+            xb = xb - xb.mean(dim=(2, 3), keepdim=True)
+        f = model.backbone(xb)
+        feats.append(f.float().cpu().numpy())
+        logits.append(model.head(f).float().cpu().numpy())
+    return np.concatenate(feats), np.concatenate(logits)
+
+
+def energy_score(logits, temperature: float = 1.0) -> np.ndarray:
+    """``-T logsumexp(logits / T)`` (higher: further from the training data)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    m = z.max(1, keepdims=True)
+    return -temperature * (m[:, 0] + np.log(np.exp(z - m).sum(1)))
+
+
+@dataclass
+class FeatureGaussian:
+    """Class means and one shared (Ledoit-Wolf) precision of the training features."""
+
+    means: np.ndarray  # (C, D)
+    precision: np.ndarray  # (D, D)
+
+    @classmethod
+    def fit(cls, features, labels) -> FeatureGaussian:
+        f = np.asarray(features, dtype=np.float64)
+        y = np.asarray(labels)
+        classes = np.unique(y)
+        means = np.stack([f[y == c].mean(0) for c in classes])
+        centred = f - means[np.searchsorted(classes, y)]
+        lw = LedoitWolf(assume_centered=True).fit(centred)
+        return cls(means.astype(np.float32), lw.precision_.astype(np.float32))
+
+    def score(self, features) -> np.ndarray:
+        """The smallest squared Mahalanobis distance to a class mean (higher: further)."""
+        f = np.asarray(features, dtype=np.float64)
+        p = self.precision.astype(np.float64)
+        d = []
+        for m in self.means.astype(np.float64):
+            z = f - m
+            d.append(np.einsum("nd,de,ne->n", z, p, z))
+        return np.min(np.stack(d, 1), axis=1)
+
+
+@dataclass
+class OODGuard:
+    """The chosen score, its threshold, and what was measured to choose them."""
+
+    method: str
+    threshold: float
+    pass_rate: float
+    gaussian: FeatureGaussian | None = None
+    temperature: float = 1.0
+    measured: dict = field(default_factory=dict)
+
+    def score(self, features, logits) -> np.ndarray:
+        if self.method == "mahalanobis":
+            return self.gaussian.score(features)
+        return energy_score(logits, self.temperature)
+
+    def in_distribution(self, scores) -> np.ndarray:
+        return np.asarray(scores) <= self.threshold
+
+    def state(self) -> dict:
+        """What a checkpoint or an export stores (tensors and plain values)."""
+        out = {
+            "method": self.method,
+            "threshold": float(self.threshold),
+            "pass_rate": float(self.pass_rate),
+            "temperature": float(self.temperature),
+            "measured": self.measured,
+        }
+        if self.gaussian is not None:
+            out["means"] = torch.from_numpy(self.gaussian.means)
+            out["precision"] = torch.from_numpy(self.gaussian.precision)
+        return out
+
+    @classmethod
+    def from_state(cls, s: dict) -> OODGuard:
+        g = None
+        if "means" in s:
+            g = FeatureGaussian(np.asarray(s["means"]), np.asarray(s["precision"]))
+        return cls(
+            s["method"],
+            float(s["threshold"]),
+            float(s["pass_rate"]),
+            g,
+            float(s.get("temperature", 1.0)),
+            dict(s.get("measured", {})),
+        )
+
+
+def auroc(in_scores, out_scores) -> float:
+    """ROC-AUC of telling out-of-distribution (positive) from in-distribution images."""
+    y = np.r_[np.zeros(len(in_scores)), np.ones(len(out_scores))]
+    return float(skm.roc_auc_score(y, np.r_[in_scores, out_scores]))
+
+
+def fit_guard(
+    train_features,
+    train_labels,
+    val_features,
+    val_logits,
+    ood_features,
+    ood_logits,
+    pass_rate: float = 0.95,
+) -> OODGuard:
+    """Fit both scores, keep the one with the higher AUROC of validation images against the
+    far-OOD images, and fix its threshold at the ``pass_rate`` quantile of validation."""
+    if not 0.5 <= pass_rate < 1:
+        raise ValueError(f"pass_rate must be in [0.5, 1), got {pass_rate}")
+    g = FeatureGaussian.fit(train_features, train_labels)
+    val = {"mahalanobis": g.score(val_features), "energy": energy_score(val_logits)}
+    far = {"mahalanobis": g.score(ood_features), "energy": energy_score(ood_logits)}
+    aurocs = {m: auroc(val[m], far[m]) for m in METHODS}
+    best = max(METHODS, key=lambda m: aurocs[m])
+    thr = float(np.quantile(val[best], pass_rate))
+    measured = {
+        "auroc_vs_far_ood": aurocs,
+        "n_val": int(len(val_logits)),
+        "n_far_ood": int(len(ood_logits)),
+        "far_ood_flagged": float(np.mean(far[best] > thr)),
+        "val_passed": float(np.mean(val[best] <= thr)),
+    }
+    return OODGuard(best, thr, pass_rate, g if best == "mahalanobis" else None, 1.0, measured)
+
+
+__all__ = [
+    "METHODS",
+    "FeatureGaussian",
+    "OODGuard",
+    "auroc",
+    "energy_score",
+    "features_and_logits",
+    "fit_guard",
+    "images_to_batch",
+    "package_photos",
+]
