@@ -233,7 +233,7 @@ def test_config_errors():
     with pytest.raises(ValueError, match="monitor"):
         _cfg(monitor="accuracy").check()
     with pytest.raises(ValueError, match="unknown model"):
-        _cfg(arch="vgg16").check()
+        _cfg(arch="vgg17").check()
 
 
 def test_losses():
@@ -316,10 +316,10 @@ def test_schedule_is_fitted_to_the_time_budget_and_anneals(tmp_path, monkeypatch
     class Stall(Trainer):
         steps_seen = 0
 
-        def _to_input(self, x):
+        def _step(self, model, x, target):  # one training step
             Stall.steps_seen += 1
             clock.t += 120.0 if Stall.steps_seen == 1 else 60.0 / len(self.train_loader)
-            return super()._to_input(x)
+            return super()._step(model, x, target)
 
     ds96, labels96 = toy_dataset(160)
     cfg = _cfg(epochs=20, ema=False, save="none", max_minutes=5.5, warmup_epochs=0.0)
@@ -335,3 +335,177 @@ def test_schedule_is_fitted_to_the_time_budget_and_anneals(tmp_path, monkeypatch
         _cfg(epochs=4, ema=False, save="none"), ds, ds, labels, META, tmp_path / "b"
     ).fit()
     assert res["epochs_planned"] == 4 and res["epochs_run"] == 4
+
+
+# ------------------------------------------------------------------------ step speed (issue 26)
+HOST_READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "nonzero")
+
+
+class HostReads:
+    """Counts the reads of a tensor's value by the host (``.item()``, ``.cpu()``,
+    ``bool(t)``, ...): on a GPU each one waits for the device (a sync)."""
+
+    def __init__(self, monkeypatch):
+        self.n = 0
+        for name in HOST_READS:
+            original = getattr(torch.Tensor, name)
+
+            def counted(*a, _original=original, **kw):
+                self.n += 1
+                return _original(*a, **kw)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def during(self, fn) -> int:
+        before = self.n
+        fn()
+        return self.n - before
+
+
+def _cached_toy(tmp_path, n: int, size: int = 16):
+    """A toy dataset over an ImageCache, so that augment_on='device' can take it."""
+    from skinhelpers.data.cache import CachedImageDataset, ImageCache
+
+    ds, labels = toy_dataset(n, size=size)
+    images = ds.tensors[0].permute(0, 2, 3, 1).contiguous().numpy()
+    relpaths = [f"img{i}.jpg" for i in range(n)]
+    cache = ImageCache(
+        tmp_path / f"c{n}.json", {"n": n, "size": size, "relpaths": relpaths}, images
+    )
+    cds = CachedImageDataset(cache, pd.DataFrame({"relpath": relpaths, "label_idx": labels}))
+    cds.augment_preset = "basic"
+    return cds, labels
+
+
+@pytest.mark.parametrize("augment_on", ["loader", "device"])
+def test_a_training_step_does_not_read_the_device(tmp_path, monkeypatch, augment_on):
+    """No host sync per step: the host reads tensor values a fixed number of times per
+    epoch (the sampler's order, the loss at the end), however many steps it has. A
+    per-step ``loss.item()`` or ``if not torch.isfinite(loss)`` coming back fails this."""
+    counts = {}
+    for n in (64, 192):  # 4 and 12 steps of 16
+        ds, labels = _cached_toy(tmp_path, n)
+        cfg = _cfg(epochs=1, ema=True, save="none", augment_on=augment_on, sync_every=1000)
+        tr = Trainer(cfg, ds, ds, labels, META, tmp_path / f"{augment_on}{n}")
+        tr._enter_phase("finetune", 0, 1, None)
+        tr.train_epoch(0)  # lazily made constants, first-call work
+        reads = HostReads(monkeypatch)
+        counts[n] = reads.during(lambda tr=tr: tr.train_epoch(1))
+        monkeypatch.undo()
+    assert counts[64] == counts[192], counts  # none per step
+    assert counts[192] <= 4, counts
+
+
+def test_the_loss_is_read_every_sync_every_steps_and_a_nan_still_stops_training(
+    tmp_path, monkeypatch
+):
+    ds, labels = toy_dataset(192)  # 12 steps of 16
+    tr = Trainer(
+        _cfg(epochs=1, ema=False, save="none", sync_every=1000), ds, ds, labels, META, tmp_path
+    )
+    tr._enter_phase("finetune", 0, 1, None)
+    reads = HostReads(monkeypatch)
+    once = reads.during(lambda: tr.train_epoch(0))  # the order, the loader's seed, the loss
+    tr.cfg.sync_every = 4
+    assert reads.during(lambda: tr.train_epoch(1)) == once + 12 // 4
+    monkeypatch.undo()
+    criterion, calls = tr.criterion, []
+
+    def poisoned(logits, target):  # the 6th step's loss is NaN
+        calls.append(1)
+        loss = criterion(logits, target)
+        return loss * float("nan") if len(calls) == 6 else loss
+
+    tr.criterion = poisoned
+    with pytest.raises(FloatingPointError, match=r"loss is nan in epoch 3, within its first 8"):
+        tr.train_epoch(2)
+
+
+class CountingLoader:
+    """A loader that counts how often it is read from start to end."""
+
+    def __init__(self, loader):
+        self.loader, self.dataset, self.reads = loader, loader.dataset, 0
+
+    def __iter__(self):
+        self.reads += 1
+        return iter(self.loader)
+
+    def __len__(self):
+        return len(self.loader)
+
+
+@pytest.mark.parametrize("val_passes", [1, 2])
+def test_one_validation_pass_per_epoch_unless_asked(tmp_path, val_passes):
+    """The raw and the EMA weights are scored in one pass over the validation images (two
+    with ``val_passes=2``), the images are read from the loader once for all epochs, and
+    the scores are those of a separate prediction of each network."""
+    ds, labels = toy_dataset(64)
+    cfg = _cfg(epochs=3, ema=True, save="none", val_passes=val_passes)
+    tr = Trainer(cfg, ds, ds, labels, META, tmp_path)
+    tr.val_loader = CountingLoader(tr.val_loader)
+    res = tr.fit()
+    assert tr.val_passes_run == 3 * val_passes
+    assert tr.val_loader.reads == 1  # kept after the first pass
+    last = res["history"].iloc[-1]
+    for prefix, model in (("val_", tr.model), ("ema_val_", tr.ema.module)):
+        m = val_metrics(*tr.predict(model, tr.val_loader.loader), tr.pos_index)
+        for k, v in m.items():
+            assert v == last[prefix + k] or (math.isnan(v) and math.isnan(last[prefix + k]))
+
+
+def test_compile_modes_for_the_gpu_are_off_on_the_cpu_and_a_failed_compile_trains_eagerly(
+    tmp_path, monkeypatch, capsys
+):
+    from skinhelpers import device
+
+    ds, labels = toy_dataset(48)
+    monkeypatch.setattr(device, "compile_blocker", lambda dev: None)  # a compiler "exists"
+    for mode, expected in (
+        ("reduce-overhead", None),
+        ("max-autotune", None),
+        ("default", "default"),
+    ):
+        tr = Trainer(_cfg(compile=True, compile_mode=mode), ds, ds, labels, META, tmp_path)
+        assert tr._compile_mode() == expected, mode
+    assert "is a GPU mode" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="compile_mode"):
+        _cfg(compile_mode="fast").check()
+
+    class Broken(torch.nn.Module):  # what torch.compile returns, failing like a compiler
+        def forward(self, x):
+            raise RuntimeError("backend compiler failed")
+
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: Broken())
+    cfg = _cfg(epochs=2, compile=True, ema=False, save="none")
+    res = Trainer(cfg, ds, ds, labels, META, tmp_path / "eager").fit()
+    assert res["epochs_run"] == 2 and np.isfinite(res["history"]["train_loss"]).all()
+    assert "failed on the first step (RuntimeError: backend compiler failed)" in (
+        capsys.readouterr().out
+    )
+
+
+# ----------------------------------------------------------------------------- any timm model
+def test_a_timm_model_by_name_trains_from_random_init_and_from_a_weights_file(tmp_path):
+    """``arch`` takes any timm model: convnext_nano trains from random init offline, and
+    from a local state dict file; its checkpoints rebuild it."""
+    import timm
+
+    ds, labels = toy_dataset(32, size=32)
+    cfg = _cfg(arch="convnext_nano:scratch", epochs=1, batch_size=16, ema=False, save="best")
+    res = Trainer(cfg, ds, ds, labels, META, tmp_path / "scratch").fit()
+    assert res["pretrained"] is False and res["pretrained_source"] == "none"
+    assert np.isfinite(res["history"]["train_loss"]).all()
+
+    src = timm.create_model("convnext_nano", pretrained=False)
+    weights = tmp_path / "convnext_nano.pth"
+    torch.save(src.state_dict(), weights)
+    cfg = _cfg(arch="convnext_nano", pretrained=str(weights), epochs=2, freeze_epochs=1)
+    cfg.batch_size, cfg.ema, cfg.save = 16, False, "best"
+    tr = Trainer(cfg, ds, ds, labels, META, tmp_path / "file")
+    assert torch.equal(tr.model.backbone.stem[0].weight, src.stem[0].weight)
+    res = tr.fit()
+    assert res["pretrained_source"] == str(weights)
+    assert list(res["history"]["phase"]) == ["warmup_head", "finetune"]
+    model, info = checkpoints.model_from_checkpoint(tmp_path / "file" / "checkpoints" / "best.pt")
+    assert info["arch"] == "convnext_nano" and info["pretrained_source"] == str(weights)

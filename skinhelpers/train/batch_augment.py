@@ -19,6 +19,12 @@ The parameter ranges are those of the per-image presets (nearest-neighbour warps
 zero fill, as torchvision's ``RandomAffine`` defaults). ``autoaugment`` and
 ``randaugment`` exist only per image (torchvision's policies).
 
+No Python work per image and no host-device sync: the random parameters are drawn for
+the whole batch at once, an operation with probability ``p < 1`` is computed for every
+image and blended by a per-image mask (kornia >= 0.9 is branch-free), the 90-degree turns
+are selected with ``torch.where``, and the loader moves the epoch's order to the device
+once (tests/test_batch_augment_sync.py counts Python calls against the batch size).
+
 :class:`DeviceBatchLoader` keeps the training images as one ``uint8`` tensor (pinned host
 memory, or on the GPU when it fits) and yields augmented ``(uint8 batch, labels)`` pairs
 in the order of the trainer's sampler, so balanced sampling, seeding and resuming work as
@@ -39,6 +45,10 @@ from skinhelpers.figures import synthetic_title
 from skinhelpers.train.augment import measure_throughput, train_transform
 
 BATCH_PRESETS = ("none", "basic", "strong")
+#: colour jitter in a fixed order (brightness, contrast, saturation; no hue): kornia then
+#: blends each step with ``torch.where``, where a random order (drawn per batch, not per
+#: image) would read the order and the factors back on the host every batch
+ORDER = (0, 1, 2)
 
 
 class RandomRot90Batch(torch.nn.Module):
@@ -46,16 +56,15 @@ class RandomRot90Batch(torch.nn.Module):
     degrees when the images are not square, so the shape stays)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != x.shape[-2]:
-            k = 2 * torch.randint(0, 2, (x.shape[0],), device=x.device)
-        else:
-            k = torch.randint(0, 4, (x.shape[0],), device=x.device)
-        out = x.clone()
-        for r in (1, 2, 3):
-            idx = (k == r).nonzero(as_tuple=True)[0]
-            if len(idx):
-                out[idx] = torch.rot90(x[idx], r, dims=(-2, -1))
-        return out
+        square = x.shape[-1] == x.shape[-2]
+        k = torch.randint(0, 4 if square else 2, (x.shape[0], 1, 1, 1), device=x.device)
+        if not square:
+            return torch.where(k == 1, torch.flip(x, dims=(-2, -1)), x)  # 180 degrees
+        # every turn of the whole batch, each image taking its own: no per-image indexing
+        # (which would wait for the device to count the images of each turn)
+        out = torch.where(k == 1, torch.rot90(x, 1, dims=(-2, -1)), x)
+        out = torch.where(k == 2, torch.flip(x, dims=(-2, -1)), out)
+        return torch.where(k == 3, torch.rot90(x, 3, dims=(-2, -1)), out)
 
 
 class BatchAugment(torch.nn.Module):
@@ -81,7 +90,7 @@ class BatchAugment(torch.nn.Module):
                 K.RandomHorizontalFlip(p=0.5),
                 K.RandomVerticalFlip(p=0.5),
                 K.RandomAffine(degrees=15, scale=(0.9, 1.1), resample=nearest, p=1.0),
-                K.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.1, p=1.0),
+                K.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.1, p=1.0, order=ORDER),
             )
         else:
             self.ops = K.AugmentationSequential(
@@ -95,7 +104,7 @@ class BatchAugment(torch.nn.Module):
                     resample=nearest,
                     p=1.0,
                 ),
-                K.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, p=1.0),
+                K.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, p=1.0, order=ORDER),
                 K.RandomGaussianNoise(mean=0.0, std=0.04, p=0.5),
                 K.RandomErasing(scale=(0.02, 0.12), value=0.0, p=0.25),
             )
@@ -163,14 +172,22 @@ class DeviceBatchLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # the epoch's order goes where the images are once (one copy an epoch, not a
+        # blocking copy of the indices every batch)
         order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.long)
+        order = order.to(self.images.device)
+        pinned = self.images.device.type == "cpu" and self.device.type == "cuda"
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            idx_dev = idx.to(self.images.device)
-            x = self.images.index_select(0, idx_dev).to(self.device, non_blocking=True)
-            y = self.labels.index_select(0, idx.to(self.labels.device)).to(
-                self.device, non_blocking=True
-            )
+            if pinned:  # gathered into pinned memory, so the copy to the GPU does not block
+                x = torch.empty(
+                    (len(idx), *self.images.shape[1:]), dtype=self.images.dtype, pin_memory=True
+                )
+                torch.index_select(self.images, 0, idx, out=x)
+            else:
+                x = self.images.index_select(0, idx)
+            x = x.to(self.device, non_blocking=True)
+            y = self.labels.index_select(0, idx).to(self.device, non_blocking=True)
             yield self.augment(x), y
 
 

@@ -16,6 +16,9 @@ from dataclasses import dataclass, fields
 from skinhelpers.model.factory import parse_variant
 
 AUGMENT_ON = ("loader", "device")
+#: torch.compile modes; all but "default" are GPU modes (CUDA graphs, kernel autotuning):
+#: on the CPU the model then runs eagerly (see Trainer._compile_mode)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MONITORS = ("balanced_accuracy", "macro_f1", "macro_auc")
 SCHEDULERS = ("cosine", "plateau", "constant")
 # fields that must match to resume a run from its last.pt
@@ -35,8 +38,11 @@ RESUME_KEYS = (
 @dataclass
 class TrainConfig:
     # model
-    arch: str = "efficientnet_lite0"  # a models.MODEL_NAMES entry, optionally ":scratch" etc.
-    pretrained: bool | str | None = None  # None: the model's default; or "hub"/"package"/a path
+    # a factory name or any timm.list_models() name, optionally with ":scratch" etc.
+    arch: str = "efficientnet_lite0"
+    # None: the model's default; False: random init; True/"hub"/"package"; or the path of a
+    # local state dict (.pth / .safetensors)
+    pretrained: bool | str | None = None
     frozen: bool | None = None  # train the head only (None: the model's default)
     drop_rate: float = 0.2  # head dropout
     hidden_dim: int = 0  # >0: a hidden layer in the head
@@ -82,6 +88,15 @@ class TrainConfig:
     amp_dtype: str = "bfloat16"  # bfloat16 | float16 (float16 uses a GradScaler)
     channels_last: bool = True
     compile: bool = False
+    # default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs;
+    # all but "default" are GPU modes: the CPU then trains eagerly
+    compile_mode: str = "default"
+    # read the training loss (a host-device sync) and check it is finite every N steps
+    # and at the end of the epoch, not every step
+    sync_every: int = 50
+    # 1: the raw and the EMA weights scored in one pass over the validation images (each
+    # batch through both networks); 2: one pass each
+    val_passes: int = 1
     workers: int = 2
     seed: int = 0
     resume: bool = True  # continue from last.pt when it exists
@@ -133,6 +148,13 @@ class TrainConfig:
             )
         if self.amp_dtype not in ("bfloat16", "float16"):
             raise ValueError(f"amp_dtype must be bfloat16 or float16, got {self.amp_dtype}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode '{self.compile_mode}' is not one of {COMPILE_MODES}")
+        if self.sync_every < 1 or self.val_passes not in (1, 2):
+            raise ValueError(
+                f"sync_every must be >= 1 and val_passes 1 or 2 ({self.sync_every}, "
+                f"{self.val_passes})"
+            )
 
 
 @dataclass

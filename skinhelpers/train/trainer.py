@@ -11,8 +11,12 @@ The recipe (every part a :class:`TrainConfig` field):
   (``class_weight_power``), logit-adjusted loss (``logit_adjust_tau``);
 * **regularisation** - label smoothing, focal loss, CutMix/MixUp on the batch, EMA weights
   (timm's ``ModelEmaV3``);
-* **speed** - mixed precision on CUDA, ``channels_last``, optional ``torch.compile``,
-  DistributedDataParallel under ``torchrun`` (``python -m skinhelpers.train.launch``);
+* **speed** - mixed precision on CUDA, ``channels_last``, optional ``torch.compile``
+  (``compile_mode``: CUDA graphs or autotuning on a GPU), DistributedDataParallel under
+  ``torchrun`` (``python -m skinhelpers.train.launch``), one or several machines;
+  a step never waits for the device: the loss stays there and is read (and checked for
+  NaN) every ``sync_every`` steps, and one validation pass an epoch scores the raw and the
+  EMA weights together, over validation batches read once and kept on the device;
 * **bookkeeping** - early stopping on a validation metric, ``best.pt`` / ``best_ema.pt`` /
   ``final_ema.pt`` (the EMA weights at the end) / ``last.pt`` written atomically (see
   :mod:`skinhelpers.model.checkpoints`), resume from ``last.pt``, ``history.csv``,
@@ -54,7 +58,7 @@ from skinhelpers.model.metrics import val_metrics
 from skinhelpers.progress import progress
 from skinhelpers.train import distributed as ddp
 from skinhelpers.train.augment import BatchMixer
-from skinhelpers.train.batch_augment import BATCH_PRESETS, DeviceBatchLoader
+from skinhelpers.train.batch_augment import BATCH_PRESETS, DeviceBatchLoader, fits_on_device
 from skinhelpers.train.config import (
     RESUME_KEYS,
     DataMeta,
@@ -70,6 +74,9 @@ from skinhelpers.train.sampling import (
 
 #: steps at the start of an epoch left out of its speed (compilation, autotuning)
 WARM_STEPS = 3
+#: validation images kept in host memory after the first pass (bytes; on a GPU: a quarter
+#: of its free memory)
+VAL_KEEP_BYTES = 2 * 1024**3
 
 
 # --------------------------------------------------------------------------- helpers
@@ -225,6 +232,12 @@ class Trainer:
 
         by_source = (self.train_sources, cfg.source_balance_power)
         prior = sampling_prior(self.train_labels, self.num_classes, cfg.balance_power, *by_source)
+        # saved in every checkpoint: what inference needs to undo the logit adjustment
+        self.train_prior = {
+            "tau": float(cfg.logit_adjust_tau),
+            "sampling": prior.tolist(),
+            "data": sampling_prior(self.train_labels, self.num_classes).tolist(),
+        }
         weights = (
             class_weights(self.train_labels, self.num_classes, cfg.class_weight_power)
             if cfg.class_weight_power > 0
@@ -267,6 +280,13 @@ class Trainer:
             num_workers=self.loader_workers,
             pin_memory=pin,
         )
+
+        self._val_kept: list | None = None  # validation batches, after the first pass
+        self.val_passes_run = 0  # passes over the validation images (tests count them)
+        self._input_consts: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._eager_model = self.model
+        self._compiled_untested = False  # the first step after compiling may fail: eager then
+        self._cudagraphs = False
 
         self.history: list[dict] = []
         self.state = {
@@ -349,16 +369,35 @@ class Trainer:
                     g["lr"] = lr
         self.state["phase"] = name
         model = ddp.wrap(self.model, self.dist)  # rebuilt: DDP records trainable params
-        self.train_model = torch.compile(model) if self._can_compile() else model
+        mode = self._compile_mode()
+        self._eager_model = model
+        self.train_model = (
+            model
+            if mode is None
+            else torch.compile(model, mode=None if mode == "default" else mode)
+        )
+        self._compiled_untested = mode is not None
+        self._cudagraphs = mode in ("reduce-overhead", "max-autotune")
 
-    def _can_compile(self) -> bool:
-        """``cfg.compile``, unless torch.compile cannot run on this device here."""
-        if not self.cfg.compile:
-            return False
+    def _compile_mode(self) -> str | None:
+        """The ``torch.compile`` mode to train with, or None (eager): ``cfg.compile`` with
+        ``cfg.compile_mode``, unless torch.compile cannot run here; the GPU modes (CUDA
+        graphs, autotuning) train eagerly on the CPU, and CUDA graphs give way to the
+        default mode under DistributedDataParallel."""
+        cfg = self.cfg
+        if not cfg.compile:
+            return None
+        mode = cfg.compile_mode
         blocker = device.compile_blocker(self.dev)
-        if blocker and self.dist.is_main:
-            print(f"note: compile=True ignored: {blocker}", flush=True)
-        return blocker is None
+        if blocker is None and mode != "default" and self.dev.type != "cuda":
+            blocker = f"compile_mode '{mode}' is a GPU mode: {self.dev.type} trains eagerly"
+        if blocker:
+            if self.dist.is_main:
+                print(f"note: compile=True ignored: {blocker}", flush=True)
+            return None
+        if mode == "reduce-overhead" and self.dist.distributed:
+            mode = "default"  # CUDA graphs and DDP's gradient hooks: not together
+        return mode
 
     # ----------------------------------------------------------------- resume
     def maybe_resume(self) -> int:
@@ -406,19 +445,84 @@ class Trainer:
         )
 
     def _to_input(self, x: torch.Tensor) -> torch.Tensor:
-        """A uint8 batch as the network's input (:func:`skinhelpers.model.inference.to_model_input`
-        on this device, in this memory format)."""
-        return to_model_input(x, self.model.mean, self.model.std, self.dev, self.memory_format)
+        """A uint8 batch as the network's input: exactly what
+        :func:`skinhelpers.model.inference.to_model_input` gives on this device, in this
+        memory format (tests/test_inference.py), with its two constants made once on the
+        device (made per batch, they are copied from the host: a sync every step on a GPU)."""
+        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
+            return to_model_input(x, self.model.mean, self.model.std, self.dev, self.memory_format)
+        if self._input_consts is None:
+            self._input_consts = tuple(
+                torch.tensor(v, dtype=torch.float32, device=self.dev).view(1, -1, 1, 1) * 255
+                for v in (self.model.mean, self.model.std)
+            )
+        m, s = self._input_consts
+        x = x.to(self.dev, non_blocking=True).float()
+        return ((x - m) / s).contiguous(memory_format=self.memory_format)
+
+    def _wait_for_device(self) -> None:
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
 
     def _autocast(self):
         return torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.use_amp)
 
+    def _step(self, model: torch.nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+        """One optimizer step on a batch; returns its loss, left on the device."""
+        cfg = self.cfg
+        if self._cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            logits = model(x)
+        loss = self.criterion(logits.float(), target)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach()
+
+    def _first_compiled_step(self, x: torch.Tensor, target) -> torch.Tensor:
+        """The first step of a compiled model, where compilation happens; if it fails, the
+        phase trains eagerly (with a note) instead of the run failing."""
+        try:
+            return self._step(self.train_model, x, target)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any compiler failure: eager is always possible
+            if self.dist.is_main:
+                msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+                print(
+                    f"note: torch.compile (mode {self.cfg.compile_mode}) failed on the first "
+                    f"step ({type(e).__name__}: {msg}): this phase trains eagerly",
+                    flush=True,
+                )
+            self.train_model, self._cudagraphs = self._eager_model, False
+            return self._step(self.train_model, x, target)
+        finally:
+            self._compiled_untested = False
+
+    def _read_loss(self, loss_sum: torch.Tensor, n: int, epoch: int, step: int) -> float:
+        """The mean training loss of the epoch so far: reading it waits for the device (a
+        host sync), so it is read every ``sync_every`` steps, not every step. A loss that
+        was not finite in any of these steps stops training with an error."""
+        mean = float(loss_sum.item()) / max(n, 1)
+        if not math.isfinite(mean):
+            raise FloatingPointError(
+                f"loss is {mean} in epoch {epoch + 1}, within its first {step} steps (global "
+                f"step {self.state['global_step']}); lower lr or check the data"
+            )
+        return mean
+
     def train_epoch(self, epoch: int) -> dict:
-        cfg, model = self.cfg, self.train_model
-        model.train()
+        cfg = self.cfg
+        self.train_model.train()
         self.train_loader.sampler.set_epoch(epoch)
         self.generator.manual_seed(seed_epoch(cfg.seed, epoch, self.dist.rank))
-        total, n, t0 = 0.0, 0, time.perf_counter()
+        n, t0 = 0, time.perf_counter()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.dev)
         t_warm, step = None, 0
         lrs = {"head": 0.0, "backbone": 0.0}
         bar = progress(
@@ -432,21 +536,10 @@ class Trainer:
             target = y
             if self.mixer is not None:
                 x, target = self.mixer(x, y)
-            with self._autocast():
-                logits = model(x)
-            loss = self.criterion(logits.float(), target)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss is {loss.item()} at epoch {epoch + 1}, step "
-                    f"{self.state['global_step']}; lower lr or check the data"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            if self._compiled_untested:
+                loss = self._first_compiled_step(x, target)
+            else:
+                loss = self._step(self.train_model, x, target)
             for part in lrs:  # the lr used by this step, averaged over the epoch below
                 lrs[part] += self._lr(part)
             self.state["global_step"] += 1
@@ -455,16 +548,19 @@ class Trainer:
                 self.scheduler.step_update(self.state["phase_step"])
             if self.ema is not None:
                 self.ema.update(self.model, step=self.state["global_step"])
-            total += loss.item() * len(y)  # .item() waits for the step: the clock is true
+            loss_sum.add_(loss, alpha=len(y))  # on the device: no waiting for the step
             n += len(y)
             step += 1
             if step == WARM_STEPS:
+                self._wait_for_device()  # the clock is true: the warm steps have finished
                 t_warm = time.perf_counter()
-            if self.dist.is_main and self.state["global_step"] % 10 == 0:
-                bar.set_postfix(loss=f"{total / n:.3f}", refresh=False)
+            if step % cfg.sync_every == 0:
+                mean = self._read_loss(loss_sum, n, epoch, step)
+                if self.dist.is_main:
+                    bar.set_postfix(loss=f"{mean:.3f}", refresh=False)
         bar.close()
-        if self.dev.type == "cuda":
-            torch.cuda.synchronize(self.dev)
+        train_loss = self._read_loss(loss_sum, n, epoch, step)
+        self._wait_for_device()
         t_end = time.perf_counter()
         seconds = t_end - t0
         steps = max(len(self.train_loader), 1)
@@ -477,11 +573,75 @@ class Trainer:
         return {
             "lr_head": lrs["head"] / steps,
             "lr_backbone": lrs["backbone"] / steps,
-            "train_loss": ddp.all_reduce_mean(total / max(n, 1), self.dist),
+            "train_loss": ddp.all_reduce_mean(train_loss, self.dist),
             "train_seconds": seconds,
             "train_seconds_steady": steady,
             "images_per_s": n * self.dist.world_size / seconds,
         }
+
+    # ----------------------------------------------------------------- validation
+    def _val_batches(self):
+        """The validation batches: from ``val_loader`` the first time, then kept (on the
+        device when they fit in a quarter of its free memory, else in host memory up to
+        ``VAL_KEEP_BYTES``) for the next epochs: the images are fixed, reading and
+        converting them every epoch is work done twice."""
+        if self._val_kept is not None:
+            yield from self._val_kept
+            return
+        kept: list | None = []
+        on_device = False
+        for i, (x, y) in enumerate(self.val_loader):
+            if i == 0:
+                nbytes = len(self.val_loader.dataset) * x[0].numel() * x.element_size()
+                on_device = self.dev.type == "cuda" and fits_on_device(nbytes, self.dev, 0.25)
+                if not on_device and nbytes > VAL_KEEP_BYTES:
+                    kept = None
+            if on_device:
+                x, y = x.to(self.dev, non_blocking=True), y.to(self.dev, non_blocking=True)
+            if kept is not None:
+                kept.append((x, y))
+            yield x, y
+        self._val_kept = kept
+
+    def _validation_pass(self, models: dict) -> dict:
+        """``{prefix: (logits, labels)}``: one pass over the validation images, each batch
+        through every model of ``models`` (``{prefix: model}``), gathered from every rank
+        under DDP. The numbers are those of :meth:`predict` (same batches, same input
+        function, same precision); the logits leave the device once, at the end."""
+        self.val_passes_run += 1
+        for m in models.values():
+            m.eval()
+        logits: dict[str, list] = {k: [] for k in models}
+        labels = []
+        with torch.inference_mode():
+            for x, y in self._val_batches():
+                x = self._to_input(x)
+                for k, m in models.items():
+                    with self._autocast():
+                        logits[k].append(m(x).float())
+                labels.append(y)
+        y = torch.cat(labels).long().cpu() if labels else torch.empty(0, dtype=torch.long)
+        y = ddp.all_gather_cat(y, self.dist)
+        out = {}
+        for k, parts in logits.items():
+            lg = torch.cat(parts).cpu() if parts else torch.empty(0, self.num_classes)
+            out[k] = (ddp.all_gather_cat(lg, self.dist), y)
+        return out
+
+    def validate(self) -> dict:
+        """Validation metrics of the raw weights (``val_*``) and of the EMA weights
+        (``ema_val_*``): one pass over the validation images for both (``val_passes=1``),
+        or one pass each (``val_passes=2``)."""
+        models = {"val_": self.model}
+        if self.ema is not None:
+            models["ema_val_"] = self.ema.module
+        groups = [models] if self.cfg.val_passes == 1 else [{k: m} for k, m in models.items()]
+        row = {}
+        for group in groups:
+            for prefix, (logits, y) in self._validation_pass(group).items():
+                metrics = val_metrics(logits, y, self.pos_index)
+                row.update({f"{prefix}{k}": v for k, v in metrics.items()})
+        return row
 
     def predict(
         self, model: torch.nn.Module, loader: DataLoader
@@ -527,6 +687,7 @@ class Trainer:
                 "config": asdict(self.cfg),
                 "positive_class": m.positive_class,
                 "pretrained_source": self.pretrained_source,
+                "train_prior": self.train_prior,
                 **(extra or {}),
             },
         )
@@ -587,13 +748,7 @@ class Trainer:
             row.update(self.train_epoch(epoch))
             ddp.sync_buffers(self.model, self.dist)
             t_val = time.perf_counter()
-            logits, y = self.predict(self.model, self.val_loader)
-            row.update({f"val_{k}": v for k, v in val_metrics(logits, y, self.pos_index).items()})
-            if self.ema is not None:
-                logits, y = self.predict(self.ema.module, self.val_loader)
-                row.update(
-                    {f"ema_val_{k}": v for k, v in val_metrics(logits, y, self.pos_index).items()}
-                )
+            row.update(self.validate())
             row["eval_seconds"] = time.perf_counter() - t_val
             if cfg.scheduler == "plateau" and self.scheduler is not None:
                 score = row[f"val_{cfg.monitor}"]
