@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from skinhelpers.data import hashes, manifest
-from skinhelpers.explore import leakage
+from skinhelpers.explore import leakage, leakage_plots
 
 HAM_IDENTICAL = {
     frozenset({"ISIC_0024366", "ISIC_0029861"}),
@@ -267,12 +267,12 @@ def test_plots_return_figures(ham_manifest):
     paths = dict(zip(ham_manifest["relpath"], ham_manifest["path"]))
     bits = hashes.phash_codes(df["path"], workers=2, show_progress=False)
     figs = [
-        leakage.plot_images_per_group(df),
-        leakage.plot_pairs(ex, paths, n=2),
-        leakage.plot_pairs(ex.iloc[:0], paths),
-        leakage.plot_distance_hist(bits, df["group"].to_numpy(), 36, sample=200),
-        leakage.plot_split_leak(leakage.compare_splits(df, seeds=[0, 1])),
-        leakage.plot_associations(leakage.associations(df)),
+        leakage_plots.plot_images_per_group(df),
+        leakage_plots.plot_pairs(ex, paths, n=2),
+        leakage_plots.plot_pairs(ex.iloc[:0], paths),
+        leakage_plots.plot_distance_hist(bits, df["group"].to_numpy(), 36, sample=200),
+        leakage_plots.plot_split_leak(leakage.compare_splits(df, seeds=[0, 1])),
+        leakage_plots.plot_associations(leakage.associations(df)),
     ]
     for f in figs:
         assert f.axes
