@@ -8,6 +8,13 @@ and resize mode used in training and the normalisation, so each image is prepare
 exactly as the training cache prepared it (:func:`skinhelpers.data.imaging.load_for_model`).
 One CSV row per readable image: ``image_id, path, p_<class>..., pred, confidence``.
 Unreadable files are reported on stderr (and with ``--errors``) and skipped.
+
+The probabilities are under the training data's class mix by default (``--prior data``:
+the logit adjustment of training undone, see :mod:`skinhelpers.evaluate.priors`), or
+under equal priors (``--prior equal``) or a prevalence you know (``--prior mel=0.02``);
+``pred`` is always the balanced decision the model was selected for (the argmax of the
+raw scores), so it need not be the class with the highest probability, and
+``confidence`` is the probability of ``pred`` under the chosen mix.
 Several checkpoints after ``--checkpoint`` predict as one ensemble (the mean of their
 probabilities), e.g. a K-fold run's ``checkpoints/best_ema.pt folds/fold*/checkpoints/best_ema.pt``.
 """
@@ -27,6 +34,7 @@ import torch
 from skinhelpers.data.imaging import load_for_model
 from skinhelpers.data.registry import IMAGE_EXTENSIONS
 from skinhelpers.device import PRECISIONS, inference_dtype, pick_device, precision_name
+from skinhelpers.evaluate import priors
 from skinhelpers.evaluate.onnx_model import is_onnx, load_onnx_model
 from skinhelpers.evaluate.tta import prepare_model
 from skinhelpers.files import write_csv
@@ -111,6 +119,7 @@ def predict_images(
     device: str = "auto",
     show_progress: bool = True,
     precision: str = "auto",
+    prior=priors.DEFAULT_PRIOR,
 ) -> pd.DataFrame:
     """Predict images (files and/or folders) with a checkpoint (path or loaded dict), a
     list of checkpoint paths (one ensemble: the mean of their probabilities, e.g. the gpu
@@ -118,9 +127,15 @@ def predict_images(
     it; run in onnxruntime).
 
     Returns one row per readable image: ``image_id`` (file stem), ``path``, one
-    ``p_<class>`` column per class (probabilities summing to one), ``pred`` and
-    ``confidence``. Files that could not be read are listed in ``df.attrs["skipped"]``
-    as ``{"path", "error"}`` dicts.
+    ``p_<class>`` column per class (probabilities summing to one, under the class mix
+    ``prior``: ``"data"``, the training data's, by default; ``"equal"``; or e.g.
+    ``"mel=0.02"`` or ``{"mel": 0.02}``, see :func:`skinhelpers.evaluate.priors.parse_prior`),
+    ``pred`` (the balanced decision: the argmax of the raw scores, whatever ``prior``) and
+    ``confidence`` (the probability of ``pred``). ``df.attrs["prior"]`` says which mix the
+    probabilities are under (a checkpoint without its training prior: equal priors, with
+    a note). An ensemble uses its first member's prior (the folds' class mixes agree).
+    Files that could not be read are listed in ``df.attrs["skipped"]`` as
+    ``{"path", "error"}`` dicts.
 
     ``precision`` (auto | float32 | bfloat16) is that of
     :func:`skinhelpers.device.inference_dtype`: ``auto`` runs bfloat16 autocast on a GPU
@@ -157,6 +172,7 @@ def predict_images(
         )  # eager: compiling costs more than it saves here
         amp_dtype = inference_dtype(model_device(model), precision)
     classes = list(info["classes"])
+    shift = priors.shift_for(info, prior)  # before any image is read: a bad prior fails fast
     views = resolve_views(tta)
     ds = _ImageFiles(files, info["image_size"], info["preprocess"], info["resize_mode"])
     loader = torch.utils.data.DataLoader(
@@ -174,21 +190,24 @@ def predict_images(
     )
     # the loop's "labels" are the file indices _ReadableBatches yields with each batch
     rows_idx = pred.labels.tolist() if pred.labels is not None else []
-    probs_arr = pred.probs if len(rows_idx) else np.zeros((0, len(classes)))
+    balanced = pred.probs if len(rows_idx) else np.zeros((0, len(classes)))
+    probs_arr = shift.apply(balanced)
+    decision = priors.balanced_decision(balanced)
     skipped = batches.skipped
     out = pd.DataFrame(
         {"image_id": [files[i].stem for i in rows_idx], "path": [str(files[i]) for i in rows_idx]}
     )
     for j, c in enumerate(classes):
         out[f"p_{c}"] = probs_arr[:, j]
-    out["pred"] = [classes[k] for k in probs_arr.argmax(1)] if len(out) else []
-    out["confidence"] = probs_arr.max(1) if len(out) else []
+    out["pred"] = [classes[k] for k in decision] if len(out) else []
+    out["confidence"] = probs_arr[np.arange(len(decision)), decision] if len(out) else []
     out.attrs.update(
         {
             "skipped": skipped,
             "classes": classes,
             "tta_views": views,
             "precision": precision_name(amp_dtype),
+            "prior": shift.record(),
             "checkpoint": {
                 k: info[k]
                 for k in ("arch", "dataset", "image_size", "preprocess", "resize_mode", "epoch")
@@ -237,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         help="auto (bfloat16 autocast on a GPU and on CPUs with native bfloat16, "
         "else float32) | float32 | bfloat16",
     )
+    ap.add_argument("--prior", default=priors.DEFAULT_PRIOR, help=priors.PRIOR_HELP)
     ap.add_argument("--errors", default=None, help="also write the skipped files to this CSV")
     a = ap.parse_args(argv)
     try:
@@ -248,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=a.workers,
             device=a.device,
             precision=a.precision,
+            prior=a.prior,
         )
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -258,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(a.out, df)
     if a.errors:
         write_csv(a.errors, pd.DataFrame(skipped, columns=["path", "error"]))
+    print(df.attrs["prior"]["description"])
     print(
         f"{len(df)} image(s) predicted ({df.attrs['precision']}) -> {a.out}"
         + (f"; {len(skipped)} unreadable file(s) skipped" if skipped else "")

@@ -5,6 +5,14 @@ A checkpoint is one plain dict (format ``skinlesion-lab/1``)::
     format, arch, model_kwargs, state_dict, classes, image_size, preprocess,
     resize_mode, mean, std, dataset, epoch, metrics   (+ any keys of ``extra``)
 
+Checkpoints written by the trainer also carry ``config`` (the TrainConfig), ``positive_class``
+and ``train_prior``: ``{"tau", "sampling", "data"}``, the logit adjustment's ``tau``, the
+class prior the training batches had (``sampling``, the prior the adjustment used) and the
+training split's own class mix (``data``). Training added ``tau * log(sampling)`` to the
+logits, so the softmax of the raw logits estimates probabilities under equal class priors;
+:func:`train_prior` reads the record and :mod:`skinhelpers.evaluate.priors` turns the raw
+scores into probabilities under the data's (or any other) class mix.
+
 ``arch`` is a :mod:`skinhelpers.model.factory` factory name and ``model_kwargs`` the keyword
 arguments that rebuild the network (with ``pretrained=False``), so
 :func:`model_from_checkpoint` needs nothing but the file. ``last.pt`` adds the training
@@ -173,6 +181,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks the key(s) {missing}")
     return ckpt
+
+
+def train_prior(ckpt: dict) -> dict | None:
+    """The checkpoint's logit-adjustment record ``{"tau", "sampling", "data"}`` (floats; the
+    priors as lists of one probability per class, each summing to one), or None for a
+    checkpoint written before checkpoints carried it (or by hand). A record whose priors
+    do not fit the classes is a CheckpointError."""
+    rec = ckpt.get("train_prior")
+    if not isinstance(rec, dict):
+        return None
+    n = len(ckpt.get("classes") or [])
+    out: dict[str, Any] = {"tau": float(rec.get("tau", 0.0))}
+    for key in ("sampling", "data"):
+        vals = [float(v) for v in rec.get(key) or []]
+        if len(vals) != n or min(vals, default=-1.0) < 0 or not sum(vals) > 0:
+            raise CheckpointError(
+                f"checkpoint train_prior['{key}'] {vals} does not fit its {n} classes"
+            )
+        out[key] = [v / sum(vals) for v in vals]
+    return out
 
 
 def model_from_checkpoint(

@@ -5,12 +5,19 @@
 
 writes ``model.onnx`` (or ``model.safetensors``) and ``config.json`` into ``--out``.
 The ONNX graph takes a float32 batch ``input`` of shape ``(batch, 3, S, S)`` (dynamic batch,
-RGB, normalised as ``(x / 255 - mean) / std``) and returns ``logits`` ``(batch, classes)``;
-softmax gives the probabilities. ``config.json`` says everything else a user needs:
+RGB, normalised as ``(x / 255 - mean) / std``) and returns ``logits`` ``(batch, classes)``:
+their argmax is the balanced decision the model was selected for, and their softmax the
+probabilities under *equal* class priors (training used a logit-adjusted loss).
+``config.json`` carries ``train_prior`` (the logit adjustment's ``tau``, the training
+batches' class prior and the training data's class mix) and says how to get the
+probabilities under the data's class mix (what ``predict`` and the demo give by default)
+or any other (``probabilities``). It says everything else a user needs too:
 architecture, classes, image size, the preprocessing and resize mode to apply to the RGB
 image first, mean and std, the data licence, and, when the run folder holds notebook 08's
 ``metrics.json`` for this checkpoint, the melanoma thresholds chosen on validation with
-their validation and test sensitivity and specificity.
+their validation and test sensitivity and specificity (and the malignant-vs-benign ones
+when notebook 08 chose them); a threshold applies to the balanced score (the softmax of
+the logits), not to the probabilities under the data's mix.
 
 Several checkpoints (``--checkpoint A.pt B.pt ...``, e.g. the gpu profile's fold models)
 export as one ensemble ``model.onnx`` whose ``logits`` are the log of the members' mean
@@ -29,16 +36,23 @@ from pathlib import Path
 import torch
 
 from skinhelpers.data.imaging import canonical_size, image_shape
+from skinhelpers.evaluate import priors
 from skinhelpers.files import atomic_path, read_json, write_json
 from skinhelpers.model.checkpoints import (
     CheckpointError,
     load_checkpoint,
     model_from_checkpoint,
+    train_prior,
 )
 from skinhelpers.model.ensemble import load_ensemble
 from skinhelpers.share.licences import CODE_LICENCE, data_licence
 
 CONFIG_FORMAT = "skinlesion-lab-export/1"
+#: what a threshold of notebook 08 applies to
+SCORE_TEXT = (
+    "the balanced score: softmax(logits)[class] (every class weighed equally, the score "
+    "the thresholds were chosen on), not the probability under the data's class mix"
+)
 FORMATS = ("onnx", "safetensors")
 OPSET = 18
 
@@ -73,29 +87,92 @@ def run_thresholds(checkpoint: str | os.PathLike, classes: list[str]) -> dict | 
     if not same or list(m.get("classes") or classes) != list(classes):
         return None
     idx = int(pos["class_index"])
-    keep = ("sensitivity", "specificity", "ppv", "npv")
-    return {
+    out = {
         "class": classes[idx],
         "class_index": idx,
         "name": pos.get("class", classes[idx]),
+        "score": SCORE_TEXT,
         "tta_views": list(m.get("tta_views") or ["identity"]),
         "test_auc": pos.get("auc"),
         "n_val_pos": pos.get("n_val_pos"),
         "n_test_pos": pos.get("n_test_pos"),
         "n_test_neg": pos.get("n_test_neg"),
-        "operating_points": [
-            {
-                "target": op["target"],
-                "target_value": op["target_value"],
-                "threshold": op["threshold"],
-                "validation": {k: op["validation"][k] for k in keep if k in op["validation"]},
-                "test": {k: op["test"][k] for k in keep if k in op.get("test", {})},
-                "test_ci": op.get("test_ci", {}),
-            }
-            for op in pos["operating_points"]
-        ],
+        "operating_points": [_op_record(op) for op in pos["operating_points"]],
         "source": str(path),
     }
+    mal = m.get("malignant")
+    if isinstance(mal, dict) and mal.get("operating_points"):
+        out["malignant"] = {
+            "classes": list(mal["classes"]),
+            "class_indices": [classes.index(c) for c in mal["classes"]],
+            "name": mal.get("class", "malignant"),
+            "score": "the sum of the balanced scores of these classes",
+            "test_auc": mal.get("auc"),
+            "n_test_pos": mal.get("n_test_pos"),
+            "n_test_neg": mal.get("n_test_neg"),
+            "operating_points": [_op_record(op) for op in mal["operating_points"]],
+        }
+    return out
+
+
+def _op_record(op: dict) -> dict:
+    keep = ("sensitivity", "specificity", "ppv", "npv")
+    return {
+        "target": op["target"],
+        "target_value": op["target_value"],
+        "threshold": op["threshold"],
+        "validation": {k: op["validation"][k] for k in keep if k in op["validation"]},
+        "test": {k: op["test"][k] for k in keep if k in op.get("test", {})},
+        "test_ci": op.get("test_ci", {}),
+    }
+
+
+def operating_point_choices(thresholds: dict | None) -> list[dict]:
+    """Every operating point of :func:`run_thresholds` as ``{"label", "name",
+    "class_indices", "op"}``: the positive class's (melanoma at 95% and 90% specificity,
+    95% and 90% sensitivity: the one to screen with) and then the malignant-vs-benign ones,
+    for a page or a script to choose from. The score a threshold applies to is the sum of
+    the balanced scores of ``class_indices``."""
+    if not thresholds:
+        return []
+    groups = [(thresholds["name"], [thresholds["class_index"]], thresholds["operating_points"])]
+    mal = thresholds.get("malignant")
+    if mal:
+        groups.append((mal["name"], mal["class_indices"], mal["operating_points"]))
+    return [
+        {
+            "label": f"{name}: {op['target']} ≥ {op['target_value']:.0%} "
+            f"(threshold {op['threshold']:.3f})",
+            "name": name,
+            "class_indices": list(idx),
+            "op": op,
+        }
+        for name, idx, ops in groups
+        for op in ops
+    ]
+
+
+def probability_recipe(ckpt: dict) -> dict:
+    """How a user of the export turns logits into probabilities under a class mix, with
+    the numbers for the training data's mix (the default of ``predict`` and the demo)."""
+    shift = priors.shift_for(ckpt, priors.DEFAULT_PRIOR)
+    classes = list(ckpt["classes"])
+    out = {
+        "default_prior": "data" if shift.known else "equal",
+        "description": shift.describe(),
+        "formula": "p(c) proportional to softmax(logits)[c] * sampling[c] ** (tau - 1) * "
+        "q[c], q the class mix wanted (train_prior: tau, sampling; q = train_prior.data "
+        "for the training data's mix, or a prevalence such as a clinic's melanoma rate with "
+        "the other classes in the data's proportions); with tau = 1 simply "
+        "softmax(logits + log(q))",
+        "data_prior_logit_offsets": {c: float(o) for c, o in zip(classes, shift.offsets)},
+        "offsets_use": "softmax(logits + data_prior_logit_offsets) = the probabilities under "
+        "the training data's class mix (one model, one view); the predicted class stays "
+        "argmax(logits)",
+    }
+    if not shift.known:
+        out["note"] = priors.NO_PRIOR_NOTE
+    return out
 
 
 def export_config(
@@ -123,7 +200,15 @@ def export_config(
             "normalisation": "(x / 255 - mean) / std, x the uint8 image after "
             "preprocess and resize (skinhelpers.data.imaging.prepare)",
         },
-        "output": {"name": "logits", "probabilities": "softmax over the last axis"},
+        "output": {
+            "name": "logits",
+            "decision": "argmax over the last axis: the balanced decision (every class "
+            "weighed equally), the rule the model was selected for",
+            "probabilities": "softmax over the last axis gives probabilities under equal "
+            "class priors; see 'probabilities' for the training data's class mix",
+        },
+        "train_prior": train_prior(ckpt),
+        "probabilities": probability_recipe(ckpt),
         "dataset": ckpt["dataset"],
         "epoch": int(ckpt["epoch"]),
         "validation_metrics": dict(ckpt.get("metrics") or {}),
@@ -280,6 +365,8 @@ __all__ = [
     "CONFIG_FORMAT",
     "FORMATS",
     "run_thresholds",
+    "operating_point_choices",
+    "probability_recipe",
     "export_config",
     "export_onnx",
     "export_safetensors",
