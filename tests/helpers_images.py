@@ -39,3 +39,16 @@ def write_truncated(path: Path, seed=0) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+def contents_under_several_labels(root: Path) -> dict[str, set[str]]:
+    """Straight from the files of a class-per-folder tree (``.../<class>/<file>``), with
+    hashlib and no skinhelpers code: content hash -> the class folders holding it, for
+    the contents filed under two or more classes (an independent count of label conflicts)."""
+    import hashlib
+    from collections import defaultdict
+
+    by = defaultdict(set)
+    for p in Path(root).rglob("*.jpg"):
+        by[hashlib.sha1(p.read_bytes()).hexdigest()].add(p.parent.name)
+    return {h: labels for h, labels in by.items() if len(labels) > 1}

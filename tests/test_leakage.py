@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from helpers_images import contents_under_several_labels
 
 from skinhelpers.data import hashes, manifest
 from skinhelpers.explore import leakage, leakage_plots
@@ -169,12 +170,14 @@ def test_combine_pairs_keeps_one_row_per_pair_and_prefers_exact():
 # ----------------------------------------------------------------------------- conflicts
 
 
-def test_label_conflicts_in_isic9(isic9_manifest):
+def test_label_conflicts_in_isic9(isic9_manifest, isic9_dir):
     c = leakage.label_conflicts(isic9_manifest)
-    assert len(c) == 155
+    truth = contents_under_several_labels(isic9_dir)  # from the files, with hashlib
+    assert len(c) == len(truth)
     assert (c["files"] == 2).all()
     combos = leakage.conflict_label_pairs(c).set_index("labels in conflict")["contents"]
-    assert combos.sum() == 155
+    assert combos.sum() == len(truth)
+    assert set(combos.index) == {" | ".join(sorted(v)) for v in truth.values()}
     assert set(combos.index) == {"melanoma | seborrheic keratosis", "actinic keratosis | nevus"}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from helpers_images import write_jpg, write_mode, write_truncated
+from helpers_images import contents_under_several_labels, write_jpg, write_mode, write_truncated
 from PIL import Image
 
 from skinhelpers.data.imaging import ImageReadError, read_rgb
@@ -30,11 +30,15 @@ def test_ham10000_validation_finds_exactly_the_identical_pairs(ham_manifest):
     assert set(zip(info["width"], info["height"])) == {(200, 150)}
 
 
-def test_isic9_conflicts_and_overlaps_are_counted(isic9_manifest):
+def test_isic9_conflicts_and_overlaps_are_counted(isic9_manifest, isic9_dir):
     rep = validate(isic9_manifest, show_progress=False)
     cases, files = rep.counts("case"), rep.counts()
-    # 155 images filed under two class folders (byte-identical, conflicting labels)
-    assert (cases["label_conflict"], files["label_conflict"]) == (155, 310)
+    # images filed under two class folders (byte-identical, conflicting labels), counted
+    # from the files themselves: 155 contents, 310 files
+    conflicts = contents_under_several_labels(isic9_dir)
+    n_files = sum(len(v) for v in conflicts.values())
+    assert (cases["label_conflict"], files["label_conflict"]) == (len(conflicts), n_files)
+    assert (len(conflicts), n_files) == (155, 310)  # the data README's count
     # 18 ids shipped in both Train and Test
     assert (cases["split_overlap"], files["split_overlap"]) == (18, 36)
     # 157 ids on two rows: the 155 conflicts and the two "(1)" copies
