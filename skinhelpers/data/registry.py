@@ -50,6 +50,28 @@ HAM_REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx")
 HAM_OPTIONAL_COLUMNS = ("dx_type", "age", "sex", "localization")
 
 
+#: what a ``folder`` dataset's ``metadata_csv`` may hold beside the image id
+#: (:func:`skinhelpers.data.manifest.apply_folder_options`)
+FOLDER_METADATA_COLUMNS = ("lesion_id", "patient_id", "age", "sex", "localization", "dx_type")
+
+#: other names of those columns (ISIC challenge CSVs among them), lower case
+FOLDER_METADATA_ALIASES = {
+    "image": "image_id",
+    "image_name": "image_id",
+    "isic_id": "image_id",
+    "file": "image_id",
+    "filename": "image_id",
+    "lesion": "lesion_id",
+    "patient": "patient_id",
+    "age_approx": "age",
+    "gender": "sex",
+    "site": "localization",
+    "body_site": "localization",
+    "anatom_site_general": "localization",
+    "anatom_site_general_challenge": "localization",
+}
+
+
 SPLIT_DIR_NAMES = {
     "train": "train",
     "test": "test",
@@ -166,9 +188,10 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
         DatasetSpec(
             "folder",
-            "Any class-per-folder tree",
+            "Any class-per-folder tree (notebook 01: positive_class, metadata_csv)",
             None,
-            "<class>/*.jpg or <split>/<class>/*.jpg",
+            "<class>/*.jpg or <split>/<class>/*.jpg (+ an optional metadata CSV: image_id and "
+            "any of lesion_id, patient_id, age, sex, site)",
             None,
             None,
             None,

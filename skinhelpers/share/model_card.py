@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from skinhelpers.data.manifest import grouping_sentences, grouping_unit
 from skinhelpers.files import atomic_path
 from skinhelpers.share.licences import CODE_LICENCE, data_licence
 
@@ -145,7 +146,17 @@ def _data_section(run_dir: Path, manifest: dict, split: dict | None) -> str:
         ["images used", n_images if n_images is not None else "?"],
         ["classes", ", ".join(map(str, manifest.get("classes") or []))],
         ["positive (malignant) class", manifest.get("positive_class") or "–"],
+        ["split grouped by", grouping_unit(manifest)],
     ]
+    meta = manifest.get("metadata") or {}
+    if meta:
+        rows.append(
+            [
+                "metadata CSV",
+                f"{', '.join(meta.get('columns', []))} for {meta.get('images_matched')} images "
+                f"({meta.get('patients')} patients, {meta.get('lesions')} lesions)",
+            ]
+        )
     val = manifest.get("validation") or {}
     if val.get("dropped"):
         rows.append(
@@ -165,8 +176,8 @@ def _data_section(run_dir: Path, manifest: dict, split: dict | None) -> str:
         out.append("No `split.json` in this run folder.")
         return "\n\n".join(out)
     out.append(
-        f"Split by lesion (`group`), so no lesion is in two splits; seed "
-        f"{split.get('seed')}; test: {split.get('test_method', '?')}."
+        " ".join(grouping_sentences(manifest))
+        + f" Split seed {split.get('seed')}; test: {split.get('test_method', '?')}."
     )
     sizes, counts = split.get("sizes") or {}, split.get("class_counts") or {}
     parts = [p for p in ("train", "val", "test") if p in sizes]
