@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from test_folder_dataset import folder_tree  # noqa: F401 (a fixture: HAM images in class folders)
 
 from skinhelpers.data import manifest as datasets
 from skinhelpers.split import grouped as splits
@@ -373,3 +374,79 @@ def test_tiny_and_single_class_inputs_fall_back_to_group_shuffle():
     assert set(sp["split"]) == {"train", "val", "test"}
     with pytest.raises(ValueError, match="too few groups"):
         splits.grouped_split(df[df["group"].isin(["G0", "G1"])], seed=0)
+
+
+# ----------------------------------------------------------------------------- two seeds
+
+
+def test_split_seed_defaults_to_the_training_seed():
+    assert splits.resolve_split_seed(4) == 4 and splits.resolve_split_seed(4, -1) == 4
+    assert splits.resolve_split_seed(4, None) == 4 and splits.resolve_split_seed(4, 0) == 0
+    for bad in (-2, 1.5, "3", True):
+        with pytest.raises(ValueError, match="split_seed"):
+            splits.resolve_split_seed(0, bad)
+
+
+def test_split_json_records_the_seeds_and_the_test_images(tmp_path):
+    df = synthetic_manifest(0, n_groups=120)
+    df.attrs = {"dataset": "toy", "classes": sorted(set(df["label"]))}
+    split = splits.grouped_split(df, seed=3)
+    splits.save_split(split, tmp_path, seeds={"seed": 1, "split_seed": 3, "used": 3})
+    rec = __import__("json").loads((tmp_path / "split.json").read_text())
+    assert rec["seed"] == 3 and rec["seeds"] == {"seed": 1, "split_seed": 3, "used": 3}
+    test = split.loc[split["split"] == "test", "relpath"]
+    assert rec["test_fingerprint"] == splits.images_fingerprint(test[::-1])  # order-free
+    other = splits.grouped_split(df, seed=4)
+    assert rec["test_fingerprint"] != splits.images_fingerprint(
+        other.loc[other["split"] == "test", "relpath"]
+    )
+
+
+@pytest.mark.slow  # notebooks 01 (twice) and 04 (three times) on 90 real images, ~90 s
+def test_split_seed_keeps_subsample_and_split_when_the_training_seed_changes(
+    folder_tree,  # noqa: F811 (the fixture imported above)
+    tmp_path,
+    monkeypatch,
+):
+    """Two runs that differ in ``seed`` only, both with ``split_seed`` 3: the same smoke
+    subsample (01) and the same split (04). Without ``split_seed``, ``seed`` draws the split
+    as it always did."""
+    import papermill as pm
+
+    from skinhelpers.files import PROJECT_ROOT
+
+    monkeypatch.setenv("SKINHELPERS_PROGRESS", "plain")
+    nbs = PROJECT_ROOT / "notebooks"
+    tree = folder_tree[0]
+
+    def run(nb, folder, **params):
+        pm.execute_notebook(
+            str(nbs / f"{nb}.ipynb"),
+            str(folder / f"{nb}.ipynb"),
+            cwd=str(nbs),
+            parameters={
+                "dataset": "folder",
+                "data_dir": str(tree),
+                "run_dir": str(folder),
+                **params,
+            },
+            progress_bar=False,
+            kernel_name="python3",
+        )
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    for folder, seed in ((a, 0), (b, 1)):
+        run("01_eda", folder, seed=seed, split_seed=3, max_images=40)
+        run("04_splitting", folder, seed=seed, split_seed=3)
+    ma, mb = datasets.read_manifest(a), datasets.read_manifest(b)
+    assert len(ma) < 90 and ma["relpath"].tolist() == mb["relpath"].tolist()
+    assert ma.attrs["subsample"]["seed"] == 3
+    sa, sb = (pd.read_csv(f / "split.csv") for f in (a, b))
+    assert sa.equals(sb)
+    run("04_splitting", b, seed=1)  # split_seed -1: the training seed draws the split
+    own = pd.read_csv(b / "split.csv")
+    direct = splits.grouped_split(datasets.read_manifest(b), seed=1)
+    assert own["split"].tolist() == direct["split"].tolist()
+    assert not own["split"].equals(sa["split"])

@@ -16,12 +16,19 @@ shipped test set exactly as shipped; validation is carved out of the shipped tra
 by group. Groups present in both shipped parts are reported (:func:`shipped_overlap`) and
 their *train* rows dropped, so no group crosses.
 
+**Two seeds.** The split is drawn by :func:`resolve_split_seed`: ``split_seed`` when it is
+given (notebooks 01 and 04; 01's smoke subsample uses it too, since the subsample decides
+which images can be in test), else the training ``seed``, so that ``seed`` alone keeps
+moving both, as it always did. Runs that differ only in the training seed share their
+test images when they share ``split_seed``.
+
 ``save_split`` writes ``split.csv`` + ``split.json`` to the run folder;
 ``read_split`` gives the next notebooks the manifest with ``split`` and ``fold`` columns.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -46,6 +53,26 @@ class SplitError(AssertionError):
 
 
 # ----------------------------------------------------------------------------- inputs
+
+
+def resolve_split_seed(seed: int, split_seed: int | None = -1) -> int:
+    """The seed that draws the split (and chapter 01's subsample): ``split_seed`` when it
+    is given (``>= 0``), else ``seed`` (``split_seed`` -1 or None: the training seed draws
+    the split too, the meaning ``seed`` always had)."""
+    if split_seed is None or (isinstance(split_seed, int) and split_seed == -1):
+        return int(seed)
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
+        raise ValueError(
+            f"split_seed={split_seed!r}: give a seed >= 0, or -1 for 'the same as seed'"
+        )
+    return split_seed
+
+
+def images_fingerprint(relpaths) -> str:
+    """A short hash of a set of test images (their relpaths, sorted): two runs with the same
+    fingerprint test on the same images."""
+    h = hashlib.sha1("\n".join(sorted(map(str, relpaths))).encode())
+    return h.hexdigest()[:16]
 
 
 def _check_inputs(
@@ -786,12 +813,19 @@ def plot_split(split_df: pd.DataFrame, title: str | None = None):
 
 
 def save_split(
-    split_df: pd.DataFrame, run_dir: str | os.PathLike, checks: dict | None = None
+    split_df: pd.DataFrame,
+    run_dir: str | os.PathLike,
+    checks: dict | None = None,
+    seeds: dict | None = None,
 ) -> Path:
     """Write ``split.csv`` and ``split.json`` (sizes, seed, class counts, checks).
 
     The split is checked first (:func:`check_split`, which raises on a violation) unless
-    ``checks`` (the result of an earlier :func:`check_split` call) is given.
+    ``checks`` (the result of an earlier :func:`check_split` call) is given. ``seed`` in
+    split.json is the seed that drew the split; ``seeds`` (notebook 04: ``{"seed": ...,
+    "split_seed": ...}``) records the parameters it came from; ``test_fingerprint`` (a
+    hash of the test images) and the manifest's subsample let ``compare`` say whether two
+    runs' splits differ.
     """
     run_dir = Path(run_dir)
     if checks is None:
@@ -816,6 +850,12 @@ def save_split(
         "moves": list(info.get("moves", [])),
         "notes": list(info.get("notes", [])),
         "near_duplicates": split_df.attrs.get("near_duplicates"),
+        "seeds": dict(seeds) if seeds else None,
+        "holdout_source": info.get("holdout_source"),
+        "subsample": split_df.attrs.get("subsample"),
+        "test_fingerprint": images_fingerprint(
+            split_df.loc[split_df["split"] == "test", "relpath"]
+        ),
     }
     write_csv(run_dir / "split.csv", split_df[SPLIT_COLUMNS])
     write_json(run_dir / "split.json", record)
