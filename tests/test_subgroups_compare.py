@@ -184,3 +184,53 @@ def test_log_hparams_writes_tensorboard_events(ham_runs):
     acc.Reload()
     assert "hparam/balanced_accuracy" in acc.Tags()["scalars"]
     assert acc.Scalars("hparam/balanced_accuracy")[0].value == pytest.approx(0.5)
+
+
+def test_compare_refuses_too_few_shared_lesions_and_says_the_splits_differ(
+    ham_runs, tmp_path, capsys
+):
+    """Two smoke runs with seeds 0 and 1 shared one test image and compare printed 0.0
+    (0.0-0.0): now it refuses below --min-shared lesions, naming the numbers, and says
+    how the runs' splits differ."""
+    runs, test, _ = ham_runs
+    pred = pd.read_csv(runs[1] / "predictions_test.csv")
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    write_csv(a / "predictions_test.csv", pd.read_csv(runs[0] / "predictions_test.csv"))
+    few = pred.assign(relpath=["x/" + r if i >= 5 else r for i, r in enumerate(pred["relpath"])])
+    write_csv(b / "predictions_test.csv", few)
+    write_csv(c / "predictions_test.csv", pred)
+    split = {
+        "dataset": "ham10000",
+        "seed": 0,
+        "test_method": "StratifiedGroupKFold",
+        "val_size": 0.2,
+        "test_size": 0.4,
+        "n_folds": 0,
+        "test_fingerprint": "aaaa",
+    }
+    write_json(a / "split.json", split)
+    write_json(b / "split.json", {**split, "seed": 1, "test_fingerprint": "bbbb"})
+    write_json(c / "split.json", {**split, "seed": 1})
+    n_les = pred["group"].head(5).nunique()
+    with pytest.raises(compare.CompareError) as e:
+        compare.compare_runs([a, b])
+    msg = str(e.value)
+    assert f"share 5 test image(s) of {n_les} lesion(s) (of {len(test)} and {len(test)}" in msg
+    assert "fewer than the 30 shared lesion(s)" in msg
+    assert "split seed 0 vs 1; different test images" in msg and "split_seed" in msg
+    assert compare.main([str(a), str(b), "--n-bootstrap", "20"]) == 2
+    assert "fewer than the 30" in capsys.readouterr().err
+    # a lower minimum, asked for, is honoured
+    _, diff = compare.compare_runs([a, b], n_bootstrap=20, min_shared=n_les)
+    assert (diff["n_shared"] == 5).all() and (diff["n_groups"] == n_les).all()
+    # the same test images under another split seed (a shipped test set, say): compared,
+    # with a note
+    _, diff = compare.compare_runs([a, c], n_bootstrap=20)
+    assert (diff["split"] == "split seed 0 vs 1").all()
+    assert diff.attrs["splits"] == {"c": ["split seed 0 vs 1"]}
+    assert compare.main([str(a), str(c), "--n-bootstrap", "20"]) == 0
+    assert "Note: the splits of a and c differ (split seed 0 vs 1)" in capsys.readouterr().out
+    assert compare.split_differences(split, dict(split)) == []
+    assert compare.split_differences(split, None) == [
+        "unknown (no split.json beside one of the predictions)"
+    ]

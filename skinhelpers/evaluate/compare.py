@@ -7,7 +7,12 @@ paired bootstrap difference of every run against the first with its 95% CI; writ
 lesions (the ``group`` column of the predictions, or, for a CSV written before it had
 one, the run's ``split.csv`` matched by ``relpath``); with no groups anywhere it resamples
 images and says so (``bootstrap_unit`` in compare.csv). Refuses with a message
-when the runs' classes differ or they share no test image. A run may also be given as a
+when the runs' classes differ, or when they share fewer test lesions (images, where no
+lesions are known) than ``--min-shared`` (30): a paired difference on a handful of images
+says nothing (two smoke runs with seeds 0 and 1 shared one test image and printed
+differences of 0.0 (0.0-0.0)). It says when the runs' splits differ (``split.json``:
+split seed, method, sizes, folds, held-out source, the smoke subsample, the test images
+themselves) and how to share one (``-p split_seed``). A run may also be given as a
 predictions CSV of that layout, e.g. a K-fold run's ``predictions_test_ensemble.csv``
 (its headline metrics are then computed from the CSV).
 
@@ -32,6 +37,56 @@ from skinhelpers.files import PROJECT_ROOT, read_json, write_csv
 
 class CompareError(ValueError):
     """Runs that cannot be compared (say why)."""
+
+
+#: fewest shared test lesions (images, where no lesions are known) for a paired comparison
+MIN_SHARED = 30
+
+#: the split.json keys that make two splits different, with how to say each
+_SPLIT_KEYS = {
+    "dataset": "dataset",
+    "seed": "split seed",
+    "test_method": "test split method",
+    "val_size": "val_size",
+    "test_size": "test_size",
+    "n_folds": "n_folds",
+    "holdout_source": "held-out source",
+}
+
+
+def split_info(folder: Path) -> dict | None:
+    """A run folder's ``split.json`` (None when there is none)."""
+    f = Path(folder) / "split.json"
+    return read_json(f) if f.exists() else None
+
+
+def split_differences(a: dict | None, b: dict | None) -> list[str]:
+    """How two runs' splits (their ``split.json``) differ, one phrase per difference
+    (empty: the same split, as far as split.json tells; unknown when one is missing)."""
+    if a is None or b is None:
+        return ["unknown (no split.json beside one of the predictions)"]
+    out = []
+    for k, what in _SPLIT_KEYS.items():
+        if k in a and k in b and a.get(k) != b.get(k):
+            out.append(f"{what} {a.get(k)!r} vs {b.get(k)!r}")
+    sa, sb = a.get("subsample") or {}, b.get("subsample") or {}
+    if (
+        "subsample" in a
+        and "subsample" in b
+        and (sa.get("max_images"), sa.get("seed"))
+        != (
+            sb.get("max_images"),
+            sb.get("seed"),
+        )
+    ):
+        out.append(
+            f"subsample (max_images, seed) {(sa.get('max_images'), sa.get('seed'))} vs "
+            f"{(sb.get('max_images'), sb.get('seed'))}"
+        )
+    fa, fb = a.get("test_fingerprint"), b.get("test_fingerprint")
+    if fa and fb and fa != fb:
+        out.append("different test images")
+    return out
 
 
 def _run_path(run: str | os.PathLike) -> Path:
@@ -109,6 +164,12 @@ def _arrays(pred: pd.DataFrame, classes) -> tuple[np.ndarray, np.ndarray]:
     return y, pred[[f"p_{c}" for c in classes]].to_numpy(np.float64)
 
 
+def _folder(run: dict) -> Path:
+    """The folder a run's predictions came from (a predictions CSV: its folder)."""
+    p = Path(run["path"])
+    return p.parent if p.is_file() else p
+
+
 def _shared_groups(base: dict, other: dict, shared: pd.Index) -> np.ndarray | None:
     """The lesions of the shared images: the first run's, else the other's; None if
     neither run knows them."""
@@ -121,13 +182,21 @@ def _shared_groups(base: dict, other: dict, shared: pd.Index) -> np.ndarray | No
 
 
 def compare_runs(
-    runs: list[str | os.PathLike], n_bootstrap: int = 1000, seed: int = 0
+    runs: list[str | os.PathLike],
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    min_shared: int = MIN_SHARED,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(side_by_side, differences)``: headline metrics per run, and the paired bootstrap
     difference of each later run minus the first on their shared test images (columns
     ``run_a, run_b, n_shared, n_groups, bootstrap_unit, metric, a, b, diff, ci_low,
-    ci_high, p_better``). The bootstrap resamples the shared images' lesions (groups);
-    when neither run has them, images (``bootstrap_unit`` "image")."""
+    ci_high, p_better, split``). The bootstrap resamples the shared images' lesions
+    (groups); when neither run has them, images (``bootstrap_unit`` "image").
+
+    Refuses (:class:`CompareError`, naming the numbers) when a pair shares fewer than
+    ``min_shared`` test lesions (images, when no lesions are known). ``split`` says how
+    the pair's splits differ ("same" when split.json shows no difference);
+    ``differences.attrs["splits"]`` holds the phrases per later run."""
     if len(runs) < 2:
         raise CompareError("compare needs at least two runs")
     loaded = [load_run(r) for r in runs]
@@ -142,16 +211,37 @@ def compare_runs(
                 f"{base['classes']} vs {r['classes']}"
             )
     side = pd.DataFrame({n: headline(r) for n, r in zip(names, loaded)})
-    diffs = []
+    diffs, splits = [], {}
+    base_split = split_info(_folder(base))
     for name, r in zip(names[1:], loaded[1:]):
         a = base["pred"].drop_duplicates("relpath").set_index("relpath")
         b = r["pred"].drop_duplicates("relpath").set_index("relpath")
         shared = a.index.intersection(b.index)
+        differ = split_differences(base_split, split_info(_folder(r)))
+        splits[name] = differ
+        why = (
+            f" Their splits differ: {'; '.join(differ)}. Runs that differ only in the "
+            "training seed share their test images when they share the split: give both "
+            "the same -p split_seed."
+            if differ
+            else ""
+        )
         if len(shared) == 0:
             raise CompareError(
                 f"runs {base['path']} and {r['path']} share no test image "
                 "(predictions_test.csv relpaths): a paired comparison needs "
-                "the same images"
+                "the same images." + why
+            )
+        groups = _shared_groups(base, r, shared)
+        n_units = len(set(groups)) if groups is not None else len(shared)
+        if n_units < min_shared:
+            unit = "lesion(s)" if groups is not None else "image(s) (no lesions known)"
+            raise CompareError(
+                f"runs {names[0]} and {name} share {len(shared)} test image(s)"
+                + (f" of {len(set(groups))} lesion(s)" if groups is not None else "")
+                + f" (of {len(a)} and {len(b)} test images): fewer than the {min_shared} "
+                f"shared {unit} a paired comparison needs (--min-shared); differences on "
+                "so few say nothing." + why
             )
         a, b = a.loc[shared], b.loc[shared]
         if (a["label"] != b["label"]).any():
@@ -162,7 +252,6 @@ def compare_runs(
             )
         ya, pa = _arrays(a, base["classes"])
         _, pb = _arrays(b, base["classes"])
-        groups = _shared_groups(base, r, shared)
         t = scores.paired_bootstrap_diff(
             ya, pa, pb, n_bootstrap=n_bootstrap, seed=seed, groups=groups
         )
@@ -172,6 +261,7 @@ def compare_runs(
             n_shared=len(shared),
             n_groups=t.attrs["n_units"] if groups is not None else pd.NA,
             bootstrap_unit=t.attrs["bootstrap_unit"],
+            split="; ".join(differ) if differ else "same",
         )
         diffs.append(t)
     diff = pd.concat(diffs, ignore_index=True)[
@@ -188,8 +278,10 @@ def compare_runs(
             "ci_low",
             "ci_high",
             "p_better",
+            "split",
         ]
     ]
+    diff.attrs["splits"] = splits
     return side, diff
 
 
@@ -237,10 +329,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", help="run folders (or names under runs/)")
     ap.add_argument("--n-bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--min-shared",
+        type=int,
+        default=MIN_SHARED,
+        help=f"fewest shared test lesions (images, where no lesions are known) to compare "
+        f"(default {MIN_SHARED})",
+    )
     ap.add_argument("--out", default=None, help="folder for compare.csv (default: first run)")
     a = ap.parse_args(argv)
     try:
-        side, diff = compare_runs(a.runs, a.n_bootstrap, a.seed)
+        side, diff = compare_runs(a.runs, a.n_bootstrap, a.seed, a.min_shared)
     except CompareError as e:
         print(f"compare: error: {e}", file=sys.stderr)
         return 2
@@ -260,7 +359,15 @@ def main(argv: list[str] | None = None) -> int:
                 "predictions and no split.csv beside them): images were resampled, so "
                 "those intervals are too narrow where a lesion has several images."
             )
-        print(diff.round(4).to_string(index=False))
+        for name, differ in diff.attrs["splits"].items():
+            if differ:
+                print(
+                    f"Note: the splits of {diff['run_a'].iloc[0]} and {name} differ "
+                    f"({'; '.join(differ)}): the comparison uses only the "
+                    f"{int(diff.loc[diff['run_b'] == name, 'n_shared'].iloc[0])} test "
+                    "images they share."
+                )
+        print(diff.drop(columns="split").round(4).to_string(index=False))
     out = Path(a.out) if a.out else _run_path(a.runs[0]).parent
     path = write_csv(out / "compare.csv", diff)
     print(f"\nwrote {path}")
@@ -269,10 +376,13 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = [
     "CompareError",
+    "MIN_SHARED",
     "compare_runs",
     "headline",
     "load_run",
     "log_hparams",
     "main",
     "prediction_groups",
+    "split_differences",
+    "split_info",
 ]
