@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -96,17 +98,41 @@ def table(df: pd.DataFrame, title: str, synthetic: bool = False, precision: int 
     )
 
 
+#: the run folder of the notebook running in this process (set by
+#: :func:`skinhelpers.run.folders.start_notebook`); its figures go to ``<run>/figures/``
+_RUN_DIR: Path | None = None
+
+
+def set_run_dir(run_dir: str | os.PathLike | None) -> None:
+    """Where :func:`save_figure` puts the figures from now on: ``<run_dir>/figures/``."""
+    global _RUN_DIR
+    _RUN_DIR = Path(run_dir) if run_dir else None
+
+
 def figures_dir(dataset: str) -> Path:
-    """``figures/<dataset>/``: where a notebook saves the figures a reader looks at."""
+    """``figures/<dataset>/``: the latest copy of each of a dataset's figures."""
     d = PROJECT_ROOT / "figures" / dataset
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
-def save_figure(fig, dataset: str, name: str, synthetic: bool = False, dpi: int = 110) -> Path:
-    """Save a matplotlib figure to ``figures/<dataset>/<name>.png`` (atomically).
+def save_figure(
+    fig,
+    dataset: str,
+    name: str,
+    synthetic: bool = False,
+    dpi: int = 110,
+    run_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Save a matplotlib figure as ``<run_dir>/figures/<name>.png`` (atomically), and copy it
+    to ``figures/<dataset>/<name>.png``; returns the run folder's file.
 
-    Figures made from the synthetic demo data get a SYNTHETIC stamp.
+    ``run_dir``: the run folder (default: the one the notebook's ``start_notebook`` set).
+    Each run keeps its own figures there, never overwritten by another run; the copy under
+    ``figures/<dataset>/`` is the latest of each figure of that dataset, from whichever run
+    wrote it last (each PNG names its run in its ``Source`` text chunk). Without a run
+    folder only the ``figures/<dataset>/`` file is written. Figures made from the synthetic
+    demo data get a SYNTHETIC stamp.
     """
     if is_synthetic(synthetic):
         fig.text(
@@ -120,7 +146,13 @@ def save_figure(fig, dataset: str, name: str, synthetic: bool = False, dpi: int 
             alpha=0.8,
             weight="bold",
         )
-    out = figures_dir(dataset) / f"{name}.png"
+    run = Path(run_dir) if run_dir else _RUN_DIR
+    meta = {"Source": f"skinlesion-lab run {run}" if run else "skinlesion-lab"}
+    latest = figures_dir(dataset) / f"{name}.png"
+    out = run / "figures" / f"{name}.png" if run else latest
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png", metadata=meta)
+    if out != latest:
+        with atomic_path(latest) as tmp:
+            shutil.copyfile(out, tmp)
     return out

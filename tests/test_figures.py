@@ -29,3 +29,33 @@ def test_plots_of_each_stage_use_the_marker():
         {"m": hist.assign(val_balanced_accuracy=[0.3, 0.4])}, synthetic=True
     )
     assert any(ax.get_title().endswith("[SYNTHETIC]") for ax in fig.axes)
+
+
+def test_save_figure_writes_into_the_run_folder_and_copies_the_latest(tmp_path, monkeypatch):
+    """Each run keeps its own figures (a later run never overwrites them); figures/<dataset>/
+    holds the latest copy of each, naming its run; without a run, only figures/<dataset>/."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    monkeypatch.setattr(figures, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr(figures, "_RUN_DIR", None)
+    first, second = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
+    for run, colour in ((first, "red"), (second, "blue")):
+        figures.set_run_dir(run)
+        fig, ax = plt.subplots()
+        ax.set_facecolor(colour)
+        out = figures.save_figure(fig, "demo", "01_class_counts", synthetic=True)
+        plt.close(fig)
+        assert out == run / "figures" / "01_class_counts.png"
+    a, b = (r / "figures" / "01_class_counts.png" for r in (first, second))
+    latest = tmp_path / "figures" / "demo" / "01_class_counts.png"
+    assert a.read_bytes() != b.read_bytes() and latest.read_bytes() == b.read_bytes()
+    assert str(second) in Image.open(latest).text["Source"]
+    figures.set_run_dir(None)
+    fig, _ = plt.subplots()
+    assert figures.save_figure(fig, "demo", "x", run_dir=first) == first / "figures" / "x.png"
+    assert figures.save_figure(fig, "demo", "y") == tmp_path / "figures" / "demo" / "y.png"
+    plt.close(fig)

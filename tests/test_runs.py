@@ -76,3 +76,133 @@ def test_start_notebook_reads_the_repository_notebooks(monkeypatch):
 def test_read_json_names_the_missing_artifact(tmp_path):
     with pytest.raises(FileNotFoundError, match="split.json.*earlier notebook"):
         files.read_json(tmp_path / "split.json")
+
+
+# ----------------------------------------------------------------------------- run by hand
+
+
+def _toy_run(tmp_path, monkeypatch, params_source=None):
+    """A chapter 05 in its own folder (no git: its defaults are the file's) and a run folder
+    that a run_all.sh run and chapters 02 and 07 left behind."""
+    nbs = tmp_path / "nbs"
+    nbs.mkdir(exist_ok=True)
+    _notebook(
+        nbs / "05_toy.ipynb",
+        params_source
+        or 'dataset = "demo"\nrun_dir = "runs/interactive"\nseed = 0\nimage_size = 128\n'
+        'epochs = 10\nflag = False\nmode = "a"',
+    )
+    monkeypatch.setenv("SKINHELPERS_NOTEBOOK_DIR", str(nbs))
+    monkeypatch.delenv(folders.RUN_PARAMS_ENV, raising=False)
+    run = tmp_path / "run"
+    files.write_json(
+        run / "run.json",
+        {
+            "parameters": {
+                "dataset": "ham10000",
+                "run_dir": "/somewhere/else",
+                "image_size": 64,
+                "epochs": "ten",  # the wrong type for this notebook: never taken
+                "flag": 1,  # an int is no bool
+                "mode": "b",
+            }
+        },
+    )
+    files.write_json(run / "params" / "02_quality.json", {"changed": {"image_size": 200}})
+    files.write_json(run / "params" / "07_later.json", {"changed": {"seed": 5, "mode": "c"}})
+    files.write_json(run / "params" / "05_toy.json", {"changed": {"epochs": 3}})  # its own
+    ns = {
+        "dataset": "demo",
+        "run_dir": str(run),
+        "seed": 0,
+        "image_size": 128,
+        "epochs": 10,
+        "flag": False,
+        "mode": "a",
+    }
+    return run, ns
+
+
+def test_a_notebook_run_by_hand_takes_the_runs_values(tmp_path, monkeypatch, capsys):
+    """In JupyterLab a parameter left at the notebook's default takes the run's value: the
+    nearest earlier chapter's recorded change, else run.json; never a later chapter's, the
+    notebook's own old record, run_dir, or a value of the wrong type."""
+    run, ns = _toy_run(tmp_path, monkeypatch)
+    got, params = folders.start_notebook("05_toy", ns)
+    assert got == run
+    assert params == {
+        "dataset": "ham10000",  # run.json
+        "run_dir": str(run),
+        "seed": 0,  # 07 comes later
+        "image_size": 200,  # chapter 02 (nearer than run.json's 64)
+        "epochs": 10,  # "ten" is no int; 05's own record does not count
+        "flag": False,  # 1 is no bool
+        "mode": "b",  # run.json (07's "c" comes later)
+    }
+    assert ns["image_size"] == 200 and ns["dataset"] == "ham10000"  # the kernel's names too
+    out = capsys.readouterr().out
+    assert "3 parameter(s) left at this notebook's default take the run's value" in out
+    assert "image_size = 200  (notebook default 128; from params/02_quality.json)" in out
+    rec = json.loads((run / "params" / "05_toy.json").read_text())
+    assert rec["from_run"] == {
+        "dataset": "run.json",
+        "image_size": "params/02_quality.json",
+        "mode": "run.json",
+    }
+    assert rec["changed"] == {
+        "dataset": "ham10000",
+        "run_dir": str(run),
+        "image_size": 200,
+        "mode": "b",
+    }
+
+
+def test_an_edited_parameter_wins_with_a_note(tmp_path, monkeypatch, capsys):
+    run, ns = _toy_run(tmp_path, monkeypatch)
+    ns["image_size"] = 48  # edited in the parameters cell
+    _, params = folders.start_notebook("05_toy", ns)
+    assert params["image_size"] == 48 and params["dataset"] == "ham10000"
+    out = capsys.readouterr().out
+    assert "note: image_size = 48 as set above; this run has 200 (params/02_quality.json)" in out
+
+
+def test_papermill_and_the_switch_take_nothing_from_the_run(tmp_path, monkeypatch, capsys):
+    run, ns = _toy_run(tmp_path, monkeypatch)
+    injected = {**ns, "In": ["", f"# Parameters\nrun_dir = {str(run)!r}\n"]}
+    _, params = folders.start_notebook("05_toy", injected)
+    assert params["image_size"] == 128 and params["dataset"] == "demo"
+    monkeypatch.setenv(folders.RUN_PARAMS_ENV, "off")
+    _, params = folders.start_notebook("05_toy", dict(ns))
+    assert params["image_size"] == 128 and params["dataset"] == "demo"
+    assert "take the run's value" not in capsys.readouterr().out
+    rec = json.loads((run / "params" / "05_toy.json").read_text())
+    assert rec["from_run"] == {} and rec["changed"] == {"run_dir": str(run)}
+
+
+def test_the_shipped_default_is_the_committed_one(tmp_path, monkeypatch):
+    """JupyterLab autosaves: an edited value saved to disk is still the reader's edit, not
+    the notebook's default, because the default is read from git HEAD when committed."""
+    import subprocess
+
+    run, ns = _toy_run(tmp_path, monkeypatch)
+    nbs = tmp_path / "nbs"
+    git = ["git", "-C", str(nbs), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "05_toy.ipynb"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "toy"], check=True)
+    path = nbs / "05_toy.ipynb"
+    path.write_text(path.read_text().replace("image_size = 128", "image_size = 96"))  # autosave
+    assert folders.shipped_defaults("05_toy")["image_size"] == 128
+    ns["image_size"] = 96
+    _, params = folders.start_notebook("05_toy", ns)
+    assert params["image_size"] == 96  # kept: the reader's edit
+
+
+def test_changed_fields_lists_what_differs_from_the_dataclass_defaults():
+    from skinhelpers.train.config import TrainConfig
+
+    cfg = TrainConfig(epochs=3, ema=False)
+    assert folders.changed_fields(cfg) == {"epochs": (3, 10), "ema": (False, True)}
+    assert folders.changed_fields(TrainConfig()) == {}
+    with pytest.raises(TypeError):
+        folders.changed_fields({"epochs": 3})
