@@ -20,7 +20,7 @@ from skinhelpers.evaluate.subgroups import subgroup_table
 from skinhelpers.explore.leakage import compare_splits
 from skinhelpers.files import PROJECT_ROOT
 from skinhelpers.run import profiles
-from skinhelpers.split.grouped import grouped_split
+from skinhelpers.split.grouped import grouped_split, resolve_split_seed
 from skinhelpers.train.config import TrainConfig
 
 NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -38,6 +38,7 @@ LIBRARY = {
     "01_eda": {
         "label_space": (load_dataset, "label_space"),
         "unmapped_classes": (load_dataset, "unmapped_classes"),
+        "split_seed": (resolve_split_seed, "split_seed"),
     },
     "02_quality_preprocessing": {
         "image_size": (build_cache, "size"),
@@ -52,8 +53,11 @@ LIBRARY = {
         "val_size": (grouped_split, "val_size"),
         "test_size": (grouped_split, "test_size"),
         "n_folds": (grouped_split, "n_folds"),
+        "split_seed": (resolve_split_seed, "split_seed"),
     },
     "05_augmentation": {"image_size": (build_cache, "size")},
+    # 07 trains at the size 02 caches (and 05 shows)
+    "07_final_retrain": {"image_size": (build_cache, "size")},
     "08_evaluation": {
         "n_bootstrap": (evaluate_predictions, "n_bootstrap"),
         "calibration_bins": (calibration_summary, "n_bins"),
@@ -80,6 +84,30 @@ def test_notebook_defaults_agree_with_the_library(path):
     expected.update({k: _default(fn, arg) for k, (fn, arg) in LIBRARY.get(path.stem, {}).items()})
     wrong = {k: (nb[k], v) for k, v in expected.items() if nb[k] != v}
     assert not wrong, f"{path.name}: parameter defaults (notebook, library) disagree: {wrong}"
+
+
+# one name, one meaning, one default in every notebook, except these (with why)
+DIFFERENT_ON_PURPOSE = {
+    "test_size": "03: the test share of its naive-vs-grouped demonstration; 04: the split",
+    "tta_views": "09 scores a whole external set: one view by default, 08 eight",
+}
+
+
+def test_a_parameter_has_one_default_in_every_notebook():
+    """A reader running the chapters by hand sees the same default for a name in every
+    chapter (image_size was 128 in 02 and 05 but 64 in 07)."""
+    seen: dict[str, dict] = {}
+    for path in NOTEBOOKS:
+        for k, v in _notebook_defaults(path).items():
+            seen.setdefault(k, {})[path.stem[:2]] = v
+    differ = {
+        k: v
+        for k, v in seen.items()
+        if len({repr(x) for x in v.values()}) > 1 and k not in DIFFERENT_ON_PURPOSE
+    }
+    assert not differ, f"one parameter, several defaults: {differ}"
+    for k in DIFFERENT_ON_PURPOSE:
+        assert len({repr(x) for x in seen[k].values()}) > 1, f"{k} agrees now: drop it"
 
 
 def test_the_check_sees_a_disagreement(tmp_path):
