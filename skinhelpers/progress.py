@@ -5,15 +5,41 @@ set by ``run_all.sh``) get one plain text line per update, at most every 10 s (a
 least every 60 s while the bar moves), so an executed notebook, its log file and the
 terminal show a short readable log instead of hundreds of carriage-return redraws.
 ``SKINHELPERS_PROGRESS=off`` hides the bars.
+
+:func:`is_progress_line` recognises a bar's text line (plain or tqdm's own), so that the
+rendered report (:mod:`skinhelpers.run.report`) can leave the bars out of a chapter's
+story and keep only each bar's last state in the version with code.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 PLAIN_MININTERVAL = 10.0  # seconds between two plain lines
 PLAIN_MAXINTERVAL = 60.0
+
+# tqdm's bar: "desc: 40%|####      | 4/10 [00:01<00:02, 3.1it/s]" (ascii or unicode bar),
+# and its form without a total: "desc: 12it [00:03, 3.9it/s]"
+_BAR = re.compile(
+    r"^(?P<desc>.*?)(?::\s*)?\s*\d{1,3}%\|.*\|\s*[\d.]+[kMGTP]?/[\d.?]+[kMGTP]?"
+    r"\s*\[[\d:?]+(<[\d:?]+)?(,.*)?\]\s*$"
+)
+_NO_TOTAL = re.compile(
+    r"^(?P<desc>.*?)(?::\s*)?\s*[\d.]+[kMGTP]?[A-Za-z]* \[[\d:]+, [^\]]*(/s|s/)[^\]]*\]\s*$"
+)
+
+
+def progress_match(line: str) -> re.Match | None:
+    """The match of a progress bar's text line (``group("desc")``: its description)."""
+    line = line.rstrip()
+    return _BAR.match(line) or _NO_TOTAL.match(line)
+
+
+def is_progress_line(line: str) -> bool:
+    """Whether ``line`` is one state of a progress bar (tqdm's format, plain or not)."""
+    return progress_match(line) is not None
 
 
 def _mode() -> str:

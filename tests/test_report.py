@@ -177,3 +177,53 @@ def test_report_marks_a_killed_chapter_from_run_json(tmp_path):
     assert "kernel died, cell 7 (index 9): the kernel died" in html
     assert "--resume" in html
     assert "skipped: external_dataset is empty" in html
+
+
+def test_the_story_has_no_progress_bars_and_the_code_version_their_last_state(tmp_path):
+    """Plain progress lines (run_all.sh), tqdm's own redraws and JupyterLab's bar widgets:
+    none in the story; the version with code keeps each bar's final line."""
+    run = _run_folder(tmp_path)
+    nb = nbformat.read(run / "08_evaluation.ipynb", as_version=4)
+    bar = "| 3/3 [00:03<00:00,  1.10s/batch]"
+    shown = bar.replace("<", "&lt;")  # as the HTML page writes it
+    nb.cells[1].outputs = [
+        new_output(
+            "stream",
+            name="stdout",
+            text="best val (2 views):   0%|          | 0/3 [00:00<?, ?batch/s]\n"
+            f"best val (2 views): 100%|##########{bar}\n"
+            "best val: balanced accuracy 0.61\n",
+        ),
+        new_output("stream", name="stderr", text="hashes: 12it [00:03,  3.90it/s]\n"),
+        new_output(
+            "display_data",
+            data={
+                "application/vnd.jupyter.widget-view+json": {"model_id": "x", "version_major": 2},
+                "text/plain": "cache: 100%|██████████| 10/10 [00:00<00:00, 100.0img/s]",
+            },
+        ),
+        new_output("stream", name="stdout", text="epoch 1: 100% of the batches seen\n"),
+    ]
+    nbformat.write(nb, run / "08_evaluation.ipynb")
+    out = render_report(run).parent
+    story = (out / "08_evaluation.story.html").read_text()
+    code = (out / "08_evaluation.html").read_text()
+    assert "best val: balanced accuracy 0.61" in story and "100% of the batches seen" in story
+    for page in (story, code):
+        assert "0/3 [00:00" not in page  # a bar's first state: never
+    assert "batch/s" not in story and "it/s" not in story and "img/s" not in story
+    assert f"best val (2 views): 100%|##########{shown}" in code
+    assert "hashes: 12it" in code
+
+
+def test_progress_lines_are_recognised():
+    from skinhelpers.progress import is_progress_line
+
+    assert is_progress_line(
+        "epoch 1/2 [finetune]:  23%|#####     | 3/13 [00:12<00:40,  4.04s/batch]"
+    )
+    assert is_progress_line("100%|##########| 10/10 [00:00<00:00, 100.0it/s]")
+    assert is_progress_line("validate images: 100%|█████| 12177/12177 [00:02<00:00, 5335.20img/s]")
+    assert is_progress_line("hash: 12it [00:03,  3.90it/s]")
+    assert not is_progress_line("epoch 1/2 train_loss 1.2 val 0.5 (100%)")
+    assert not is_progress_line("sensitivity 90%|specificity 80%| 3/4 [ok]")

@@ -3,7 +3,8 @@
 ``render_report(run_dir)`` writes ``<run_dir>/report/``:
 
 * ``NN_name.html``: the executed notebook with its code,
-* ``NN_name.story.html``: the same without code cells (narrative, tables, figures),
+* ``NN_name.story.html``: the same without code cells (narrative, tables, figures) and
+  without progress bars,
 * ``index.html``: the notebooks in order with both links, their run times, the headline
   metrics from ``metrics.json`` (with confidence intervals), the dataset (a SYNTHETIC
   banner for the demo set) and the run's parameters (``run.json``, ``params/*.json``),
@@ -27,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from skinhelpers.files import atomic_path
+from skinhelpers.progress import progress_match
 from skinhelpers.share.model_card import bootstrap_text, test_size_text, write_model_card
 
 _NB = re.compile(r"^(\d\d)_.+\.ipynb$")
@@ -75,8 +77,65 @@ def _status(nb) -> str:
     return "ok"
 
 
+_WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def _progress_lines_out(text: str, keep_last: bool) -> str:
+    """``text`` without its progress-bar lines; ``keep_last``: each bar's last state (the
+    last line of a block of consecutive lines of one bar) stays."""
+    lines = text.split("\n")
+    out = []
+    for i, line in enumerate(lines):
+        m = progress_match(line)
+        if m is None:
+            out.append(line)
+            continue
+        if not keep_last:
+            continue
+        nxt = progress_match(lines[i + 1]) if i + 1 < len(lines) else None
+        if nxt is None or nxt.group("desc") != m.group("desc"):
+            out.append(line)
+    return "\n".join(out)
+
+
+def strip_progress(nb, keep_last: bool = False) -> int:
+    """Remove progress bars from the outputs of ``nb`` (in place; merge the stream
+    fragments first): their text lines (:func:`skinhelpers.progress.is_progress_line`) and
+    JupyterLab's bar widgets. ``keep_last`` keeps each bar's final state (the version with
+    code); the story keeps none. Returns how many outputs changed or went."""
+    changed = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "stream":
+                text = o.get("text", "")
+                new = _progress_lines_out(text, keep_last)
+                if new != text:
+                    changed += 1
+                    if not new.strip():
+                        continue
+                    o["text"] = new
+            elif _WIDGET in o.get("data", {}) and not keep_last:
+                plain = o["data"].get("text/plain", "")
+                plain = "".join(plain) if isinstance(plain, list) else plain
+                if not plain.strip() or all(progress_match(x) for x in plain.strip().splitlines()):
+                    changed += 1
+                    continue
+            kept.append(o)
+        cell["outputs"] = kept
+    return changed
+
+
 def render_notebook(nb_path: Path, out_dir: Path) -> dict:
-    """Render one executed notebook twice (with code / story); return its index entry."""
+    """Render one executed notebook twice (with code / story); return its index entry.
+
+    Stream fragments are merged first (a progress bar's updates become one block; what a
+    carriage return overwrote is dropped, as the nbconvert command line does); the
+    version with code keeps each progress bar's last state, the story none."""
+    import copy
+
     import nbformat  # local: notebooks extra: only the runner/report need it
     from nbconvert import (
         HTMLExporter,  # local: notebooks extra, slow to import: only the report needs it
@@ -86,6 +145,7 @@ def render_notebook(nb_path: Path, out_dir: Path) -> dict:
     )
 
     nb = nbformat.read(nb_path, as_version=4)
+    nb, _ = CoalesceStreamsPreprocessor().preprocess(nb, {})
     title = _title_of(nb) or nb_path.stem
     entry = {
         "name": nb_path.name,
@@ -95,18 +155,18 @@ def render_notebook(nb_path: Path, out_dir: Path) -> dict:
         "story": f"{nb_path.stem}.story.html",
         "seconds": nb.metadata.get("papermill", {}).get("duration"),
     }
-    for fname, kw in (
-        (entry["html"], {}),
+    for fname, kw, keep_last in (
+        (entry["html"], {}, True),
         (
             entry["story"],
             {"exclude_input": True, "exclude_input_prompt": True, "exclude_output_prompt": True},
+            False,
         ),
     ):
+        version = copy.deepcopy(nb)
+        strip_progress(version, keep_last=keep_last)
         exporter = HTMLExporter(**kw)
-        # merge stream fragments (a progress bar's updates become one block; what a
-        # carriage return overwrote is dropped), as the nbconvert command line does
-        exporter.register_preprocessor(CoalesceStreamsPreprocessor, enabled=True)
-        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+        body, _ = exporter.from_notebook_node(version, resources={"metadata": {"name": title}})
         _write(out_dir / fname, body)
     return entry
 
