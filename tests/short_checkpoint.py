@@ -40,7 +40,12 @@ def train_short_checkpoint(
     seed: int = 0,
     epoch: int = 1,
     state_dict: dict | None = None,
+    logit_adjust_tau: float | None = None,
 ) -> Path:
+    """``logit_adjust_tau``: train with the logit-adjusted loss as the trainer does (the
+    loss sees ``logits + tau * log(prior)``, the prior the class mix of ``df``) and save the
+    ``train_prior`` record the trainer saves; None: plain cross-entropy, no record (a
+    checkpoint written before checkpoints carried it)."""
     classes = list(df.attrs["classes"])
     torch.manual_seed(seed)
     kw = models.model_kwargs(len(classes), drop_rate=0.0)
@@ -56,12 +61,15 @@ def train_short_checkpoint(
     )
     y = torch.tensor(df["label_idx"].to_numpy().copy(), dtype=torch.long)
     xin = to_model_input(x, model.mean, model.std)
+    prior = torch.bincount(y, minlength=len(classes)).float()
+    prior = prior / prior.sum()
+    shift = 0.0 if logit_adjust_tau is None else logit_adjust_tau * prior.clamp_min(1e-12).log()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         idx = torch.randint(0, len(y), (min(16, len(y)),), generator=g)
-        loss = torch.nn.functional.cross_entropy(model(xin[idx]), y[idx])
+        loss = torch.nn.functional.cross_entropy(model(xin[idx]) + shift, y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -80,4 +88,13 @@ def train_short_checkpoint(
         dataset=df.attrs.get("dataset", "?"),
         epoch=epoch,
         metrics={"train_loss": loss.item()},
+        extra=None
+        if logit_adjust_tau is None
+        else {
+            "train_prior": {
+                "tau": float(logit_adjust_tau),
+                "sampling": prior.tolist(),  # plain random batches: the data's own mix
+                "data": prior.tolist(),
+            }
+        },
     )

@@ -39,12 +39,11 @@ def prepare_run(run: Path, df: pd.DataFrame, ema: bool = True, size: int = 32) -
     full = splits.read_split(run)
     train = full[full["split"] == "train"].reset_index(drop=True)
     train.attrs = full.attrs
-    train_short_checkpoint(
-        train, run / "checkpoints" / "best.pt", size=size, steps=10, seed=0, epoch=2
-    )
-    if ema:
+    # the logit-adjusted loss (tau 1), as the trainer trains: checkpoints carry the prior
+    for name, steps, seed, epoch in (("best", 10, 0, 2), ("best_ema", 14, 1, 3))[: 1 + ema]:
+        path = run / "checkpoints" / f"{name}.pt"
         train_short_checkpoint(
-            train, run / "checkpoints" / "best_ema.pt", size=size, steps=14, seed=1, epoch=3
+            train, path, size, steps, seed=seed, epoch=epoch, logit_adjust_tau=1.0
         )
 
 
@@ -134,6 +133,88 @@ def test_ham10000_evaluation(ham_run, ham_manifest):
     assert set(per_class) == set(ham_manifest.attrs["classes"])
 
 
+def test_ham10000_no_choosing_on_test_and_probabilities_said_right(ham_run):
+    """The reported checkpoint was fixed by the parameter before test; the other one's test
+    numbers sit in the appendix; calibration is measured on the probabilities a user gets
+    (the training data's class mix, from the checkpoint's train_prior)."""
+    from skinhelpers.evaluate import priors, scores
+    from skinhelpers.model.checkpoints import load_checkpoint, train_prior
+
+    m = json.loads((ham_run / "metrics.json").read_text())
+    sel = m["selection"]
+    assert sel["rule"] == "parameter" and sel["checkpoint"] == m["primary"] == "best_ema"
+    assert set(sel["validation"]) == {"best", "best_ema"}
+    assert m["not_for_choosing"]["checkpoints"] == ["best"]
+    assert "balanced_accuracy" in m["not_for_choosing"]["ema_vs_raw"]
+    rec = train_prior(load_checkpoint(ham_run / "checkpoints" / "best_ema.pt"))
+    assert m["probabilities"]["prior"] == "data" and m["probabilities"]["known"]
+    assert m["calibration"]["probabilities"] == m["probabilities"]
+    pred = pd.read_csv(ham_run / "predictions_test.csv")
+    classes = m["classes"]
+    balanced = pred[[f"p_{c}" for c in classes]].to_numpy()
+    user = priors.prior_shift(rec, classes).apply(balanced)
+    assert np.allclose(list(m["probabilities"]["target"].values()), rec["data"])
+    y = pred["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    ece = scores.expected_calibration_error(y, user, m["calibration"]["n_bins"])
+    assert m["calibration"]["before"]["ece"] == pytest.approx(ece, abs=1e-9)
+    assert m["calibration"]["balanced_scores_ece"] == pytest.approx(
+        scores.expected_calibration_error(y, balanced, m["calibration"]["n_bins"]), abs=1e-9
+    )
+    assert "training data's class mix" in " ".join(m["sentences"])
+
+
+def test_ham10000_what_a_dermatologist_looks_for(ham_run, ham_manifest):
+    """Per lesion, histopathology-confirmed, malignant vs benign, the missed melanomas and
+    confusions, the published comparison: each checked against its direct computation on
+    the saved predictions."""
+    m = json.loads((ham_run / "metrics.json").read_text())
+    classes = m["classes"]
+    pred = pd.read_csv(ham_run / "predictions_test.csv")
+    pcols = [f"p_{c}" for c in classes]
+    y = pred["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    # per lesion: each lesion's images averaged, counted once
+    les = pred.groupby("group")[pcols].mean()
+    lab = pred.groupby("group")["label"].first().map({c: i for i, c in enumerate(classes)})
+    pl = m["per_lesion"]
+    assert pl["n_lesions"] == len(les) == m["n_test_groups"] and pl["n_images"] == len(pred)
+    ba = pl["result"]["headline"]["balanced_accuracy"]
+    assert ba["value"] == pytest.approx(
+        skm.balanced_accuracy_score(lab.loc[les.index], les.to_numpy().argmax(1))
+    )
+    assert pl["result"]["bootstrap"]["n_units"] == len(les)
+    # histopathology-confirmed only
+    dx = pred.merge(ham_manifest[["image_id", "dx_type"]], on="image_id")["dx_type"]
+    histo = (dx == "histo").to_numpy()
+    c = m["confirmed"]
+    assert c["n_images"] == histo.sum() and c["n_test"] == len(pred)
+    assert c["result"]["headline"]["balanced_accuracy"]["value"] == pytest.approx(
+        skm.balanced_accuracy_score(y[histo], pred[pcols].to_numpy()[histo].argmax(1))
+    )
+    assert "never a model input" in c["note"]
+    # malignant vs benign: the summed balanced scores of mel, bcc and akiec
+    mal = m["malignant"]
+    assert mal["classes"] == ["akiec", "bcc", "mel"] and len(mal["operating_points"]) == 4
+    is_mal = pred["label"].isin(mal["classes"]).to_numpy()
+    s = pred[[f"p_{k}" for k in mal["classes"]]].sum(1).to_numpy()
+    assert mal["auc"]["value"] == pytest.approx(skm.roc_auc_score(is_mal, s))
+    # the missed melanomas at the chosen operating point, and the named confusions
+    op = m["positive_class"]["operating_points"][0]
+    missed = m["cases"]["missed"]
+    assert missed["threshold"] == op["threshold"]
+    assert (
+        missed["n_missed"] == ((pred["label"] == "mel") & (pred["p_mel"] < op["threshold"])).sum()
+    )
+    pairs = {(x["true"], x["said"]): x["n"] for x in m["cases"]["confusions"]}
+    assert set(pairs) >= {("mel", "nv"), ("bkl", "mel")}
+    assert pairs["mel", "nv"] == ((pred["label"] == "mel") & (pred["pred"] == "nv")).sum()
+    # beside published results, with why not comparable
+    pub = m["published"]
+    assert [r["balanced_accuracy"] for r in pub["published"]] == [0.885, 0.882, 0.871, 0.856]
+    assert pub["ours"] == m["models"]["best_ema"]["headline"]["balanced_accuracy"]
+    assert any("600x450" in r for r in pub["reasons"]) and len(pub["reasons"]) >= 4
+    assert m["gradcam_skipped"] is None  # small_cnn at 32 px: a 4x4 feature map
+
+
 def test_ham10000_subgroups(ham_run):
     """subgroups.csv: the whole test set, then sex, age band and body site, each metric
     with its interval; the model card shows them."""
@@ -206,9 +287,27 @@ def test_report_of_the_run(ham_run):
     html = index.read_text()
     assert "08_evaluation.story.html" in html and "SYNTHETIC" not in html
     assert "best_ema" in html and "melanoma" in html
+    assert "<h2>What next</h2>" in html and "href='glossary.html'" in html
+    assert "not for choosing" in html and "best_ema, per lesion" in html
+    head, appendix = html.split("<h2>Appendix: the other checkpoints on test")
+    assert "<th>best</th>" in appendix and "<th>best</th>" not in head
+    glossary = (ham_run / "report" / "glossary.html").read_text()
+    for term in ("balanced accuracy", "StratifiedGroupKFold", "logit adjustment", "Wilson"):
+        assert term in glossary
     story = (ham_run / "report" / "08_evaluation.story.html").read_text()
     assert "Grad-CAM" in story and "data:image/png;base64" in story
     assert "Subgroups: does it work as well for every patient?" in story
+    for heading in (
+        "The melanomas it missed",
+        "The main confusions",
+        "Per lesion",
+        "Histopathology-confirmed cases only",
+        "Beside published results",
+        "What next",
+        "not for choosing",
+        "glossary",
+    ):
+        assert heading in story, heading
     assert "plot_confusion_matrices" not in story  # code hidden
     assert "plot_confusion_matrices" in (ham_run / "report" / "08_evaluation.html").read_text()
 
@@ -228,20 +327,27 @@ def test_binary_dataset_without_masks_tta_or_ema(demo_manifest, tmp_path_factory
     assert df.attrs["positive_class"] == "malignant"
     run = tmp_path_factory.mktemp("nb08") / "bin"
     run.mkdir()
-    prepare_run(run, df, ema=False)
+    prepare_run(run, df, ema=False, size=16)  # small_cnn at 16 px: a 2x2 feature map
     _execute(
         run,
         "melanoma10k",
         root,
         n_bootstrap=30,
         tta_views=1,
-        checkpoint="best",
+        checkpoint="validation",
         gradcam_per_class=1,
         cam_max_images=10,
     )
     m = _check_consistency(run, ["benign", "malignant"])
     assert set(m["models"]) == {"best"} and m["tta"] is None
-    assert m["gradcam_in_lesion"] is None  # no masks in this dataset
+    # chosen on validation, before test: the only checkpoint there is
+    assert m["selection"]["rule"] == "validation" and m["primary"] == "best"
+    assert m["not_for_choosing"]["checkpoints"] == []
+    # Grad-CAM below 4x4 is skipped, with the reason
+    assert "2x2" in m["gradcam_skipped"] and m["gradcam_in_lesion"] is None
+    # mel, bcc, akiec are not classes here: no malignant operating point, and why
+    assert m["malignant"] is None and "none of malignant_classes" in m["malignant_note"]
+    assert m["published"] is None and m["confirmed"] is None  # other classes, no dx_type
     assert m["positive_class"]["class"] == "malignant"
     pred = pd.read_csv(run / "predictions_test.csv")
     y = (pred["label"] == "malignant").to_numpy()

@@ -271,6 +271,14 @@ def test_export_of_the_primary_checkpoint_carries_its_thresholds(run08, tmp_path
     assert [o["threshold"] for o in t["operating_points"]] == [
         o["threshold"] for o in m["positive_class"]["operating_points"]
     ]
+    assert "balanced score" in t["score"]  # not the probabilities under the data's mix
+    # the malignant-vs-benign points chosen in 08 travel too, and the probabilities' recipe
+    assert t["malignant"]["classes"] == ["akiec", "bcc", "mel"]
+    assert t["malignant"]["class_indices"] == [0, 1, 4]
+    assert [o["threshold"] for o in t["malignant"]["operating_points"]] == [
+        o["threshold"] for o in m["malignant"]["operating_points"]
+    ]
+    assert cfg["train_prior"]["tau"] == 1.0 and cfg["probabilities"]["default_prior"] == "data"
     other = export_model(run08 / "checkpoints" / "best.pt", "safetensors", tmp_path / "b")
     assert json.loads(other["config"].read_text())["thresholds"] is None  # not the primary
 
@@ -303,21 +311,57 @@ def test_demo_answers_like_predict(demo_server, run08, ham_manifest, tmp_path):
     client = Client(url, verbose=False)
     images = list(pick_images(ham_manifest, per_class=1, seed=3)["path"])[:3]
     ckpt = run08 / "checkpoints" / "best_ema.pt"
-    ref = predict_images(
-        ckpt, images, tta=app.demo_model.views, show_progress=False, precision="float32"
+    # the training data's mix (the default), the balanced scores (the checkpoint was trained
+    # with tau = 1: they are the equal-prior probabilities) and a clinic's melanoma rate
+    ref, balanced, clinic = (
+        predict_images(
+            ckpt,
+            images,
+            tta=app.demo_model.views,
+            show_progress=False,
+            precision="float32",
+            prior=prior,
+        )
+        for prior in ("data", "equal", "mel=0.02")
     )
     assert app.demo_model.views == ["identity", "hflip"]  # those of the thresholds
+    dm = app.demo_model
+    screening = next(c["label"] for c in dm.choices if "melanoma: sensitivity ≥ 95%" in c["label"])
     for i, path in enumerate(images):
+        # the defaults: the first operating point, the training data's class mix
         label, verdict, cam, prep = client.predict(handle_file(path), api_name="/classify")
         got = {c["label"]: c["confidence"] for c in label["confidences"]}
         want = {c[2:]: ref.iloc[i][c] for c in _pcols(ref)}
         assert got.keys() == want.keys()
         assert max(abs(got[k] - want[k]) for k in got) < 1e-6
-        assert label["label"] == ref.iloc[i]["pred"]
+        assert label["label"] == max(want, key=want.get)  # the most probable under the mix
+        assert f"Predicted class: {ref.iloc[i]['pred']}" in verdict  # the balanced decision
+        assert "training data's class mix" in verdict and "training data's class mix" in prep
         assert "melanoma" in verdict and "sensitivity" in verdict and "specificity" in verdict
-        assert ("Flagged" in verdict) == (ref.iloc[i]["p_mel"] >= app.demo_model.op["threshold"])
+        p_mel = balanced.iloc[i]["p_mel"]  # a threshold applies to the balanced score
+        assert ("Flagged" in verdict) == (p_mel >= dm.op["threshold"])
         assert Path(cam).exists()
         assert "resize `squash` to 32 x 32 px" in prep and "CC BY-NC 4.0" in prep
+        # the user picks the screening point and a clinic's melanoma rate of 2%
+        label, verdict, _, prep = client.predict(
+            handle_file(path), screening, "a melanoma prevalence I give", 2.0, api_name="/classify"
+        )
+        got = {c["label"]: c["confidence"] for c in label["confidences"]}
+        assert max(abs(got[c[2:]] - clinic.iloc[i][c]) for c in _pcols(clinic)) < 1e-6
+        assert "sensitivity ≥ 95%" in verdict and "mel 0.02" in prep
+        thr = next(c["op"]["threshold"] for c in dm.choices if c["label"] == screening)
+        assert ("Flagged" in verdict) == (p_mel >= thr)
+        label, _, _, _ = client.predict(
+            handle_file(path),
+            screening,
+            "equal priors (every class equally likely)",
+            None,
+            api_name="/classify",
+        )
+        got = {c["label"]: c["confidence"] for c in label["confidences"]}
+        assert max(abs(got[c[2:]] - balanced.iloc[i][c]) for c in _pcols(balanced)) < 1e-6
+    labels = [c["label"] for c in dm.choices]
+    assert len(labels) == 8 and any(x.startswith("malignant (akiec, bcc, mel)") for x in labels)
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image at all")
     with pytest.raises(Exception, match="is not an image this demo can read"):

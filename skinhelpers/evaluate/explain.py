@@ -80,6 +80,28 @@ def layer_output_shape(
     return shape[-1]
 
 
+#: the smallest feature map (each side) whose Grad-CAM is worth showing
+MIN_CAM_SIDE = 4
+
+
+def cam_too_coarse(fmap_shape, image_size=None, minimum: int = MIN_CAM_SIDE) -> str | None:
+    """Why Grad-CAM is skipped for a feature map of ``fmap_shape`` (``(..., H, W)``), or
+    None when it is fine. Below ``minimum`` cells a side the map is a handful of blocks
+    upsampled over the whole image: it cannot say whether the model looks at the lesion or
+    at the skin beside it, and a figure of it would suggest that it can."""
+    h, w = int(fmap_shape[-2]), int(fmap_shape[-1])
+    if min(h, w) >= minimum:
+        return None
+    at = f" for {image_size} images" if image_size is not None else ""
+    return (
+        f"Grad-CAM skipped: the target layer's feature map is {h}x{w}{at}, below "
+        f"{minimum}x{minimum}. Upsampled over the image, {h * w} cells cannot tell the lesion "
+        "from the skin around it, so the maps and the in-lesion statistics would mean "
+        "nothing. Train at a larger image size (128 px and up for EfficientNet-Lite0) to "
+        "see where the model looks."
+    )
+
+
 def layer_name(model: torch.nn.Module, layer: torch.nn.Module) -> str:
     return next((n for n, m in model.named_modules() if m is layer), "?")
 
@@ -329,6 +351,8 @@ def plot_image_gallery(
 
 
 __all__ = [
+    "MIN_CAM_SIDE",
+    "cam_too_coarse",
     "find_target_layer",
     "layer_output_shape",
     "layer_name",

@@ -658,6 +658,61 @@ def positive_class_analysis(
     return out
 
 
+def positive_summary(
+    y,
+    probs,
+    pos: int,
+    threshold: float | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    groups=None,
+) -> dict:
+    """One class against the rest on a set of predictions (a subset, or lesions): ``n_pos``,
+    ``n_neg``, and when both occur the ``auc`` (bootstrap of ``groups``) and, with
+    ``threshold``, the ``operating_point`` there (:func:`operating_point_ci`). JSON-ready."""
+    is_pos = np.asarray(y) == pos
+    score = np.asarray(probs, dtype=np.float64)[:, pos]
+    out: dict = {"n_pos": int(is_pos.sum()), "n_neg": int((~is_pos).sum())}
+    if is_pos.any() and not is_pos.all():
+        t = bootstrap_ci(
+            is_pos.astype(int),
+            np.stack([1 - score, score], 1),
+            binary_auc_fns(),
+            n_bootstrap,
+            seed,
+            groups=groups,
+        )
+        out["auc"] = ci_dict(t)["auc"]
+        if threshold is not None:
+            ci = operating_point_ci(is_pos, score, threshold, groups)
+            out["operating_point"] = {"threshold": float(threshold), **ci}
+    return out
+
+
+def operating_points_table(analysis: dict) -> pd.DataFrame:
+    """The operating points of :func:`positive_class_analysis` as one table: the target,
+    the threshold chosen on validation, validation sensitivity and specificity, the test
+    ones with their Wilson intervals, test PPV and NPV."""
+    rows = []
+    for op in analysis["operating_points"]:
+        ci = {
+            f"test {k} (95% CI)": f"{v['value']:.3f} ({v['ci_low']:.3f}-{v['ci_high']:.3f})"
+            for k, v in op["test_ci"].items()
+        }
+        rows.append(
+            {
+                "target": f"{op['target']} >= {op['target_value']:.0%}",
+                "threshold": op["threshold"],
+                "val sensitivity": op["validation"]["sensitivity"],
+                "val specificity": op["validation"]["specificity"],
+                **ci,
+                "test PPV": op["test"]["ppv"],
+                "test NPV": op["test"]["npv"],
+            }
+        )
+    return pd.DataFrame(rows).set_index("target")
+
+
 # ----------------------------------------------------------------------------- calibration
 
 
@@ -965,6 +1020,8 @@ def plot_reliability(
 __all__ = [
     "HEADLINE",
     "per_class_report",
+    "operating_points_table",
+    "positive_summary",
     "confusion",
     "bootstrap_indices",
     "bootstrap_unit",

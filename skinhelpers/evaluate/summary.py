@@ -6,23 +6,49 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from skinhelpers.evaluate import scores
+from skinhelpers.model.metrics import classification_metrics
 
 CHECKPOINT_NAMES = ("best", "best_ema", "final_ema")
 
 
-def resolve_checkpoints(run_dir, checkpoint: str = "best_ema") -> tuple[str, dict[str, Path]]:
+#: the ``checkpoint`` value that lets validation choose the reported checkpoint
+BY_VALIDATION = "validation"
+#: the metric validation chooses by, and the order that breaks a tie
+SELECTION_METRIC = "balanced_accuracy"
+NOT_FOR_CHOOSING = (
+    "The reported checkpoint was fixed before the test split was scored (by the "
+    "`checkpoint` parameter, or chosen on validation). The other checkpoints' test numbers "
+    "are shown for the record only: picking the reported model after seeing them would be "
+    "choosing on test, and the chosen number would then be optimistic."
+)
+
+
+def resolve_checkpoints(
+    run_dir, checkpoint: str = "best_ema"
+) -> tuple[str | None, dict[str, Path]]:
     """The checkpoints notebook 08 evaluates, and the reported one.
 
     ``checkpoint``: ``best``, ``best_ema`` or ``final_ema`` (the EMA weights at the end of
-    training; in ``<run_dir>/checkpoints/``), or a path to a
-    ``.pt`` file (named by its stem, evaluated first). Returns ``(primary, {name: path})``
-    for the files that exist; FileNotFoundError when the reported one does not.
+    training; in ``<run_dir>/checkpoints/``), ``"validation"`` (the reported one is chosen
+    afterwards on validation alone, :func:`choose_checkpoint`: primary ``None``), or a path
+    to a ``.pt`` file (named by its stem, evaluated first). Returns
+    ``(primary, {name: path})`` for the files that exist; FileNotFoundError when the
+    reported one (for ``"validation"``: every one) does not.
     """
     run_dir = Path(run_dir)
     candidates = {n: run_dir / "checkpoints" / f"{n}.pt" for n in CHECKPOINT_NAMES}
+    if checkpoint == BY_VALIDATION:
+        found = {name: p for name, p in candidates.items() if p.exists()}
+        if not found:
+            raise FileNotFoundError(
+                f"no checkpoint in {run_dir / 'checkpoints'} ({', '.join(CHECKPOINT_NAMES)}): "
+                "run notebook 07 in this run folder first"
+            )
+        return None, found
     if checkpoint in candidates:
         primary = checkpoint
     else:  # a path given by the reader
@@ -38,13 +64,64 @@ def resolve_checkpoints(run_dir, checkpoint: str = "best_ema") -> tuple[str, dic
     return primary, found
 
 
+def choose_checkpoint(
+    primary: str | None, checkpoint: str, y_val, val_probs: dict[str, object]
+) -> tuple[str, dict]:
+    """The reported checkpoint, fixed before test is scored, and the record of how.
+
+    ``primary`` from :func:`resolve_checkpoints` (None when ``checkpoint`` is
+    ``"validation"``: the checkpoint with the highest validation balanced accuracy of
+    ``val_probs``, ``{name: validation probabilities}``; a tie goes to the earlier name in
+    ``val_probs``' order). Returns ``(primary, record)``; the record (``rule``,
+    ``checkpoint``, ``validation``: every candidate's validation score, ``sentence``) goes
+    to ``metrics.json["selection"]``.
+    """
+    y = np.asarray(y_val)
+    val = {
+        n: float(classification_metrics(y, np.asarray(p))[SELECTION_METRIC])
+        for n, p in val_probs.items()
+    }
+    if primary is None:
+        if not val:
+            raise ValueError("no validation predictions to choose a checkpoint from")
+        best = max(val.values())
+        primary = next(n for n, v in val.items() if v == best)
+        rule = BY_VALIDATION
+        sentence = (
+            f"Reported checkpoint: **{primary}**, chosen on validation (the highest "
+            f"validation balanced accuracy, {best:.3f}, among "
+            + ", ".join(f"{n} {v:.3f}" for n, v in val.items())
+            + ") before the test split was scored."
+        )
+    else:
+        rule = "parameter"
+        sentence = (
+            f"Reported checkpoint: **{primary}**, fixed by the `checkpoint` parameter "
+            f"(`{checkpoint}`) before the test split was scored"
+            + (f" (validation balanced accuracy {val[primary]:.3f})." if primary in val else ".")
+        )
+    return primary, {
+        "rule": rule,
+        "checkpoint": primary,
+        "metric": SELECTION_METRIC,
+        "validation": val,
+        "sentence": sentence,
+        "not_for_choosing": NOT_FOR_CHOOSING,
+    }
+
+
 def summary_sentences(
     clinical: dict | None, calibration: dict, tta: dict | None, lesion: dict | None
 ) -> list[str]:
     """The plain-language findings of the evaluation, for the report."""
     out = list(clinical["sentences"]) if clinical else []
+    prior = (calibration.get("probabilities") or {}).get("prior")
+    which = {
+        "data": " of the probabilities under the training data's class mix",
+        "equal": " of the probabilities under equal class priors",
+    }.get(prior, "")
     out.append(
-        f"Calibration: temperature {calibration['temperature']:.2f} fitted on "
+        f"Calibration{which}: temperature {calibration['temperature']:.2f} fitted on "
         f"validation changes the test ECE from {calibration['before']['ece']:.3f} to "
         f"{calibration['after']['ece']:.3f}."
     )

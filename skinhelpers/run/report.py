@@ -7,7 +7,8 @@
   without progress bars,
 * ``index.html``: the notebooks in order with both links, their run times, the headline
   metrics from ``metrics.json`` (with confidence intervals), the dataset (a SYNTHETIC
-  banner for the demo set) and the run's parameters (``run.json``, ``params/*.json``),
+  banner for the demo set), what to do next, the other checkpoints' test numbers in an
+  appendix (not for choosing) and the run's parameters (``run.json``, ``params/*.json``),
 * ``model_card.html``: the run's ``MODEL_CARD.md`` (written here too, by
   :func:`skinhelpers.share.model_card.write_model_card`), linked from the index.
 
@@ -27,6 +28,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from skinhelpers.evaluate.glossary import glossary_html
+from skinhelpers.evaluate.next_steps import what_next
 from skinhelpers.files import atomic_path
 from skinhelpers.progress import progress_match
 from skinhelpers.share.model_card import bootstrap_text, test_size_text, write_model_card
@@ -231,11 +234,25 @@ def _ci_cell(v) -> str:
     return "<td class='missing'>&ndash;</td>"
 
 
+def _headlines(m: dict, reported: bool) -> dict:
+    """``{name: headline}`` of the reported models (the primary checkpoint, a K-fold
+    ensemble, the primary per lesion) or, ``reported=False``, of the others (not for
+    choosing). A run evaluated before the appendix existed reports every checkpoint."""
+    models = {n: mm for n, mm in (m.get("models") or {}).items() if isinstance(mm, dict)}
+    keep = (m.get("primary"), "ensemble")
+    if "selection" not in m:
+        return {n: mm.get("headline", {}) for n, mm in models.items()} if reported else {}
+    out = {n: mm.get("headline", {}) for n, mm in models.items() if (n in keep) == bool(reported)}
+    les = (m.get("per_lesion") or {}).get("result") or {}
+    if reported and les.get("headline"):
+        out[f"{m.get('primary')}, per lesion"] = les["headline"]
+    return out
+
+
 def _metrics_section(m: dict) -> str:
     """Headline metrics of ``metrics.json`` (schema written by notebook 08)."""
     parts = []
-    models = m.get("models") or {}
-    headline = {name: mm.get("headline", {}) for name, mm in models.items() if isinstance(mm, dict)}
+    headline = _headlines(m, True)
     if not headline and isinstance(m.get("headline"), dict):
         headline = {"model": m["headline"]}
     if headline:
@@ -256,6 +273,13 @@ def _metrics_section(m: dict) -> str:
             f"<p class='muted'>Held-out test split, {_e(test_size_text(m))}; 95% "
             f"bootstrap confidence intervals in brackets ({_e(bootstrap_text(m))})."
             + (" &#9733; the checkpoint the report's conclusions use." if m.get("primary") else "")
+            + (
+                f" {_e((m.get('selection') or {}).get('sentence', '').replace('**', ''))}"
+                " The other checkpoints are in the appendix below, not for choosing;"
+                " <em>per lesion</em>: each lesion's images averaged and counted once."
+                if m.get("selection")
+                else ""
+            )
             + "</p>"
         )
     sentences = list(m.get("sentences") or [])
@@ -263,7 +287,41 @@ def _metrics_section(m: dict) -> str:
         parts.append(
             "<ul class='sent'>" + "".join(f"<li>{_e(s)}</li>" for s in sentences) + "</ul>"
         )
+    prob = m.get("probabilities")
+    if isinstance(prob, dict):
+        parts.append(
+            f"<p class='muted'>The probabilities <code>predict</code>, the export and the demo "
+            f"give: {_e(prob.get('description', ''))}.</p>"
+        )
     return "".join(parts) or "<p class='missing'>metrics.json holds no headline metrics.</p>"
+
+
+def _appendix_section(m: dict) -> str:
+    """The other checkpoints' test numbers, with why they are not for choosing."""
+    others = _headlines(m, False)
+    if not others:
+        return ""
+    keys: list[str] = []
+    for h in others.values():
+        keys += [k for k in h if k not in keys]
+    rows = "".join(
+        f"<tr><th>{_e(n)}</th>" + "".join(_ci_cell(h.get(k)) for k in keys) + "</tr>"
+        for n, h in others.items()
+    )
+    note = (m.get("not_for_choosing") or {}).get("note") or (m.get("selection") or {}).get(
+        "not_for_choosing", ""
+    )
+    return (
+        "<h2>Appendix: the other checkpoints on test, not for choosing</h2>"
+        f"<p>{_e(note)}</p><table><tr><th>checkpoint</th>"
+        + "".join(f"<th>{_e(k)}</th>" for k in keys)
+        + f"</tr>{rows}</table>"
+    )
+
+
+def _next_section(run_dir: Path, m: dict) -> str:
+    steps = what_next(m, any(run_dir.glob("external_*_metrics.json")))
+    return "<h2>What next</h2><ol>" + "".join(f"<li>{_e(x)}</li>" for x in steps) + "</ol>"
 
 
 def _index_html(run_dir: Path, entries: list[dict]) -> str:
@@ -335,6 +393,11 @@ def _index_html(run_dir: Path, entries: list[dict]) -> str:
             "limits, licence): <a href='model_card.html'>read</a> &middot; "
             "<a href='../MODEL_CARD.md'>MODEL_CARD.md</a></p>"
         )
+    out.append(
+        "<p><b>Glossary</b> of the terms the report uses (balanced accuracy, ROC-AUC, "
+        "bootstrap, Wilson interval, EMA, logit adjustment, TTA, Grad-CAM, ...): "
+        "<a href='glossary.html'>read</a></p>"
+    )
     # headline metrics
     out.append("<h2>Headline results</h2>")
     out.append(
@@ -387,6 +450,9 @@ def _index_html(run_dir: Path, entries: list[dict]) -> str:
         f"<table><tr><th>#</th><th>chapter</th><th>read</th><th>time</th>"
         f"<th>status</th></tr>{rows}</table>"
     )
+    if isinstance(metrics, dict) and metrics.get("models"):
+        out.append(_next_section(run_dir, metrics))
+        out.append(_appendix_section(metrics))
     # parameters
     out.append("<h2>Parameters</h2>")
     if run:
@@ -450,6 +516,13 @@ def render_report(run_dir, out_dir=None) -> Path:
                 }
             )
     _write_model_card(run_dir, out_dir)
+    _write(
+        out_dir / "glossary.html",
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Glossary: "
+        f"{_e(run_dir.name)}</title><style>{_CSS}</style></head><body><h1>Glossary</h1>"
+        f"{glossary_html()}<p class='muted'><a href='index.html'>back to the report</a></p>"
+        "</body></html>",
+    )
     index = out_dir / "index.html"
     _write(index, _index_html(run_dir, entries))
     return index

@@ -4,12 +4,20 @@
 
 serves a Gradio page on http://127.0.0.1:PORT (this machine only; Gradio's analytics and
 version check are off, fonts are local, nothing is sent anywhere). For one uploaded image
-it shows the class probabilities, the melanoma operating point's verdict in words with
-the sensitivity and specificity it had on validation (when the run folder holds notebook
-08's ``metrics.json`` for this checkpoint), the Grad-CAM of the predicted class over the
-image the network saw, and the preprocessing used. The probabilities are those of
-``python -m skinhelpers predict`` with the same checkpoint and test-time views. A file
-that is not a readable image gets a clear message.
+it shows the class probabilities, the verdict of the operating point the user chooses in
+words with the sensitivity and specificity it had on validation and test (when the run
+folder holds notebook 08's ``metrics.json`` for this checkpoint: the melanoma thresholds
+chosen there for 95% and 90% specificity and for 95% and 90% sensitivity, the one to
+screen with, and the malignant-vs-benign ones), the Grad-CAM of the predicted class over
+the image the network saw, and the preprocessing used.
+
+The probabilities are under the training data's class mix by default, or under equal
+priors, or under a melanoma prevalence the user gives (a clinic's rate; the other classes
+keep the data's proportions), as ``python -m skinhelpers predict --prior`` gives them
+with the same checkpoint and test-time views (:mod:`skinhelpers.evaluate.priors`). The
+predicted class is the balanced decision whatever the mix, and a threshold always applies
+to the balanced score it was chosen on. A file that is not a readable image gets a clear
+message.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import torch  # noqa: E402
 
 from skinhelpers.data.imaging import ImageReadError, load_for_model, read_rgb  # noqa: E402
 from skinhelpers.device import PRECISIONS, inference_dtype, precision_name  # noqa: E402
+from skinhelpers.evaluate import priors  # noqa: E402
 from skinhelpers.evaluate.explain import cams_for_images, overlay  # noqa: E402
 from skinhelpers.evaluate.tta import prepare_model  # noqa: E402
 from skinhelpers.model.checkpoints import (
@@ -35,10 +44,18 @@ from skinhelpers.model.checkpoints import (
     model_from_checkpoint,  # noqa: E402
 )
 from skinhelpers.model.inference import predict_batch, resolve_views  # noqa: E402
-from skinhelpers.share.export import run_thresholds  # noqa: E402
+from skinhelpers.share.export import operating_point_choices, run_thresholds  # noqa: E402
 from skinhelpers.share.licences import data_licence  # noqa: E402
 
 HOST = "127.0.0.1"
+#: the page's choices of class mix for the probabilities
+PRIOR_CHOICES = {
+    "the training data's class mix": "data",
+    "equal priors (every class equally likely)": "equal",
+    "a melanoma prevalence I give": "prevalence",
+}
+#: the page's extra choice when ``--prior`` gave a mix it has no button for
+STARTED_CHOICE = "the class mix given on the command line"
 DISCLAIMER = (
     "**Research and teaching only. Not a diagnostic device:** do not use it to "
     "decide anything about a patient."
@@ -54,6 +71,7 @@ class DemoModel:
         tta=None,
         operating_point: int = 0,
         precision: str = "auto",
+        prior=priors.DEFAULT_PRIOR,
     ):
         model, self.info = model_from_checkpoint(checkpoint, "cpu")
         self.model = prepare_model(model, channels_last=True)  # as predict does
@@ -61,29 +79,63 @@ class DemoModel:
         self.amp_dtype = inference_dtype("cpu", precision)
         self.precision = precision_name(self.amp_dtype)
         self.classes = list(self.info["classes"])
+        self.shift = priors.shift_for(self.info, prior)
         self.thresholds = run_thresholds(checkpoint, self.classes)
         # the views the thresholds were chosen with, unless told otherwise
         default = self.thresholds["tta_views"] if self.thresholds else 1
         self.views = resolve_views(default if tta is None else tta)
-        ops = (self.thresholds or {}).get("operating_points") or []
-        if ops and not 0 <= operating_point < len(ops):
+        self.choices = operating_point_choices(self.thresholds)
+        if self.choices and not 0 <= operating_point < len(self.choices):
             raise ValueError(
-                f"--operating-point {operating_point}: this run has {len(ops)} (0..{len(ops) - 1})"
+                f"--operating-point {operating_point}: this run has {len(self.choices)} "
+                f"(0..{len(self.choices) - 1}: "
+                + "; ".join(f"{i} {c['label']}" for i, c in enumerate(self.choices))
+                + ")"
             )
-        self.op = ops[operating_point] if ops else None
+        self.op_index = operating_point
         self.checkpoint = Path(checkpoint)
+        mel = (self.thresholds or {}).get("class")
+        self.melanoma = mel if mel in self.classes else None
+
+    @property
+    def op(self) -> dict | None:
+        """The operating point served by default (``--operating-point``)."""
+        return self.choices[self.op_index]["op"] if self.choices else None
 
     def image(self, path: str | os.PathLike) -> np.ndarray:
         """The uint8 RGB image the network sees (read, preprocessed, resized)."""
         i = self.info
         return load_for_model(path, i["image_size"], i["preprocess"], i["resize_mode"])
 
-    def probabilities(self, img: np.ndarray) -> np.ndarray:
+    def balanced_probabilities(self, img: np.ndarray) -> np.ndarray:
+        """The balanced scores (softmax of the raw logits, averaged over the views): what
+        the decision and the thresholds use."""
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
         p, _ = predict_batch(
             self.model, x, self.info["mean"], self.info["std"], self.views, amp_dtype=self.amp_dtype
         )
         return p[0].numpy()
+
+    def shift_for(self, prior_choice: str | None = None, prevalence=None) -> priors.PriorShift:
+        """The class mix the page asks for: a :data:`PRIOR_CHOICES` label (or its value),
+        with ``prevalence`` (a percentage) for the melanoma prevalence; None: the mix the
+        page was started with."""
+        kind = PRIOR_CHOICES.get(prior_choice, prior_choice)
+        if kind in (None, "", STARTED_CHOICE):
+            return self.shift
+        if kind == "prevalence":
+            if self.melanoma is None:
+                raise ValueError("this model's run names no melanoma class to set the rate of")
+            if prevalence is None or not 0 < float(prevalence) < 100:
+                raise ValueError(
+                    f"a melanoma prevalence in percent, above 0 and below 100 (got {prevalence})"
+                )
+            kind = {self.melanoma: float(prevalence) / 100}
+        return priors.shift_for(self.info, kind)
+
+    def probabilities(self, img: np.ndarray, shift: priors.PriorShift | None = None) -> np.ndarray:
+        """The probabilities shown: under the class mix of ``shift`` (default: the page's)."""
+        return (shift or self.shift).apply(self.balanced_probabilities(img)[None])[0]
 
     def cam_overlay(self, img: np.ndarray, target: int) -> np.ndarray:
         cam = cams_for_images(
@@ -91,22 +143,33 @@ class DemoModel:
         )[0]
         return overlay(img, cam)
 
-    def verdict(self, probs: np.ndarray) -> str:
-        """The melanoma operating point's answer for these probabilities, in words."""
-        if self.op is None:
+    def choice_index(self, label) -> int:
+        """The operating point named by its page label (or its index); the default one."""
+        if label is None or label == "":
+            return self.op_index
+        if isinstance(label, int):
+            return label
+        labels = [c["label"] for c in self.choices]
+        if label not in labels:
+            raise ValueError(f"no operating point '{label}': {labels}")
+        return labels.index(label)
+
+    def verdict(self, balanced: np.ndarray, choice=None) -> str:
+        """The chosen operating point's answer for these balanced scores, in words."""
+        if not self.choices:
             return (
-                "No melanoma operating point: the run folder of this checkpoint holds "
-                "no thresholds from notebook 08 for it, so only the probabilities are "
-                "shown."
+                "No operating point: the run folder of this checkpoint holds no thresholds "
+                "from notebook 08 for it, so only the probabilities are shown."
             )
-        t = self.thresholds
-        name, p = t["name"], float(probs[t["class_index"]])
-        op, val, test = self.op, self.op["validation"], self.op.get("test", {})
+        c = self.choices[self.choice_index(choice)]
+        op, name = c["op"], c["name"]
+        p = float(np.asarray(balanced)[c["class_indices"]].sum())
+        val, test = op["validation"], op.get("test", {})
         above = p >= op["threshold"]
         head = (
             f"### {'Flagged: suspicious of' if above else 'Not flagged for'} {name}\n\n"
-            f"p({name}) = **{p:.3f}**, {'at or above' if above else 'below'} the "
-            f"threshold {op['threshold']:.3f}."
+            f"Balanced score for {name} = **{p:.3f}**, {'at or above' if above else 'below'} "
+            f"the threshold {op['threshold']:.3f}."
         )
         how = (
             f"This threshold was chosen on the validation split for {op['target']} "
@@ -119,9 +182,13 @@ class DemoModel:
                 f"; on the test split: sensitivity {test['sensitivity']:.0%}, "
                 f"specificity {test['specificity']:.0%}"
             )
-        return f"{head}\n\n{how}.\n\n{DISCLAIMER}"
+        why = (
+            "The threshold applies to the balanced score (every class weighed equally), "
+            "the score it was chosen on, not to the probabilities shown above."
+        )
+        return f"{head}\n\n{how}.\n\n{why}\n\n{DISCLAIMER}"
 
-    def preprocessing(self, path: str, img: np.ndarray) -> str:
+    def preprocessing(self, path: str, img: np.ndarray, shift=None) -> str:
         h, w = read_rgb(path).shape[:2]
         i = self.info
         return (
@@ -132,18 +199,25 @@ class DemoModel:
             f"std {[round(s, 4) for s in i['std']]}\n"
             f"- test-time views averaged: {', '.join(self.views)}; "
             f"precision {self.precision}\n"
+            f"- {(shift or self.shift).describe()}\n"
             f"- model: {i['arch']}, epoch {i['epoch']}, trained on `{i['dataset']}` "
             f"(`{self.checkpoint.name}`)\n"
             f"- data licence: {data_licence(i['dataset'])}"
         )
 
-    def analyse(self, path: str | None):
-        """Everything the page shows for one uploaded file (raises ``gr.Error`` with a
-        clear message for a missing or unreadable file)."""
+    def analyse(self, path: str | None, choice=None, prior_choice=None, prevalence=None):
+        """Everything the page shows for one uploaded file, with the operating point
+        ``choice`` (its label; None: the default) and the class mix ``prior_choice`` (a
+        :data:`PRIOR_CHOICES` label; with ``prevalence`` in percent). Raises ``gr.Error``
+        with a clear message for a missing or unreadable file or a bad choice."""
         import gradio as gr
 
         if not path:
             raise gr.Error("Upload a dermoscopy image (JPEG or PNG) first.")
+        try:
+            shift = self.shift_for(prior_choice, prevalence)
+        except ValueError as e:
+            raise gr.Error(str(e)) from e
         try:
             img = self.image(path)
         except (ImageReadError, OSError, ValueError) as e:
@@ -152,24 +226,45 @@ class DemoModel:
                 f"'{Path(path).name}' is not an image this demo can read ({why}). "
                 "Upload a dermoscopy image: JPEG, PNG, BMP or TIFF."
             ) from e
-        probs = self.probabilities(img)
+        balanced = self.balanced_probabilities(img)
+        probs = shift.apply(balanced[None])[0]
+        decision = int(priors.balanced_decision(balanced[None])[0])
         label = {c: float(p) for c, p in zip(self.classes, probs)}
+        said = (
+            f"**Predicted class: {self.classes[decision]}** (the balanced decision, every "
+            "class weighed equally: the rule the model was selected for). The probabilities "
+            f"are {shift.describe().removeprefix('probabilities ')}, so the most probable "
+            "class under that mix can differ.\n\n"
+        )
         return (
             label,
-            self.verdict(probs),
-            self.cam_overlay(img, int(probs.argmax())),
-            self.preprocessing(path, img),
+            said + self.verdict(balanced, choice),
+            self.cam_overlay(img, decision),
+            self.preprocessing(path, img, shift),
         )
 
 
 def build_demo(
-    checkpoint: str | os.PathLike, tta=None, operating_point: int = 0, precision: str = "auto"
+    checkpoint: str | os.PathLike,
+    tta=None,
+    operating_point: int = 0,
+    precision: str = "auto",
+    prior=priors.DEFAULT_PRIOR,
 ):
     """The Gradio Blocks app for ``checkpoint`` (launch it with :func:`serve`)."""
     import gradio as gr
 
-    dm = DemoModel(checkpoint, tta=tta, operating_point=operating_point, precision=precision)
+    dm = DemoModel(
+        checkpoint, tta=tta, operating_point=operating_point, precision=precision, prior=prior
+    )
     synthetic = dm.info["dataset"] == "demo"
+    by_value = {v: k for k, v in PRIOR_CHOICES.items()}
+    prior_labels = list(PRIOR_CHOICES) if dm.melanoma else list(PRIOR_CHOICES)[:2]
+    start = by_value.get(dm.shift.name)
+    if start is None:  # a prevalence or a full class mix from --prior
+        prior_labels.append(STARTED_CHOICE)
+        start = STARTED_CHOICE
+    mel_rate = 100 * float(dm.shift.target[dm.classes.index(dm.melanoma)]) if dm.melanoma else None
     with gr.Blocks(title="skinlesion-lab demo", analytics_enabled=False) as app:
         gr.Markdown(
             "# skinlesion-lab: try the model\n\n"
@@ -179,6 +274,21 @@ def build_demo(
         with gr.Row():
             with gr.Column():
                 upload = gr.File(label="dermoscopy image (JPEG / PNG)", type="filepath")
+                op_choice = gr.Dropdown(
+                    [c["label"] for c in dm.choices],
+                    value=dm.choices[dm.op_index]["label"] if dm.choices else None,
+                    label="operating point (thresholds chosen on validation in notebook 08; "
+                    "to screen, take the 95% sensitivity one)",
+                    visible=bool(dm.choices),
+                )
+                prior_choice = gr.Radio(prior_labels, value=start, label="probabilities under")
+                prevalence = gr.Number(
+                    value=round(mel_rate, 2) if mel_rate is not None else None,
+                    label=f"{dm.melanoma or 'melanoma'} prevalence (%) where the model is "
+                    "used (with 'a melanoma prevalence I give'; the other classes keep the "
+                    "training data's proportions)",
+                    visible=dm.melanoma is not None,
+                )
                 button = gr.Button("Classify", variant="primary")
                 preprocessing = gr.Markdown(label="preprocessing")
             with gr.Column():
@@ -189,9 +299,10 @@ def build_demo(
                     type="numpy",
                     interactive=False,
                 )
+        inputs = [upload, op_choice, prior_choice, prevalence]
         outputs = [probs, verdict, cam, preprocessing]
-        button.click(dm.analyse, inputs=upload, outputs=outputs, api_name="classify")
-        upload.upload(dm.analyse, inputs=upload, outputs=outputs, api_name=False)
+        button.click(dm.analyse, inputs=inputs, outputs=outputs, api_name="classify")
+        upload.upload(dm.analyse, inputs=inputs, outputs=outputs, api_name=False)
     app.demo_model = dm
     return app
 
@@ -203,12 +314,15 @@ def serve(
     tta=None,
     operating_point: int = 0,
     precision: str = "auto",
+    prior=priors.DEFAULT_PRIOR,
 ):
     """Serve the demo on 127.0.0.1:``port`` (never shared, no analytics); return the app.
     ``block=False`` returns at once with the server running (tests)."""
     import gradio as gr
 
-    app = build_demo(checkpoint, tta=tta, operating_point=operating_point, precision=precision)
+    app = build_demo(
+        checkpoint, tta=tta, operating_point=operating_point, precision=precision, prior=prior
+    )
     app.launch(
         server_name=HOST,
         server_port=port,
@@ -239,13 +353,19 @@ def main(argv: list[str] | None = None) -> int:
         "--operating-point",
         type=int,
         default=0,
-        help="which of the run's melanoma operating points (0 = the first)",
+        help="the operating point the page starts with (0 = the first: melanoma at 95%% "
+        "specificity; the page lists them all, the 95%% sensitivity one to screen with)",
     )
     ap.add_argument(
         "--precision",
         default="auto",
         choices=PRECISIONS,
         help="auto (bfloat16 on a CPU with native bfloat16, as predict) | float32 | bfloat16",
+    )
+    ap.add_argument(
+        "--prior",
+        default=priors.DEFAULT_PRIOR,
+        help=priors.PRIOR_HELP + " (the page can change it)",
     )
     a = ap.parse_args(argv)
     print(f"serving on http://{HOST}:{a.port} (Ctrl-C stops it)", flush=True)
@@ -256,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             tta=a.tta,
             operating_point=a.operating_point,
             precision=a.precision,
+            prior=a.prior,
         )
     except (CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -263,4 +384,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["HOST", "DemoModel", "build_demo", "serve", "main"]
+__all__ = ["HOST", "PRIOR_CHOICES", "DemoModel", "build_demo", "serve", "main"]

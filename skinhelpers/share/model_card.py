@@ -110,10 +110,47 @@ def _model_section(run_dir: Path, metrics: dict, params: dict) -> str:
         ["test-time augmentation", ", ".join(metrics.get("tta_views") or ["identity"])],
         ["evaluated in", metrics.get("precision", "float32")],
     ]
-    for k in ("epochs", "lr", "loss", "label_smoothing", "balance_power", "ema", "monitor"):
+    sel = metrics.get("selection") or {}
+    if sel:
+        rows.insert(2, ["checkpoint fixed by", _selection_text(sel)])
+    for k in (
+        "epochs",
+        "lr",
+        "loss",
+        "label_smoothing",
+        "balance_power",
+        "logit_adjust_tau",
+        "ema",
+        "monitor",
+    ):
         if k in p7:
             rows.append([f"training: {k}", p7[k]])
+    rows.append(["probabilities (predict, export, demo)", probabilities_text(metrics)])
     return "## Model\n\n" + md_table(["", ""], rows)
+
+
+def _selection_text(sel: dict) -> str:
+    if sel.get("rule") == "validation":
+        return (
+            f"validation: the highest validation {sel.get('metric', 'balanced_accuracy')} "
+            "("
+            + ", ".join(f"{n} {v:.3f}" for n, v in (sel.get("validation") or {}).items())
+            + "), before test was scored"
+        )
+    return "the `checkpoint` parameter, before test was scored"
+
+
+def probabilities_text(metrics: dict) -> str:
+    """Which class mix the probabilities a user gets are under (metrics.json's
+    ``probabilities``, written by notebook 08)."""
+    rec = metrics.get("probabilities")
+    if not isinstance(rec, dict):
+        return (
+            "softmax of the logits (this run was evaluated before the probabilities were "
+            "moved to the training data's class mix: under a logit-adjusted loss they are "
+            "equal-prior probabilities)"
+        )
+    return rec.get("description", "?")
 
 
 def _use_section(synthetic: bool) -> str:
@@ -222,9 +259,18 @@ def bootstrap_text(metrics: dict) -> str:
     )
 
 
+def _reported(metrics: dict) -> dict:
+    """The models the card reports: the primary checkpoint and a K-fold ensemble (fixed in
+    advance); a run evaluated before the appendix existed shows all its checkpoints."""
+    models = {k: v for k, v in (metrics.get("models") or {}).items() if isinstance(v, dict)}
+    if "selection" not in metrics:
+        return models
+    return {k: v for k, v in models.items() if k in (metrics.get("primary"), "ensemble")}
+
+
 def _metrics_section(metrics: dict) -> str:
     out = ["## Test metrics (95% bootstrap CI)"]
-    models = {k: v for k, v in (metrics.get("models") or {}).items() if isinstance(v, dict)}
+    models = _reported(metrics)
     keys: list[str] = []
     for m in models.values():
         keys += [k for k in m.get("headline", {}) if k not in keys]
@@ -238,6 +284,12 @@ def _metrics_section(metrics: dict) -> str:
         f"Held-out test split, {test_size_text(metrics)}; {bootstrap_text(metrics)}; "
         f"{len(metrics.get('tta_views') or [1])} test-time view(s)."
     )
+    sel = metrics.get("selection") or {}
+    if sel.get("sentence"):
+        out.append(
+            sel["sentence"].replace("**", "")
+            + " The other checkpoints' test numbers are in the appendix, not for choosing."
+        )
     pc = models.get(metrics.get("primary"), {}).get("per_class") or {}
     if pc:
         out.append("Per class (reported checkpoint):")
@@ -327,6 +379,37 @@ def _operating_points_section(metrics: dict) -> str:
     out.append(
         "PPV and NPV depend on how common melanoma is; the test split's share is not a clinic's."
     )
+    out.append(
+        f"A threshold applies to the balanced score of {name} (the softmax of the logits, every "
+        "class weighed equally: the score it was chosen on), not to the probabilities under the "
+        "data's class mix; the export's `config.json` and the demo page carry every point (to "
+        "screen, take the 95%-sensitivity one)."
+    )
+    mal = metrics.get("malignant")
+    if isinstance(mal, dict) and mal.get("operating_points"):
+        out.append(f"### {mal.get('class', 'malignant')} vs benign")
+        out.append(
+            f"ROC-AUC {_ci(mal.get('auc'))} on {mal.get('n_test_pos', '?')} malignant and "
+            f"{mal.get('n_test_neg', '?')} benign test images; the score is the sum of the "
+            f"balanced scores of {', '.join(mal.get('classes') or [])}, thresholds chosen on "
+            "validation."
+        )
+        out.append(
+            md_table(
+                ["target", "threshold", "test sensitivity (95% CI)", "test specificity (95% CI)"],
+                [
+                    [
+                        f"{op['target']} ≥ {op['target_value']:.0%}",
+                        f"{op['threshold']:.3f}",
+                        _ci((op.get("test_ci") or {}).get("sensitivity"), True),
+                        _ci((op.get("test_ci") or {}).get("specificity"), True),
+                    ]
+                    for op in mal["operating_points"]
+                ],
+            )
+        )
+    elif metrics.get("malignant_note"):
+        out.append(f"Malignant vs benign: {metrics['malignant_note']}")
     return "\n\n".join(out)
 
 
@@ -340,7 +423,12 @@ def _calibration_section(metrics: dict) -> str:
         + md_table(
             ["", "ECE", "NLL", "Brier"],
             [
-                ["as trained", _num(b.get("ece")), _num(b.get("nll")), _num(b.get("brier"))],
+                [
+                    "as given" if isinstance(cal.get("probabilities"), dict) else "as trained",
+                    _num(b.get("ece")),
+                    _num(b.get("nll")),
+                    _num(b.get("brier")),
+                ],
                 [
                     f"temperature T = {_num(cal.get('temperature'))}",
                     _num(a.get("ece")),
@@ -350,8 +438,99 @@ def _calibration_section(metrics: dict) -> str:
             ],
         )
         + f"\n\nTest split, {cal.get('n_bins', '?')} bins; T fitted on validation. "
-        "The probabilities the model outputs (and the exported model) are *before* "
+        + (
+            f"Measured on the probabilities a user gets: {cal['probabilities']['description']} "
+            f"(the balanced scores read as probabilities: ECE "
+            f"{_num(cal.get('balanced_scores_ece'))}). "
+            if isinstance(cal.get("probabilities"), dict)
+            else "Measured on the softmax of the logits (equal-prior probabilities under a "
+            "logit-adjusted loss). "
+        )
+        + "The probabilities `predict`, the export and the demo give are *before* "
         "temperature scaling."
+    )
+
+
+def _lesion_section(metrics: dict) -> str | None:
+    les = metrics.get("per_lesion")
+    res = (metrics.get("models") or {}).get(metrics.get("primary")) or {}
+    if not isinstance(les, dict) or not res:
+        return None
+    rows = [
+        [k, _ci(res.get("headline", {}).get(k)), _ci(v)]
+        for k, v in (les.get("result") or {}).get("headline", {}).items()
+    ]
+    if "auc" in les:
+        rows.append(
+            ["melanoma AUC", _ci((metrics.get("positive_class") or {}).get("auc")), _ci(les["auc"])]
+        )
+    return (
+        "## Per lesion\n\n"
+        f"Each lesion's test images averaged (their probabilities) and scored once: "
+        f"{les.get('n_lesions')} lesions of {les.get('n_images')} images; intervals resample "
+        "lesions.\n\n" + md_table(["metric", "per image (95% CI)", "per lesion (95% CI)"], rows)
+    )
+
+
+def _confirmed_section(metrics: dict) -> str | None:
+    c = metrics.get("confirmed")
+    if not isinstance(c, dict):
+        return None
+    out = [
+        "## Histopathology-confirmed test cases",
+        f"{c.get('n_images')} of {c.get('n_test')} test images have a biopsy-confirmed "
+        'diagnosis (`dx_type == "histo"`).',
+    ]
+    r = c.get("result")
+    if isinstance(r, dict):
+        out.append(
+            md_table(
+                ["metric", "confirmed cases (95% CI)"],
+                [[k, _ci(v)] for k, v in r.get("headline", {}).items()]
+                + ([["melanoma AUC", _ci(c["auc"])]] if "auc" in c else []),
+            )
+        )
+    else:
+        out.append(f"No metrics: {c.get('why_none', 'too few')}.")
+    out.append(c.get("note", ""))
+    return "\n\n".join(x for x in out if x)
+
+
+def _published_section(metrics: dict) -> str | None:
+    pub = metrics.get("published")
+    if not isinstance(pub, dict):
+        return None
+    ours = pub.get("ours") or {}
+    rows = [[r["result"], _num(r["balanced_accuracy"]), r["setting"]] for r in pub["published"]]
+    rows.append([f"this run ({metrics.get('primary')})", _ci(ours), "lesion bootstrap 95% CI"])
+    return (
+        "## Beside published results\n\n"
+        + md_table(["result", "balanced accuracy", "setting"], rows)
+        + "\n\nNot directly comparable:\n\n"
+        + "\n".join(f"- {w}" for w in pub.get("reasons") or [])
+        + f"\n\nSources: {pub.get('source', '')}."
+    )
+
+
+def _appendix_section(metrics: dict) -> str | None:
+    if "selection" not in metrics:
+        return None
+    models = {k: v for k, v in (metrics.get("models") or {}).items() if isinstance(v, dict)}
+    others = {k: v for k, v in models.items() if k not in _reported(metrics)}
+    if not others:
+        return None
+    keys: list[str] = []
+    for m in others.values():
+        keys += [k for k in m.get("headline", {}) if k not in keys]
+    rows = [[n] + [_ci(m.get("headline", {}).get(k)) for k in keys] for n, m in others.items()]
+    note = (metrics.get("not_for_choosing") or {}).get("note") or metrics["selection"].get(
+        "not_for_choosing", ""
+    )
+    return (
+        "## Appendix: the other checkpoints on test, not for choosing\n\n"
+        + note
+        + "\n\n"
+        + md_table(["checkpoint"] + keys, rows)
     )
 
 
@@ -644,7 +823,16 @@ def model_card_text(run_dir: str | os.PathLike) -> str:
             _operating_points_section(metrics),
             _calibration_section(metrics),
         ]
-        parts += [s for s in (_levers_section(metrics),) if s]
+        parts += [
+            s
+            for s in (
+                _levers_section(metrics),
+                _lesion_section(metrics),
+                _confirmed_section(metrics),
+                _published_section(metrics),
+            )
+            if s
+        ]
     else:
         parts.append(
             "## Results\n\nNo `metrics.json` yet (notebook 08 writes it): no test "
@@ -658,6 +846,11 @@ def model_card_text(run_dir: str | os.PathLike) -> str:
             metrics.get("primary"), run_dir, (metrics.get("ensemble") or {}).get("members")
         ),
     ]
+    parts += [s for s in (_appendix_section(metrics),) if s]
+    parts.append(
+        "_The terms used here (balanced accuracy, bootstrap, Wilson interval, logit "
+        "adjustment, ...) are explained in the report's glossary, `report/glossary.html`._"
+    )
     return "\n\n".join(parts) + "\n"
 
 
@@ -679,6 +872,7 @@ if __name__ == "__main__":  # python -m skinhelpers.share.model_card RUN_DIR
 __all__ = [
     "CARD_NAME",
     "bootstrap_text",
+    "probabilities_text",
     "md_table",
     "model_card_text",
     "test_size_text",
