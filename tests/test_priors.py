@@ -124,7 +124,8 @@ def test_equal_and_given_prevalence():
 
 
 def test_prior_specs_and_refusals():
-    assert priors.parse_prior("DATA") == "data" and priors.parse_prior("balanced") == "equal"
+    assert priors.parse_prior("DATA") == "data" and priors.parse_prior("uniform") == "equal"
+    assert priors.parse_prior("Balanced") == "balanced"
     assert priors.parse_prior("mel=0.02, bcc=1%") == {"mel": 0.02, "bcc": 0.01}
     assert priors.parse_prior("0.5,0.5") == [0.5, 0.5]
     for bad, msg in (
@@ -140,6 +141,22 @@ def test_prior_specs_and_refusals():
         priors.target_prior({"mel": 0.6, "nv": 0.5}, CLASSES, DATA)
     with pytest.raises(ValueError, match="numbers for 7 classes"):
         priors.target_prior([0.5, 0.5], CLASSES, DATA)
+
+
+def test_balanced_is_the_raw_softmax_for_any_tau():
+    """'balanced' leaves the scores as they are (what 08's metrics and thresholds use); with
+    tau = 1 it is 'equal', otherwise the mix pi_s ** (1 - tau) it stands for."""
+    z = _logits(seed=4)
+    sampling = np.sqrt(DATA) / np.sqrt(DATA).sum()
+    for tau in (1.0, 0.5):
+        rec = {"tau": tau, "sampling": sampling.tolist(), "data": DATA.tolist()}
+        shift = priors.prior_shift(rec, CLASSES, "balanced")
+        assert np.allclose(shift.apply(_softmax(z)), _softmax(z), atol=1e-12)
+        q = sampling ** (1 - tau)
+        assert np.allclose(shift.target, q / q.sum())
+        equal = priors.prior_shift(rec, CLASSES, "equal").apply(_softmax(z))
+        assert np.allclose(equal, _softmax(z), atol=1e-12) == (tau == 1.0)
+    assert "softmax of the raw logits" in shift.describe()
 
 
 def test_no_record_means_equal_priors_with_a_note():

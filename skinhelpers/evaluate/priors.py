@@ -21,6 +21,9 @@ data's, and the formula above is the one that gives the data's. The choices of `
 * ``"data"`` (the default of ``predict``, the export and the demo): the training split's
   class mix, the checkpoint's ``train_prior["data"]``;
 * ``"equal"``: every class equally likely (the balanced scores themselves when ``tau = 1``);
+* ``"balanced"``: the balanced scores exactly, the softmax of the raw logits, what notebook
+  08's metrics and thresholds use (under the class mix ``pi_s ** (1 - tau)``: equal priors
+  when ``tau = 1``);
 * a prevalence the user knows, e.g. a clinic's melanoma rate ``"mel=0.02"``: the classes
   named get their rate, the others share the rest in the training data's proportions;
   or one number per class.
@@ -42,11 +45,14 @@ from skinhelpers.model.checkpoints import CheckpointError, train_prior
 
 #: the class mix ``predict``, the export and the demo give probabilities under by default
 DEFAULT_PRIOR = "data"
-EQUAL_NAMES = ("equal", "balanced", "uniform")
+EQUAL_NAMES = ("equal", "uniform")
+#: the softmax of the raw logits, unchanged (what the metrics and thresholds of 08 use)
+BALANCED = "balanced"
 PRIOR_HELP = (
     "class mix of the probabilities: data (default: the training data's class mix), equal "
-    "(every class equally likely), or a prevalence, e.g. mel=0.02 (the classes named get "
-    "their rate, the others share the rest in the training data's proportions); the "
+    "(every class equally likely), balanced (the softmax of the raw logits, the scores "
+    "notebook 08's metrics and thresholds use), or a prevalence, e.g. mel=0.02 (the classes "
+    "named get their rate, the others share the rest in the training data's proportions); the "
     "predicted class is the balanced decision whatever the choice"
 )
 NO_PRIOR_NOTE = (
@@ -57,7 +63,7 @@ NO_PRIOR_NOTE = (
 
 def parse_prior(spec) -> str | dict[str, float] | list[float]:
     """A prior as given on a command line, a page or in Python, in one of three forms:
-    ``"data"`` or ``"equal"`` (also ``"balanced"``, ``"uniform"``); ``{class: rate}`` (from
+    ``"data"``, ``"equal"`` (also ``"uniform"``) or ``"balanced"``; ``{class: rate}`` (from
     ``"mel=0.02,bcc=0.01"``, rates also as ``"2%"``); or one number per class (from a list
     or ``"0.1,0.2,..."``). ValueError for anything else."""
     if spec is None:
@@ -72,6 +78,8 @@ def parse_prior(spec) -> str | dict[str, float] | list[float]:
         return DEFAULT_PRIOR
     if low in EQUAL_NAMES:
         return "equal"
+    if low == BALANCED:
+        return BALANCED
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if parts and all("=" in p for p in parts):
         out = {}
@@ -142,6 +150,12 @@ class PriorShift:
             what = "the training data's class mix"
         elif self.name == "equal":
             what = "equal class priors"
+        elif self.name == BALANCED:
+            return (
+                "the balanced scores (the softmax of the raw logits, unchanged: probabilities "
+                f"under equal class priors when tau = 1; tau = {self.tau:g}); the predicted "
+                "class is the balanced decision"
+            )
         else:
             what = "the class mix " + ", ".join(
                 f"{c} {q:.3g}" for c, q in zip(self.classes, self.target)
@@ -174,8 +188,8 @@ def target_prior(spec, classes: Sequence[str], data_prior=None) -> tuple[str, np
     spec = parse_prior(spec)
     if spec == DEFAULT_PRIOR:
         return "data", base
-    if spec == "equal":
-        return "equal", np.full(k, 1.0 / k)
+    if spec in ("equal", BALANCED):  # balanced: equal when nothing else is known
+        return spec, np.full(k, 1.0 / k)
     if isinstance(spec, list):
         if len(spec) != k:
             raise ValueError(f"a prior of {len(spec)} numbers for {k} classes {classes}")
@@ -225,6 +239,9 @@ def prior_shift(record: dict | None, classes: Sequence[str], spec=DEFAULT_PRIOR)
     if len(sampling) != k or len(data) != k:
         raise CheckpointError(f"train_prior has {len(sampling)} classes, the model {k}")
     name, q = target_prior(spec, classes, data)
+    if name == BALANCED:  # the raw scores: the mix they are probabilities under
+        q = np.clip(sampling, 1e-12, None) ** (1.0 - tau)
+        q = q / q.sum()
     w = np.clip(sampling, 1e-12, None) ** (tau - 1.0) * q
     note = ""
     if (q[sampling <= 0] > 0).any():
@@ -244,6 +261,7 @@ def balanced_decision(balanced_probs) -> np.ndarray:
 
 
 __all__ = [
+    "BALANCED",
     "DEFAULT_PRIOR",
     "EQUAL_NAMES",
     "NO_PRIOR_NOTE",
