@@ -55,6 +55,8 @@ NOT_ATTRIBUTES = {
     "source_label",  # a source's own class name: the label itself
     "copy_of",
     "copy_distance",
+    "patient_id",  # an identifier (the split's group where the data have patients)
+    "manifest_group",
     "fold",
     "pred",
     "age",
