@@ -67,11 +67,12 @@ def out_of_fold_probs(
 
 
 def audit_labels(
-    df: pd.DataFrame, probs, classes: Sequence[str], filter_by: str = "prune_by_noise_rate"
+    df: pd.DataFrame, probs, classes: Sequence[str], filter_by: str = "both"
 ) -> pd.DataFrame:
     """One row per image of ``df`` (aligned with ``probs``): given and suggested label,
     cleanlab's label quality (self-confidence; low is suspect) and its flag; most
-    suspect first."""
+    suspect first. ``filter_by="both"``: flagged by both of cleanlab's rules (prune by
+    noise rate and by class), the fewer, surer suspects a cheap model can give."""
     y = df["label_idx"].to_numpy(np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     issue = find_label_issues(y, probs, filter_by=filter_by)
