@@ -139,8 +139,10 @@ def plan(tmp_path, monkeypatch):
     )
     _notebook(
         nbs / "07_train.ipynb",
-        'run_dir = ""\nimage_size = 64\nepochs = 1\nlr = 0.1\nprofile = "smoke"\noverrides = {}',
+        'run_dir = ""\nimage_size = 64\nepochs = 1\nlr = 0.1\nprofile = "smoke"\noverrides = {}'
+        '\nnnodes = 1\nnode_rank = 0\nrdzv_endpoint = ""',
     )
+    _notebook(nbs / "08_eval.ipynb", 'run_dir = ""')
     monkeypatch.setenv("SKINHELPERS_NOTEBOOK_DIR", str(nbs))
     calls = {}
 
@@ -200,3 +202,20 @@ def test_command_line_beats_the_profile_and_unset_keeps_the_notebook_default(pla
 def test_a_command_line_key_no_notebook_declares_is_refused(plan):
     with pytest.raises(SystemExit, match=r"\['epoch'\] are not declared"):
         plan(["-p", "epoch", "3"])
+
+
+def test_several_machines_reach_notebook_07_and_a_worker_node_runs_only_the_data_and_07(plan):
+    """run_all.sh --nnodes/--node-rank/--rdzv-endpoint are notebook 07's launch parameters;
+    node 0 runs everything, another node the data chapters and 07 (the trials and the
+    evaluation are node 0's); bad combinations are refused before anything runs."""
+    nodes = ["--nnodes", "2", "--rdzv-endpoint", "10.0.0.1:29500"]
+    got = plan([*nodes, "--node-rank", "0"])
+    assert set(got) == {"01_prep.ipynb", "07_train.ipynb", "08_eval.ipynb"}
+    want = {"nnodes": 2, "node_rank": 0, "rdzv_endpoint": "10.0.0.1:29500"}
+    assert want.items() <= got["07_train.ipynb"].items()
+    got = plan([*nodes, "--node-rank", "1"])
+    assert set(got) == {"01_prep.ipynb", "07_train.ipynb"}  # 08 skipped on node 1
+    assert got["07_train.ipynb"]["node_rank"] == 1
+    assert "nnodes" not in plan([])["07_train.ipynb"]  # one machine: the notebook's default
+    for bad in (["--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "h:1"], ["--nnodes", "2"]):
+        assert pipeline.main(["--no-html", *bad]) == 2

@@ -70,6 +70,9 @@ def parse_value(text: str):
 
 
 SKIP_WHEN_EMPTY = ("external_dataset",)  # a notebook declaring one of these runs only when set
+#: what a machine other than node 0 runs of a run over several machines (--node-rank > 0):
+#: the data chapters and 07's training; the trials and the evaluation are node 0's
+WORKER_NODE_NOTEBOOKS = ("01", "02", "03", "04", "05", "07")
 OK = "ok"
 
 
@@ -312,6 +315,8 @@ def run(
         nb, nb_params = step["nb"], step["params"]
         name, out = nb.name, run_dir / nb.name
         reason = skip_reason(step["declared"], nb_params)
+        if common.get("node_rank") and name[:2] not in WORKER_NODE_NOTEBOOKS:
+            reason = f"node {common['node_rank']} trains with node 0, which runs this chapter"
         if reason:
             print(f"\n=== {name} skipped: {reason}", flush=True)
             record["results"][name] = {"status": "skipped", "reason": reason}
@@ -451,9 +456,40 @@ def main(argv: list[str] | None = None) -> int:
         help="print the parameters of every notebook (or of one, e.g. 07) "
         "with defaults and help, then exit",
     )
+    ap.add_argument(
+        "--nnodes",
+        type=int,
+        default=1,
+        help="machines that train notebook 07's model together (torchrun, c10d rendezvous): "
+        "the same command on each, with its own --node-rank",
+    )
+    ap.add_argument(
+        "--node-rank",
+        type=int,
+        default=0,
+        help="this machine, 0..nnodes-1; node 0 hosts the rendezvous and writes the results, "
+        "the others run 01-05 and 07's training only",
+    )
+    ap.add_argument(
+        "--rdzv-endpoint",
+        default="",
+        metavar="HOST:PORT",
+        help="node 0's address and a free port, reachable from every machine",
+    )
     ap.add_argument("--no-html", action="store_true", help="skip the HTML report")
     args = ap.parse_args(argv)
     extra = {k: parse_value(v) for k, v in args.param}
+    if args.nnodes != 1 or args.node_rank or args.rdzv_endpoint:  # notebook 07's launch
+        if not 0 <= args.node_rank < args.nnodes or (
+            args.nnodes > 1 and not re.fullmatch(r"[^:\s]+:\d+", args.rdzv_endpoint)
+        ):
+            print(
+                "run_all.sh: error: --nnodes N needs --node-rank 0..N-1 and --rdzv-endpoint "
+                f"HOST:PORT (got {args.nnodes}, {args.node_rank}, {args.rdzv_endpoint!r})",
+                file=sys.stderr,
+            )
+            return 2
+        extra.update(nnodes=args.nnodes, node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint)
     try:
         nb_dir = Path(os.environ.get("SKINHELPERS_NOTEBOOK_DIR") or NOTEBOOK_DIR)
         if args.list_params is not None:

@@ -4,6 +4,12 @@
 ``WORLD_SIZE`` and ``LOCAL_RANK``; :func:`setup` then joins the process group (NCCL on
 GPUs, gloo on CPU) and picks the device. Without those variables everything runs in the
 calling process and these helpers are no-ops, so the trainer has one code path.
+
+Several machines (``torchrun --nnodes``, c10d rendezvous): the rendezvous numbers the
+processes in an order of its own (by host name), so the process that writes checkpoints,
+history and logs (:attr:`DistInfo.is_main`) is chosen by the node rank the user gave
+(``SKINHELPERS_NODE_RANK``, set by :func:`skinhelpers.train.launch.launch`): local rank 0 of
+node 0. Every other process writes nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from skinhelpers.device import pick_device
 
+#: the node rank the user gave (``--node-rank``), passed to every worker of that node
+NODE_RANK_ENV = "SKINHELPERS_NODE_RANK"
+
 
 @dataclass
 class DistInfo:
@@ -25,6 +34,8 @@ class DistInfo:
     local_rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    main_rank: int = 0  # the global rank that writes: local rank 0 of node 0
+    node_rank: int = 0
 
     @property
     def distributed(self) -> bool:
@@ -32,7 +43,7 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
-        return self.rank == 0
+        return self.rank == self.main_rank
 
 
 def launched_by_torchrun() -> bool:
@@ -52,7 +63,21 @@ def setup(device: str = "auto", backend: str | None = None, timeout_s: int = 180
         backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
         kwargs = {"device_id": dev} if backend == "nccl" else {}
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s), **kwargs)
-    return DistInfo(rank, local_rank, world, dev)
+    node_rank = int(os.environ.get(NODE_RANK_ENV, os.environ.get("GROUP_RANK", "0")))
+    return DistInfo(rank, local_rank, world, dev, main_rank(node_rank, local_rank), node_rank)
+
+
+def main_rank(node_rank: int, local_rank: int) -> int:
+    """The global rank of local rank 0 on node 0, agreed by every process (a collective)."""
+    places: list = [None] * dist.get_world_size()
+    dist.all_gather_object(places, (int(node_rank), int(local_rank)))
+    mains = [r for r, place in enumerate(places) if place == (0, 0)]
+    if len(mains) != 1:
+        raise RuntimeError(
+            f"{len(mains)} processes are local rank 0 of node 0 (node, local rank of each "
+            f"rank: {places}): give every machine its own --node-rank, 0 to exactly one"
+        )
+    return mains[0]
 
 
 def cleanup() -> None:
@@ -86,11 +111,11 @@ def all_reduce_mean(value: float, info: DistInfo) -> float:
 
 
 def broadcast_object(obj, info: DistInfo):
-    """Rank 0's ``obj`` on every rank."""
+    """The main process's ``obj`` on every rank."""
     if not info.distributed:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=info.main_rank)
     return box[0]
 
 
@@ -107,8 +132,9 @@ def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
 
 
 def sync_buffers(model: torch.nn.Module, info: DistInfo) -> None:
-    """Give every rank rank 0's buffers (BatchNorm statistics drift apart per rank)."""
+    """Give every rank the main process's buffers (BatchNorm statistics drift apart per
+    rank)."""
     if not info.distributed:
         return
     for b in model.buffers():
-        dist.broadcast(b.data, src=0)
+        dist.broadcast(b.data, src=info.main_rank)
