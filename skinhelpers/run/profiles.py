@@ -23,6 +23,22 @@ benchmarks/RESULTS.md section 10), so it anneals on a slower CPU too.
 
 from __future__ import annotations
 
+# The gpu profile's batch size and learning rate, by a rule (issue 26): the largest batch
+# that fits every trial network at 224 px in bfloat16 on a 40 GB GPU (EfficientNet-B3 and
+# ConvNeXt-T the largest), so that a step is bound by the network and not by per-step costs
+# (batch 64 ran at ~35 ms a step on an H200, RESULTS.md section 13), and the learning rate
+# scaled linearly from the batch it was measured at (64 at 1.5e-3, section 13); the warm-up
+# stays one epoch after unfreezing (TrainConfig.warmup_epochs). A smaller GPU: halve both,
+# e.g. -p batch_size 128 -p trial_batch_size 128 -p lr 3e-3.
+GPU_BATCH = 256
+GPU_LR_AT = (64, 1.5e-3)  # (batch size, learning rate) measured together
+
+
+def linear_lr(batch_size: int, at: tuple[int, float] = GPU_LR_AT) -> float:
+    """The learning rate for ``batch_size`` by the linear scaling rule from ``at``."""
+    return at[1] * batch_size / at[0]
+
+
 PROFILES: dict[str, dict] = {
     "smoke": {
         "image_size": 64,
@@ -78,6 +94,11 @@ PROFILES: dict[str, dict] = {
     },
     "gpu": {
         "augment_on": "device",  # the cached images on the GPU, augmented a batch at a time
+        # 07 compiled, with CUDA graphs (the training step's shapes never change); on the
+        # CPU the gpu profile trains eagerly (compile_mode is a GPU mode), and a compile that
+        # fails trains eagerly with a note. Not yet measured on a GPU: benchmarks/gpu_check.sh
+        "compile": True,
+        "compile_mode": "reduce-overhead",
         "image_size": 224,
         "preprocess": "shades_of_gray",
         "max_images": 0,
@@ -98,19 +119,22 @@ PROFILES: dict[str, dict] = {
             "efficientnet_lite0@sample",
             "efficientnet_lite1",
             "efficientnet_lite2",
+            # a larger backbone by its timm name (ImageNet weights from the hub: skipped
+            # with a note where the hub cannot be reached)
+            "convnext_tiny",
         ],
         "trial_epochs": 8,
         "trial_freeze_epochs": 1,
         "trial_image_size": 224,
-        "trial_batch_size": 64,
+        "trial_batch_size": GPU_BATCH,
         "trial_max_train_images": 0,
         # 04 deals the train+val pool into 5 lesion-grouped folds (validation = fold 0); 07
         # trains one model per fold and 08 evaluates their average on the fixed test split
         "n_folds": 5,
         "kfold_ensemble": True,
         "epochs": 40,
-        "batch_size": 64,
-        "lr": 1.5e-3,
+        "batch_size": GPU_BATCH,
+        "lr": linear_lr(GPU_BATCH),
         "patience": 8,
     },
 }
