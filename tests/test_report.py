@@ -92,6 +92,7 @@ def test_report_links_chapters_in_order_with_story_versions(tmp_path):
     links = re.findall(r"href='([^']+\.html)'", html)
     assert links == [
         "model_card.html",
+        "glossary.html",
         "01_eda.story.html",
         "01_eda.html",
         "08_evaluation.story.html",
@@ -112,6 +113,9 @@ def test_report_links_chapters_in_order_with_story_versions(tmp_path):
     assert "n_bootstrap" in html and "77" in html and "image_size" in html
     assert "42 s" in html and "08 · Evaluation" in html
     assert "class='failed'" not in html and "stopped" not in html
+    # what next, from metrics.json; a run evaluated before the appendix shows every model
+    assert "<h2>What next</h2>" in html and "SYNTHETIC demo set" in html
+    assert "not for choosing" not in html
 
 
 def test_report_without_metrics_and_with_a_failed_chapter(tmp_path):

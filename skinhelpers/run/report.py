@@ -451,7 +451,7 @@ def _index_html(run_dir: Path, entries: list[dict]) -> str:
         f"<th>status</th></tr>{rows}</table>"
     )
     if isinstance(metrics, dict) and metrics.get("models"):
-        out.append(_next_section(run_dir, metrics))
+        out.append(_next_section(run_dir, {**metrics, "synthetic": synthetic}))
         out.append(_appendix_section(metrics))
     # parameters
     out.append("<h2>Parameters</h2>")
