@@ -38,3 +38,19 @@ def test_planted_label_flips_are_found(ham_manifest):
     counts = label_audit.issue_counts(audit, CLASSES)
     assert counts["suspects"].sum() == audit["is_issue"].sum()
     assert list(audit.columns) == label_audit.COLUMNS
+
+
+def test_suspects_leave_training_only_when_asked(tmp_path):
+    from skinhelpers.files import write_csv, write_json
+    from skinhelpers.train.experiment import drop_label_suspects
+
+    train = pd.DataFrame({"relpath": ["a", "b", "c"], "label": ["nv", "nv", "mel"]})
+    write_csv(
+        tmp_path / "label_issues.csv",
+        pd.DataFrame({"relpath": ["b", "z"], "is_issue": [True, True]}),
+    )
+    write_json(tmp_path / "label_audit.json", {"drop_from_training": False})
+    assert len(drop_label_suspects(tmp_path, train)) == 3
+    write_json(tmp_path / "label_audit.json", {"drop_from_training": True})
+    assert drop_label_suspects(tmp_path, train, verbose=False)["relpath"].tolist() == ["a", "c"]
+    assert len(drop_label_suspects(tmp_path / "no-audit", train)) == 3  # no audit: unchanged

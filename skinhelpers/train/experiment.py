@@ -68,6 +68,27 @@ class TrainData:
     synthetic: bool = False
 
 
+def drop_label_suspects(run_dir, train_df: pd.DataFrame, verbose: bool = True) -> pd.DataFrame:
+    """Training rows without the label suspects of notebook 03's audit, when it was run with
+    ``drop_label_issues`` (``label_audit.json``); unchanged otherwise. Only training loses
+    them: validation and test keep their labels as given."""
+    run_dir = Path(run_dir)
+    meta = run_dir / "label_audit.json"
+    if not meta.exists() or not read_json(meta).get("drop_from_training"):
+        return train_df
+    issues = pd.read_csv(run_dir / "label_issues.csv")
+    suspects = set(issues.loc[issues["is_issue"].astype(bool), "relpath"])
+    keep = ~train_df["relpath"].isin(suspects)
+    if verbose:
+        print(
+            f"label audit: {int((~keep).sum()):,} suspected label error(s) left out of the "
+            f"{len(train_df):,} training images (validation and test keep theirs)"
+        )
+    out = train_df[keep].reset_index(drop=True)
+    out.attrs = dict(train_df.attrs)
+    return out
+
+
 def load_data(
     run_dir,
     image_size: int | list[int],
@@ -98,9 +119,11 @@ def load_data(
             f"the split in {run_dir} has no validation images; training needs them "
             "for early stopping and checkpoint selection"
         )
-    if max_train_images and max_train_images < len(train_df):
+    train_df = drop_label_suspects(run_dir, train_df, verbose=show_progress)
+    subsampled = bool(max_train_images and max_train_images < len(train_df))
+    if subsampled:
         train_df = subsample(train_df, int(max_train_images), seed=seed).reset_index(drop=True)
-    if len(train_df) == (df["split"] == "train").sum():
+    if not subsampled:
         # the whole manifest: the same cache (same key) as notebooks 02, 05 and 08 build
         used = read_manifest(run_dir)
     else:  # a subsample for quick trials: cache only what is used
