@@ -94,10 +94,10 @@ PROFILES: dict[str, dict] = {
     },
     "gpu": {
         "augment_on": "device",  # the cached images on the GPU, augmented a batch at a time
-        # 07 compiled, with CUDA graphs (the training step's shapes never change); on the
-        # CPU the gpu profile trains eagerly (compile_mode is a GPU mode), and a compile that
-        # fails trains eagerly with a note. Not yet measured on a GPU: benchmarks/gpu_check.sh
-        "compile": True,
+        # with -p compile True, 07 compiles with CUDA graphs (the training step's shapes
+        # never change; a compile that fails trains eagerly with a note; the CPU trains
+        # eagerly in this GPU mode). compile stays off (07 and 08 share it) until
+        # benchmarks/gpu_check.sh has measured the gain on a GPU
         "compile_mode": "reduce-overhead",
         "image_size": 224,
         "preprocess": "shades_of_gray",
