@@ -5,7 +5,8 @@ Commands:
   download DATASET [--dest D]   download from Kaggle (needs credentials), or explain why not
   validate DATASET DATA_DIR     load and validate a dataset, print the report
   run ...                       the notebook pipeline (what run_all.sh calls)
-  predict ...                   classify new images with a checkpoint or .onnx (see --help)
+  predict ...                   classify new images with a checkpoint or .onnx: probabilities
+                                under the training data's class mix (--prior), see --help
   compare RUN_A RUN_B [...]     headline metrics side by side, paired bootstrap differences
   export ...                    a checkpoint as ONNX or safetensors + config.json (see --help)
   demo --checkpoint CK          a local Gradio page to try a model on 127.0.0.1 (see --help)

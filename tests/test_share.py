@@ -348,7 +348,7 @@ def test_demo_answers_like_predict(demo_server, run08, ham_manifest, tmp_path):
         )
         got = {c["label"]: c["confidence"] for c in label["confidences"]}
         assert max(abs(got[c[2:]] - clinic.iloc[i][c]) for c in _pcols(clinic)) < 1e-6
-        assert "sensitivity ≥ 95%" in verdict and "mel 0.02" in prep
+        assert "sensitivity ≥ 95%" in verdict and "mel 2.0%" in prep
         thr = next(c["op"]["threshold"] for c in dm.choices if c["label"] == screening)
         assert ("Flagged" in verdict) == (p_mel >= thr)
         label, _, _, _ = client.predict(

@@ -157,9 +157,7 @@ class PriorShift:
                 "class is the balanced decision"
             )
         else:
-            what = "the class mix " + ", ".join(
-                f"{c} {q:.3g}" for c, q in zip(self.classes, self.target)
-            )
+            what = "the class mix given"
         mix = ", ".join(f"{c} {q:.1%}" for c, q in zip(self.classes, self.target))
         return (
             f"probabilities under {what} ({mix}; logit adjustment tau = {self.tau:g} undone); "

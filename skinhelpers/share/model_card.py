@@ -664,7 +664,7 @@ def _limits_section(metrics: dict, manifest: dict, synthetic: bool) -> str:
     t = (metrics.get("calibration") or {}).get("temperature")
     if isinstance(t, (int, float)) and not 0.5 < t < 2:
         lim.append(
-            f"Calibration temperature {t:.2f}: the raw probabilities are "
+            f"Calibration temperature {t:.2f}: the probabilities are "
             f"{'over' if t > 1 else 'under'}-confident; read them as scores."
         )
     lim += [
