@@ -357,3 +357,22 @@ def test_binary_dataset_without_masks_tta_or_ema(demo_manifest, tmp_path_factory
     assert m["models"]["best"]["headline"]["roc_auc_macro_ovr"]["value"] == pytest.approx(
         skm.roc_auc_score(y, pred["p_malignant"])
     )
+
+
+def test_ham10000_refer_or_answer(ham_run):
+    """The risk-coverage table and AURC, and the conformal sets, recomputed from the saved
+    predictions' balanced scores (conformal: its coverage report is the direct count)."""
+    from skinhelpers.evaluate import selective
+
+    m = json.loads((ham_run / "metrics.json").read_text())
+    s = m["selective"]
+    pred = pd.read_csv(ham_run / "predictions_test.csv")
+    classes = m["classes"]
+    probs = pred[[f"p_{c}" for c in classes]].to_numpy()
+    y = pred["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    table, aurc = selective.risk_coverage(y, probs, classes.index("mel"))
+    assert s["aurc"] == pytest.approx(aurc, abs=1e-9)
+    assert s["risk_coverage"]["risk"][-1] == pytest.approx(table["risk"].iloc[-1])
+    conf = s["conformal"]["all"]
+    assert conf["n"] == len(y) and 0 <= conf["coverage"] <= 1 and conf["mean_set_size"] >= 0
+    assert s["conformal_coverage"] == 0.9
