@@ -55,7 +55,7 @@ def bare_steps(tr: Trainer, x: torch.Tensor, y: torch.Tensor, steps: int) -> tup
     model.train()
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
-        if tr._cudagraphs:
+        if getattr(tr, "_cudagraphs", False):
             torch.compiler.cudagraph_mark_step_begin()
         with tr._autocast():
             out = model(x)
@@ -133,7 +133,7 @@ def measure(tr, ds, labels, a, bs, workers) -> tuple[list[dict], dict]:
     # untimed warm-up of both loops: a compiled model keeps speeding up for a few dozen
     # steps (seen: 49 -> 63 -> 69 images/s over the first three bare measurements)
     bare_steps(tr, x, y, a.steps)
-    compiled = tr.train_model is not tr._eager_model
+    compiled = tr.train_model is not getattr(tr, "_eager_model", tr.model)
     print(f"warm-up (batch {bs}, compiled={compiled}): {warm_s:.0f} s", flush=True)
 
     bare, real, epoch = [], {w: [] for w in workers}, 1
@@ -208,7 +208,10 @@ def main() -> None:
         help="images to cache (0: steps x the largest batch size); fewer are drawn again",
     )
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
     a = ap.parse_args()
+    if a.threads:  # one thread: no OpenMP spinning, steadier on a machine shared with others
+        torch.set_num_threads(a.threads)
 
     p = resolve(a.profile)
     size = a.image_size or int(p["image_size"])
@@ -247,7 +250,7 @@ def main() -> None:
         for bs in sizes:
             for mode in modes:
                 compile_args = {"compile": mode != "off"}
-                if mode != "off":
+                if mode not in ("off", "default"):
                     compile_args["compile_mode"] = mode
                 cfg = make_config({**recipe, "batch_size": bs, **compile_args})
                 tr = Trainer(cfg, ds, ds, labels, meta, tmp)

@@ -19,7 +19,7 @@
 #   PY=python3 DATA_DIR=/data bash benchmarks/gpu_check.sh        # the box's own Python
 #
 # Settings (environment variables): PY, DATA_DIR, DATASET (ham10000 | demo), RUN,
-# GPU_CHECK_OUT, BUDGET_S (480), RESERVE_08_S (150: kept for 08), MODEL_OVERHEAD_S (25:
+# GPU_CHECK_OUT, BUDGET_S (480), RESERVE_08_S (120: kept for 08), MODEL_OVERHEAD_S (10:
 # per fold model, beside its training), MAX_MINUTES (instead of the sized budget),
 # IMAGE_SIZE (224), BATCH_SIZES (64,256), COMPILE_MODE (reduce-overhead; off: none),
 # STEPS (30), REPEATS (3), N_CACHE (2048), PREP_P and RUN_P (more "-p NAME VALUE" pairs for
@@ -33,8 +33,8 @@ DATASET=${DATASET:-ham10000}
 RUN=${RUN:-gpu-check}
 OUT=${GPU_CHECK_OUT:-benchmarks/results/gpu_check}
 BUDGET_S=${BUDGET_S:-480}
-RESERVE_08_S=${RESERVE_08_S:-150}
-MODEL_OVERHEAD_S=${MODEL_OVERHEAD_S:-25}
+RESERVE_08_S=${RESERVE_08_S:-120}
+MODEL_OVERHEAD_S=${MODEL_OVERHEAD_S:-10}
 IMAGE_SIZE=${IMAGE_SIZE:-224}
 BATCH_SIZES=${BATCH_SIZES:-64,256}
 COMPILE_MODE=${COMPILE_MODE:-reduce-overhead}

@@ -19,11 +19,14 @@ The parameter ranges are those of the per-image presets (nearest-neighbour warps
 zero fill, as torchvision's ``RandomAffine`` defaults). ``autoaugment`` and
 ``randaugment`` exist only per image (torchvision's policies).
 
-No Python work per image and no host-device sync: the random parameters are drawn for
-the whole batch at once, an operation with probability ``p < 1`` is computed for every
-image and blended by a per-image mask (kornia >= 0.9 is branch-free), the 90-degree turns
-are selected with ``torch.where``, and the loader moves the epoch's order to the device
-once (tests/test_batch_augment_sync.py counts Python calls against the batch size).
+No Python work per image and, on a GPU, no host-device sync: the random parameters are
+drawn for the whole batch at once on the batch's device, an operation with probability
+``p < 1`` is computed for every image and blended by a per-image mask (kornia >= 0.9 is
+branch-free), the colour jitter is torchvision's formulas as whole-batch tensor operations
+(:class:`BatchColorJitter`), the 90-degree turns are selected with ``torch.where`` (on the
+CPU, where reading a tensor costs nothing, by cheaper indexing), and the loader moves the
+epoch's order to the device once (tests/test_batch_augment_sync.py counts Python calls
+against the batch size, and the reads of tensor values).
 
 :class:`DeviceBatchLoader` keeps the training images as one ``uint8`` tensor (pinned host
 memory, or on the GPU when it fits) and yields augmented ``(uint8 batch, labels)`` pairs
@@ -45,26 +48,69 @@ from skinhelpers.figures import synthetic_title
 from skinhelpers.train.augment import measure_throughput, train_transform
 
 BATCH_PRESETS = ("none", "basic", "strong")
-#: colour jitter in a fixed order (brightness, contrast, saturation; no hue): kornia then
-#: blends each step with ``torch.where``, where a random order (drawn per batch, not per
-#: image) would read the order and the factors back on the host every batch
-ORDER = (0, 1, 2)
+#: torchvision's luma weights (rgb_to_grayscale), for contrast and saturation
+LUMA = (0.2989, 0.587, 0.114)
 
 
 class RandomRot90Batch(torch.nn.Module):
     """Rotate every image of a batch by its own random multiple of 90 degrees (0 or 180
-    degrees when the images are not square, so the shape stays)."""
+    degrees when the images are not square, so the shape stays).
+
+    ``sync_free`` (None: everywhere but on the CPU): every turn of the whole batch, each
+    image taking its own with ``torch.where``; else each turn's images by indexing, which
+    moves less memory but counts the images of each turn on the host (a sync on a GPU).
+    The same random draws give the same images either way."""
+
+    def __init__(self, sync_free: bool | None = None):
+        super().__init__()
+        self.sync_free = sync_free
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         square = x.shape[-1] == x.shape[-2]
-        k = torch.randint(0, 4 if square else 2, (x.shape[0], 1, 1, 1), device=x.device)
+        k = torch.randint(0, 4 if square else 2, (x.shape[0],), device=x.device)
         if not square:
-            return torch.where(k == 1, torch.flip(x, dims=(-2, -1)), x)  # 180 degrees
-        # every turn of the whole batch, each image taking its own: no per-image indexing
-        # (which would wait for the device to count the images of each turn)
-        out = torch.where(k == 1, torch.rot90(x, 1, dims=(-2, -1)), x)
-        out = torch.where(k == 2, torch.flip(x, dims=(-2, -1)), out)
-        return torch.where(k == 3, torch.rot90(x, 3, dims=(-2, -1)), out)
+            k = 2 * k  # 0 or 180 degrees
+        turns = (1, 2, 3) if square else (2,)
+        if x.device.type != "cpu" if self.sync_free is None else self.sync_free:
+            k, out = k.view(-1, 1, 1, 1), x
+            for r in turns:
+                out = torch.where(k == r, torch.rot90(x, r, dims=(-2, -1)), out)
+            return out
+        out = x.clone()
+        for r in turns:
+            idx = (k == r).nonzero(as_tuple=True)[0]
+            if len(idx):
+                out[idx] = torch.rot90(x[idx], r, dims=(-2, -1))
+        return out
+
+
+class BatchColorJitter(torch.nn.Module):
+    """torchvision's ColorJitter on a float (N, 3, H, W) batch in [0, 1]: brightness,
+    contrast, then saturation, each factor drawn per image from ``1 +- amount`` on the
+    batch's device, with torchvision's formulas (brightness scales the image, contrast
+    blends it with its grayscale mean, saturation with its grayscale), clamped to [0, 1]
+    after each. Whole-batch tensor operations: nothing is read back on the host."""
+
+    def __init__(self, brightness: float, contrast: float, saturation: float):
+        super().__init__()
+        self.amounts = (float(brightness), float(contrast), float(saturation))
+        self._consts: dict = {}  # (device, dtype) -> (amounts, luma), made there once
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = (x.device, x.dtype)
+        if key not in self._consts:
+            self._consts[key] = (
+                torch.tensor(self.amounts, dtype=x.dtype, device=x.device),
+                torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1),
+            )
+        amount, luma = self._consts[key]
+        f = 1 + amount * (2 * torch.rand(len(x), 3, device=x.device, dtype=x.dtype) - 1)
+        b, c, s = (f[:, i].view(-1, 1, 1, 1) for i in range(3))
+        x = (x * b).clamp_(0.0, 1.0)
+        mean = (x * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+        x = (c * x + (1 - c) * mean).clamp_(0.0, 1.0)
+        gray = (x * luma).sum(1, keepdim=True)
+        return (s * x + (1 - s) * gray).clamp_(0.0, 1.0)
 
 
 class BatchAugment(torch.nn.Module):
@@ -73,7 +119,7 @@ class BatchAugment(torch.nn.Module):
     Returns a ``uint8`` batch of the same shape on the same device.
     """
 
-    def __init__(self, preset: str = "basic"):
+    def __init__(self, preset: str = "basic", sync_free: bool | None = None):
         super().__init__()
         if preset not in BATCH_PRESETS:
             raise ValueError(
@@ -81,18 +127,19 @@ class BatchAugment(torch.nn.Module):
                 f"not '{preset}' (autoaugment/randaugment run per image only)"
             )
         self.preset = preset
-        self.rot90 = RandomRot90Batch()
+        self.rot90 = RandomRot90Batch(sync_free)
         nearest = "nearest"
-        if preset == "none":
-            self.ops = torch.nn.Identity()
-        elif preset == "basic":
+        self.ops = torch.nn.Identity()
+        self.color = torch.nn.Identity()
+        self.extra = torch.nn.Identity()
+        if preset == "basic":
             self.ops = K.AugmentationSequential(
                 K.RandomHorizontalFlip(p=0.5),
                 K.RandomVerticalFlip(p=0.5),
                 K.RandomAffine(degrees=15, scale=(0.9, 1.1), resample=nearest, p=1.0),
-                K.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.1, p=1.0, order=ORDER),
             )
-        else:
+            self.color = BatchColorJitter(brightness=0.15, contrast=0.15, saturation=0.1)
+        elif preset == "strong":
             self.ops = K.AugmentationSequential(
                 K.RandomHorizontalFlip(p=0.5),
                 K.RandomVerticalFlip(p=0.5),
@@ -104,7 +151,9 @@ class BatchAugment(torch.nn.Module):
                     resample=nearest,
                     p=1.0,
                 ),
-                K.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, p=1.0, order=ORDER),
+            )
+            self.color = BatchColorJitter(brightness=0.3, contrast=0.3, saturation=0.3)
+            self.extra = K.AugmentationSequential(
                 K.RandomGaussianNoise(mean=0.0, std=0.04, p=0.5),
                 K.RandomErasing(scale=(0.02, 0.12), value=0.0, p=0.25),
             )
@@ -118,7 +167,7 @@ class BatchAugment(torch.nn.Module):
         if self.preset == "none" or len(x) == 0:
             return x
         x = self.rot90(x)
-        y = self.ops(x.float().div_(255.0)).clamp_(0.0, 1.0)
+        y = self.extra(self.color(self.ops(x.float().div_(255.0)))).clamp_(0.0, 1.0)
         return y.mul_(255.0).round_().to(torch.uint8)
 
 
