@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import pytest
@@ -13,7 +14,9 @@ HOST_READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int_
 
 
 def _python_calls(fn) -> int:
-    """Python-level function calls made while ``fn`` runs."""
+    """Python-level function calls made while ``fn`` runs (the garbage collector is held
+    off: a collection runs the callbacks other libraries registered with ``gc``, which is
+    Python work that depends on what ran before in the process, not on ``fn``)."""
     calls = 0
 
     def count(frame, event, arg):
@@ -21,11 +24,14 @@ def _python_calls(fn) -> int:
         if event == "call":
             calls += 1
 
+    gc.collect()
+    gc.disable()
     sys.setprofile(count)
     try:
         fn()
     finally:
         sys.setprofile(None)
+        gc.enable()
     return calls
 
 
@@ -38,8 +44,14 @@ def test_python_work_does_not_grow_with_the_batch(preset, shape):
         x = torch.randint(0, 256, (n, 3, *shape), dtype=torch.uint8)
         torch.manual_seed(0)
         aug(x)  # first calls: lazy set-up
-        torch.manual_seed(1)
-        calls[n] = _python_calls(lambda x=x: aug(x))
+        aug(x)
+        # the fewest of three: one-off work (a warning's first report, a lazy import in a
+        # branch) is not work per image; work per image would show in every repeat
+        counts = []
+        for seed in (1, 2, 3):
+            torch.manual_seed(seed)
+            counts.append(_python_calls(lambda x=x: aug(x)))
+        calls[n] = min(counts)
     assert calls[4] == calls[32], calls
 
 
