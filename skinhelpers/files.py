@@ -94,3 +94,8 @@ def write_csv(path: str | os.PathLike, df) -> Path:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
     return Path(path)
+
+
+def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` lies inside ``folder`` (both resolved: links and ``..`` followed)."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())

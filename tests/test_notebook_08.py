@@ -72,7 +72,16 @@ def _check_consistency(run: Path, classes: list[str]) -> dict:
     split = splits.read_split(run)
     assert len(pred) == (split["split"] == "test").sum() == m["n_test"]
     pcols = [f"p_{c}" for c in classes]
-    assert list(pred.columns) == ["image_id", "relpath", "label", *pcols, "pred", "group"]
+    assert list(pred.columns) == [
+        "image_id",
+        "relpath",
+        "label",
+        *pcols,
+        "pred",
+        "group",
+        "ood_score",
+        "in_distribution",
+    ]
     test = split[split["split"] == "test"]
     lesion = dict(zip(test["relpath"], test["group"].astype(str)))
     assert pred["group"].astype(str).tolist() == [lesion[r] for r in pred["relpath"]]
@@ -376,3 +385,31 @@ def test_ham10000_refer_or_answer(ham_run):
     conf = s["conformal"]["all"]
     assert conf["n"] == len(y) and 0 <= conf["coverage"] <= 1 and conf["mean_set_size"] >= 0
     assert s["conformal_coverage"] == 0.9
+
+
+def test_ham10000_guard_fitted_stored_and_scored(ham_run):
+    """08 fits the out-of-distribution guard, stores it in the reported checkpoint (read
+    back with weights_only) and scores every test image with it; the held-out photos
+    it measures on are not those it chose the score on."""
+    import torch
+
+    from skinhelpers.evaluate import ood
+
+    m = json.loads((ham_run / "metrics.json").read_text())
+    g = m["ood"]
+    ckpt = torch.load(ham_run / "checkpoints" / f"{m['primary']}.pt", weights_only=True)
+    stored = ood.guard_of(ckpt)
+    assert stored.method == g["method"] in ood.METHODS
+    assert stored.threshold == pytest.approx(g["threshold"]) and g["pass_rate"] == 0.95
+    meas = g["measured"]
+    assert not set(meas["chosen_on"]) & set(meas["measured_on"])
+    assert 0 <= meas["auroc_far_ood_heldout"] <= 1 and meas["val_passed"] >= 0.95
+    pred = pd.read_csv(ham_run / "predictions_test.csv")
+    assert (pred["in_distribution"] == (pred["ood_score"] <= g["threshold"])).all()
+    assert g["test_flagged"] == pytest.approx(1 - pred["in_distribution"].mean())
+    rows = {r["images"]: r for r in g["test_passed_vs_flagged"]}
+    assert rows["passed"]["n"] + rows["flagged"]["n"] == len(pred)
+    from skinhelpers.share.model_card import model_card_text
+
+    card = model_card_text(ham_run)
+    assert "## Out-of-distribution guard" in card and f"{g['threshold']:.4g}" in card

@@ -14,6 +14,7 @@ import pytest
 from test_notebook_08 import prepare_run
 
 from skinhelpers.data import manifest as datasets
+from skinhelpers.data.imaging import read_rgb
 from skinhelpers.files import write_json
 from skinhelpers.run import pipeline
 
@@ -33,6 +34,25 @@ def test_09_declares_external_dataset_and_is_skipped_without_it():
     assert pipeline.skip_reason(declared, {"external_dataset": "isic9"}) is None
 
 
+def _attach_guard(ckpt: Path) -> None:
+    """A guard as notebook 08 stores it: fitted on training images of the run (here: its
+    manifest's first 40), threshold where 95% of the next 20 pass."""
+    from skinhelpers.data.manifest import read_manifest
+    from skinhelpers.evaluate import ood, ood_fit
+    from skinhelpers.model.checkpoints import model_from_checkpoint
+
+    df = read_manifest(ckpt.parents[1])
+    model, info = model_from_checkpoint(ckpt)
+    imgs = [read_rgb(p) for p in df["path"][:60]]
+    x = ood.images_to_batch(imgs, info["image_size"], info["preprocess"], info["resize_mode"])
+    f, lg = ood.features_and_logits(model, x, info["mean"], info["std"])
+    photos = ood.package_photos(crops_per_photo=1)
+    fo, lo = ood_fit.photo_features(model, info, photos)
+    y = df["label_idx"].to_numpy()[:40]
+    guard = ood.fit_guard(f[:40], y, f[40:], lg[40:], fo, lo, 0.95)
+    ood_fit.attach_guard(ckpt, guard)
+
+
 @pytest.fixture(scope="module")
 def ext_run(ham_manifest, ham_dir, tmp_path_factory):
     """A HAM10000 run (80 images, one short checkpoint, a melanoma threshold as notebook
@@ -40,6 +60,7 @@ def ext_run(ham_manifest, ham_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("nb09") / "ham"
     run.mkdir()
     prepare_run(run, datasets.subsample(ham_manifest, 80, seed=0), ema=False)
+    _attach_guard(run / "checkpoints" / "best.pt")
     write_json(
         run / "metrics.json",  # the part of 08's metrics.json that 09 reads
         {
@@ -98,6 +119,15 @@ def test_external_validation_on_isic9(ext_run, ham_manifest, isic9_manifest):
         mel = m[key]["positive_class"]  # melanoma vs rest at 08's threshold
         assert mel["threshold"] == 0.2 and {"auc", "sensitivity", "specificity"} <= set(mel)
     assert m["melanoma_threshold"] == 0.2
+
+    # the guard 08 stored in the checkpoint: a column per image, and its share flagged
+    pred = pd.read_csv(ext_run / "predictions_external_isic9.csv")
+    assert {"ood_score", "in_distribution"} <= set(pred.columns)
+    clean = pred[~pred["overlap"]]
+    assert m["ood"]["flagged"] == pytest.approx(1 - clean["in_distribution"].mean())
+    assert (pred["in_distribution"] == (pred["ood_score"] <= m["ood"]["threshold"])).all()
+    parts = {r["images"]: r["n"] for r in m["ood"]["passed_vs_flagged"]}
+    assert parts["passed"] + parts["flagged"] == m["n_images"]
 
     # the model card shows the clean numbers
     from skinhelpers.share.model_card import model_card_text

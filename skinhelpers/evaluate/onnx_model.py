@@ -75,16 +75,28 @@ class OnnxModel(torch.nn.Module):
                 f"({type(e).__name__}: {str(e).splitlines()[0]})"
             ) from e
         self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        if "ood_score" not in self.output_names:
+            self.info["ood_guard"] = None  # a graph without the score: no guard to apply
+
+    def run(self, x: torch.Tensor) -> list[np.ndarray]:
+        """Every output of the graph for a normalised float32 batch ``(B, 3, H, W)``."""
+        feed = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return self.session.run(None, {self.input_name: feed})
 
     def logits(self, x: torch.Tensor) -> np.ndarray:
-        """Logits of a normalised float32 batch ``(B, 3, S, S)``."""
-        feed = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        return self.session.run(None, {self.input_name: feed})[0]
+        """Logits of a normalised float32 batch ``(B, 3, H, W)``."""
+        return self.run(x)[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (float32, CPU) of a normalised batch: the prediction loop of
+    def forward(self, x: torch.Tensor):
+        """Logits (float32, CPU) of a normalised batch, or ``(logits, ood_score)`` for a
+        graph with the guard's output: the prediction loop of
         :mod:`skinhelpers.model.inference` runs this model like a torch one."""
-        return torch.from_numpy(self.logits(x))
+        out = self.run(x)
+        if "ood_score" in self.output_names:
+            named = dict(zip(self.output_names, out))
+            return torch.from_numpy(named["logits"]), torch.from_numpy(named["ood_score"])
+        return torch.from_numpy(out[0])
 
 
 def load_onnx_model(path: str | os.PathLike) -> tuple[OnnxModel, dict]:

@@ -220,6 +220,58 @@ class OODGuard:
         )
 
 
+def guard_of(info: dict) -> OODGuard | None:
+    """The guard a checkpoint (or its info dict) carries under ``ood_guard``, or None for a
+    checkpoint that carries none (written before notebook 08 fitted one, or by hand)."""
+    state = info.get("ood_guard") if isinstance(info, dict) else None
+    return OODGuard.from_state(state) if isinstance(state, dict) else None
+
+
+class GuardedModel(torch.nn.Module):
+    """A skinhelpers ``Classifier`` and its guard as one module: ``forward`` returns
+    ``(logits, ood_score)``, so the prediction loop, the ONNX export (two outputs) and the
+    demo compute the score in the same pass as the logits, the same way.
+
+    The score is computed in float32 outside autocast (distances in bfloat16 would be off
+    by a percent); :meth:`OODGuard.score` is the float64 reference it must agree with."""
+
+    def __init__(self, model: torch.nn.Module, guard: OODGuard):
+        super().__init__()
+        if not hasattr(model, "backbone") or not hasattr(model, "head"):
+            raise TypeError("a guard needs a skinhelpers Classifier (backbone + head)")
+        self.model = model
+        self.method = guard.method
+        self.temperature = float(guard.temperature)
+        if guard.method == "mahalanobis":
+            self.register_buffer("means", torch.as_tensor(guard.gaussian.means).float())
+            self.register_buffer("precision", torch.as_tensor(guard.gaussian.precision).float())
+
+    def _score(self, f: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        if self.method == "mahalanobis":
+            z = f.float()[:, None, :] - self.means[None]  # (N, C, D)
+            return ((z @ self.precision) * z).sum(-1).amin(1)
+        t = self.temperature
+        return -t * torch.logsumexp(logits.float() / t, dim=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.model
+        if getattr(m, "sample_center", False):
+            x = x - x.mean(dim=(2, 3), keepdim=True)
+        f = m.backbone(x)
+        logits = m.head(f)
+        if torch.is_autocast_enabled(f.device.type):
+            with torch.autocast(f.device.type, enabled=False):
+                return logits, self._score(f, logits)
+        return logits, self._score(f, logits)
+
+
+def guarded(model: torch.nn.Module, info: dict) -> torch.nn.Module:
+    """``model`` wrapped with the checkpoint's guard (:class:`GuardedModel`), or ``model``
+    itself when the checkpoint carries none."""
+    guard = guard_of(info)
+    return model if guard is None else GuardedModel(model, guard).eval()
+
+
 def auroc(in_scores, out_scores) -> float:
     """ROC-AUC of telling out-of-distribution (positive) from in-distribution images."""
     y = np.r_[np.zeros(len(in_scores)), np.ones(len(out_scores))]
@@ -244,7 +296,8 @@ def fit_guard(
     far = {"mahalanobis": g.score(ood_features), "energy": energy_score(ood_logits)}
     aurocs = {m: auroc(val[m], far[m]) for m in METHODS}
     best = max(METHODS, key=lambda m: aurocs[m])
-    thr = float(np.quantile(val[best], pass_rate))
+    # "higher": at least pass_rate of validation passes (no interpolation below it)
+    thr = float(np.quantile(val[best], pass_rate, method="higher"))
     measured = {
         "auroc_vs_far_ood": aurocs,
         "n_val": int(len(val_logits)),
@@ -258,11 +311,14 @@ def fit_guard(
 __all__ = [
     "METHODS",
     "FeatureGaussian",
+    "GuardedModel",
     "OODGuard",
     "auroc",
     "energy_score",
     "features_and_logits",
     "fit_guard",
+    "guard_of",
+    "guarded",
     "images_to_batch",
     "package_photos",
 ]

@@ -15,6 +15,12 @@ under equal priors (``--prior equal``) or a prevalence you know (``--prior mel=0
 ``pred`` is always the balanced decision the model was selected for (the argmax of the
 raw scores), so it need not be the class with the highest probability, and
 ``confidence`` is the probability of ``pred`` under the chosen mix.
+When the checkpoint carries an out-of-distribution guard (notebook 08 fits one and stores
+it in the reported checkpoint; the export keeps it), two more columns say whether an image
+looks like the images the model was trained on: ``ood_score`` (higher: further) and
+``in_distribution`` (the score within the threshold that 95% of validation images pass).
+An image that is not ``in_distribution`` should not be read by its class: a photo of
+something else, or a lesion unlike the training data.
 Several checkpoints after ``--checkpoint`` predict as one ensemble (the mean of their
 probabilities), e.g. a K-fold run's ``checkpoints/best_ema.pt folds/fold*/checkpoints/best_ema.pt``.
 """
@@ -34,7 +40,7 @@ import torch
 from skinhelpers.data.imaging import load_for_model
 from skinhelpers.data.registry import IMAGE_EXTENSIONS
 from skinhelpers.device import PRECISIONS, inference_dtype, pick_device, precision_name
-from skinhelpers.evaluate import priors
+from skinhelpers.evaluate import ood, priors
 from skinhelpers.evaluate.onnx_model import is_onnx, load_onnx_model
 from skinhelpers.evaluate.tta import prepare_model
 from skinhelpers.files import write_csv
@@ -135,7 +141,9 @@ def predict_images(
     probabilities are under (a checkpoint without its training prior: equal priors, with
     a note). An ensemble uses its first member's prior (the folds' class mixes agree).
     Files that could not be read are listed in ``df.attrs["skipped"]`` as
-    ``{"path", "error"}`` dicts.
+    ``{"path", "error"}`` dicts. With a checkpoint (or export) that carries a guard, the
+    columns ``ood_score`` and ``in_distribution`` follow, and ``df.attrs["ood_guard"]``
+    records the score's method and threshold (None: no guard, e.g. an ensemble).
 
     ``precision`` (auto | float32 | bfloat16) is that of
     :func:`skinhelpers.device.inference_dtype`: ``auto`` runs bfloat16 autocast on a GPU
@@ -160,6 +168,7 @@ def predict_images(
         model, info = load_ensemble(members, dev)
         model = prepare_model(model, channels_last=True)
         amp_dtype = inference_dtype(model_device(model), precision)
+        info = {k: v for k, v in info.items() if k != "ood_guard"}  # one member's, not the mean's
     elif is_onnx(checkpoint):  # an exported model.onnx (+ config.json): onnxruntime
         inference_dtype("cpu", precision)  # the name is still checked
         model, info = load_onnx_model(checkpoint)
@@ -168,7 +177,7 @@ def predict_images(
         dev = pick_device(device)  # "auto": CUDA when present, else the CPU
         model, info = model_from_checkpoint(ckpt, dev)
         model = prepare_model(
-            model, channels_last=True
+            ood.guarded(model, info), channels_last=True
         )  # eager: compiling costs more than it saves here
         amp_dtype = inference_dtype(model_device(model), precision)
     classes = list(info["classes"])
@@ -201,6 +210,10 @@ def predict_images(
         out[f"p_{c}"] = probs_arr[:, j]
     out["pred"] = [classes[k] for k in decision] if len(out) else []
     out["confidence"] = probs_arr[np.arange(len(decision)), decision] if len(out) else []
+    guard = ood.guard_of(info)
+    if guard is not None and pred.ood_scores is not None:
+        out["ood_score"] = pred.ood_scores if len(out) else []
+        out["in_distribution"] = guard.in_distribution(pred.ood_scores) if len(out) else []
     out.attrs.update(
         {
             "skipped": skipped,
@@ -208,6 +221,11 @@ def predict_images(
             "tta_views": views,
             "precision": precision_name(amp_dtype),
             "prior": shift.record(),
+            "ood_guard": (
+                {"method": guard.method, "threshold": guard.threshold, "pass_rate": guard.pass_rate}
+                if guard is not None and pred.ood_scores is not None
+                else None
+            ),
             "checkpoint": {
                 k: info[k]
                 for k in ("arch", "dataset", "image_size", "preprocess", "resize_mode", "epoch")
@@ -280,6 +298,18 @@ def main(argv: list[str] | None = None) -> int:
     if a.errors:
         write_csv(a.errors, pd.DataFrame(skipped, columns=["path", "error"]))
     print(df.attrs["prior"]["description"])
+    if df.attrs["ood_guard"] is None:
+        print(
+            "note: no out-of-distribution guard in this model (notebook 08 stores one in the "
+            "reported checkpoint; an ensemble has none): every image gets a class"
+        )
+    elif len(df):
+        n_out = int((~df["in_distribution"].astype(bool)).sum())
+        print(
+            f"{n_out} of {len(df)} image(s) do not look like the training images "
+            f"(ood_score > {df.attrs['ood_guard']['threshold']:.4g}, in_distribution False): "
+            "do not read their class"
+        )
     print(
         f"{len(df)} image(s) predicted ({df.attrs['precision']}) -> {a.out}"
         + (f"; {len(skipped)} unreadable file(s) skipped" if skipped else "")

@@ -156,12 +156,15 @@ def model_memory_format(model: torch.nn.Module) -> torch.memory_format:
 class Predictions:
     """``probs`` are the view-averaged probabilities (float64); ``logits`` the raw logits
     for a single view, else ``log(probs)`` (softmax of it gives ``probs`` back, so
-    temperature scaling works on either). ``labels`` when the loader yields them."""
+    temperature scaling works on either). ``labels`` when the loader yields them;
+    ``ood_scores`` (one per image, of the first view, the image as it is) when the model
+    returns ``(logits, ood_score)``, a :class:`skinhelpers.evaluate.ood.GuardedModel`."""
 
     probs: np.ndarray
     logits: np.ndarray
     labels: np.ndarray | None
     views: list[str]
+    ood_scores: np.ndarray | None = None
 
 
 @torch.inference_mode()
@@ -173,8 +176,12 @@ def predict_batch(
     views: int | Sequence[str] = 1,
     memory_format: torch.memory_format | None = None,
     amp_dtype: torch.dtype | None = None,
+    with_ood: bool = False,
 ) -> tuple:
     """``(probs, logits)`` tensors (CPU, float64) of one uint8 batch, averaged over views.
+    With ``with_ood``: ``(probs, logits, ood)``, ``ood`` the first view's
+    out-of-distribution score when ``model`` returns ``(logits, score)`` (a guarded model,
+    :class:`skinhelpers.evaluate.ood.GuardedModel`), else None.
 
     Inputs go to ``model``'s device in ``memory_format`` (default: the model's own, see
     :func:`model_memory_format`); every view in the same format, so a compiled model
@@ -192,10 +199,14 @@ def predict_batch(
         else contextlib.nullcontext()
     )
     model.eval()
-    probs, logits = None, None
+    probs, logits, ood = None, None, None
     for v in names:
         with amp:
             out = model(apply_view(x, v).contiguous(memory_format=fmt))
+        if isinstance(out, (tuple, list)):
+            out, score = out
+            if ood is None:  # the first view: the image as it is
+                ood = score.double().cpu()
         out = out.double()
         p = out.softmax(1)
         probs = p if probs is None else probs + p
@@ -204,6 +215,8 @@ def predict_batch(
     probs = probs / len(names)
     if len(names) > 1:
         logits = probs.clamp_min(1e-12).log()
+    if with_ood:
+        return probs.cpu(), logits.cpu(), ood
     return probs.cpu(), logits.cpu()
 
 
@@ -222,7 +235,7 @@ def predict_loader(
     result are those used (for images that are not square, the shape-keeping ones)."""
     names = resolve_views(views)
     used = names
-    ps, ls, ys = [], [], []
+    ps, ls, ys, oods = [], [], [], []
     total = len(loader) if hasattr(loader, "__len__") else None
     for batch in progress(
         loader,
@@ -237,15 +250,20 @@ def predict_loader(
         else:
             x = batch
         used = views_for_shape(names, *x.shape[-2:])
-        p, lg = predict_batch(model, x, mean, std, names, memory_format, amp_dtype)
+        p, lg, ood = predict_batch(
+            model, x, mean, std, names, memory_format, amp_dtype, with_ood=True
+        )
         ps.append(p.numpy())
         ls.append(lg.numpy())
+        if ood is not None:
+            oods.append(ood.numpy())
     c = ps[0].shape[1] if ps else 0
     return Predictions(
         probs=np.concatenate(ps) if ps else np.zeros((0, c)),
         logits=np.concatenate(ls) if ls else np.zeros((0, c)),
         labels=np.concatenate(ys).astype(np.int64) if ys else None,
         views=used,
+        ood_scores=np.concatenate(oods) if oods else None,
     )
 
 

@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from skinhelpers.data.imaging import ImageReadError, load_for_model, read_rgb  # noqa: E402
 from skinhelpers.device import PRECISIONS, inference_dtype, precision_name  # noqa: E402
-from skinhelpers.evaluate import priors  # noqa: E402
+from skinhelpers.evaluate import ood, priors  # noqa: E402
 from skinhelpers.evaluate.explain import cams_for_images, overlay  # noqa: E402
 from skinhelpers.evaluate.tta import prepare_model  # noqa: E402
 from skinhelpers.model.checkpoints import (
@@ -74,7 +74,10 @@ class DemoModel:
         prior=priors.DEFAULT_PRIOR,
     ):
         model, self.info = model_from_checkpoint(checkpoint, "cpu")
-        self.model = prepare_model(model, channels_last=True)  # as predict does
+        self.net = prepare_model(model, channels_last=True)  # as predict does (Grad-CAM's)
+        # with the checkpoint's out-of-distribution guard, as predict scores it
+        self.guard = ood.guard_of(self.info)
+        self.model = ood.guarded(self.net, self.info)
         # as predict does: bfloat16 autocast on a CPU with native bfloat16 ("auto")
         self.amp_dtype = inference_dtype("cpu", precision)
         self.precision = precision_name(self.amp_dtype)
@@ -107,14 +110,41 @@ class DemoModel:
         i = self.info
         return load_for_model(path, i["image_size"], i["preprocess"], i["resize_mode"])
 
-    def balanced_probabilities(self, img: np.ndarray) -> np.ndarray:
-        """The balanced scores (softmax of the raw logits, averaged over the views): what
-        the decision and the thresholds use."""
+    def scores(self, img: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """The balanced scores (softmax of the raw logits, averaged over the views: what the
+        decision and the thresholds use) and the out-of-distribution score (None without a
+        guard)."""
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
-        p, _ = predict_batch(
-            self.model, x, self.info["mean"], self.info["std"], self.views, amp_dtype=self.amp_dtype
+        p, _, o = predict_batch(
+            self.model,
+            x,
+            self.info["mean"],
+            self.info["std"],
+            self.views,
+            amp_dtype=self.amp_dtype,
+            with_ood=True,
         )
-        return p[0].numpy()
+        return p[0].numpy(), (None if o is None else float(o[0]))
+
+    def balanced_probabilities(self, img: np.ndarray) -> np.ndarray:
+        """The balanced scores alone (see :meth:`scores`)."""
+        return self.scores(img)[0]
+
+    def refusal(self, ood_score: float | None) -> str | None:
+        """What the page says instead of a verdict for an image the guard flags (None: the
+        image passes, or the model carries no guard)."""
+        if ood_score is None or self.guard is None or self.guard.in_distribution(ood_score):
+            return None
+        return (
+            "### Not analysed: this image does not look like the images the model was "
+            "trained on\n\n"
+            f"Its out-of-distribution score is **{ood_score:.4g}**, above the threshold "
+            f"{self.guard.threshold:.4g} that {self.guard.pass_rate:.0%} of the validation "
+            f"images pass ({self.guard.method} of the network's features). The model would "
+            "still name a class, but for an image unlike its training data (not a "
+            "dermoscopy image, another camera or population) that class means nothing, so "
+            "no class and no verdict are given.\n\n" + DISCLAIMER
+        )
 
     def shift_for(self, prior_choice: str | None = None, prevalence=None) -> priors.PriorShift:
         """The class mix the page asks for: a :data:`PRIOR_CHOICES` label (or its value),
@@ -139,7 +169,7 @@ class DemoModel:
 
     def cam_overlay(self, img: np.ndarray, target: int) -> np.ndarray:
         cam = cams_for_images(
-            self.model, img[None], self.info["mean"], self.info["std"], targets=[target]
+            self.net, img[None], self.info["mean"], self.info["std"], targets=[target]
         )[0]
         return overlay(img, cam)
 
@@ -188,11 +218,17 @@ class DemoModel:
         )
         return f"{head}\n\n{how}.\n\n{why}\n\n{DISCLAIMER}"
 
-    def preprocessing(self, path: str, img: np.ndarray, shift=None) -> str:
+    def preprocessing(self, path: str, img: np.ndarray, shift=None, ood_score=None) -> str:
         h, w = read_rgb(path).shape[:2]
         i = self.info
+        guard = (
+            "- out-of-distribution guard: none in this checkpoint (every image gets a class)\n"
+            if self.guard is None
+            else f"- out-of-distribution score: {ood_score:.4g} (threshold "
+            f"{self.guard.threshold:.4g}, {self.guard.method})\n"
+        )
         return (
-            f"- uploaded image: {w} x {h} px\n"
+            guard + f"- uploaded image: {w} x {h} px\n"
             f"- preprocessing: `{i['preprocess']}`, then resize `{i['resize_mode']}` to "
             f"{img.shape[1]} x {img.shape[0]} px\n"
             f"- normalisation: mean {[round(m, 4) for m in i['mean']]}, "
@@ -226,7 +262,10 @@ class DemoModel:
                 f"'{Path(path).name}' is not an image this demo can read ({why}). "
                 "Upload a dermoscopy image: JPEG, PNG, BMP or TIFF."
             ) from e
-        balanced = self.balanced_probabilities(img)
+        balanced, ood_score = self.scores(img)
+        refused = self.refusal(ood_score)
+        if refused is not None:
+            return {}, refused, img, self.preprocessing(path, img, shift, ood_score)
         probs = shift.apply(balanced[None])[0]
         decision = int(priors.balanced_decision(balanced[None])[0])
         label = {c: float(p) for c, p in zip(self.classes, probs)}
@@ -240,7 +279,7 @@ class DemoModel:
             label,
             said + self.verdict(balanced, choice),
             self.cam_overlay(img, decision),
-            self.preprocessing(path, img, shift),
+            self.preprocessing(path, img, shift, ood_score),
         )
 
 

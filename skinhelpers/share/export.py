@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from skinhelpers.data.imaging import canonical_size, image_shape
-from skinhelpers.evaluate import priors
+from skinhelpers.evaluate import ood, priors
 from skinhelpers.files import atomic_path, read_json, write_json
 from skinhelpers.model.checkpoints import (
     CheckpointError,
@@ -218,6 +218,26 @@ def export_config(
         "exported": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "torch": torch.__version__,
     }
+    guard = ood.guard_of(ckpt)
+    cfg["ood_guard"] = None
+    if guard is not None:
+        cfg["ood_guard"] = {
+            "method": guard.method,
+            "threshold": guard.threshold,
+            "pass_rate": guard.pass_rate,
+            "temperature": guard.temperature,
+            "measured": guard.measured,
+            "use": "in_distribution = ood_score <= threshold; an image above it does not look "
+            "like the training images: do not read its class",
+            "where": "model.onnx: the output 'ood_score'; safetensors: the tensors "
+            "'ood_guard.means' and 'ood_guard.precision' (mahalanobis: the smallest "
+            "(f - means[c]) precision (f - means[c]) over classes c, f the features the "
+            "head sees); energy: -temperature * logsumexp(logits / temperature)",
+        }
+        cfg["output"]["ood_score"] = (
+            "model.onnx's second output: the out-of-distribution score (higher: further "
+            "from the training images); see ood_guard"
+        )
     if ckpt["model_kwargs"].get("sample_center"):
         cfg["input"]["normalisation"] += (
             "; the network then centres each image on its own per-channel mean "
@@ -233,10 +253,12 @@ def export_config(
 def export_onnx(
     model: torch.nn.Module, image_size, out: str | os.PathLike, opset: int = OPSET
 ) -> Path:
-    """``model`` as one self-contained ONNX file with a dynamic batch axis.
+    """``model`` as one self-contained ONNX file with a dynamic batch axis; a guarded model
+    (:class:`skinhelpers.evaluate.ood.GuardedModel`) has a second output, ``ood_score``.
 
     Uses the torch.export-based exporter (the default since torch 2.9; needs onnxscript).
     """
+    outputs = ["logits", "ood_score"] if isinstance(model, ood.GuardedModel) else ["logits"]
     model = model.float().eval().to("cpu")
     x = torch.zeros(2, 3, *image_shape(image_size))
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -246,7 +268,7 @@ def export_onnx(
             (x,),
             str(tmp),
             input_names=["input"],
-            output_names=["logits"],
+            output_names=outputs,
             dynamic_shapes=({0: batch},),
             opset_version=opset,
             dynamo=True,
@@ -296,6 +318,7 @@ def export_ensemble(paths, out_dir: str | os.PathLike) -> dict:
             "epoch": [m["epoch"] for m in members],
             "validation_metrics": {},  # each member's are on its own fold: see members
             "thresholds": None,
+            "ood_guard": None,  # a guard belongs to one network's features
         }
     )
     cfg["output"]["probabilities"] += " (the members' mean probability: the output is its log)"
@@ -323,11 +346,16 @@ def export_model(checkpoint, fmt: str, out_dir: str | os.PathLike) -> dict:
     out_dir = Path(out_dir)
     ckpt = load_checkpoint(checkpoint)
     if fmt == "onnx":
-        model, _ = model_from_checkpoint(ckpt, "cpu")
-        path = export_onnx(model, ckpt["image_size"], out_dir / "model.onnx")
+        model, info = model_from_checkpoint(ckpt, "cpu")
+        path = export_onnx(ood.guarded(model, info), ckpt["image_size"], out_dir / "model.onnx")
     else:
+        state = dict(ckpt["state_dict"])
+        guard = ckpt.get("ood_guard") or {}
+        for key in ("means", "precision"):
+            if key in guard:
+                state[f"ood_guard.{key}"] = guard[key]
         path = export_safetensors(
-            ckpt["state_dict"],
+            state,
             out_dir / "model.safetensors",
             {"format": CONFIG_FORMAT, "arch": ckpt["arch"]},
         )

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from skinhelpers.data.manifest import grouping_sentences, grouping_unit
+from skinhelpers.explore.skin_tone import ITA_NOTE
 from skinhelpers.files import atomic_path
 from skinhelpers.share.licences import CODE_LICENCE, data_licence
 
@@ -570,6 +571,44 @@ def _sub_cell(r) -> str:
     return text + (" †" if unranked else "")
 
 
+def _guard_section(metrics: dict) -> str | None:
+    g = metrics.get("ood")
+    if not g:
+        return None
+    m = g.get("measured") or {}
+    au = m.get("auroc_vs_far_ood") or {}
+    lines = [
+        "## Out-of-distribution guard",
+        "",
+        f"The reported checkpoint carries a guard: the **{g['method']}** score of the "
+        "network's own features (higher: further from the training images), with the "
+        f"threshold {g['threshold']:.4g} that {g['pass_rate']:.0%} of the validation images "
+        "pass. `predict` writes `ood_score` and `in_distribution`, the ONNX export outputs "
+        "`ood_score`, and the demo page gives no verdict for an image above the threshold.",
+        "",
+    ]
+    if au:
+        lines.append(
+            "- chosen on validation images against ordinary photos (AUROC): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in au.items())
+        )
+    if "auroc_far_ood_heldout" in m:
+        lines.append(
+            f"- measured on {m.get('n_far_ood_heldout', '?')} held-out photos and crops "
+            f"({', '.join(m.get('measured_on') or [])}): AUROC "
+            f"{m['auroc_far_ood_heldout']:.3f}, {m['far_ood_heldout_flagged']:.0%} flagged"
+        )
+    if "test_flagged" in g:
+        lines.append(f"- test images flagged: {g['test_flagged']:.1%}")
+    lines += [
+        "",
+        "Ordinary photos are far from dermoscopy; an image of a lesion from another clinic "
+        "or camera is near, and the guard flags only part of those (see the external test "
+        "sets). Passing the guard is no promise that the answer is right.",
+    ]
+    return "\n".join(lines)
+
+
 def _subgroup_section(run_dir: Path) -> str | None:
     path = run_dir / "subgroups.csv"
     if not path.exists():
@@ -635,7 +674,7 @@ def _external_section(run_dir: Path) -> str | None:
     return "\n\n".join(out)
 
 
-def _limits_section(metrics: dict, manifest: dict, synthetic: bool) -> str:
+def _limits_section(metrics: dict, manifest: dict, synthetic: bool, ita: bool = False) -> str:
     lim = []
     if synthetic:
         lim.append("Trained and tested on synthetic images: no medical meaning at all.")
@@ -661,6 +700,11 @@ def _limits_section(metrics: dict, manifest: dict, synthetic: bool) -> str:
                 "set of this size do not transfer exactly."
             )
             break
+    if ita:
+        lim.append(
+            "Skin tone: " + ITA_NOTE + " The subgroups table scores each ITA band "
+            "(`ita_band`); the darkest bands hold few images or none."
+        )
     t = (metrics.get("calibration") or {}).get("temperature")
     if isinstance(t, (int, float)) and not 0.5 < t < 2:
         lim.append(
@@ -680,6 +724,15 @@ def _limits_section(metrics: dict, manifest: dict, synthetic: bool) -> str:
             "the image."
         )
     return "## Limits\n\n" + "\n".join(f"- {x}" for x in lim)
+
+
+def _has_ita(run_dir: Path) -> bool:
+    """Whether the run's subgroups include the skin-tone bands (notebook 01's ITA)."""
+    path = run_dir / "subgroups.csv"
+    if not path.exists():
+        return False
+    t = pd.read_csv(path)
+    return "attribute" in t and (t["attribute"] == "ita_band").any()
 
 
 def _licence_section(dataset: str) -> str:
@@ -827,6 +880,7 @@ def model_card_text(run_dir: str | os.PathLike) -> str:
             s
             for s in (
                 _levers_section(metrics),
+                _guard_section(metrics),
                 _lesion_section(metrics),
                 _confirmed_section(metrics),
                 _published_section(metrics),
@@ -840,7 +894,7 @@ def model_card_text(run_dir: str | os.PathLike) -> str:
         )
     parts += [s for s in (_subgroup_section(run_dir), _external_section(run_dir)) if s]
     parts += [
-        _limits_section(metrics, manifest, synthetic),
+        _limits_section(metrics, manifest, synthetic, _has_ita(run_dir)),
         _licence_section(dataset),
         _usage_section(
             metrics.get("primary"), run_dir, (metrics.get("ensemble") or {}).get("members")
