@@ -33,6 +33,7 @@ times an affine warp on this CPU).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -47,8 +48,11 @@ from torchvision.transforms import v2
 from skinhelpers.data.imaging import image_shape
 from skinhelpers.figures import synthetic_title
 from skinhelpers.files import read_json, write_json
+from skinhelpers.train.presets import PRESETS
+from skinhelpers.train.presets import spec as preset_spec
 
-PRESETS = ("none", "basic", "strong", "shift", "autoaugment", "randaugment")
+log = logging.getLogger(__name__)
+
 PRESET_DESCRIPTIONS = {
     "none": "no augmentation",
     "basic": "flips + right-angle turns + mild affine + mild colour jitter",
@@ -97,15 +101,36 @@ def _gaussian_noise(sigma: float, p: float) -> v2.Transform:
 
 def train_transform(preset: str, size: int | Sequence[int]) -> v2.Compose:
     """The per-image training transform of ``preset`` for images of ``size`` (an int for
-    squares, ``(height, width)`` otherwise).
+    squares, ``(height, width)`` otherwise), built from its spec in
+    :data:`skinhelpers.train.presets.PRESET_SPECS`.
 
     Takes and returns a ``uint8`` CHW tensor; an input of another size is resized first.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown augmentation preset '{preset}'; choose one of {list(PRESETS)}")
+    sp = preset_spec(preset)
     steps: list = [v2.Resize(image_shape(size), antialias=True)]  # no-op at the cached size
     if preset == "none":
         return v2.Compose(steps)
+    steps += _orientation()
+    if "affine" in sp:
+        steps.append(v2.RandomAffine(**sp["affine"]))
+    if "color" in sp:
+        steps.append(v2.ColorJitter(**sp["color"]))
+    if "blur" in sp:
+        b = sp["blur"]
+        steps.append(
+            v2.RandomApply(
+                [v2.GaussianBlur(kernel_size=b["kernel_size"], sigma=b["sigma"])], p=b["p"]
+            )
+        )
+    if "noise" in sp:
+        steps.append(_gaussian_noise(**sp["noise"]))
+    if "erasing" in sp:
+        steps.append(v2.RandomErasing(p=sp["erasing"]["p"], scale=sp["erasing"]["scale"], value=0))
+    if sp.get("policy") == "autoaugment":
+        steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET))
+    elif sp.get("policy") == "randaugment":
+        steps.append(v2.RandAugment(num_ops=sp["num_ops"], magnitude=sp["magnitude"]))
+    return v2.Compose(steps)
     steps += _orientation()
     if preset == "basic":
         steps += [
@@ -259,7 +284,7 @@ def read_augmentation(
     path = Path(run_dir) / "augmentation.json"
     if missing_ok and not path.exists():
         if verbose:
-            print(
+            log.warning(
                 f"note: {path.name} not found in the run folder (notebook 05 writes it); "
                 f"using {DEFAULT_AUGMENTATION}"
             )

@@ -7,16 +7,9 @@ Here the same presets are applied to a whole ``uint8`` batch at once with kornia
 draws **independent random parameters for every image** of the batch, on whatever device
 the batch lives on:
 
-=========  ==============================================================================
-none       nothing
-basic      flips, 90-degree rotations, affine (15 degrees, scale 0.9-1.1), colour jitter
-           (brightness 0.15, contrast 0.15, saturation 0.1)
-strong     flips, 90-degree rotations, affine (30 degrees, translate 5%, scale 0.8-1.2,
-           shear 10), colour jitter 0.3, Gaussian noise (sd 0.04, p 0.5), erasing (p 0.25)
-=========  ==============================================================================
-
-The parameter ranges are those of the per-image presets (nearest-neighbour warps with
-zero fill, as torchvision's ``RandomAffine`` defaults). ``autoaugment`` and
+``none``, ``basic``, ``strong`` and ``shift``, built from the one table of
+:mod:`skinhelpers.train.presets` that the per-image path reads too (nearest-neighbour warps
+with zero fill, as torchvision's ``RandomAffine`` defaults). ``autoaugment`` and
 ``randaugment`` exist only per image (torchvision's policies).
 
 No Python work per image and, on a GPU, no host-device sync: the random parameters are
@@ -36,6 +29,7 @@ with a DataLoader.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
@@ -46,8 +40,10 @@ import torch
 
 from skinhelpers.figures import synthetic_title
 from skinhelpers.train.augment import measure_throughput, train_transform
+from skinhelpers.train.presets import BATCH_PRESETS, PRESET_SPECS
 
-BATCH_PRESETS = ("none", "basic", "strong")
+log = logging.getLogger(__name__)
+
 #: torchvision's luma weights (rgb_to_grayscale), for contrast and saturation
 LUMA = (0.2989, 0.587, 0.114)
 
@@ -128,35 +124,44 @@ class BatchAugment(torch.nn.Module):
             )
         self.preset = preset
         self.rot90 = RandomRot90Batch(sync_free)
+        sp = PRESET_SPECS[preset]  # the one table, also read by the per-image path
         nearest = "nearest"
         self.ops = torch.nn.Identity()
         self.color = torch.nn.Identity()
         self.extra = torch.nn.Identity()
-        if preset == "basic":
-            self.ops = K.AugmentationSequential(
-                K.RandomHorizontalFlip(p=0.5),
-                K.RandomVerticalFlip(p=0.5),
-                K.RandomAffine(degrees=15, scale=(0.9, 1.1), resample=nearest, p=1.0),
-            )
-            self.color = BatchColorJitter(brightness=0.15, contrast=0.15, saturation=0.1)
-        elif preset == "strong":
-            self.ops = K.AugmentationSequential(
-                K.RandomHorizontalFlip(p=0.5),
-                K.RandomVerticalFlip(p=0.5),
+        if preset == "none":
+            return
+        geometry = [K.RandomHorizontalFlip(p=0.5), K.RandomVerticalFlip(p=0.5)]
+        if "affine" in sp:
+            a = sp["affine"]
+            shear = a.get("shear")
+            geometry.append(
                 K.RandomAffine(
-                    degrees=30,
-                    translate=(0.05, 0.05),
-                    scale=(0.8, 1.2),
-                    shear=(-10.0, 10.0, -10.0, 10.0),
+                    degrees=a["degrees"],
+                    translate=a.get("translate"),
+                    scale=a.get("scale"),
+                    shear=None if shear is None else tuple(float(v) for v in shear),
                     resample=nearest,
                     p=1.0,
-                ),
+                )
             )
-            self.color = BatchColorJitter(brightness=0.3, contrast=0.3, saturation=0.3)
-            self.extra = K.AugmentationSequential(
-                K.RandomGaussianNoise(mean=0.0, std=0.04, p=0.5),
-                K.RandomErasing(scale=(0.02, 0.12), value=0.0, p=0.25),
+        self.ops = K.AugmentationSequential(*geometry)
+        if "color" in sp:
+            self.color = BatchColorJitter(**sp["color"])
+        extra = []
+        if "blur" in sp:
+            b = sp["blur"]
+            k = b["kernel_size"]
+            extra.append(K.RandomGaussianBlur((k, k), b["sigma"], p=b["p"]))
+        if "noise" in sp:
+            extra.append(
+                K.RandomGaussianNoise(mean=0.0, std=sp["noise"]["sigma"], p=sp["noise"]["p"])
             )
+        if "erasing" in sp:
+            e = sp["erasing"]
+            extra.append(K.RandomErasing(scale=e["scale"], value=0.0, p=e["p"]))
+        if extra:
+            self.extra = K.AugmentationSequential(*extra)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
