@@ -309,8 +309,14 @@ def test_demo_answers_like_predict(demo_server, run08, ham_manifest, tmp_path):
     app, url = demo_server
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
     client = Client(url, verbose=False)
-    images = list(pick_images(ham_manifest, per_class=1, seed=3)["path"])[:3]
     ckpt = run08 / "checkpoints" / "best_ema.pt"
+    # images the guard notebook 08 stored passes (a flagged one gets no verdict: below)
+    pool = predict_images(
+        ckpt, list(pick_images(ham_manifest, per_class=2, seed=3)["path"]), show_progress=False
+    )
+    assert pool.attrs["ood_guard"] is not None
+    images = list(pool.loc[pool["in_distribution"], "path"])[:3]
+    assert len(images) == 3
     # the training data's mix (the default), the balanced scores (the checkpoint was trained
     # with tau = 1: they are the equal-prior probabilities) and a clinic's melanoma rate
     ref, balanced, clinic = (
@@ -362,6 +368,21 @@ def test_demo_answers_like_predict(demo_server, run08, ham_manifest, tmp_path):
         assert max(abs(got[c[2:]] - balanced.iloc[i][c]) for c in _pcols(balanced)) < 1e-6
     labels = [c["label"] for c in dm.choices]
     assert len(labels) == 8 and any(x.startswith("malignant (akiec, bcc, mel)") for x in labels)
+    # an image far from the training images: no class, no verdict, the reason given
+    from PIL import Image
+
+    from skinhelpers.evaluate.ood import package_photos
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, im in package_photos(crops_per_photo=0)[:8]:
+        Image.fromarray(im).save(photos / f"{name}.png")
+    far = predict_images(ckpt, photos, show_progress=False)
+    flagged = far.loc[~far["in_distribution"], "path"]
+    if len(flagged):  # a model trained for seconds may pass some photos: those it flags
+        label, verdict, _, prep = client.predict(handle_file(flagged.iloc[0]), api_name="/classify")
+        assert "does not look like the images the model was trained on" in verdict
+        assert "Predicted class" not in verdict and "out-of-distribution score" in prep
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image at all")
     with pytest.raises(Exception, match="is not an image this demo can read"):
