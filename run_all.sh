@@ -17,4 +17,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 PY=$(bash scripts/setup_env.sh)
 export SKINHELPERS_PROGRESS=${SKINHELPERS_PROGRESS:-plain}
+# what the user typed, for the run's record (run.json, the report)
+SKINHELPERS_COMMAND="./run_all.sh$(printf ' %q' "$@")"
+export SKINHELPERS_COMMAND
 exec "$PY" -m skinhelpers.run.pipeline "$@"

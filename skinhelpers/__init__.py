@@ -26,3 +26,7 @@ from earlier stages and the top-level helpers only)::
 """
 
 __version__ = "0.1.0"
+
+from skinhelpers.logs import install as _install_logging  # noqa: E402
+
+_install_logging()  # the library's messages to stdout, as before (skinhelpers.logs)

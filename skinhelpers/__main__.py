@@ -10,6 +10,8 @@ Commands:
   compare RUN_A RUN_B [...]     headline metrics side by side, paired bootstrap differences
   export ...                    a checkpoint as ONNX or safetensors + config.json (see --help)
   demo --checkpoint CK          a local Gradio page to try a model on 127.0.0.1 (see --help)
+
+Anywhere on the line: -q/--quiet (warnings and errors only) or --verbose (debug messages too).
 """
 
 from __future__ import annotations
@@ -108,8 +110,16 @@ COMMANDS = {
 }
 
 
+QUIET, VERBOSE = ("-q", "--quiet"), ("--verbose",)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in QUIET + VERBOSE for a in argv) and argv[:1] != ["run"]:  # run parses its own
+        from skinhelpers import logs
+
+        logs.configure("WARNING" if any(a in QUIET for a in argv) else "DEBUG")
+        argv = [a for a in argv if a not in QUIET + VERBOSE]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(__doc__)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2

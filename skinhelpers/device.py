@@ -3,9 +3,12 @@ the precision of inference."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
@@ -23,9 +26,8 @@ def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
             f"device '{device}' is not a device name: use auto, cpu, cuda or cuda:N"
         ) from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        print(
+        log.warning(
             f"note: device '{device}' asked for, but CUDA is not available here: using the CPU",
-            flush=True,
         )
         return torch.device("cpu")
     if dev.type == "cuda" and dev.index is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -12,6 +13,8 @@ import pandas as pd
 
 from skinhelpers.data.imaging import read_rgb
 from skinhelpers.files import PROJECT_ROOT, atomic_path
+
+log = logging.getLogger(__name__)
 
 SYNTHETIC_TAG = "  [SYNTHETIC]"
 

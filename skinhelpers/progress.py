@@ -13,6 +13,7 @@ story and keep only each bar's last state in the version with code.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -29,6 +30,8 @@ _BAR = re.compile(
 _NO_TOTAL = re.compile(
     r"^(?P<desc>.*?)(?::\s*)?\s*[\d.]+[kMGTP]?[A-Za-z]* \[[\d:]+, [^\]]*(/s|s/)[^\]]*\]\s*$"
 )
+
+log = logging.getLogger(__name__)
 
 
 def progress_match(line: str) -> re.Match | None:

@@ -125,6 +125,9 @@ def test_run_all_sh_exit_code_and_message(tmp_path, toy_notebooks):
     assert p.returncode == 1
     assert "FAILED: notebook 03_step.ipynb" in p.stderr
     assert "ZeroDivisionError" in p.stderr
+    # the record shows what the user typed, not the path of pipeline.py
+    rec = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert rec["command"] == f"./run_all.sh --run {tmp_path / 'r'} --no-html"
     bad = subprocess.run(
         ["bash", str(ROOT / "run_all.sh"), "--only", "7"],
         capture_output=True,
@@ -133,6 +136,45 @@ def test_run_all_sh_exit_code_and_message(tmp_path, toy_notebooks):
         timeout=300,
     )
     assert bad.returncode == 2 and "no notebook numbered [7]" in bad.stderr
+
+
+def test_ctrl_c_outside_a_notebook_is_recorded_not_a_key_error(
+    tmp_path, toy_notebooks, monkeypatch
+):
+    """A Ctrl-C that reaches the pipeline outside ``execute`` (no result attached) still
+    gives the interrupted record, with the seconds it ran, and exit code 130."""
+    nbs, _ = toy_notebooks
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt()
+
+    monkeypatch.setattr(pipeline.execute, "execute", interrupted)
+    with pytest.raises(SystemExit) as e:
+        pipeline.run("demo", None, "smoke", str(tmp_path / "run"), html=False, notebook_dir=nbs)
+    assert e.value.code == 130
+    rec = json.loads((tmp_path / "run" / "run.json").read_text())
+    res = rec["results"]["01_step.ipynb"]
+    assert res["status"] == "interrupted" and res["seconds"] >= 0
+    assert rec["failure"]["notebook"] == "01_step.ipynb"
+
+
+def test_kernels_hash_strings_the_same_in_every_run(tmp_path, toy_notebooks, monkeypatch):
+    """PYTHONHASHSEED acts when an interpreter starts: the pipeline gives it to the kernels
+    (the run's seed), so string hashes (set order) are the same run after run."""
+    nbs, _ = toy_notebooks
+    out = tmp_path / "hash.txt"
+    _nb(
+        nbs / "05_hash.ipynb",
+        'run_dir = ""\nseed = 0',
+        f"import os\nopen({str(out)!r}, 'a').write(os.environ['PYTHONHASHSEED'] + ' ' + "
+        "str(hash('skin')) + '\\n')",
+    )
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    for k in range(2):
+        pipeline.run("demo", None, "smoke", str(tmp_path / f"r{k}"), only="05", html=False,
+                     notebook_dir=nbs, extra={"seed": 7})  # fmt: skip
+    first, second = out.read_text().splitlines()
+    assert first == second and first.startswith("7 ")
 
 
 def test_notebook_01_on_real_ham10000(tmp_path, shared_data):

@@ -190,7 +190,7 @@ def test_check_split_names_the_leaking_group():
     if (bad["group"] == g).sum() == 1:  # single-image group: give it a twin in train
         row = bad[bad["group"] == g].iloc[[0]].assign(relpath="twin.jpg", split="test")
         bad = pd.concat([bad, row], ignore_index=True)
-    with pytest.raises(AssertionError, match=g):
+    with pytest.raises(splits.SplitError, match=g):
         splits.check_split(bad)
 
 
@@ -199,7 +199,7 @@ def test_check_split_missing_class_is_an_error():
     sp = splits.grouped_split(df, seed=0)
     big = sp["label"].value_counts().index[0]
     bad = sp[~((sp["split"] == "val") & (sp["label"] == big))]
-    with pytest.raises(AssertionError, match=f"{big}.*val"):
+    with pytest.raises(splits.SplitError, match=f"{big}.*val"):
         splits.check_split(bad)
 
 
@@ -237,7 +237,7 @@ def test_near_duplicate_pairs_stay_together():
     )
     # without merging, a grouped split separates many pairs
     plain = splits.grouped_split(df, seed=0)
-    with pytest.raises(AssertionError, match="near-duplicate"):
+    with pytest.raises(splits.SplitError, match="near-duplicate"):
         splits.check_split(plain, pairs)
     merged = splits.merge_near_duplicates(df, pairs)
     assert merged.attrs["near_duplicates"]["pairs_not_in_manifest"] == 1

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import inspect
 import json
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,8 @@ from skinhelpers.data.imaging import (
 )
 from skinhelpers.files import PROJECT_ROOT, atomic_path, write_json
 from skinhelpers.progress import progress
+
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 DEFAULT_CACHE_DIR = PROJECT_ROOT / "data" / "cache"

@@ -8,6 +8,7 @@ comes within seconds and says how to fix it or how to use a local copy instead.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 from skinhelpers.data.manifest import find_root
 from skinhelpers.data.registry import DEFAULT_DATA_DIR, DatasetError
 from skinhelpers.data.registry import dataset_spec as get_spec
+
+log = logging.getLogger(__name__)
 
 KAGGLE_HOST = "www.kaggle.com"
 
@@ -101,7 +104,7 @@ def download(
             "kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY. " + _local_hint(dataset, dest)
         ) from None
     dest.mkdir(parents=True, exist_ok=True)
-    print(f"downloading {spec.kaggle_slug} into {dest} ...", flush=True)
+    log.info(f"downloading {spec.kaggle_slug} into {dest} ...")
     try:
         api.dataset_download_files(spec.kaggle_slug, path=str(dest), unzip=True, quiet=False)
     except Exception as e:

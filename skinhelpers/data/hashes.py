@@ -18,6 +18,7 @@ overlap of an external set with the training data (notebook 09).
 
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,6 +45,8 @@ DIHEDRAL_VIEWS = (
     "flip+rot180",
     "flip+rot270",
 )
+
+log = logging.getLogger(__name__)
 
 
 def _phash_dct(path: str, hash_size: int) -> np.ndarray:

@@ -8,12 +8,15 @@ chain joined by ``+`` (``"hair_removal+shades_of_gray"``), applied left to right
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 
 import cv2
 import numpy as np
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 RESIZE_MODES = ("squash", "crop", "pad")
 

@@ -35,6 +35,7 @@ test).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from pathlib import Path
@@ -58,6 +59,8 @@ from skinhelpers.data.registry import (
 )
 from skinhelpers.data.synthetic import ensure_demo
 from skinhelpers.files import PROJECT_ROOT, read_json, write_csv, write_json
+
+log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- helpers
 

@@ -6,6 +6,7 @@ the demo set, :mod:`.download` fetches from Kaggle; all three look the dataset u
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,8 @@ ISIC9_CLASSES = (
     "squamous cell carcinoma",
     "vascular lesion",
 )
+
+log = logging.getLogger(__name__)
 
 
 ISIC9_DIRNAME = "Skin cancer ISIC The International Skin Imaging Collaboration"

@@ -16,6 +16,7 @@ Nothing here is medical data. Every figure made from it is stamped SYNTHETIC.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -26,6 +27,8 @@ import numpy as np
 import pandas as pd
 
 from skinhelpers.data.registry import HAM_CLASSES
+
+log = logging.getLogger(__name__)
 
 DEMO_VERSION = 2
 # images per class (HAM-like imbalance, scaled down); lesions get 1-3 images each

@@ -10,10 +10,13 @@ A leaf module: it imports nothing from skinhelpers.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 #: clinical meaning -> the class names datasets use for it (lower case)
 CLINICAL_SYNONYMS: dict[str, tuple[str, ...]] = {

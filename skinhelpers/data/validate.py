@@ -31,6 +31,7 @@ not_an_image       report only: non-image files found and skipped while loading
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -38,6 +39,8 @@ import pandas as pd
 from PIL import Image
 
 from skinhelpers.progress import progress
+
+log = logging.getLogger(__name__)
 
 # a finding's "drop" flag: whether its row goes when the kind's action removes rows
 ACTIONS = {
@@ -232,7 +235,7 @@ class ValidationReport:
         }
         if verbose:
             parts = ", ".join(f"{k}: {v}" for k, v in dropped.items() if v) or "nothing"
-            print(f"{self.dataset}: kept {len(out)} of {len(df)} rows (dropped {parts})")
+            log.info(f"{self.dataset}: kept {len(out)} of {len(df)} rows (dropped {parts})")
         return out
 
 

@@ -13,6 +13,7 @@ lesions (the split's groups) for the balanced accuracy and the AUC, and Wilson i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,6 +21,8 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from skinhelpers.evaluate import scores
+
+log = logging.getLogger(__name__)
 
 #: a class needs this many test images of a source to enter that source's balanced accuracy
 MIN_CLASS_N = 20

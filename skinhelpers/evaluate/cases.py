@@ -11,10 +11,13 @@ p_<class>..., pred, confidence``, and ``group``) to show, most telling first;
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 #: the confusions a dermatologist asks about first, (true, said), where both classes exist
 NAMED_CONFUSIONS = (("mel", "nv"), ("bkl", "mel"))

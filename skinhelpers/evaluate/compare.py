@@ -24,6 +24,7 @@ hparams view (``<run>/tb/``), so runs can be browsed together with
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -33,6 +34,8 @@ import pandas as pd
 
 from skinhelpers.evaluate import scores
 from skinhelpers.files import PROJECT_ROOT, read_json, write_csv
+
+log = logging.getLogger(__name__)
 
 
 class CompareError(ValueError):

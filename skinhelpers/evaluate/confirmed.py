@@ -14,12 +14,15 @@ and the nevi in it are the ones that looked suspicious enough to cut out.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from skinhelpers.evaluate import scores
+
+log = logging.getLogger(__name__)
 
 HISTO = "histo"
 NOTE = (

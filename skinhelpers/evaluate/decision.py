@@ -17,6 +17,7 @@ of the test lesions.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,6 +25,8 @@ import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
 from skinhelpers.evaluate import scores
+
+log = logging.getLogger(__name__)
 
 DELTA_GRID = tuple(np.round(np.arange(-1.0, 1.01, 0.1), 2))
 WEIGHT_GRID = tuple(np.round(np.arange(0.0, 1.51, 0.1), 2))

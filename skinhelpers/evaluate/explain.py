@@ -12,6 +12,7 @@ image was.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,6 +23,8 @@ from skinhelpers.data.imaging import fit_to_size, image_shape, read_rgb
 from skinhelpers.figures import synthetic_title
 from skinhelpers.model.inference import to_model_input
 from skinhelpers.progress import progress
+
+log = logging.getLogger(__name__)
 
 
 def find_target_layer(

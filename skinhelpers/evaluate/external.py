@@ -14,12 +14,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
 from skinhelpers.data import hashes
 from skinhelpers.evaluate import scores
+
+log = logging.getLogger(__name__)
 
 #: columns of external_overlap.csv
 OVERLAP_COLUMNS = [

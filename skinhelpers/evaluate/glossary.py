@@ -4,6 +4,9 @@ linked from the report index and the model card)."""
 from __future__ import annotations
 
 import html
+import logging
+
+log = logging.getLogger(__name__)
 
 #: term -> explanation, in reading order
 GLOSSARY = {

@@ -11,12 +11,15 @@ chosen on validation; :func:`image_vs_lesion_table` puts the two side by side.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from skinhelpers.evaluate import scores
+
+log = logging.getLogger(__name__)
 
 
 def lesion_predictions(groups, y, probs) -> pd.DataFrame:

@@ -12,11 +12,14 @@ balanced scores.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 
 from skinhelpers.evaluate import scores
+
+log = logging.getLogger(__name__)
 
 #: notebook 08's default: HAM10000's malignant (or pre-malignant) classes
 DEFAULT = "mel,bcc,akiec"

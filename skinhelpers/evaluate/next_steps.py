@@ -3,7 +3,10 @@ report index): each finding that calls for an action, then the steps every run s
 
 from __future__ import annotations
 
+import logging
 import math
+
+log = logging.getLogger(__name__)
 
 
 def _num(v) -> float | None:

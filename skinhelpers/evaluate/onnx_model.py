@@ -11,6 +11,7 @@ the test-time views and averages exactly as for a torch checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 
 from skinhelpers.model.checkpoints import CheckpointError
+
+log = logging.getLogger(__name__)
 
 #: the keys of config.json that prediction needs (written by skinhelpers.share.export)
 CONFIG_KEYS = ("classes", "image_size", "preprocess", "resize_mode", "mean", "std")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import matplotlib.pyplot as plt
 import numpy as np
 
 from skinhelpers.figures import synthetic_title
+
+log = logging.getLogger(__name__)
 
 
 def plot_ood_scores(scores: dict, threshold: float, title: str = "", synthetic: bool = False):

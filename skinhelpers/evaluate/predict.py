@@ -28,6 +28,7 @@ probabilities), e.g. a K-fold run's ``checkpoints/best_ema.pt folds/fold*/checkp
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -47,6 +48,8 @@ from skinhelpers.files import write_csv
 from skinhelpers.model.checkpoints import CheckpointError, load_checkpoint, model_from_checkpoint
 from skinhelpers.model.ensemble import load_ensemble
 from skinhelpers.model.inference import model_device, predict_loader, resolve_views
+
+log = logging.getLogger(__name__)
 
 
 def collect_images(items: Iterable[str | os.PathLike]) -> list[Path]:

@@ -35,6 +35,7 @@ of the raw scores (:func:`balanced_decision`). Checkpoints written before they c
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ NO_PRIOR_NOTE = (
     "this checkpoint carries no training prior (written before checkpoints recorded "
     "it): its probabilities are under equal class priors, whatever prior was asked for"
 )
+
+log = logging.getLogger(__name__)
 
 
 def parse_prior(spec) -> str | dict[str, float] | list[float]:

@@ -8,6 +8,8 @@ accuracy, the mean recall over the seven classes, the metric this suite reports 
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 
 #: HAM10000's seven classes, the label space of ISIC 2018 Task 3
@@ -43,6 +45,8 @@ SOURCE = (
     "Diagnosis using Ensembles, Unscaled Multi-Crop Evaluation and Loss Weighting', "
     "arXiv 1808.01694"
 )
+
+log = logging.getLogger(__name__)
 
 
 def comparable_dataset(classes) -> bool:

@@ -9,6 +9,7 @@ scores ``(N, C)``. Binary problems are ``C == 2`` with the positive class given 
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,6 +27,8 @@ from skinhelpers.model.metrics import (
     macro_auc,
 )
 from skinhelpers.progress import progress
+
+log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- metrics
 # All metrics of a split come from the one metrics function,

@@ -14,12 +14,15 @@ answering it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from crepes import ConformalClassifier
 from crepes.extras import hinge
+
+log = logging.getLogger(__name__)
 
 
 def risk_coverage(y, probs, pos: int | None = None, grid: int = 100) -> tuple[pd.DataFrame, float]:

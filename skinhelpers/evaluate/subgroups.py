@@ -22,6 +22,7 @@ excised, so ``histo`` nearly means "malignant"), so it leaks the label.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 
@@ -88,6 +89,8 @@ DX_TYPE_NOTE = (
     "carries the label: shown here to describe the test set, never a model "
     "input nor a subgroup to rank."
 )
+
+log = logging.getLogger(__name__)
 
 
 def age_band(age) -> pd.Series:

@@ -4,6 +4,7 @@ comparisons between runs)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ NOT_FOR_CHOOSING = (
     "are shown for the record only: picking the reported model after seeing them would be "
     "choosing on test, and the chosen number would then be optimistic."
 )
+
+log = logging.getLogger(__name__)
 
 
 def resolve_checkpoints(

@@ -12,6 +12,7 @@ The views, the input function and the prediction loop live in
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -28,6 +29,8 @@ from skinhelpers.model.inference import (  # noqa: F401
     resolve_views,
     views_for_shape,
 )
+
+log = logging.getLogger(__name__)
 
 
 def prepare_model(
@@ -47,7 +50,7 @@ def prepare_model(
     if compile:
         blocker = compile_blocker(model_device(model))
         if blocker:
-            print(f"note: compile ignored: {blocker}", flush=True)
+            log.warning(f"note: compile ignored: {blocker}")
         else:
             model = torch.compile(model)
     return model

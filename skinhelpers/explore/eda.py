@@ -8,12 +8,16 @@ Categorical values ``unknown`` / empty count as missing.
 
 from __future__ import annotations
 
+import logging
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
 from skinhelpers.figures import synthetic_title
+
+log = logging.getLogger(__name__)
 
 METADATA_COLUMNS = ("age", "sex", "localization", "dx_type")
 MISSING_VALUES = {"unknown", "", "nan", "none", "null"}

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import logging
 from itertools import combinations
 
 import numpy as np
@@ -24,6 +25,8 @@ from sklearn.model_selection import GroupShuffleSplit, train_test_split
 from skinhelpers.data.hashes import DIHEDRAL_VIEWS, hamming_pairs
 from skinhelpers.data.manifest import has_shipped_split
 from skinhelpers.explore.eda import clean_category
+
+log = logging.getLogger(__name__)
 
 PAIR_COLUMNS = [
     "relpath_a",

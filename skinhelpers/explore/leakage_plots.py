@@ -4,6 +4,7 @@ and the metadata associations."""
 
 from __future__ import annotations
 
+import logging
 from itertools import combinations
 
 import matplotlib.pyplot as plt
@@ -13,6 +14,8 @@ import pandas as pd
 from skinhelpers.data.imaging import read_rgb
 from skinhelpers.explore.leakage import images_per_group
 from skinhelpers.figures import synthetic_title
+
+log = logging.getLogger(__name__)
 
 
 def _off(ax) -> None:

@@ -17,6 +17,7 @@ width, height  of the file as stored; ``aspect`` = width / height
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,8 @@ import pandas as pd
 
 from skinhelpers.data.imaging import hair_mask, prepare, read_rgb, size_label
 from skinhelpers.progress import progress
+
+log = logging.getLogger(__name__)
 
 WORK_SIZE = 160
 MEASURES = ("brightness", "contrast", "laplacian_var", "hair", "vignetting")

@@ -3,8 +3,12 @@ probe."""
 
 from __future__ import annotations
 
+import logging
+
 import matplotlib.pyplot as plt
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 
 def plot_class_mix_by_source(shares: pd.DataFrame, title: str = "Class mix by source"):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from skinhelpers.figures import synthetic_title
+
+log = logging.getLogger(__name__)
 
 
 def plot_ita_bands(

@@ -24,6 +24,7 @@ Files are written atomically (a reader never sees half a checkpoint).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -34,6 +35,8 @@ import torch
 from skinhelpers.data.imaging import canonical_size
 from skinhelpers.files import atomic_path
 from skinhelpers.model.factory import build_model
+
+log = logging.getLogger(__name__)
 
 FORMAT = "skinlesion-lab/1"
 REQUIRED_KEYS = (

@@ -10,12 +10,15 @@ image size, preprocessing, resizing, normalisation); :func:`load_ensemble` check
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
 import torch
 
 from skinhelpers.model.checkpoints import CheckpointError, model_from_checkpoint
+
+log = logging.getLogger(__name__)
 
 #: what every member must share, because the images are prepared once for all of them
 SHARED_KEYS = ("classes", "image_size", "preprocess", "resize_mode", "mean", "std")

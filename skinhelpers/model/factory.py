@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import os
 import re
 import threading
@@ -41,6 +42,8 @@ import pandas as pd
 import timm
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -19,6 +19,7 @@ probabilities in the trainer's validation pass, notebook 08 and ``predict``
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ import numpy as np
 import torch
 
 from skinhelpers.progress import progress
+
+log = logging.getLogger(__name__)
 
 #: the dihedral views, in the order used for ``views=n`` (2: +hflip, 4: +vflip, rot180)
 VIEWS = ("identity", "hflip", "vflip", "rot180", "rot90", "rot270", "transpose", "antitranspose")

@@ -11,6 +11,7 @@ split only and fused with the image model late (:mod:`skinhelpers.evaluate.decis
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,6 +21,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+log = logging.getLogger(__name__)
 
 NUMERIC = ("age",)
 CATEGORICAL = ("sex", "localization")

@@ -17,12 +17,15 @@ Every metric comes from :mod:`sklearn.metrics`. Conventions, the same for every 
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn import metrics as skm
+
+log = logging.getLogger(__name__)
 
 #: the trainer's validation columns (``val_<name>`` in history.csv, checkpoint ``metrics``)
 #: -> the key of :func:`classification_metrics` they hold, in history column order

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -27,6 +28,8 @@ from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
+
+log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 30.0  # after a timeout: seconds between the interrupt and the kill
 
@@ -182,7 +185,7 @@ def _mark_stopped(out: Path, cell_index: int | None, ename: str, evalue: str) ->
         nb.metadata.setdefault("papermill", {})["exception"] = True
         nbformat.write(nb, out)
     except Exception as e:  # noqa: BLE001 - the record in run.json is what counts
-        print(f"(could not mark the stopped cell in {out}: {e})", file=sys.stderr)
+        log.error(f"(could not mark the stopped cell in {out}: {e})")
 
 
 def execute(

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
 import platform
 import random
@@ -52,6 +53,8 @@ import numpy as np
 from skinhelpers import figures
 from skinhelpers.files import PROJECT_ROOT, write_json
 
+log = logging.getLogger(__name__)
+
 RUN_PARAMS_ENV = "SKINHELPERS_RUN_PARAMS"  # "off": a notebook run by hand adopts nothing
 NEVER_ADOPTED = ("run_dir",)  # how the run is found in the first place
 
@@ -60,7 +63,8 @@ def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and (if importable) torch."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    # (PYTHONHASHSEED acts only when an interpreter starts: the pipeline sets it for the
+    # notebooks' kernels, skinhelpers.run.pipeline.run)
     try:
         import torch
 
@@ -279,7 +283,7 @@ def start_notebook(
         for k, (v, _origin, _default) in adopted.items():
             params[k] = namespace[k] = v
         if adopted or kept:
-            print(_note(run_dir, adopted, kept))
+            log.info(_note(run_dir, adopted, kept))
     if "seed" in params:
         seed_everything(int(params["seed"]))
     figures.set_run_dir(run_dir)

@@ -19,16 +19,22 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import logging
 import os
 import re
+import shlex
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from skinhelpers import logs
 from skinhelpers.data import sources
 from skinhelpers.files import PROJECT_ROOT, write_json
 from skinhelpers.run import execute, profiles, provenance
 from skinhelpers.run.report import render_report
+
+log = logging.getLogger(__name__)
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 
@@ -212,9 +218,19 @@ def _failure_message(name: str, res: dict, out: Path) -> str:
 
 def _render(run_dir: Path) -> None:
     try:
-        print(f"report: {render_report(run_dir)}", flush=True)
+        log.info(f"report: {render_report(run_dir)}")
     except Exception as e:  # noqa: BLE001 - a report problem must not hide the run's result
-        print(f"report could not be rendered: {type(e).__name__}: {e}", file=sys.stderr)
+        log.error(f"report could not be rendered: {type(e).__name__}: {e}")
+
+
+def command_line() -> str:
+    """The command the user typed: run_all.sh passes its own command line in
+    ``SKINHELPERS_COMMAND``; a direct ``python -m skinhelpers.run.pipeline`` call is shown
+    as such (not as the path of pipeline.py)."""
+    typed = os.environ.get("SKINHELPERS_COMMAND")
+    if typed:
+        return typed
+    return shlex.join([Path(sys.executable).name, "-m", "skinhelpers.run.pipeline", *sys.argv[1:]])
 
 
 def run(
@@ -233,12 +249,20 @@ def run(
     (code 1; 130 after Ctrl-C). ``run_name`` is a folder name under ``runs/`` or an
     absolute path; ``resume`` continues it (see :func:`resume_point`)."""
     extra = dict(extra or {})
+    # how much the library says, in this process and in every notebook's kernel (the run's
+    # parameter, not a notebook's: skinhelpers.logs reads it from the environment)
+    level = extra.pop("log_level", None)
+    if level is not None:
+        logs.parse_level(level)  # a bad level fails before anything runs
+        os.environ[logs.ENV] = str(level).upper()
+        logs.configure(level)
     params = profiles.resolve(profile, extra)
     run_name = run_name or f"{dataset}-{profile}"
     run_dir = _run_dir(run_name)
     if data_dir:  # relative to where run_all.sh was called from
         data_dir = str(Path(data_dir).expanduser().resolve())
     common = {"dataset": dataset, "data_dir": data_dir or "", "run_dir": str(run_dir), **params}
+    record_params = {**common, **({"log_level": str(level).upper()} if level is not None else {})}
     nb_dir = Path(notebook_dir or os.environ.get("SKINHELPERS_NOTEBOOK_DIR") or NOTEBOOK_DIR)
     notebooks = select(numbered_notebooks(nb_dir), only)
     if not notebooks:
@@ -283,8 +307,8 @@ def run(
         "profile": profile,
         "run_name": run_name,
         "notebooks": [s["nb"].name for s in plan],
-        "parameters": common,
-        "command": " ".join(sys.argv),
+        "parameters": record_params,
+        "command": command_line(),
         "timeout_s": timeout_s,
         "environment": provenance.environment(),
         "results": {},
@@ -299,7 +323,7 @@ def run(
             record["timings_s"][name] = previous["results"][name]["seconds"]
     if resume:
         done = [s["nb"].name[:2] for s in plan[:start]]
-        print(
+        log.info(
             f"resume: {len(done)} notebook(s) already finished with the same parameters"
             + (f" ({', '.join(done)}) are kept" if done else "")
             + (
@@ -307,10 +331,12 @@ def run(
                 if start < len(plan)
                 else "; nothing left to run"
             ),
-            flush=True,
         )
     write_json(run_dir / "run.json", record)
     os.environ.setdefault("SKINHELPERS_PROGRESS", "plain")
+    # the kernels are new processes: hash randomisation is set when an interpreter starts,
+    # so the run's seed reaches them only through their environment
+    os.environ["PYTHONHASHSEED"] = str(common.get("seed", 0))
     for step in plan[start:]:
         nb, nb_params = step["nb"], step["params"]
         name, out = nb.name, run_dir / nb.name
@@ -318,32 +344,33 @@ def run(
         if common.get("node_rank") and name[:2] not in WORKER_NODE_NOTEBOOKS:
             reason = f"node {common['node_rank']} trains with node 0, which runs this chapter"
         if reason:
-            print(f"\n=== {name} skipped: {reason}", flush=True)
+            log.info(f"\n=== {name} skipped: {reason}")
             record["results"][name] = {"status": "skipped", "reason": reason}
             write_json(run_dir / "run.json", record)
             continue
-        log = run_dir / "logs" / f"{nb.stem}.log"
-        print(
+        nb_log = run_dir / "logs" / f"{nb.stem}.log"
+        log.info(
             f"\n=== {name}  ({', '.join(f'{k}={v!r}' for k, v in nb_params.items())})"
-            f"\n=== log: {log}",
-            flush=True,
+            f"\n=== log: {nb_log}",
         )
         record["results"][name] = {
             "status": "running",
             "started": _now(),
             "parameters": nb_params,
-            "log": str(log),
+            "log": str(nb_log),
         }
         write_json(run_dir / "run.json", record)
+        t0 = time.perf_counter()
         try:
-            res = execute.execute(nb, out, nb_params, log, timeout_s=timeout_s)
-        except KeyboardInterrupt as e:
+            res = execute.execute(nb, out, nb_params, nb_log, timeout_s=timeout_s)
+        except KeyboardInterrupt as e:  # Ctrl-C inside execute carries its result; outside not
             res = (
                 e.args[0]
                 if e.args and isinstance(e.args[0], dict)
                 else {"status": "interrupted", "error": "interrupted (Ctrl-C)"}
             )
-        res = {**record["results"][name], **res, "log": str(log)}
+        res.setdefault("seconds", round(time.perf_counter() - t0, 1))
+        res = {**record["results"][name], **res, "log": str(nb_log)}
         record["results"][name] = res
         record["timings_s"][name] = res["seconds"]
         if res["status"] != OK:
@@ -364,7 +391,7 @@ def run(
             if html:
                 _render(run_dir)
             raise SystemExit(130 if res["status"] == "interrupted" else 1)
-        print(f"=== {name} done in {res['seconds']} s", flush=True)
+        log.info(f"=== {name} done in {res['seconds']} s")
         write_json(run_dir / "run.json", record)
     record.pop("failed", None)
     record.pop("failure", None)
@@ -372,7 +399,7 @@ def run(
     write_json(run_dir / "run.json", record)
     if html:
         _render(run_dir)
-    print(f"\nrun folder: {run_dir}")
+    log.info(f"\nrun folder: {run_dir}")
     return run_dir
 
 
@@ -477,8 +504,15 @@ def main(argv: list[str] | None = None) -> int:
         help="node 0's address and a free port, reachable from every machine",
     )
     ap.add_argument("--no-html", action="store_true", help="skip the HTML report")
+    talk = ap.add_mutually_exclusive_group()
+    talk.add_argument(
+        "-q", "--quiet", action="store_true", help="warnings and errors only (-p log_level WARNING)"
+    )
+    talk.add_argument("--verbose", action="store_true", help="debug messages too (log_level DEBUG)")
     args = ap.parse_args(argv)
     extra = {k: parse_value(v) for k, v in args.param}
+    if args.quiet or args.verbose:
+        extra["log_level"] = "WARNING" if args.quiet else "DEBUG"
     if args.nnodes != 1 or args.node_rank or args.rdzv_endpoint:  # notebook 07's launch
         if not 0 <= args.node_rank < args.nnodes or (
             args.nnodes > 1 and not re.fullmatch(r"[^:\s]+:\d+", args.rdzv_endpoint)

@@ -23,6 +23,10 @@ benchmarks/RESULTS.md section 10), so it anneals on a slower CPU too.
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger(__name__)
+
 # The gpu profile's batch size and learning rate, by a rule (issue 26): the largest batch
 # that fits every trial network at 224 px in bfloat16 on a 40 GB GPU (EfficientNet-B3 and
 # ConvNeXt-T the largest), so that a step is bound by the network and not by per-step costs

@@ -7,6 +7,7 @@ pipeline process itself never initialises CUDA.
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import subprocess
 import sys
@@ -15,10 +16,14 @@ from pathlib import Path
 
 from skinhelpers.files import PROJECT_ROOT
 
+log = logging.getLogger(__name__)
+
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "papermill", "ipykernel")
 
 _TORCH_PROBE = """
 import json, torch
+
+log = logging.getLogger(__name__)
 d = {"cuda": torch.version.cuda, "cudnn": None, "gpus": []}
 if torch.cuda.is_available():
     d["cudnn"] = torch.backends.cudnn.version()

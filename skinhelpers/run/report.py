@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 import re
 import sys
@@ -33,6 +34,8 @@ from skinhelpers.evaluate.next_steps import what_next
 from skinhelpers.files import atomic_path
 from skinhelpers.progress import progress_match
 from skinhelpers.share.model_card import bootstrap_text, test_size_text, write_model_card
+
+log = logging.getLogger(__name__)
 
 _NB = re.compile(r"^(\d\d)_.+\.ipynb$")
 
@@ -481,7 +484,7 @@ def _write_model_card(run_dir: Path, out_dir: Path) -> None:
     try:
         card = write_model_card(run_dir)
     except Exception as e:
-        print(f"model card not written: {type(e).__name__}: {e}", file=sys.stderr)
+        log.error(f"model card not written: {type(e).__name__}: {e}")
         return
     body = mistune.html(card.read_text(encoding="utf-8"))
     _write(

@@ -23,6 +23,7 @@ message.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -60,6 +61,8 @@ DISCLAIMER = (
     "**Research and teaching only. Not a diagnostic device:** do not use it to "
     "decide anything about a patient."
 )
+
+log = logging.getLogger(__name__)
 
 
 class DemoModel:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import sys
 from datetime import datetime, timezone
@@ -53,6 +54,8 @@ SCORE_TEXT = (
     "the balanced score: softmax(logits)[class] (every class weighed equally, the score "
     "the thresholds were chosen on), not the probability under the data's class mix"
 )
+
+log = logging.getLogger(__name__)
 FORMATS = ("onnx", "safetensors")
 OPSET = 18
 

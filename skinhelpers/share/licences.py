@@ -4,6 +4,10 @@ model card and the demo page). A model trained on non-commercial data inherits t
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger(__name__)
+
 CODE_LICENCE = "MIT (see LICENSE)"
 
 #: dataset name (as in :mod:`skinhelpers.data.registry`) -> licence note

@@ -14,6 +14,7 @@ RUN_DIR`` writes it alone.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -26,6 +27,8 @@ from skinhelpers.data.manifest import grouping_sentences, grouping_unit
 from skinhelpers.explore.skin_tone import ITA_NOTE
 from skinhelpers.files import atomic_path
 from skinhelpers.share.licences import CODE_LICENCE, data_licence
+
+log = logging.getLogger(__name__)
 
 CARD_NAME = "MODEL_CARD.md"
 

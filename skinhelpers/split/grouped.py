@@ -29,6 +29,7 @@ test images when they share ``split_seed``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -41,6 +42,8 @@ from skinhelpers.data.manifest import has_shipped_split, read_manifest, union_gr
 from skinhelpers.figures import synthetic_title
 from skinhelpers.files import read_json, write_csv, write_json
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "val", "test")
 SPLIT_COLUMNS = ["relpath", "image_id", "group", "label", "label_idx", "split", "fold"]
 REQUIRED_COLUMNS = ("relpath", "image_id", "label", "label_idx")
@@ -48,8 +51,9 @@ SPLIT_COLORS = {"train": "#4c72b0", "val": "#dd8452", "test": "#55a868"}
 OVERLAP_ACTIONS = ("drop_train", "move_to_test")
 
 
-class SplitError(AssertionError):
-    """A split violates a leakage or presence check (an ``AssertionError``)."""
+class SplitError(Exception):
+    """A split violates a leakage or presence check (its own exception: an unrelated
+    ``assert`` failing inside the checks is not mistaken for a found leak)."""
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -602,7 +606,7 @@ def groups_in_two_splits(split_df: pd.DataFrame) -> pd.Series:
 def check_split(
     split_df: pd.DataFrame, pairs_df: pd.DataFrame | None = None, max_examples: int = 10
 ) -> dict:
-    """Check a split; raise :class:`SplitError` (an ``AssertionError``) on a violation.
+    """Check a split; raise :class:`SplitError` on a violation.
 
     * every ``split`` is train/val/test and every ``fold`` an integer (-1: no fold);
     * no group in two splits, no group in two folds;

@@ -11,6 +11,7 @@ class-balanced sampling plus a logit-adjusted loss, label smoothing, EMA, two ph
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, fields
 
 from skinhelpers.model.factory import parse_variant
@@ -33,6 +34,8 @@ RESUME_KEYS = (
     "hidden_dim",
     "frozen",
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass

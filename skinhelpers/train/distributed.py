@@ -14,6 +14,7 @@ node 0. Every other process writes nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +24,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from skinhelpers.device import pick_device
+
+log = logging.getLogger(__name__)
 
 #: the node rank the user gave (``--node-rank``), passed to every worker of that node
 NODE_RANK_ENV = "SKINHELPERS_NODE_RANK"

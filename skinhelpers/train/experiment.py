@@ -16,6 +16,7 @@ candidate models on the same data and budget and :func:`choose_best` names the w
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from skinhelpers.train.augment import eval_transform, read_augmentation, train_t
 from skinhelpers.train.config import DataMeta, TrainConfig
 from skinhelpers.train.trainer import Trainer
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PREPROCESSING = {"preprocess": "none", "resize_mode": "squash"}
 
 
@@ -44,7 +47,7 @@ def read_preprocessing(run_dir, verbose: bool = True) -> dict:
     path = Path(run_dir) / "preprocessing.json"
     if not path.exists():
         if verbose:
-            print(
+            log.warning(
                 f"note: {path.name} not found in the run folder (notebook 02 writes it); "
                 "using no preprocessing and squash resizing"
             )
@@ -80,7 +83,7 @@ def drop_label_suspects(run_dir, train_df: pd.DataFrame, verbose: bool = True) -
     suspects = set(issues.loc[issues["is_issue"].astype(bool), "relpath"])
     keep = ~train_df["relpath"].isin(suspects)
     if verbose:
-        print(
+        log.info(
             f"label audit: {int((~keep).sum()):,} suspected label error(s) left out of the "
             f"{len(train_df):,} training images (validation and test keep theirs)"
         )

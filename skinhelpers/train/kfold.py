@@ -19,6 +19,7 @@ test split only, leaving everything chosen on validation to the single (fold-0) 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +30,8 @@ from skinhelpers.files import write_json
 from skinhelpers.split.grouped import n_folds_of, read_split
 from skinhelpers.train import experiment, launch
 from skinhelpers.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 FOLDS_DIR = "folds"
 
@@ -91,7 +94,7 @@ def train_folds(
     for f in folds:
         out = fold_dir(run_dir, f)
         fcfg = fold_config(cfg, f)
-        print(f"\n=== fold {f} of {k}: validating on fold {f}, training on the others -> {out}")
+        log.info(f"\n=== fold {f} of {k}: validating on fold {f}, training on the others -> {out}")
         t0 = time.perf_counter()
         if nproc > 1:
             out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import subprocess
@@ -35,6 +36,8 @@ from skinhelpers.train.config import (
     TrainConfig,
 )
 from skinhelpers.train.experiment import load_data, train
+
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,11 +213,11 @@ def launch(
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")])
     )
-    print("$", " ".join(cmd), flush=True)
+    log.info("$ " + " ".join(cmd))
     tail: list[str] = []
     errors: list[str] = []  # first exception lines of the workers' tracebacks
     error_line = re.compile(r"^(\[rank\d+\]:\s*)?[\w.]*(Error|Exception)\b: ")
-    log = open(log_path, "a") if log_path else None
+    log_file = open(log_path, "a") if log_path else None
     with subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -225,15 +228,15 @@ def launch(
         bufsize=1,
     ) as proc:
         for line in proc.stdout:
-            print(line, end="", flush=True)
+            log.info(line.rstrip("\n"))  # the workers' output, relayed
             tail = (tail + [line])[-40:]
             if len(errors) < 3 and error_line.match(line):
                 errors.append(line.strip())
-            if log:
-                log.write(line)
+            if log_file:
+                log_file.write(line)
         rc = proc.wait()
-    if log:
-        log.close()
+    if log_file:
+        log_file.close()
     if rc != 0:
         first = "\n".join(errors) or "(no exception line found)"
         raise RuntimeError(

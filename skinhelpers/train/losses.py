@@ -8,9 +8,13 @@ itself learns scores whose argmax suits *balanced* accuracy; nothing changes at 
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 LOSSES = ("ce", "focal")
 

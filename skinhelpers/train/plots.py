@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -9,6 +11,8 @@ from matplotlib.ticker import MaxNLocator
 
 from skinhelpers.figures import synthetic_title
 from skinhelpers.model.factory import parse_variant
+
+log = logging.getLogger(__name__)
 
 METRIC_LABELS = {
     "balanced_accuracy": "balanced accuracy",

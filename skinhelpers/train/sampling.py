@@ -20,11 +20,14 @@ same permutation (seeded by ``seed`` and the epoch) and takes its own slice.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 import torch
 from torch.utils.data import DistributedSampler, Sampler
+
+log = logging.getLogger(__name__)
 
 
 def class_counts(labels, num_classes: int) -> np.ndarray:

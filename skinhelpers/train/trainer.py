@@ -29,6 +29,7 @@ resumed after an interruption continues exactly as the uninterrupted run would h
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -71,6 +72,8 @@ from skinhelpers.train.sampling import (
     shard_indices,
     train_sampler,
 )
+
+log = logging.getLogger(__name__)
 
 #: steps at the start of an epoch left out of its speed (compilation, autotuning)
 WARM_STEPS = 3
@@ -315,10 +318,9 @@ class Trainer:
             if preset in BATCH_PRESETS and hasattr(train_ds, "cache"):
                 return DeviceBatchLoader(train_ds, sampler, cfg.batch_size, self.dev, preset)
             if self.dist.is_main:
-                print(
+                log.warning(
                     f"note: augment_on='device' supports the presets {list(BATCH_PRESETS)} "
                     f"of a cached dataset, not {preset!r}: augmenting per image instead",
-                    flush=True,
                 )
         return DataLoader(
             train_ds,
@@ -393,7 +395,7 @@ class Trainer:
             blocker = f"compile_mode '{mode}' is a GPU mode: {self.dev.type} trains eagerly"
         if blocker:
             if self.dist.is_main:
-                print(f"note: compile=True ignored: {blocker}", flush=True)
+                log.warning(f"note: compile=True ignored: {blocker}")
             return None
         if mode == "reduce-overhead" and self.dist.distributed:
             mode = "default"  # CUDA graphs and DDP's gradient hooks: not together
@@ -427,9 +429,8 @@ class Trainer:
         self.state.update(ck["train_state"])
         self._resume_scheduler_state = ck.get("scheduler")
         if self.dist.is_main:
-            print(
+            log.info(
                 f"resumed from {last}: epoch {self.state['next_epoch']} of {self.cfg.epochs}",
-                flush=True,
             )
         return int(self.state["next_epoch"])
 
@@ -496,10 +497,9 @@ class Trainer:
         except Exception as e:  # noqa: BLE001 - any compiler failure: eager is always possible
             if self.dist.is_main:
                 msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-                print(
+                log.warning(
                     f"note: torch.compile (mode {self.cfg.compile_mode}) failed on the first "
                     f"step ({type(e).__name__}: {msg}): this phase trains eagerly",
-                    flush=True,
                 )
             self.train_model, self._cudagraphs = self._eager_model, False
             return self._step(self.train_model, x, target)
@@ -724,13 +724,12 @@ class Trainer:
 
             self.writer = SummaryWriter(str(self.out / "tb"))
         if main:
-            print(
+            log.info(
                 f"{self.arch}: {self.n_params / 1e6:.2f} M parameters, weights "
                 f"{self.pretrained_source}, device {self.dev}, world {self.dist.world_size}, "
                 f"{self.loader_workers} loader workers, "
                 f"{len(self.train_loader)} steps/epoch, phases "
                 f"{[(p, a + 1, b) for p, a, b in self.phases]}",
-                flush=True,
             )
         t_start = time.perf_counter()
         entered, epoch = None, start
@@ -759,10 +758,9 @@ class Trainer:
             if main:
                 self._log(row)
                 if self.state.get("early_stopped"):
-                    print(
+                    log.info(
                         f"early stop: no {cfg.monitor} gain for {cfg.patience} epochs "
                         f"(best {row['best_so_far']:.4f})",
-                        flush=True,
                     )
             self.state["next_epoch"] = epoch + 1
             minutes = (time.perf_counter() - t_start) / 60
@@ -773,10 +771,9 @@ class Trainer:
             planned = self.state["planned_epochs"]
             if cfg.max_minutes and minutes > cfg.max_minutes and epoch + 1 < planned:
                 if main:
-                    print(
+                    log.info(
                         f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1} "
                         "(run again with resume=True to continue)",
-                        flush=True,
                     )
                 budget_hit = True
             if main and cfg.save == "all":
@@ -824,11 +821,10 @@ class Trainer:
         steps = max(len(self.train_loader), 1)
         self.scheduler.t_initial = max(1, (planned - phase_start) * steps)
         if self.dist.is_main:
-            print(
+            log.info(
                 f"schedule fitted to the {cfg.max_minutes:g}-minute budget: {planned} of "
                 f"{cfg.epochs} epochs ({per_epoch:.0f} s per epoch), the learning rate "
                 "anneals by the last",
-                flush=True,
             )
 
     def _bookkeep(self, epoch: int, row: dict) -> None:
@@ -865,13 +861,12 @@ class Trainer:
     def _log(self, row: dict) -> None:
         m = self.cfg.monitor
         ema = f" | ema {m} {row[f'ema_val_{m}']:.3f}" if self.ema is not None else ""
-        print(
+        log.info(
             f"epoch {row['epoch']:>3}/{self.state['planned_epochs']} [{row['phase']}] loss "
             f"{row['train_loss']:.4f} | val loss {row['val_loss']:.4f} {m} "
             f"{row[f'val_{m}']:.3f} macro-F1 {row['val_macro_f1']:.3f} AUC "
             f"{row['val_macro_auc']:.3f}{ema} | {row['images_per_s']:.0f} img/s, "
             f"{row['train_seconds'] + row['eval_seconds']:.0f} s",
-            flush=True,
         )
         if self.writer is not None:
             for k, v in row.items():

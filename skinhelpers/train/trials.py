@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +18,8 @@ from skinhelpers.files import read_json, write_json
 from skinhelpers.model.factory import PretrainedWeightsError, parse_variant
 from skinhelpers.train.config import TrainConfig
 from skinhelpers.train.experiment import TrainData, make_config, train
+
+log = logging.getLogger(__name__)
 
 TRIAL_COLUMNS = [
     "trial",
@@ -102,18 +105,18 @@ def run_trials(
         done = out / "trial.json"
         if reuse and done.exists() and read_json(done).get("signature") == sig:
             saved = read_json(done)
-            print(f"--- {label}: reusing the finished trial in {out}")
+            log.info(f"--- {label}: reusing the finished trial in {out}")
             # rows saved before the input_norm column existed: it follows from the label
             rows.append({"input_norm": parse_variant(label)["input_norm"], **saved["row"]})
             histories[label] = pd.read_csv(out / "history.csv")
             continue
-        print(f"--- trial {label}", flush=True)
+        log.info(f"--- trial {label}")
         # a trial starts afresh: an old, different trial in the same folder is not resumed
         cfg.resume = False
         try:
             res = train(cfg, data, out)
         except PretrainedWeightsError as e:
-            print(f"    skipped: {e}", flush=True)
+            log.info(f"    skipped: {e}")
             v = parse_variant(label)
             rows.append(
                 {
