@@ -1,0 +1,81 @@
+"""benchmarks/bench_sources.py pairs a one-source run with a several-source run on the
+test images both scored (by name: B's relpaths carry their source as a prefix), and its
+numbers are those a direct computation gives. Small synthetic prediction tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from skinhelpers.files import PROJECT_ROOT
+
+CLASSES = ["bkl", "mel", "nv"]
+
+
+def _frame(rel, labels, probs, groups, **extra):
+    df = pd.DataFrame({"image_id": [r.split("/")[-1] for r in rel], "relpath": rel,
+                       "label": labels})  # fmt: skip
+    for j, c in enumerate(CLASSES):
+        df[f"p_{c}"] = probs[:, j]
+    df["pred"] = [CLASSES[k] for k in probs.argmax(1)]
+    df["group"] = groups
+    return df.assign(**extra)
+
+
+def test_pairs_by_source_and_matches_direct_computation(tmp_path):
+    rng = np.random.default_rng(0)
+    n_h, n_e = 90, 80
+    lab_h = rng.choice(CLASSES, n_h)
+    lab_e = np.array(["mel"] * 30 + ["nv"] * 30 + ["bkl"] * 20)
+    pa_h, pb_h = rng.dirichlet([1, 1, 1], n_h), rng.dirichlet([1, 1, 1], n_h)
+    pa_e, pb_e = rng.dirichlet([1, 1, 1], n_e), rng.dirichlet([1, 1, 1], n_e)
+    rel_h = [f"HAM/img{i}.jpg" for i in range(n_h)]
+    rel_e = [f"Train/x/img{i}.jpg" for i in range(n_e)]
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    _frame(rel_h, lab_h, pa_h, [f"L{i // 2}" for i in range(n_h)]).to_csv(
+        a / "predictions_test.csv", index=False
+    )
+    # A's external set: 80 non-copies plus 5 copies (left out of every score)
+    cp = [f"Train/c/{i}.jpg" for i in range(5)]
+    copies = _frame(cp, ["mel"] * 5, rng.dirichlet([1, 1, 1], 5), cp, overlap=True)
+    ext = _frame(rel_e, lab_e, pa_e, [f"E{i}" for i in range(n_e)], overlap=False)
+    pd.concat([ext, copies]).to_csv(a / "predictions_external_isic9.csv", index=False)
+    # B's test split: the same HAM images and the ISIC share (first 60 of the non-copies)
+    pd.concat(
+        [
+            _frame(["ham10000/" + r for r in rel_h], lab_h, pb_h,
+                   [f"ham10000:L{i // 2}" for i in range(n_h)]),
+            _frame(["isic9/" + r for r in rel_e[:60]], lab_e[:60], pb_e[:60],
+                   [f"isic9:E{i}" for i in range(60)]),
+        ]
+    ).to_csv(b / "predictions_test.csv", index=False)  # fmt: skip
+    env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path / "results")}
+    p = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "bench_sources.py"), str(a), str(b),
+         "--n-bootstrap", "50", "--min-class", "20"],
+        capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    rec = json.loads((tmp_path / "results" / "sources.json").read_text())
+    isic = {r["metric"]: r for r in rec["sources"]["isic9"]["paired"]}
+    mel = (lab_e[:60] == "mel").astype(int)
+    assert isic["mel_auc"]["a"] == roc_auc_score(mel, pa_e[:60, 1])
+    assert isic["mel_auc"]["b"] == roc_auc_score(mel, pb_e[:60, 1])
+    # 30 mel and 30 nv among B's 60 ISIC images, no bkl: the average runs over mel and nv
+    bal = isic["balanced_accuracy_mel_nv"]
+    want = np.mean([np.mean(pb_e[:60][lab_e[:60] == c].argmax(1) == CLASSES.index(c))
+                    for c in ("mel", "nv")])  # fmt: skip
+    assert bal["b"] == want and isic["mel_auc"]["n_images"] == 60
+    ham = {r["metric"]: r for r in rec["sources"]["ham10000"]["paired"]}
+    assert ham["mel_auc"]["n_lesions"] == n_h // 2 and rec["sources"]["ham10000"]["n_b_test"] == n_h
+    alone = {r["metric"]: r for r in rec["a_on_all_external"]["metrics"]}
+    assert rec["a_on_all_external"]["n"] == n_e  # the copies left out
+    assert alone["mel_auc"]["value"] == roc_auc_score(lab_e == "mel", pa_e[:, 1])
+    assert "balanced_accuracy_bkl_mel_nv" in alone
