@@ -9,6 +9,7 @@ import pytest
 import sklearn
 from sklearn import metrics as skm
 
+from skinhelpers.evaluate import score_plots
 from skinhelpers.evaluate import scores as ev
 from skinhelpers.model.metrics import classification_metrics
 
@@ -329,10 +330,10 @@ def test_plots_render(tmp_path):
     y, p, _ = _toy(n=200, c=3)
     classes = ["a", "b", "c"]
     for fig in (
-        ev.plot_confusion_matrices(y, p, classes),
-        ev.plot_roc_pr_curves(y, p, classes),
-        ev.plot_reliability(y, {"raw": p}),
-        ev.plot_roc_pr_curves(y % 2, np.stack([1 - p[:, 0], p[:, 0]], 1), ["n", "p"]),
+        score_plots.plot_confusion_matrices(y, p, classes),
+        score_plots.plot_roc_pr_curves(y, p, classes),
+        score_plots.plot_reliability(y, {"raw": p}),
+        score_plots.plot_roc_pr_curves(y % 2, np.stack([1 - p[:, 0], p[:, 0]], 1), ["n", "p"]),
     ):
         fig.savefig(tmp_path / "x.png")
         assert (tmp_path / "x.png").stat().st_size > 5000

@@ -351,7 +351,9 @@ def test_split_table_and_plot(demo_manifest):
     assert list(t.columns) == ["train", "val", "test", "total"]
     assert t["total"].sum() == len(demo_manifest)
     assert list(t.index) == [c for c in demo_manifest.attrs["classes"]]
-    fig = splits.plot_split(sp)
+    from skinhelpers.split.plots import plot_split
+
+    fig = plot_split(sp)
     assert len(fig.axes) == 2
 
 

@@ -39,7 +39,6 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold
 
 from skinhelpers.data.manifest import has_shipped_split, read_manifest, union_groups
-from skinhelpers.figures import synthetic_title
 from skinhelpers.files import read_json, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,6 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 SPLIT_COLUMNS = ["relpath", "image_id", "group", "label", "label_idx", "split", "fold"]
 REQUIRED_COLUMNS = ("relpath", "image_id", "label", "label_idx")
-SPLIT_COLORS = {"train": "#4c72b0", "val": "#dd8452", "test": "#55a868"}
 OVERLAP_ACTIONS = ("drop_train", "move_to_test")
 
 
@@ -590,7 +588,7 @@ def _split_one(
 # ----------------------------------------------------------------------------- checks
 
 
-def _is_shipped(split_df: pd.DataFrame) -> bool:
+def is_shipped(split_df: pd.DataFrame) -> bool:
     sp = split_df.attrs.get("split", {})
     if isinstance(sp, dict) and "shipped" in sp:
         return bool(sp["shipped"])
@@ -656,7 +654,7 @@ def check_split(
                 f"{len(bad)} near-duplicate pair(s) across splits: " + "; ".join(bad[:max_examples])
             )
     # class presence
-    shipped = _is_shipped(split_df)
+    shipped = is_shipped(split_df)
     sp = split_df.attrs.get("split", {})
     held_out = isinstance(sp, dict) and bool(sp.get("holdout_source"))
     present_splits = [s for s in SPLITS if (split_df["split"] == s).any()]
@@ -767,53 +765,6 @@ def split_table(split_df: pd.DataFrame, by: str = "split") -> pd.DataFrame:
     t.index.name = "class"
     t.columns.name = None
     return t
-
-
-def plot_split(split_df: pd.DataFrame, title: str | None = None):
-    """Images per class and split (log scale), and each split's class mix side by side."""
-    import matplotlib.pyplot as plt
-
-    t = split_table(split_df)[list(SPLITS)]
-    classes = list(t.index)
-    x = np.arange(len(classes))
-    w = 0.27
-    fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.3 * len(classes) + 4), 4.2))
-    for i, s in enumerate(SPLITS):
-        bars = axes[0].bar(x + (i - 1) * w, t[s].to_numpy(), w, label=s, color=SPLIT_COLORS[s])
-        axes[0].bar_label(bars, labels=[f"{v:,}" for v in t[s]], fontsize=6, rotation=90, padding=2)
-        share = t[s] / max(1, t[s].sum())
-        axes[1].bar(x + (i - 1) * w, share.to_numpy() * 100, w, label=s, color=SPLIT_COLORS[s])
-    axes[0].set_yscale("log")
-    axes[0].set_ylabel("images (log scale)")
-    axes[0].set_title("Images per class and split")
-    axes[1].set_ylabel("% of the split")
-    shipped = _is_shipped(split_df)
-    axes[1].set_title(
-        "Class mix of each split"
-        + (
-            " (test as shipped; train and val stratified)"
-            if shipped
-            else " (stratified: bars match)"
-        )
-    )
-    for ax in axes:
-        ax.set_xticks(x, classes, rotation=30, ha="right", fontsize=8)
-        ax.spines[["top", "right"]].set_visible(False)
-    summ = split_summary(split_df)
-    legend = [
-        f"{s}: {summ.loc[s, 'images']:,} img / {summ.loc[s, 'groups']:,} groups" for s in SPLITS
-    ]
-    handles, _ = axes[0].get_legend_handles_labels()
-    axes[1].legend(handles, legend, fontsize=8, frameon=False)
-    head = (title or f"{split_df.attrs.get('dataset', '')} grouped split").strip()
-    fig.suptitle(synthetic_title(head, split_df), fontsize=11)
-    fig.tight_layout()
-    ymax = axes[0].get_ylim()[1]
-    axes[0].set_ylim(top=ymax * 3)  # room for the rotated counts
-    return fig
-
-
-# ----------------------------------------------------------------------------- persistence
 
 
 def save_split(
@@ -962,6 +913,7 @@ def fold_split(split_df: pd.DataFrame, fold: int) -> pd.DataFrame:
 
 
 __all__ = [
+    "is_shipped",
     "SPLITS",
     "SplitError",
     "grouped_split",
@@ -973,7 +925,6 @@ __all__ = [
     "naive_split_leakage",
     "split_summary",
     "split_table",
-    "plot_split",
     "save_split",
     "read_split",
     "n_folds_of",
