@@ -41,8 +41,16 @@ def test_overrides_only_shrink_what_the_gpu_profile_sets():
         *(pipeline.declared_parameters(p) for p in pipeline.numbered_notebooks())
     )
     assert set(TINY_GPU_OVERRIDES) <= declared
-    kept = {k: v for k, v in gpu.items() if k not in TINY_GPU_OVERRIDES}
-    assert kept["preprocess"] == "shades_of_gray" and kept["lr"] == gpu["lr"]
+    resolved = profiles.resolve("gpu", TINY_GPU_OVERRIDES)
+    # what the overrides leave alone is the gpu profile's own, as resolved for the run
+    for k, v in gpu.items():
+        if k not in TINY_GPU_OVERRIDES:
+            assert resolved[k] == v, k
+    assert resolved["preprocess"] == "shades_of_gray" and resolved["augment_on"] == "device"
+    # and every numeric override makes the run smaller, never larger
+    for k, v in TINY_GPU_OVERRIDES.items():
+        if isinstance(v, (int, float)) and isinstance(gpu.get(k), (int, float)):
+            assert v <= gpu[k] or gpu[k] == 0, (k, v, gpu[k])  # 0: "all" (max_images)
 
 
 @pytest.mark.slow
