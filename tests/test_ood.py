@@ -34,6 +34,14 @@ def test_photos_that_ship_with_packages_are_real_and_varied():
     names = {n.split("/")[0] for n, _ in photos}
     assert {"astronaut", "chelsea", "coffee", "grace_hopper"} <= names
     assert all(im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3 for _, im in photos)
+    # the 2 x 2 tiles of a photo cover it exactly
+    whole = dict(p for p in photos if "/" not in p[0])["astronaut"]
+    tiles = [im for n, im in photos if n.startswith("astronaut/tile")]
+    assert (
+        len(tiles) == 4
+        and sum(t.shape[0] * t.shape[1] for t in tiles) == whole.shape[0] * whole.shape[1]
+    )
+    assert np.array_equal(tiles[0], whole[: whole.shape[0] // 2, : whole.shape[1] // 2])
 
 
 def test_guard_passes_validation_at_its_rate_and_flags_photos(feats):

@@ -75,10 +75,14 @@ def _rgb(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a[:, :, :3])
 
 
-def package_photos(crops_per_photo: int = 3, seed: int = 0) -> list[tuple[str, np.ndarray]]:
-    """Ordinary photos that ship inside installed packages, each whole and as
-    ``crops_per_photo`` random crops (a third to two-thirds of its side): ``(name, RGB uint8)``.
-    Photos a package does not bundle (downloads) are skipped."""
+def package_photos(
+    crops_per_photo: int = 3, seed: int = 0, tiles_per_side: int = 2
+) -> list[tuple[str, np.ndarray]]:
+    """Ordinary photos that ship inside installed packages, each whole, as
+    ``crops_per_photo`` random crops (a third to two-thirds of its side) and as the
+    ``tiles_per_side`` x ``tiles_per_side`` tiles of a grid (for numbers: more images of
+    the same scenes): ``(name, RGB uint8)``, a crop named ``photo/cropK``, a tile
+    ``photo/tileRC``. Photos a package does not bundle (downloads) are skipped."""
     import matplotlib
     import skimage.data  # a dev dependency: measuring the guard, not using it
 
@@ -102,6 +106,12 @@ def package_photos(crops_per_photo: int = 3, seed: int = 0) -> list[tuple[str, n
             ch, cw = max(16, int(h * s)), max(16, int(w * s))
             y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
             out.append((f"{name}/crop{k}", img[y : y + ch, x : x + cw].copy()))
+        n = tiles_per_side
+        if n > 1 and min(h, w) >= 16 * n:
+            for r in range(n):
+                for c in range(n):
+                    tile = img[r * h // n : (r + 1) * h // n, c * w // n : (c + 1) * w // n]
+                    out.append((f"{name}/tile{r}{c}", tile.copy()))
     return out
 
 
