@@ -54,3 +54,45 @@ def test_suspects_leave_training_only_when_asked(tmp_path):
     write_json(tmp_path / "label_audit.json", {"drop_from_training": True})
     assert drop_label_suspects(tmp_path, train, verbose=False)["relpath"].tolist() == ["a", "c"]
     assert len(drop_label_suspects(tmp_path / "no-audit", train)) == 3  # no audit: unchanged
+
+
+def test_only_the_surest_suspects_leave_training_and_many_suspects_are_called_so(tmp_path):
+    """A weak auditing model flags far more images than carry wrong labels (the cpu run on
+    HAM10000: a third): drop_label_issues removes at most audit_max_drop of the images, the
+    lowest label quality first, and the sentence says the share is implausible."""
+    from skinhelpers.files import write_csv, write_json
+    from skinhelpers.train.experiment import drop_label_suspects
+
+    n = 200
+    audit = pd.DataFrame(
+        {
+            "image_id": [f"i{k}" for k in range(n)],
+            "relpath": [f"r{k}" for k in range(n)],
+            "label": "nv",
+            "suggested": "mel",
+            "quality": np.linspace(0.0, 1.0, n)[::-1],  # r199 the most suspect
+            "is_issue": [k >= 140 for k in range(n)],  # 60 suspects, 30%
+            "drop": False,
+            "split": "train",
+        }
+    )
+    marked = label_audit.mark_drops(audit, 0.02)
+    assert marked["drop"].sum() == 4  # 2% of 200
+    assert set(marked.loc[marked["drop"], "relpath"]) == {"r199", "r198", "r197", "r196"}
+    assert label_audit.mark_drops(audit, 1.0)["drop"].sum() == 60  # never beyond the suspects
+    assert label_audit.mark_drops(audit, 0.0)["drop"].sum() == 0
+    text = label_audit.audit_sentence(marked, 0.61)
+    assert "60 suspects of 200 images (30.0%)" in text and "cheap model's own errors" in text
+    assert "the 4 most suspect" in text
+    few = audit.assign(is_issue=[k >= 199 for k in range(n)])
+    assert "cheap model's own errors" not in label_audit.audit_sentence(few, 0.9)
+    # 07 leaves out the marked ones, not every suspect
+    train = marked[["relpath", "label"]]
+    write_csv(tmp_path / "label_issues.csv", marked)
+    write_json(tmp_path / "label_audit.json", {"drop_from_training": True})
+    kept = drop_label_suspects(tmp_path, train, verbose=False)
+    assert len(kept) == n - 4 and "r199" not in set(kept["relpath"])
+    import pytest
+
+    with pytest.raises(ValueError, match="audit_max_drop"):
+        label_audit.mark_drops(audit, 1.5)

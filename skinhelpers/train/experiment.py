@@ -80,7 +80,9 @@ def drop_label_suspects(run_dir, train_df: pd.DataFrame, verbose: bool = True) -
     if not meta.exists() or not read_json(meta).get("drop_from_training"):
         return train_df
     issues = pd.read_csv(run_dir / "label_issues.csv")
-    suspects = set(issues.loc[issues["is_issue"].astype(bool), "relpath"])
+    # the audit's capped choice (label_audit.mark_drops); an older audit: every suspect
+    column = "drop" if "drop" in issues else "is_issue"
+    suspects = set(issues.loc[issues[column].astype(bool), "relpath"])
     keep = ~train_df["relpath"].isin(suspects)
     if verbose:
         log.info(
