@@ -124,6 +124,8 @@ def test_run_all_sh_exit_code_and_message(tmp_path, toy_notebooks):
     )
     assert p.returncode == 1
     assert "FAILED: notebook 03_step.ipynb" in p.stderr
+    # the pipeline's own lines (its logger, run as __main__) reach the terminal
+    assert "=== 01_step.ipynb" in p.stdout and "=== 02_step.ipynb done in" in p.stdout
     assert "ZeroDivisionError" in p.stderr
     # the record shows what the user typed, not the path of pipeline.py
     rec = json.loads((tmp_path / "r" / "run.json").read_text())

@@ -34,7 +34,8 @@ from skinhelpers.files import PROJECT_ROOT, write_json
 from skinhelpers.run import execute, profiles, provenance
 from skinhelpers.run.report import render_report
 
-log = logging.getLogger(__name__)
+# run with `python -m` this module is "__main__": its spec keeps its name under skinhelpers
+log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 

@@ -35,7 +35,8 @@ from skinhelpers.files import atomic_path
 from skinhelpers.progress import progress_match
 from skinhelpers.share.model_card import bootstrap_text, test_size_text, write_model_card
 
-log = logging.getLogger(__name__)
+# run with `python -m` this module is "__main__": its spec keeps its name under skinhelpers
+log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
 _NB = re.compile(r"^(\d\d)_.+\.ipynb$")
 

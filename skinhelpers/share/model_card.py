@@ -28,7 +28,8 @@ from skinhelpers.explore.skin_tone import ITA_NOTE
 from skinhelpers.files import atomic_path
 from skinhelpers.share.licences import CODE_LICENCE, data_licence
 
-log = logging.getLogger(__name__)
+# run with `python -m` this module is "__main__": its spec keeps its name under skinhelpers
+log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
 CARD_NAME = "MODEL_CARD.md"
 

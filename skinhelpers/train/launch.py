@@ -37,7 +37,8 @@ from skinhelpers.train.config import (
 )
 from skinhelpers.train.experiment import load_data, train
 
-log = logging.getLogger(__name__)
+# run with `python -m` this module is "__main__": its spec keeps its name under skinhelpers
+log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
 
 def main(argv: list[str] | None = None) -> int:
