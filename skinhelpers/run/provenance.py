@@ -60,8 +60,10 @@ def git_state(cwd: Path = PROJECT_ROOT) -> dict:
     return {"commit": commit, "dirty": bool(changed), "changed": changed[:30]}
 
 
-def accelerator(timeout_s: float = 60.0) -> dict:
-    """CUDA / cuDNN versions and GPU names as this Python's torch sees them."""
+def accelerator(timeout_s: float = 180.0) -> dict:
+    """CUDA / cuDNN versions and GPU names as this Python's torch sees them; when the probe
+    fails (or outlasts ``timeout_s`` on a loaded machine) the keys are there, None, with
+    the ``error``."""
     try:
         p = subprocess.run(
             [sys.executable, "-c", _TORCH_PROBE],
@@ -72,9 +74,11 @@ def accelerator(timeout_s: float = 60.0) -> dict:
         )
         if p.returncode == 0:
             return json.loads(p.stdout.strip().splitlines()[-1])
-        return {"error": (p.stderr.strip().splitlines() or ["torch probe failed"])[-1]}
+        error = (p.stderr.strip().splitlines() or ["torch probe failed"])[-1]
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as e:
-        return {"error": f"torch probe failed: {e}"}
+        error = f"torch probe failed: {e}"
+    log.warning(f"note: CUDA and GPUs not recorded: {error}")
+    return {"cuda": None, "cudnn": None, "gpus": None, "error": error}
 
 
 def environment() -> dict:
