@@ -22,8 +22,6 @@ PACKAGES = ("torch", "torchvision", "timm", "numpy", "papermill", "ipykernel")
 
 _TORCH_PROBE = """
 import json, torch
-
-log = logging.getLogger(__name__)
 d = {"cuda": torch.version.cuda, "cudnn": None, "gpus": []}
 if torch.cuda.is_available():
     d["cudnn"] = torch.backends.cudnn.version()
