@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from test_pipeline import _nb  # the toy notebook of the pipeline tests
 
 from skinhelpers import logs
 from skinhelpers.__main__ import main as cli
@@ -92,19 +93,6 @@ def test_cli_quiet_and_verbose(capsys):
     assert "ham10000" in capsys.readouterr().out  # the command's own output stays
     assert cli(["--verbose", "datasets"]) == 0
     assert logging.getLogger(logs.ROOT).level == logging.DEBUG
-
-
-def _nb(path: Path, params: str, body: str):
-    nb = nbformat.v4.new_notebook()
-    p = nbformat.v4.new_code_cell(params)
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [p, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, path)
 
 
 def test_log_level_run_parameter_reaches_the_notebooks(tmp_path):
