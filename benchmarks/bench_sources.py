@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from common import save
 
-from skinhelpers.evaluate import scores
+from skinhelpers.evaluate import by_source, scores
 
 
 def _probs(df: pd.DataFrame, classes: list[str]) -> np.ndarray:
@@ -36,13 +36,9 @@ def _probs(df: pd.DataFrame, classes: list[str]) -> np.ndarray:
 def metric_fns(y: np.ndarray, classes: list[str], min_class: int, positive: str) -> dict:
     """Melanoma-vs-rest AUC and the balanced accuracy over the classes ``y`` holds at least
     ``min_class`` images of (a class of two images says nothing and is not averaged)."""
-    big = [k for k in range(len(classes)) if (y == k).sum() >= min_class]
+    big = by_source.large_classes(y, len(classes), min_class)
     pos = classes.index(positive)
-
-    def bal(yy, pp):
-        pred = pp.argmax(1)
-        recalls = [np.mean(pred[yy == k] == k) for k in big if (yy == k).any()]
-        return float(np.mean(recalls)) if recalls else float("nan")
+    bal = by_source.balanced_accuracy_over(big)
 
     def auc(yy, pp):
         from sklearn.metrics import roc_auc_score

@@ -26,7 +26,7 @@ from sklearn import metrics as skm
 from torch.utils.data import DataLoader
 
 from skinhelpers.data.cache import CachedImageDataset
-from skinhelpers.evaluate import ood
+from skinhelpers.evaluate import by_source, ood
 from skinhelpers.files import atomic_path
 from skinhelpers.model.checkpoints import load_checkpoint
 from skinhelpers.progress import progress
@@ -156,13 +156,6 @@ def guard_table(guard: ood.OODGuard) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _balanced_accuracy(y, pred, classes_min: list[int]) -> float:
-    keep = np.isin(y, classes_min)
-    if not keep.any():
-        return float("nan")
-    return float(np.mean([np.mean(pred[y == c] == c) for c in classes_min]))
-
-
 def passed_vs_flagged(
     y: np.ndarray,
     probs: np.ndarray,
@@ -180,14 +173,16 @@ def passed_vs_flagged(
     for name, mask in (("passed", in_distribution), ("flagged", ~in_distribution)):
         mask = np.asarray(mask, dtype=bool)
         yy, pp = y[mask], pred[mask]
-        big = [c for c in range(len(classes)) if (yy == c).sum() >= min_class_images]
+        big = by_source.large_classes(yy, len(classes), min_class_images)
         row = {
             "images": name,
             "n": int(mask.sum()),
             "share": float(mask.mean()) if len(mask) else float("nan"),
             "accuracy": float(np.mean(yy == pp)) if mask.any() else float("nan"),
-            f"balanced accuracy (classes with >= {min_class_images})": _balanced_accuracy(
-                yy, pp, big
+            f"balanced accuracy (classes with >= {min_class_images})": (
+                by_source.balanced_accuracy_over(big)(yy, np.asarray(probs)[mask])
+                if big
+                else float("nan")
             ),
             "classes counted": ", ".join(classes[c] for c in big),
         }
