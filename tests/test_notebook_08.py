@@ -66,6 +66,18 @@ def _execute(run: Path, dataset: str, data_dir, **params) -> None:
     )
 
 
+def small_evaluated_run(parent: Path, df: pd.DataFrame, dataset: str, data_dir) -> Path:
+    """A run folder made by :func:`prepare_run` and evaluated by notebook 08 at the
+    smallest useful settings (the tests of what leaves the suite: predict, export, the model
+    card, the demo page)."""
+    run = parent / dataset
+    run.mkdir()
+    prepare_run(run, df)
+    _execute(run, dataset, data_dir, n_bootstrap=30, tta_views=2, gradcam_per_class=1,
+             cam_max_images=12, worst_errors_shown=3)  # fmt: skip
+    return run
+
+
 def _check_consistency(run: Path, classes: list[str]) -> dict:
     m = json.loads((run / "metrics.json").read_text())
     pred = pd.read_csv(run / "predictions_test.csv")

@@ -193,21 +193,10 @@ def run08(ham_manifest, ham_dir, tmp_path_factory):
     """Manifest, split and two short checkpoints, evaluated by notebook 08 (metrics.json
     with operating points), plus a subgroup table computed from its test predictions."""
     from sklearn.metrics import balanced_accuracy_score
-    from test_notebook_08 import _execute, prepare_run
+    from test_notebook_08 import small_evaluated_run
 
-    run = tmp_path_factory.mktemp("share08") / "ham"
-    run.mkdir()
-    prepare_run(run, datasets.subsample(ham_manifest, 110, seed=0))
-    _execute(
-        run,
-        "ham10000",
-        ham_dir.parent,
-        n_bootstrap=30,
-        tta_views=2,
-        gradcam_per_class=1,
-        cam_max_images=12,
-        worst_errors_shown=3,
-    )
+    df = datasets.subsample(ham_manifest, 110, seed=0)
+    run = small_evaluated_run(tmp_path_factory.mktemp("share08"), df, "ham10000", ham_dir.parent)
     pred = pd.read_csv(run / "predictions_test.csv").merge(
         ham_manifest[["image_id", "sex"]], on="image_id"
     )
