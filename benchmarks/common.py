@@ -12,8 +12,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from skinhelpers.files import shared_data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SKINLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED_DATA = shared_data_dir()
 # where result JSON goes; the CI smoke test points it at a temporary folder
 RESULTS_DIR = Path(os.environ.get("SKINLAB_BENCH_RESULTS", ROOT / "benchmarks" / "results"))
 

@@ -22,6 +22,14 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: the workplace's real datasets, read-only, beside the project (tests and benchmarks)
+DEFAULT_SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+def shared_data_dir() -> Path:
+    """Where the tests and benchmarks find the real data: ``$SKINLAB_SHARED_DATA``, else
+    ``../shared/data`` beside the project (the one place this is decided)."""
+    return Path(os.environ.get("SKINLAB_SHARED_DATA", DEFAULT_SHARED_DATA))
 
 
 @contextlib.contextmanager

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from skinhelpers.files import DEFAULT_SHARED_DATA, shared_data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SHARED_DATA = ROOT.parent / "shared" / "data"
-SHARED_DATA = Path(os.environ.get("SKINLAB_SHARED_DATA", DEFAULT_SHARED_DATA))
+SHARED_DATA = shared_data_dir()
 pytest_plugins = ["pytester"]  # tests/test_realdata_guard.py
 REAL_DATA_FIXTURES = {"shared_data", "ham_dir", "isic9_dir", "ham_manifest", "isic9_manifest"}
 
