@@ -64,7 +64,7 @@ def main() -> None:
     rows = []
     for compiled in [False] if a.no_compile else [False, True]:
         for cl in (False, True):
-            model = prepare_model(copy.deepcopy(base), channels_last=cl, compile=compiled)
+            model = prepare_model(copy.deepcopy(base), channels_last=cl, torch_compile=compiled)
             t0 = time.perf_counter()
             predict_batch(model, batches[0], mean, std, 1)  # warm-up (and compile)
             warm = time.perf_counter() - t0

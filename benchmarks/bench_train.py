@@ -226,7 +226,7 @@ def main() -> None:
         save="none",
         augment_on="loader",
     )
-    profile_mode = recipe.get("compile_mode", "default") if recipe.get("compile") else "off"
+    profile_mode = recipe.get("compile_mode", "default") if recipe.get("torch_compile") else "off"
     modes = ["off"] if a.no_compile else (a.compile_modes or profile_mode).split(",")
     # an int: the per-image preset in a DataLoader with that many worker processes;
     # "device": the batched preset on the training device (augment_on="device")
@@ -249,7 +249,7 @@ def main() -> None:
         labels = df["label_idx"].to_numpy()
         for bs in sizes:
             for mode in modes:
-                compile_args = {"compile": mode != "off"}
+                compile_args = {"torch_compile": mode != "off"}
                 if mode not in ("off", "default"):
                     compile_args["compile_mode"] = mode
                 cfg = make_config({**recipe, "batch_size": bs, **compile_args})

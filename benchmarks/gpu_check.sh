@@ -100,7 +100,7 @@ MAX_MINUTES=${MAX_MINUTES:-$("$PY" -c "print(round(max(0.1, ($LEFT / $MODELS - $
 step "4/5 07-08: ${MODELS} model(s), max_minutes ${MAX_MINUTES} each (${LEFT}s left for 07)" "$(since)"
 T07=$(date +%s)
 "$PY" "${PIPE[@]}" --only 07-08 -p arch efficientnet_lite0 -p image_size "$IMAGE_SIZE" \
-  -p max_minutes "$MAX_MINUTES" -p compile False "${RUN_P[@]}"
+  -p max_minutes "$MAX_MINUTES" -p torch_compile False "${RUN_P[@]}"
 
 step "5/5 results to $OUT" "$(since)"
 mkdir -p "$OUT/run"

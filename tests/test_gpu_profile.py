@@ -110,5 +110,5 @@ def test_the_gpu_batch_and_learning_rate_follow_the_written_rule():
     assert gpu["lr"] == pytest.approx(lr0 * profiles.GPU_BATCH / b0)
     assert profiles.linear_lr(b0) == lr0 and profiles.linear_lr(2 * b0) == 2 * lr0
     assert "warmup_epochs" not in gpu and TrainConfig.warmup_epochs == 1.0  # warm-up kept
-    assert gpu["compile_mode"] == "reduce-overhead" and not gpu.get("compile", False)
+    assert gpu["compile_mode"] == "reduce-overhead" and not gpu.get("torch_compile", False)
     assert "convnext_tiny" in gpu["trial_models"]  # a larger backbone, by its timm name

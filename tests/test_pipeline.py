@@ -79,6 +79,17 @@ def test_unknown_parameter_is_refused_before_running(tmp_path, toy_notebooks):
             html=False,
             notebook_dir=nbs,
         )
+    # a renamed parameter says its new name (compile shadowed the builtin in notebooks)
+    with pytest.raises(SystemExit, match=r"'compile' is now 'torch_compile'"):
+        pipeline.run(
+            "demo",
+            None,
+            "smoke",
+            str(tmp_path / "r"),
+            extra={"compile": True},
+            html=False,
+            notebook_dir=nbs,
+        )
     assert not log.exists()
 
 

@@ -96,7 +96,9 @@ def test_trainconfig_default_then_recipe_then_overrides():
     # the profile lists only what it changes, and what it lists beats the default
     assert "balance_power" not in recipe and cfg.balance_power == TrainConfig.balance_power
     assert cfg.patience == recipe["patience"] != TrainConfig.patience
-    assert cfg.compile is True and TrainConfig.compile is False
+    assert cfg.torch_compile is True and TrainConfig.torch_compile is False
+    # a checkpoint's config written before the rename reads as the new field
+    assert TrainConfig.from_dict({"compile": True}).torch_compile is True
     assert cfg.min_lr == TrainConfig.min_lr and cfg.ema_decay == TrainConfig.ema_decay
     assert (cfg.cutmix_alpha, cfg.mixup_alpha, cfg.mix_prob) == (1.0, 0.0, 0.5)
     with pytest.raises(ValueError, match=r"unknown training option\(s\) \['epoch'\]"):

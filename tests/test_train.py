@@ -468,7 +468,7 @@ def test_compile_modes_for_the_gpu_are_off_on_the_cpu_and_a_failed_compile_train
         ("max-autotune", None),
         ("default", "default"),
     ):
-        tr = Trainer(_cfg(compile=True, compile_mode=mode), ds, ds, labels, META, tmp_path)
+        tr = Trainer(_cfg(torch_compile=True, compile_mode=mode), ds, ds, labels, META, tmp_path)
         assert tr._compile_mode() == expected, mode
     assert "is a GPU mode" in capsys.readouterr().out
     with pytest.raises(ValueError, match="compile_mode"):
@@ -479,7 +479,7 @@ def test_compile_modes_for_the_gpu_are_off_on_the_cpu_and_a_failed_compile_train
             raise RuntimeError("backend compiler failed")
 
     monkeypatch.setattr(torch, "compile", lambda model, mode=None: Broken())
-    cfg = _cfg(epochs=2, compile=True, ema=False, save="none")
+    cfg = _cfg(epochs=2, torch_compile=True, ema=False, save="none")
     res = Trainer(cfg, ds, ds, labels, META, tmp_path / "eager").fit()
     assert res["epochs_run"] == 2 and np.isfinite(res["history"]["train_loss"]).all()
     assert "failed on the first step (RuntimeError: backend compiler failed)" in (

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def prepare_model(
-    model: torch.nn.Module, channels_last: bool = True, compile: bool = False
+    model: torch.nn.Module, channels_last: bool = True, torch_compile: bool = False
 ) -> torch.nn.Module:
     """``model`` ready for prediction: eval mode, channels_last memory format (inputs follow
     it in :func:`skinhelpers.model.inference.predict_batch`), optionally
@@ -47,7 +47,7 @@ def prepare_model(
     model.eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if compile:
+    if torch_compile:
         blocker = compile_blocker(model_device(model))
         if blocker:
             log.warning(f"note: compile ignored: {blocker}")

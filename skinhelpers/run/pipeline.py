@@ -76,6 +76,8 @@ def parse_value(text: str):
         return text
 
 
+#: notebook parameters renamed: old name -> new name (a -p of the old name says so)
+RENAMED_PARAMS = {"compile": "torch_compile"}
 SKIP_WHEN_EMPTY = ("external_dataset",)  # a notebook declaring one of these runs only when set
 #: what a machine other than node 0 runs of a run over several machines (--node-rank > 0):
 #: the data chapters and 07's training; the trials and the evaluation are node 0's
@@ -272,9 +274,11 @@ def run(
     declared_all = set().union(*(s["declared"] for s in plan))
     unknown = sorted(set(extra) - declared_all)
     if unknown:
+        renamed = [f"'{k}' is now '{RENAMED_PARAMS[k]}'" for k in unknown if k in RENAMED_PARAMS]
         raise SystemExit(
-            f"parameter(s) {unknown} are not declared by any selected notebook; "
-            f"known: {sorted(declared_all)}"
+            f"parameter(s) {unknown} are not declared by any selected notebook"
+            + (f" ({'; '.join(renamed)})" if renamed else "")
+            + f"; known: {sorted(declared_all)}"
         )
     origin = {k: (f"-p {k}" if k in extra else f"profile {profile}") for k in common}
     errors = check_parameters(plan, common, origin)

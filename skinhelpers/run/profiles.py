@@ -92,15 +92,15 @@ PROFILES: dict[str, dict] = {
         # an upper bound: the trainer sizes the cosine schedule from the measured speed of
         # its first epochs so that it anneals inside max_minutes (a slower CPU fits fewer)
         "epochs": 30,
-        "compile": True,  # faster training on this CPU, about 2 min of compiling
+        "torch_compile": True,  # faster training on this CPU, about 2 min of compiling
         "patience": 8,
         "max_minutes": 45,
     },
     "gpu": {
         "augment_on": "device",  # the cached images on the GPU, augmented a batch at a time
-        # with -p compile True, 07 compiles with CUDA graphs (the training step's shapes
+        # with -p torch_compile True, 07 compiles with CUDA graphs (the training step's shapes
         # never change; a compile that fails trains eagerly with a note; the CPU trains
-        # eagerly in this GPU mode). compile stays off (07 and 08 share it) until
+        # eagerly in this GPU mode). torch_compile stays off (07 and 08 share it) until
         # benchmarks/gpu_check.sh has measured the gain on a GPU
         "compile_mode": "reduce-overhead",
         "image_size": 224,

@@ -22,6 +22,8 @@ AUGMENT_ON = ("loader", "device")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MONITORS = ("balanced_accuracy", "macro_f1", "macro_auc")
 SCHEDULERS = ("cosine", "plateau", "constant")
+#: fields renamed since checkpoints were first written: old name -> new name
+RENAMED_FIELDS = {"compile": "torch_compile"}  # 'compile' shadowed the builtin in notebooks
 # fields that must match to resume a run from its last.pt
 RESUME_KEYS = (
     "arch",
@@ -90,7 +92,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision (CUDA only)
     amp_dtype: str = "bfloat16"  # bfloat16 | float16 (float16 uses a GradScaler)
     channels_last: bool = True
-    compile: bool = False
+    torch_compile: bool = False
     # default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs;
     # all but "default" are GPU modes: the CPU then trains eagerly
     compile_mode: str = "default"
@@ -124,6 +126,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """A config from a dict of fields (a checkpoint's 'config', a launch file); the
+        old name of a renamed field (:data:`RENAMED_FIELDS`) is read as the new one."""
+        d = {RENAMED_FIELDS.get(k, k): v for k, v in d.items()}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

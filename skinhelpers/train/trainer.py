@@ -382,12 +382,12 @@ class Trainer:
         self._cudagraphs = mode in ("reduce-overhead", "max-autotune")
 
     def _compile_mode(self) -> str | None:
-        """The ``torch.compile`` mode to train with, or None (eager): ``cfg.compile`` with
+        """The ``torch.compile`` mode to train with, or None (eager): ``cfg.torch_compile`` with
         ``cfg.compile_mode``, unless torch.compile cannot run here; the GPU modes (CUDA
         graphs, autotuning) train eagerly on the CPU, and CUDA graphs give way to the
         default mode under DistributedDataParallel."""
         cfg = self.cfg
-        if not cfg.compile:
+        if not cfg.torch_compile:
             return None
         mode = cfg.compile_mode
         blocker = device.compile_blocker(self.dev)
@@ -395,7 +395,7 @@ class Trainer:
             blocker = f"compile_mode '{mode}' is a GPU mode: {self.dev.type} trains eagerly"
         if blocker:
             if self.dist.is_main:
-                log.warning(f"note: compile=True ignored: {blocker}")
+                log.warning(f"note: torch_compile=True ignored: {blocker}")
             return None
         if mode == "reduce-overhead" and self.dist.distributed:
             mode = "default"  # CUDA graphs and DDP's gradient hooks: not together
