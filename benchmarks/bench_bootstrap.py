@@ -1,6 +1,6 @@
 """Benchmark 12: the bootstrap of notebook 08's headline metrics, one resample at a time
 (scikit-learn on each resample written out) against all resamples at once
-(``scores.headline_weighted``), both resampling the test split's lesions (groups).
+(``bootstrap.headline_weighted``), both resampling the test split's lesions (groups).
 
 Notebook 08 bootstraps the headline metrics of every weight set it scores and of every
 paired comparison: at 1,000 resamples of the 1,430 HAM10000 test images (1,066 lesions),
@@ -24,7 +24,7 @@ import time
 import numpy as np
 from common import save, test_predictions, unit_note
 
-from skinhelpers.evaluate import scores
+from skinhelpers.evaluate import bootstrap, calibration
 
 
 def synthetic(n: int, classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -35,7 +35,7 @@ def synthetic(n: int, classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     groups = np.repeat(np.arange(n), sizes)[:n]
     y = rng.integers(0, classes, n)[groups]
     logits = rng.normal(0, 1, (n, classes)) + 2.0 * np.eye(classes)[y]
-    return y, scores.softmax(logits), groups
+    return y, calibration.softmax(logits), groups
 
 
 def main() -> None:
@@ -55,15 +55,15 @@ def main() -> None:
         print(unit_note(groups, where))
     # wrapped: bootstrap_ci vectorises HEADLINE's own functions, and scores others one
     # resample at a time
-    loop_fns = {k: functools.partial(f) for k, f in scores.HEADLINE.items()}
+    loop_fns = {k: functools.partial(f) for k, f in bootstrap.HEADLINE.items()}
     t0 = time.perf_counter()
-    slow = scores.bootstrap_ci(y, probs, loop_fns, n_bootstrap=a.n_bootstrap, groups=groups)
+    slow = bootstrap.bootstrap_ci(y, probs, loop_fns, n_bootstrap=a.n_bootstrap, groups=groups)
     t_loop = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fast = scores.bootstrap_ci(y, probs, n_bootstrap=a.n_bootstrap, groups=groups)
+    fast = bootstrap.bootstrap_ci(y, probs, n_bootstrap=a.n_bootstrap, groups=groups)
     t_fast = time.perf_counter() - t0
     t0 = time.perf_counter()
-    by_image = scores.bootstrap_ci(y, probs, n_bootstrap=a.n_bootstrap)
+    by_image = bootstrap.bootstrap_ci(y, probs, n_bootstrap=a.n_bootstrap)
     t_image = time.perf_counter() - t0
     cols = ["value", "ci_low", "ci_high"]
     diff = float((fast[cols] - slow[cols]).abs().to_numpy().max())

@@ -21,7 +21,8 @@ from common import run_model, save
 from sklearn.metrics import balanced_accuracy_score
 
 from skinhelpers.data import cache, manifest
-from skinhelpers.evaluate import scores, tta
+from skinhelpers.evaluate import bootstrap, tta
+from skinhelpers.model.metrics import macro_auc
 
 
 def main() -> None:
@@ -57,7 +58,7 @@ def main() -> None:
         for s in splits:
             p = preds[size, s]
             row[f"{s}_balanced_accuracy"] = balanced_accuracy_score(p.labels, p.probs.argmax(1))
-            row[f"{s}_macro_auc"] = scores.macro_auc(p.labels, p.probs)
+            row[f"{s}_macro_auc"] = macro_auc(p.labels, p.probs)
         rows.append(row)
         print(
             f"{size} px: val balanced accuracy {row['val_balanced_accuracy']:.4f}, "
@@ -71,7 +72,7 @@ def main() -> None:
         if size == train_size:
             continue
         t = preds[train_size, "test"]
-        d = scores.paired_bootstrap_diff(
+        d = bootstrap.paired_bootstrap_diff(
             t.labels,
             t.probs,
             preds[size, "test"].probs,

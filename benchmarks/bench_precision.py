@@ -34,7 +34,7 @@ import torch
 from common import run_model, save, spread
 
 from skinhelpers.data import cache, manifest
-from skinhelpers.evaluate import scores, tta
+from skinhelpers.evaluate import bootstrap, tta
 from skinhelpers.model.factory import build_model
 
 
@@ -145,7 +145,7 @@ def validation_both_ways(run: str, checkpoint: str, n_bootstrap: int) -> dict:
         )
         secs[prec] = time.perf_counter() - t0
     y = out["fp32"].labels
-    diff = scores.paired_bootstrap_diff(
+    diff = bootstrap.paired_bootstrap_diff(
         y,
         out["fp32"].probs,
         out["bf16"].probs,

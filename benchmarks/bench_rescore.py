@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from common import save, test_predictions, unit_note
 
-from skinhelpers.evaluate import scores
+from skinhelpers.evaluate import bootstrap, thresholds
 
 
 def rescore(run: Path, n_bootstrap: int, seed: int, positive: str) -> tuple[pd.DataFrame, dict]:
@@ -33,15 +33,15 @@ def rescore(run: Path, n_bootstrap: int, seed: int, positive: str) -> tuple[pd.D
     if groups is None:
         raise SystemExit(f"{run}: {unit_note(None, source)}: nothing to re-score by lesion")
     tables = {
-        unit: scores.bootstrap_ci(y, probs, n_bootstrap=n_bootstrap, seed=seed, groups=g)
+        unit: bootstrap.bootstrap_ci(y, probs, n_bootstrap=n_bootstrap, seed=seed, groups=g)
         for unit, g in (("image", None), ("group", groups))
     }
     if positive in classes:
         k = classes.index(positive)
         yb, p2 = (y == k).astype(int), np.stack([1 - probs[:, k], probs[:, k]], 1)
-        auc = {"auc": scores.binary_auc_fns()["auc"]}
+        auc = {"auc": thresholds.binary_auc_fns()["auc"]}
         for unit, g in (("image", None), ("group", groups)):
-            t = scores.bootstrap_ci(yb, p2, auc, n_bootstrap, seed, groups=g)
+            t = bootstrap.bootstrap_ci(yb, p2, auc, n_bootstrap, seed, groups=g)
             tables[unit] = pd.concat([tables[unit], t.rename(index={"auc": f"{positive}_auc"})])
     img, grp = tables["image"], tables["group"]
     table = pd.DataFrame(

@@ -24,7 +24,7 @@ import pandas as pd
 from common import save, unit_note
 from sklearn.metrics import balanced_accuracy_score
 
-from skinhelpers.evaluate import scores
+from skinhelpers.evaluate import bootstrap
 from skinhelpers.evaluate.compare import prediction_groups
 
 
@@ -70,7 +70,7 @@ def main() -> None:
         g, source = prediction_groups(ref.reset_index(), against)
         groups = None if g is None else g.to_numpy()
     print(unit_note(groups, source))
-    d = scores.paired_bootstrap_diff(
+    d = bootstrap.paired_bootstrap_diff(
         y, p_ref, mean, n_bootstrap=a.n_bootstrap, desc=None, groups=groups
     )
     print(f"mean of {len(probs)} runs minus {against}, paired ({len(y)} test images):")

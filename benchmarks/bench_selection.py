@@ -36,8 +36,9 @@ from sklearn.preprocessing import StandardScaler
 
 from skinhelpers.data import cache, manifest
 from skinhelpers.device import inference_dtype
-from skinhelpers.evaluate import scores, tta
+from skinhelpers.evaluate import bootstrap, tta
 from skinhelpers.model import checkpoints
+from skinhelpers.model.metrics import macro_auc
 from skinhelpers.split import grouped
 
 NAMES = ("best", "best_ema", "last", "last_ema")
@@ -69,7 +70,7 @@ def load(run: Path, name: str):
 def headline(labels, probs, pos: int | None) -> dict:
     out = {
         "balanced_accuracy": float(balanced_accuracy_score(labels, probs.argmax(1))),
-        "macro_auc": float(scores.macro_auc(labels, probs)),
+        "macro_auc": float(macro_auc(labels, probs)),
     }
     if pos is not None:
         out["melanoma_auc"] = float(roc_auc_score(labels == pos, probs[:, pos]))
@@ -78,7 +79,7 @@ def headline(labels, probs, pos: int | None) -> dict:
 
 def paired(labels, a, b, n: int, groups) -> dict:
     """The paired bootstrap of ``b - a``, resampling ``groups`` (the test lesions)."""
-    d = scores.paired_bootstrap_diff(labels, a, b, n_bootstrap=n, desc=None, groups=groups)
+    d = bootstrap.paired_bootstrap_diff(labels, a, b, n_bootstrap=n, desc=None, groups=groups)
     return {k: {c: float(v) for c, v in row.items()} for k, row in d.to_dict("index").items()}
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from common import save
 
-from skinhelpers.evaluate import by_source, scores
+from skinhelpers.evaluate import bootstrap, by_source
 
 
 def _probs(df: pd.DataFrame, classes: list[str]) -> np.ndarray:
@@ -68,7 +68,7 @@ def metric_fns(y: np.ndarray, classes: list[str], min_class: int, positive: str)
 
 def paired(y, pa, pb, groups, classes, min_class, positive, n_bootstrap, seed) -> pd.DataFrame:
     fns = metric_fns(y, classes, min_class, positive)
-    t = scores.paired_bootstrap_diff(
+    t = bootstrap.paired_bootstrap_diff(
         y, pa, pb, fns, n_bootstrap=n_bootstrap, seed=seed, groups=groups
     )
     return t.assign(n_images=len(y), n_lesions=len(set(groups)))
@@ -132,7 +132,7 @@ def main() -> None:
     for key, run, frame in alone_runs:
         y = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
         fns = metric_fns(y, classes, a.min_class, a.positive)
-        alone = scores.bootstrap_ci(
+        alone = bootstrap.bootstrap_ci(
             y, _probs(frame, classes), fns, a.n_bootstrap, a.seed, groups=frame["group"].astype(str)
         )
         print(f"\n{key.upper()} ({run}) on every {ext} non-copy ({len(frame):,} images):")

@@ -13,8 +13,9 @@ from earlier stages and the top-level helpers only)::
                  input function and prediction loop), metrics (the one metrics function)
       train/     augment, batch_augment -> config -> losses, sampling -> trainer ->
                  experiment, trials; distributed + launch (torchrun); plots -> notebooks 05-07
-      evaluate/  scores (CIs, operating points), tta, explain (Grad-CAM), summary,
-                 subgroups, external, compare, predict, onnx_model -> notebooks 08-09
+      evaluate/  scores, bootstrap (CIs), thresholds (operating points), calibration, tta,
+                 explain (Grad-CAM), summary, subgroups, external, compare, predict,
+                 onnx_model -> notebooks 08-09
       run/       pipeline (papermill, run_all.sh), execute, provenance, profiles, folders,
                  report
       share/     export (ONNX, safetensors), model_card, demo (Gradio), licences

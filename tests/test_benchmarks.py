@@ -250,13 +250,13 @@ def test_bench_rescore_puts_group_beside_image_intervals(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from skinhelpers.evaluate import scores
+    from skinhelpers.evaluate import bootstrap, calibration
 
     classes = ["bcc", "mel", "nv"]
     rng = np.random.default_rng(3)
     lesion_y = rng.integers(0, 3, 60)
     logits = rng.normal(0, 1, (60, 3)) + 1.2 * np.eye(3)[lesion_y]
-    y, probs = np.repeat(lesion_y, 3), np.repeat(scores.softmax(logits), 3, axis=0)
+    y, probs = np.repeat(lesion_y, 3), np.repeat(calibration.softmax(logits), 3, axis=0)
     groups = np.repeat([f"L{i:02d}" for i in range(60)], 3)
     run = tmp_path / "old-run"
     run.mkdir()
@@ -269,9 +269,9 @@ def test_bench_rescore_puts_group_beside_image_intervals(tmp_path):
     _bench(tmp_path, "bench_rescore.py", str(run), "--n-bootstrap", "200", "--label", "t")
     d = _result(tmp_path, "rescore_t")["runs"][0]
     assert d["images"] == 180 and d["groups"] == 60 and d["groups_from"] == "split.csv"
-    want = scores.bootstrap_ci(y, probs, n_bootstrap=200, groups=groups)
-    img = scores.bootstrap_ci(y, probs, n_bootstrap=200)
-    for k in scores.HEADLINE:
+    want = bootstrap.bootstrap_ci(y, probs, n_bootstrap=200, groups=groups)
+    img = bootstrap.bootstrap_ci(y, probs, n_bootstrap=200)
+    for k in bootstrap.HEADLINE:
         m = d["metrics"][k]
         assert m["group_ci_low"] == pytest.approx(want.loc[k, "ci_low"])
         assert m["image_ci_high"] == pytest.approx(img.loc[k, "ci_high"])

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from skinhelpers.evaluate import by_source, scores
+from skinhelpers.evaluate import by_source, calibration, thresholds
 
 
 def _frame(seed=0):
@@ -17,7 +17,7 @@ def _frame(seed=0):
     src = np.r_[["a"] * 130, ["b"] * 53]
     logits = rng.normal(size=(len(y), 3))
     logits[np.arange(len(y)), y] += 1.5
-    probs = scores.softmax(logits)
+    probs = calibration.softmax(logits)
     df = pd.DataFrame(
         {"label_idx": y, "source": src, "group": [f"g{i // 2}" for i in range(len(y))]}
     )
@@ -54,7 +54,7 @@ def test_operating_points_match_the_counts():
     )
     op = res["a"]["operating_points"][0]
     m = (df["source"] == "a").to_numpy()
-    direct = scores.operating_point(df["label_idx"][m] == 1, probs[m, 1], thr)
+    direct = thresholds.operating_point(df["label_idx"][m] == 1, probs[m, 1], thr)
     assert op["sensitivity"]["value"] == pytest.approx(direct["sensitivity"])
     assert op["specificity"]["value"] == pytest.approx(direct["specificity"])
     table = by_source.source_table(res)

@@ -14,8 +14,9 @@ import pytest
 from skinhelpers.data.cache import build_cache
 from skinhelpers.data.hashes import phash_codes
 from skinhelpers.data.sources import load_dataset
+from skinhelpers.evaluate.calibration import calibration_summary
 from skinhelpers.evaluate.external import content_overlap
-from skinhelpers.evaluate.scores import calibration_summary, evaluate_predictions
+from skinhelpers.evaluate.scores import evaluate_predictions
 from skinhelpers.evaluate.subgroups import subgroup_table
 from skinhelpers.explore.leakage import compare_splits
 from skinhelpers.files import PROJECT_ROOT

@@ -9,8 +9,7 @@ import pytest
 import sklearn
 from sklearn import metrics as skm
 
-from skinhelpers.evaluate import score_plots
-from skinhelpers.evaluate import scores as ev
+from skinhelpers.evaluate import bootstrap, calibration, score_plots, scores, thresholds
 from skinhelpers.model.metrics import classification_metrics
 
 
@@ -20,7 +19,7 @@ def _toy(n=600, c=4, seed=0, sharp=2.0):
     y = rng.integers(0, c, n)
     logits = rng.normal(0, 1, (n, c))
     logits[np.arange(n), y] += sharp
-    return y, ev.softmax(logits), logits
+    return y, calibration.softmax(logits), logits
 
 
 def test_metrics_match_sklearn():
@@ -37,12 +36,12 @@ def test_metrics_match_sklearn():
         skm.roc_auc_score(y, p, multi_class="ovr", average="macro")
     )
     assert m["log_loss"] == pytest.approx(skm.log_loss(y, p))
-    rep = ev.per_class_report(y, p, ["a", "b", "c", "d"])
+    rep = scores.per_class_report(y, p, ["a", "b", "c", "d"])
     assert rep.loc["c", "recall"] == pytest.approx(skm.recall_score(y == 2, pred == 2))
     assert rep.loc["b", "roc_auc"] == pytest.approx(skm.roc_auc_score(y == 1, p[:, 1]))
     assert rep.loc["d", "pr_auc"] == pytest.approx(skm.average_precision_score(y == 3, p[:, 3]))
     assert rep["support"].sum() == len(y)
-    cm = ev.confusion(y, p, normalize="true")
+    cm = scores.confusion(y, p, normalize="true")
     assert np.allclose(cm.sum(1), 1)
     assert np.allclose(np.diag(cm), rep["recall"].to_numpy())
 
@@ -65,19 +64,21 @@ def test_bad_inputs_are_named():
 
 def test_bootstrap_ci_contains_estimate_and_shrinks_with_n():
     y, p, _ = _toy(n=400)
-    t = ev.bootstrap_ci(y, p, n_bootstrap=200, seed=1)
-    assert set(t.index) == set(ev.HEADLINE)
+    t = bootstrap.bootstrap_ci(y, p, n_bootstrap=200, seed=1)
+    assert set(t.index) == set(bootstrap.HEADLINE)
     assert ((t["ci_low"] <= t["value"]) & (t["value"] <= t["ci_high"])).all()
     assert (t["ci_high"] - t["ci_low"] > 0).all()
     assert t.loc["accuracy", "value"] == pytest.approx(skm.accuracy_score(y, p.argmax(1)))
     y2, p2, _ = _toy(n=4000)
-    t2 = ev.bootstrap_ci(y2, p2, {"accuracy": ev.HEADLINE["accuracy"]}, n_bootstrap=200, seed=1)
+    t2 = bootstrap.bootstrap_ci(
+        y2, p2, {"accuracy": bootstrap.HEADLINE["accuracy"]}, n_bootstrap=200, seed=1
+    )
     w = (t["ci_high"] - t["ci_low"])["accuracy"]
     w2 = (t2["ci_high"] - t2["ci_low"])["accuracy"]
     assert w2 < w * 0.6  # ~ 1/sqrt(10)
     # reproducible
-    assert ev.bootstrap_ci(y, p, n_bootstrap=50, seed=3).equals(
-        ev.bootstrap_ci(y, p, n_bootstrap=50, seed=3)
+    assert bootstrap.bootstrap_ci(y, p, n_bootstrap=50, seed=3).equals(
+        bootstrap.bootstrap_ci(y, p, n_bootstrap=50, seed=3)
     )
 
 
@@ -113,16 +114,16 @@ def test_vectorised_headline_equals_each_metric_on_each_resample(classes):
         probs = rng.dirichlet(np.ones(classes), n).round(1)  # many ties
         probs[:, -1] *= 0.1  # the last class is rarely predicted
         probs /= probs.sum(1, keepdims=True)
-        w = ev.bootstrap_weights(y, 60, seed=1, stratified=stratified, groups=groups)
+        w = bootstrap.bootstrap_weights(y, 60, seed=1, stratified=stratified, groups=groups)
         w[-1] = 0
         w[-1, 0] = 3  # one image repeated: a single class, the AUC undefined
-        idx = ev.indices_from_weights(w)
-        fast = ev.headline_weighted(y, probs, w)
-        assert np.array_equal(ev.headline_resampled(y, probs, idx), fast, equal_nan=True)
+        idx = bootstrap.indices_from_weights(w)
+        fast = bootstrap.headline_weighted(y, probs, w)
+        assert np.array_equal(bootstrap.headline_resampled(y, probs, idx), fast, equal_nan=True)
         with warnings.catch_warnings(), sklearn.config_context(skip_parameter_validation=True):
             warnings.simplefilter("ignore")
-            slow = np.array([[f(y[i], probs[i]) for f in ev.HEADLINE.values()] for i in idx])
-        assert fast.shape == slow.shape == (60, len(ev.HEADLINE))
+            slow = np.array([[f(y[i], probs[i]) for f in bootstrap.HEADLINE.values()] for i in idx])
+        assert fast.shape == slow.shape == (60, len(bootstrap.HEADLINE))
         np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-9, equal_nan=True)
         assert np.isnan(slow[-1, 3]) and np.isfinite(slow[:-1, :3]).all()
         if grouped:  # group resamples vary in size: the test is not vacuous
@@ -136,15 +137,15 @@ def test_bootstrap_ci_by_group_equals_sklearn_on_the_same_resamples():
     y, p, _ = _toy(n=240, c=3, seed=5)
     groups = _lesions(len(y), rng)
     y = y[np.searchsorted(np.unique(groups), groups)]
-    t = ev.bootstrap_ci(y, p, n_bootstrap=80, seed=2, groups=groups)
-    idx = ev.bootstrap_indices(y, 80, seed=2, groups=groups)
-    for k, f in ev.HEADLINE.items():
+    t = bootstrap.bootstrap_ci(y, p, n_bootstrap=80, seed=2, groups=groups)
+    idx = bootstrap.bootstrap_indices(y, 80, seed=2, groups=groups)
+    for k, f in bootstrap.HEADLINE.items():
         vals = [f(y[i], p[i]) for i in idx]
         lo, hi = np.quantile(vals, [0.025, 0.975])
         assert t.loc[k, "ci_low"] == pytest.approx(lo, abs=1e-9)
         assert t.loc[k, "ci_high"] == pytest.approx(hi, abs=1e-9)
     assert t.attrs == {"bootstrap_unit": "group", "n_units": len(np.unique(groups))}
-    assert ev.bootstrap_ci(y, p, n_bootstrap=5).attrs["bootstrap_unit"] == "image"
+    assert bootstrap.bootstrap_ci(y, p, n_bootstrap=5).attrs["bootstrap_unit"] == "image"
 
 
 def test_two_images_of_one_lesion_always_travel_together():
@@ -154,18 +155,18 @@ def test_two_images_of_one_lesion_always_travel_together():
     y = np.array([0, 0, 1, 1, 1, 2, 2, 0, 1, 2, 1, 1])
     groups = np.array(["a", "a", "b", "b", "c", "d", "d", "e", "f", "g", "h", "h"])
     for g, together in ((groups, True), (None, False)):
-        w = ev.bootstrap_weights(y, 400, seed=0, groups=g)
+        w = bootstrap.bootstrap_weights(y, 400, seed=0, groups=g)
         pairs = [(0, 1), (2, 3), (5, 6), (10, 11)]  # images of one lesion
         same = all(np.array_equal(w[:, i], w[:, j]) for i, j in pairs)
         assert same == together
-    w = ev.bootstrap_weights(y, 400, seed=0, groups=groups)
+    w = bootstrap.bootstrap_weights(y, 400, seed=0, groups=groups)
     lesion_w = w[:, [0, 2, 4, 5, 7, 8, 9, 10]]  # one image per lesion
     lesion_class = np.array([0, 1, 1, 2, 0, 1, 2, 1])
     for c in range(3):  # stratified by lesion class: as many lesions drawn as it has
         assert (lesion_w[:, lesion_class == c].sum(1) == (lesion_class == c).sum()).all()
     assert (w.sum(1) != len(y)).any()  # so the number of images varies
     # a lesion of two labels counts as its most common one
-    mixed = ev.bootstrap_weights([0, 1, 1, 0], 50, seed=1, groups=["x", "x", "x", "y"])
+    mixed = bootstrap.bootstrap_weights([0, 1, 1, 0], 50, seed=1, groups=["x", "x", "x", "y"])
     assert (mixed[:, 0] == mixed[:, 1]).all() and (mixed[:, 0] == 1).all()
 
 
@@ -174,35 +175,35 @@ def test_wilson_interval_known_values():
     never a zero-width interval at 0 or 100%."""
     from scipy.stats import binomtest
 
-    lo, hi = ev.wilson_interval(8, 10)
+    lo, hi = bootstrap.wilson_interval(8, 10)
     assert (round(lo, 4), round(hi, 4)) == (0.4902, 0.9433)
     for k, n in ((0, 7), (7, 7), (3, 41), (120, 130)):
         ref = binomtest(k, n).proportion_ci(method="wilson")
-        assert ev.wilson_interval(k, n) == pytest.approx((ref.low, ref.high), abs=1e-12)
-    assert ev.wilson_interval(7, 7)[0] < 0.7 and ev.wilson_interval(0, 7)[1] > 0.3
-    assert np.isnan(ev.wilson_interval(0, 0)).all()
+        assert bootstrap.wilson_interval(k, n) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    assert bootstrap.wilson_interval(7, 7)[0] < 0.7 and bootstrap.wilson_interval(0, 7)[1] > 0.3
+    assert np.isnan(bootstrap.wilson_interval(0, 0)).all()
 
 
 def test_proportion_ci_counts_lesions_not_repeated_images():
     """Each lesion photographed twice with the same outcome carries the information of one
     image: 16 of 20 images in 10 such lesions get the interval of 8 of 10; one image per
     lesion is the plain Wilson interval."""
-    plain = ev.proportion_ci([True] * 8 + [False] * 2)
-    assert (plain["ci_low"], plain["ci_high"]) == pytest.approx(ev.wilson_interval(8, 10))
-    twice = ev.proportion_ci([True] * 16 + [False] * 4, np.repeat(np.arange(10), 2))
+    plain = bootstrap.proportion_ci([True] * 8 + [False] * 2)
+    assert (plain["ci_low"], plain["ci_high"]) == pytest.approx(bootstrap.wilson_interval(8, 10))
+    twice = bootstrap.proportion_ci([True] * 16 + [False] * 4, np.repeat(np.arange(10), 2))
     assert twice["value"] == 0.8 and twice["n"] == 20
     assert twice["n_effective"] == pytest.approx(10)
-    assert (twice["ci_low"], twice["ci_high"]) == pytest.approx(ev.wilson_interval(8, 10))
-    single = ev.proportion_ci([True] * 8 + [False] * 2, np.arange(10))
+    assert (twice["ci_low"], twice["ci_high"]) == pytest.approx(bootstrap.wilson_interval(8, 10))
+    single = bootstrap.proportion_ci([True] * 8 + [False] * 2, np.arange(10))
     assert single["ci_low"] == pytest.approx(plain["ci_low"])
     # all agree: the design effect is not estimable; the lesions are counted
-    allhit = ev.proportion_ci([True] * 6, ["a", "a", "b", "b", "c", "c"])
-    assert (allhit["ci_low"], allhit["ci_high"]) == pytest.approx(ev.wilson_interval(3, 3))
+    allhit = bootstrap.proportion_ci([True] * 6, ["a", "a", "b", "b", "c", "c"])
+    assert (allhit["ci_low"], allhit["ci_high"]) == pytest.approx(bootstrap.wilson_interval(3, 3))
 
 
 def test_stratified_bootstrap_keeps_class_counts():
     y = np.array([0] * 50 + [1] * 3 + [2] * 7)
-    idx = ev.bootstrap_indices(y, 20, seed=0)
+    idx = bootstrap.bootstrap_indices(y, 20, seed=0)
     for row in idx:
         assert np.array_equal(np.bincount(y[row], minlength=3), np.bincount(y))
 
@@ -211,16 +212,16 @@ def test_thresholds_meet_targets_on_the_data_they_were_chosen_on():
     rng = np.random.default_rng(0)
     yp = rng.random(2000) < 0.2
     s = np.clip(rng.normal(0.35 + 0.3 * yp, 0.15), 0, 1)
-    t = ev.threshold_for_specificity(yp, s, 0.95)
-    op = ev.operating_point(yp, s, t)
+    t = thresholds.threshold_for_specificity(yp, s, 0.95)
+    op = thresholds.operating_point(yp, s, t)
     assert op["specificity"] >= 0.95
     # the most sensitive such threshold: catching one more melanoma breaks the target
     lower = s[(s < t) & yp].max()  # the next positive below the threshold
-    assert ev.operating_point(yp, s, lower)["specificity"] < 0.95
-    t2 = ev.threshold_for_sensitivity(yp, s, 0.9)
-    op2 = ev.operating_point(yp, s, t2)
+    assert thresholds.operating_point(yp, s, lower)["specificity"] < 0.95
+    t2 = thresholds.threshold_for_sensitivity(yp, s, 0.9)
+    op2 = thresholds.operating_point(yp, s, t2)
     assert op2["sensitivity"] >= 0.9
-    assert ev.operating_point(yp, s, s[(s > t2) & yp].min())["sensitivity"] < 0.9
+    assert thresholds.operating_point(yp, s, s[(s > t2) & yp].min())["sensitivity"] < 0.9
     assert op["tp"] + op["fn"] == yp.sum()
     tn, fp, fn, tp = skm.confusion_matrix(yp, s >= t).ravel()
     assert (op["tn"], op["fp"], op["fn"], op["tp"]) == (tn, fp, fn, tp)
@@ -231,7 +232,7 @@ def test_thresholds_meet_targets_on_the_data_they_were_chosen_on():
 def test_positive_class_analysis_words_and_numbers():
     y, p, _ = _toy(n=800, c=3, seed=2)
     yv, pv, _ = _toy(n=800, c=3, seed=3)
-    out = ev.positive_class_analysis(
+    out = thresholds.positive_class_analysis(
         yv, pv, y, p, pos=1, name="melanoma", targets=(0.95,), n_bootstrap=100
     )
     assert out["auc"]["value"] == pytest.approx(skm.roc_auc_score(y == 1, p[:, 1]))
@@ -247,7 +248,7 @@ def test_positive_class_analysis_words_and_numbers():
     t = spec_pt["test"]
     ci = spec_pt["test_ci"]["sensitivity"]
     assert (ci["ci_low"], ci["ci_high"]) == pytest.approx(
-        ev.wilson_interval(t["tp"], t["tp"] + t["fn"])
+        bootstrap.wilson_interval(t["tp"], t["tp"] + t["fn"])
     )
 
 
@@ -259,19 +260,21 @@ def test_positive_class_analysis_by_lesion():
     groups = _lesions(len(y), rng, share=0.5)
     y = y[np.searchsorted(np.unique(groups), groups)]
     yv, pv, _ = _toy(n=400, c=3, seed=8)
-    out = ev.positive_class_analysis(yv, pv, y, p, 1, targets=(0.9,), n_bootstrap=60, groups=groups)
+    out = thresholds.positive_class_analysis(
+        yv, pv, y, p, 1, targets=(0.9,), n_bootstrap=60, groups=groups
+    )
     assert out["bootstrap_unit"] == "group" and out["n_units"] == len(np.unique(groups))
     assert out["n_test_pos_groups"] == len(np.unique(groups[y == 1]))
-    t = ev.bootstrap_ci(
+    t = bootstrap.bootstrap_ci(
         (y == 1).astype(int),
         np.stack([1 - p[:, 1], p[:, 1]], 1),
-        ev.binary_auc_fns(),
+        thresholds.binary_auc_fns(),
         60,
         groups=groups,
     )
     assert out["auc"]["ci_low"] == t.loc["auc", "ci_low"]
     op = out["operating_points"][0]
-    assert op["test_ci"] == ev.operating_point_ci(y == 1, p[:, 1], op["threshold"], groups)
+    assert op["test_ci"] == thresholds.operating_point_ci(y == 1, p[:, 1], op["threshold"], groups)
     assert op["test_ci"]["sensitivity"]["n_effective"] <= op["test"]["tp"] + op["test"]["fn"]
 
 
@@ -284,21 +287,21 @@ def test_ece_and_temperature_scaling():
     over = logits * 4.0  # an over-confident model: same ranking, logits too large
     yv, lv = y[:1500], over[:1500]
     yt, lt = y[1500:], over[1500:]
-    ece_before = ev.expected_calibration_error(yt, ev.softmax(lt))
-    temp = ev.fit_temperature(lv, yv)
+    ece_before = calibration.expected_calibration_error(yt, calibration.softmax(lt))
+    temp = calibration.fit_temperature(lv, yv)
     # Bayes posterior here is softmax(1.5 * logits): the right temperature is 4 / 1.5
     assert temp == pytest.approx(4.0 / 1.5, rel=0.05)
-    ece_after = ev.expected_calibration_error(yt, ev.apply_temperature(lt, temp))
+    ece_after = calibration.expected_calibration_error(yt, calibration.apply_temperature(lt, temp))
     assert ece_after < ece_before / 2
-    summ = ev.calibration_summary(yv, lv, yt, lt)
+    summ = calibration.calibration_summary(yv, lv, yt, lt)
     assert summ["after"]["nll"] < summ["before"]["nll"]
     # accuracy is unchanged by a temperature
-    assert (ev.apply_temperature(lt, temp).argmax(1) == lt.argmax(1)).all()
+    assert (calibration.apply_temperature(lt, temp).argmax(1) == lt.argmax(1)).all()
     # a perfectly calibrated toy: confidence 0.8, right 80% of the time
     yc = np.array([0] * 80 + [1] * 20)
     pc = np.tile([0.8, 0.2], (100, 1))
-    assert ev.expected_calibration_error(yc, pc) == pytest.approx(0.0, abs=1e-12)
-    assert ev.expected_calibration_error(np.ones(100, int), pc) == pytest.approx(0.8)
+    assert calibration.expected_calibration_error(yc, pc) == pytest.approx(0.0, abs=1e-12)
+    assert calibration.expected_calibration_error(np.ones(100, int), pc) == pytest.approx(0.8)
 
 
 def test_prediction_frame_and_worst_errors():
@@ -312,14 +315,14 @@ def test_prediction_frame_and_worst_errors():
         }
     )
     p = np.array([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8]])
-    f = ev.prediction_frame(df, p, ["mel", "nv"])
+    f = scores.prediction_frame(df, p, ["mel", "nv"])
     assert list(f["pred"]) == ["mel", "mel", "nv"]
     assert list(f.columns[:5]) == ["image_id", "relpath", "label", "p_mel", "p_nv"]
     assert "group" not in f.columns  # only when the frame has the lesions
     assert list(
-        ev.prediction_frame(df.assign(group=["g1", "g1", "g2"]), p, ["mel", "nv"])["group"]
+        scores.prediction_frame(df.assign(group=["g1", "g1", "g2"]), p, ["mel", "nv"])["group"]
     ) == ["g1", "g1", "g2"]
-    w = ev.worst_errors(f, ["mel", "nv"])
+    w = scores.worst_errors(f, ["mel", "nv"])
     assert list(w["image_id"]) == ["b"] and w["p_true"].iloc[0] == pytest.approx(0.3)
 
 
@@ -341,20 +344,20 @@ def test_plots_render(tmp_path):
 
 def test_paired_bootstrap_difference():
     y, p, logits = _toy(n=500, seed=4)
-    worse = ev.softmax(logits + np.random.default_rng(9).normal(0, 2.0, logits.shape))
-    t = ev.paired_bootstrap_diff(y, worse, p, n_bootstrap=200)
+    worse = calibration.softmax(logits + np.random.default_rng(9).normal(0, 2.0, logits.shape))
+    t = bootstrap.paired_bootstrap_diff(y, worse, p, n_bootstrap=200)
     acc = t.loc["accuracy"]
     assert acc["diff"] == pytest.approx(
         skm.accuracy_score(y, p.argmax(1)) - skm.accuracy_score(y, worse.argmax(1))
     )
     assert acc["ci_low"] > 0 and acc["p_better"] > 0.95  # clearly better, beyond noise
-    same = ev.paired_bootstrap_diff(y, p, p.copy(), n_bootstrap=50)
+    same = bootstrap.paired_bootstrap_diff(y, p, p.copy(), n_bootstrap=50)
     assert (
         (same["diff"] == 0).all() and (same["ci_low"] == 0).all() and (same["ci_high"] == 0).all()
     )
     # by lesion: each image its own lesion gives the image bootstrap's resamples exactly
-    by_image = ev.paired_bootstrap_diff(y, worse, p, n_bootstrap=100, seed=3)
-    singletons = ev.paired_bootstrap_diff(
+    by_image = bootstrap.paired_bootstrap_diff(y, worse, p, n_bootstrap=100, seed=3)
+    singletons = bootstrap.paired_bootstrap_diff(
         y, worse, p, n_bootstrap=100, seed=3, groups=np.arange(len(y)) + 1000
     )
     assert np.allclose(by_image.to_numpy(), singletons.to_numpy())
@@ -363,9 +366,11 @@ def test_paired_bootstrap_difference():
     y4 = np.repeat(y[:125], 4)
     p4, w4 = np.repeat(p[:125], 4, axis=0), np.repeat(worse[:125], 4, axis=0)
     g4 = np.repeat(np.arange(125), 4)
-    narrow = ev.paired_bootstrap_diff(y4, w4, p4, {"accuracy": ev.HEADLINE["accuracy"]}, 300)
-    wide = ev.paired_bootstrap_diff(
-        y4, w4, p4, {"accuracy": ev.HEADLINE["accuracy"]}, 300, groups=g4
+    narrow = bootstrap.paired_bootstrap_diff(
+        y4, w4, p4, {"accuracy": bootstrap.HEADLINE["accuracy"]}, 300
+    )
+    wide = bootstrap.paired_bootstrap_diff(
+        y4, w4, p4, {"accuracy": bootstrap.HEADLINE["accuracy"]}, 300, groups=g4
     )
     width = lambda t: float(t["ci_high"].iloc[0] - t["ci_low"].iloc[0])  # noqa: E731
     assert width(wide) > 1.5 * width(narrow)  # ~ sqrt(4) = 2
@@ -387,6 +392,6 @@ def test_absent_classes_are_left_out_not_scored_zero():
     assert m["roc_auc_macro_ovr"] == pytest.approx(
         np.mean([skm.roc_auc_score(y == c, p[:, c]) for c in (0, 1)])
     )
-    rep = ev.per_class_report(y, p, ["a", "b", "c"])
+    rep = scores.per_class_report(y, p, ["a", "b", "c"])
     assert rep.loc["c", "support"] == 0 and np.isnan(rep.loc["c", "recall"])
     assert rep.loc["a", "recall"] == pytest.approx(0.5)

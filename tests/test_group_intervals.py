@@ -11,7 +11,15 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from skinhelpers.evaluate import compare, decision, scores, subgroups
+from skinhelpers.evaluate import (
+    bootstrap,
+    calibration,
+    compare,
+    decision,
+    scores,
+    subgroups,
+    thresholds,
+)
 from skinhelpers.files import write_csv, write_json
 from skinhelpers.share.model_card import model_card_text
 
@@ -46,7 +54,7 @@ def _test_set(n_lesions=260, seed=0):
             logits.append(base + rng.normal(0, 0.3, 3))
     df = pd.DataFrame(rows)
     df.loc[df.index[:5], "age"] = 85  # a tiny "75+" band: five images
-    return df, scores.softmax(np.array(logits))
+    return df, calibration.softmax(np.array(logits))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +117,7 @@ def test_one_interval_per_number(table):
     y = df["label"].map(CLASSES.index).to_numpy()
     groups = df["group"].to_numpy()
     whole = t[t["attribute"] == "all"].set_index("metric")
-    ci = scores.operating_point_ci(y == 1, probs[:, 1], thr, groups)
+    ci = thresholds.operating_point_ci(y == 1, probs[:, 1], thr, groups)
     for k in ("sensitivity", "specificity"):
         assert whole.loc[k, "ci_low"] == ci[k]["ci_low"]
         assert whole.loc[k, "ci_high"] == ci[k]["ci_high"]
@@ -123,7 +131,7 @@ def test_one_interval_per_number(table):
         ba["ci_high"],
     )
     assert head["bootstrap"] == {"bootstrap_unit": "group", "n_units": 260, "n_bootstrap": 200}
-    pc = scores.positive_class_analysis(y, probs, y, probs, 1, n_bootstrap=200, groups=groups)
+    pc = thresholds.positive_class_analysis(y, probs, y, probs, 1, n_bootstrap=200, groups=groups)
     assert whole.loc["melanoma_auc", "ci_low"] == pc["auc"]["ci_low"]
     assert whole.loc["melanoma_auc", "value"] == pytest.approx(
         skm.roc_auc_score(y == 1, probs[:, 1])
@@ -147,8 +155,13 @@ def test_lever_table_resamples_lesions(table):
     steps = [("image", probs), ("prior", decision.prior_correction(probs, prior, 0.5))]
     t = decision.lever_table(y, steps, n_bootstrap=60, groups=df["group"])
     assert t.attrs["bootstrap_unit"] == "group"
-    d = scores.paired_bootstrap_diff(
-        y, probs, steps[1][1], {"b": scores.HEADLINE["balanced_accuracy"]}, 60, groups=df["group"]
+    d = bootstrap.paired_bootstrap_diff(
+        y,
+        probs,
+        steps[1][1],
+        {"b": bootstrap.HEADLINE["balanced_accuracy"]},
+        60,
+        groups=df["group"],
     )
     row = t[t["metric"] == "balanced_accuracy"].iloc[0]
     assert row["ci_low"] == d.loc["b", "ci_low"]
@@ -170,13 +183,13 @@ def _run(path, df, probs, with_group=True, split=False):
 def test_compare_resamples_lesions_and_falls_back(table, tmp_path, capsys):
     df, probs, _, _ = table
     rng = np.random.default_rng(1)
-    other = scores.softmax(np.log(probs) + rng.normal(0, 0.5, probs.shape))
+    other = calibration.softmax(np.log(probs) + rng.normal(0, 0.5, probs.shape))
     a = _run(tmp_path / "a", df, probs)
     b = _run(tmp_path / "b", df, other)
     _, diff = compare.compare_runs([a, b], n_bootstrap=80)
     assert (diff["bootstrap_unit"] == "group").all() and (diff["n_groups"] == 260).all()
     y = df["label"].map(CLASSES.index).to_numpy()
-    ref = scores.paired_bootstrap_diff(y, probs, other, n_bootstrap=80, groups=df["group"])
+    ref = bootstrap.paired_bootstrap_diff(y, probs, other, n_bootstrap=80, groups=df["group"])
     got = diff.set_index("metric")
     assert np.allclose(got.loc[ref.index, "ci_low"].astype(float), ref["ci_low"])
     # an older predictions CSV without groups: the run's split.csv gives them by relpath
@@ -203,7 +216,7 @@ def test_model_card_shows_one_interval_per_number(table, tmp_path):
     df, probs, thr, t = table
     y = df["label"].map(CLASSES.index).to_numpy()
     groups = df["group"].to_numpy()
-    pc = scores.positive_class_analysis(
+    pc = thresholds.positive_class_analysis(
         y, probs, y, probs, 1, targets=(0.9,), n_bootstrap=100, groups=groups
     )
     op = pc["operating_points"][0]

@@ -158,7 +158,7 @@ def test_ham10000_no_choosing_on_test_and_probabilities_said_right(ham_run):
     """The reported checkpoint was fixed by the parameter before test; the other one's test
     numbers sit in the appendix; calibration is measured on the probabilities a user gets
     (the training data's class mix, from the checkpoint's train_prior)."""
-    from skinhelpers.evaluate import priors, scores
+    from skinhelpers.evaluate import calibration, priors
     from skinhelpers.model.checkpoints import load_checkpoint, train_prior
 
     m = json.loads((ham_run / "metrics.json").read_text())
@@ -176,10 +176,10 @@ def test_ham10000_no_choosing_on_test_and_probabilities_said_right(ham_run):
     user = priors.prior_shift(rec, classes).apply(balanced)
     assert np.allclose(list(m["probabilities"]["target"].values()), rec["data"])
     y = pred["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    ece = scores.expected_calibration_error(y, user, m["calibration"]["n_bins"])
+    ece = calibration.expected_calibration_error(y, user, m["calibration"]["n_bins"])
     assert m["calibration"]["before"]["ece"] == pytest.approx(ece, abs=1e-9)
     assert m["calibration"]["balanced_scores_ece"] == pytest.approx(
-        scores.expected_calibration_error(y, balanced, m["calibration"]["n_bins"]), abs=1e-9
+        calibration.expected_calibration_error(y, balanced, m["calibration"]["n_bins"]), abs=1e-9
     )
     assert "training data's class mix" in " ".join(m["sentences"])
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skinhelpers.evaluate import scores, selective
+from skinhelpers.evaluate import calibration, selective
 
 
 def _preds(n, seed, c=4, signal=1.2):
@@ -14,7 +14,7 @@ def _preds(n, seed, c=4, signal=1.2):
     y = rng.integers(0, c, n)
     logits = rng.normal(size=(n, c))
     logits[np.arange(n), y] += signal * rng.uniform(0, 3, n)  # some easy, some hard
-    return y, scores.softmax(logits)
+    return y, calibration.softmax(logits)
 
 
 def test_risk_falls_as_coverage_falls_and_aurc_matches_its_definition():

@@ -12,7 +12,7 @@ from short_checkpoint import train_short_checkpoint
 from sklearn import metrics as skm
 
 from skinhelpers.data import manifest as datasets
-from skinhelpers.evaluate import compare, scores, subgroups
+from skinhelpers.evaluate import bootstrap, compare, subgroups
 from skinhelpers.evaluate.predict import predict_images
 from skinhelpers.files import write_csv, write_json
 from skinhelpers.split import grouped as splits
@@ -153,7 +153,7 @@ def test_compare_takes_a_predictions_csv(ham_runs, tmp_path):
     assert (diff["diff"].abs() < 1e-12).all() and (diff["n_shared"] == len(test)).all()
     y, p = compare._arrays(pred, compare.load_run(runs[1])["classes"])
     ba = side.loc["balanced_accuracy"].iloc[1]
-    assert ba == pytest.approx(scores.HEADLINE["balanced_accuracy"](y, p))
+    assert ba == pytest.approx(bootstrap.HEADLINE["balanced_accuracy"](y, p))
     write_csv(tmp_path / "bad.csv", pred.drop(columns=["relpath"]))
     with pytest.raises(compare.CompareError, match="not a predictions CSV"):
         compare.load_run(tmp_path / "bad.csv")

@@ -8,7 +8,7 @@ the melanoma (positive class) ROC-AUC, and sensitivity / specificity at the oper
 points chosen on validation. Intervals as everywhere in the suite: the bootstrap resamples
 lesions (the split's groups) for the balanced accuracy and the AUC, and Wilson intervals
 (counting lesions) give sensitivity and specificity
-(:func:`skinhelpers.evaluate.scores.operating_point_ci`).
+(:func:`skinhelpers.evaluate.thresholds.operating_point_ci`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from skinhelpers.evaluate import scores
+from skinhelpers.evaluate import bootstrap
+from skinhelpers.evaluate.thresholds import operating_point_ci
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,12 @@ def source_results(
     if pos is not None and 0 < (y == pos).sum() < len(y):
         fns["melanoma_auc"] = lambda yy, p: skm.roc_auc_score(yy == pos, p[:, pos])
     if fns:
-        t = scores.bootstrap_ci(y, probs, fns, n_bootstrap, seed, groups=groups)
-        out.update(scores.ci_dict(t))
+        t = bootstrap.bootstrap_ci(y, probs, fns, n_bootstrap, seed, groups=groups)
+        out.update(bootstrap.ci_dict(t))
     if pos is not None and 0 < (y == pos).sum() < len(y):
         ops = []
         for name, thr in thresholds:
-            ci = scores.operating_point_ci(y == pos, probs[:, pos], thr, groups)
+            ci = operating_point_ci(y == pos, probs[:, pos], thr, groups)
             ops.append({"name": name, "threshold": float(thr), **ci})
         out["operating_points"] = ops
         out["n_pos"], out["n_neg"] = int((y == pos).sum()), int((y != pos).sum())

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skinhelpers.evaluate import scores
+from skinhelpers.evaluate import bootstrap
 from skinhelpers.files import PROJECT_ROOT, read_json, write_csv
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def headline(run: dict) -> dict:
         out = {k: v["value"] for k, v in m["models"][m["primary"]]["headline"].items()}
     else:
         y, p = _arrays(run["pred"], run["classes"])
-        out = {k: float(f(y, p)) for k, f in scores.HEADLINE.items()}
+        out = {k: float(f(y, p)) for k, f in bootstrap.HEADLINE.items()}
     pc = m.get("positive_class") or {}
     if "auc" in pc:
         out["melanoma_auc"] = pc["auc"]["value"]
@@ -255,7 +255,7 @@ def compare_runs(
             )
         ya, pa = _arrays(a, base["classes"])
         _, pb = _arrays(b, base["classes"])
-        t = scores.paired_bootstrap_diff(
+        t = bootstrap.paired_bootstrap_diff(
             ya, pa, pb, n_bootstrap=n_bootstrap, seed=seed, groups=groups
         )
         t = t.reset_index().assign(

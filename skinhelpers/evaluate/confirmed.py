@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from skinhelpers.evaluate import scores
+from skinhelpers.evaluate import scores, thresholds
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def confirmed_results(
     out["result"] = scores.evaluate_predictions(y, p, classes, n_bootstrap, seed, groups=g)
     out["classes_present"] = [c for c, n in counts.items() if n["histo"]]
     if pos is not None:
-        out.update(scores.positive_summary(y, p, pos, threshold, n_bootstrap, seed, g))
+        out.update(thresholds.positive_summary(y, p, pos, threshold, n_bootstrap, seed, g))
     return out
 
 

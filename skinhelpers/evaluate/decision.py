@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
-from skinhelpers.evaluate import scores
+from skinhelpers.evaluate import bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +130,17 @@ def lever_table(
     images); the table's ``attrs`` say which."""
     if len(steps) < 2:
         raise ValueError("need a base and at least one lever")
-    metrics = metrics or {k: scores.HEADLINE[k] for k in ("balanced_accuracy", "roc_auc_macro_ovr")}
+    metrics = metrics or {
+        k: bootstrap.HEADLINE[k] for k in ("balanced_accuracy", "roc_auc_macro_ovr")
+    }
     pairs = [(steps[i - 1], steps[i]) for i in range(1, len(steps))]
     if len(steps) > 2:
         pairs.append((steps[0], ("all levers", steps[-1][1])))
     rows = []
     for (name_a, pa), (name_b, pb) in pairs:
-        d = scores.paired_bootstrap_diff(y_test, pa, pb, metrics, n_bootstrap, seed, groups=groups)
+        d = bootstrap.paired_bootstrap_diff(
+            y_test, pa, pb, metrics, n_bootstrap, seed, groups=groups
+        )
         for metric, r in d.iterrows():
             rows.append(
                 {
@@ -152,7 +156,7 @@ def lever_table(
                 }
             )
     out = pd.DataFrame(rows)
-    out.attrs.update(scores.bootstrap_unit(groups, len(y_test)))
+    out.attrs.update(bootstrap.bootstrap_unit(groups, len(y_test)))
     return out
 
 

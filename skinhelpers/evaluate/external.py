@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from skinhelpers.data import hashes
-from skinhelpers.evaluate import scores
+from skinhelpers.evaluate import bootstrap, scores, thresholds
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def melanoma_at_threshold(
     """AUC of class ``pos`` vs rest with a bootstrap CI of the ``groups`` (the external
     set's lesions, stratified by ``pos`` vs rest; ``None``: images), and sensitivity /
     specificity at ``p >= threshold`` with the Wilson intervals that count the groups
-    (:func:`scores.operating_point_ci`, as notebook 08's operating points). JSON-ready."""
+    (:func:`thresholds.operating_point_ci`, as notebook 08's operating points). JSON-ready."""
 
     y = np.asarray(y)
     yb = (y == pos).astype(int)
@@ -145,13 +145,13 @@ def melanoma_at_threshold(
     s = np.asarray(probs)[:, pos]
     p2 = np.stack([1 - s, s], 1)
     fns = {"auc": lambda yy, p: skm.roc_auc_score(yy, p[:, 1])}
-    t = scores.bootstrap_ci(yb, p2, fns, n_bootstrap, seed, groups=groups)
+    t = bootstrap.bootstrap_ci(yb, p2, fns, n_bootstrap, seed, groups=groups)
     return {
         "n_pos": int(yb.sum()),
         "n_neg": int((1 - yb).sum()),
         "threshold": float(threshold),
-        **scores.ci_dict(t),
-        **scores.operating_point_ci(yb.astype(bool), s, threshold, groups),
+        **bootstrap.ci_dict(t),
+        **thresholds.operating_point_ci(yb.astype(bool), s, threshold, groups),
         **t.attrs,
     }
 

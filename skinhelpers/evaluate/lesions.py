@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from skinhelpers.evaluate import scores
+from skinhelpers.evaluate import scores, thresholds
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def per_lesion(
     }
     if pos is not None:
         # one image per lesion now: the Wilson intervals count lesions without a design effect
-        out.update(scores.positive_summary(yl, p, pos, threshold, n_bootstrap, seed, ids))
+        out.update(thresholds.positive_summary(yl, p, pos, threshold, n_bootstrap, seed, ids))
     return out
 
 

@@ -6,7 +6,7 @@ carcinoma (``bcc``) and actinic keratosis / intraepithelial carcinoma (``akiec``
 ``malignant_classes`` (a parameter of notebook 08, for every dataset) names them;
 :func:`malignant_classes` keeps those the dataset has, and :func:`malignant_analysis`
 chooses thresholds on validation and measures them on test exactly as the melanoma
-analysis does (:func:`skinhelpers.evaluate.scores.positive_class_analysis`), on the summed
+analysis does (:func:`skinhelpers.evaluate.thresholds.positive_class_analysis`), on the summed
 balanced scores.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from skinhelpers.evaluate import scores
+from skinhelpers.evaluate import thresholds
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,13 @@ def malignant_analysis(
     groups=None,
 ) -> dict:
     """Operating points of malignant (``kept``) vs benign, thresholds chosen on validation:
-    :func:`~skinhelpers.evaluate.scores.positive_class_analysis` on the summed scores,
+    :func:`~skinhelpers.evaluate.thresholds.positive_class_analysis` on the summed scores,
     plus ``classes`` (the malignant ones) and ``score``."""
     idx = [list(classes).index(c) for c in kept]
     yv = np.isin(np.asarray(y_val), idx).astype(int)
     yt = np.isin(np.asarray(y_test), idx).astype(int)
     name = f"malignant ({', '.join(kept)})"
-    out = scores.positive_class_analysis(
+    out = thresholds.positive_class_analysis(
         yv,
         binary_scores(p_val, idx),
         yt,

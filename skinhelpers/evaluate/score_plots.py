@@ -1,5 +1,6 @@
-"""The pictures of :mod:`skinhelpers.evaluate.scores`: confusion matrices, ROC and
-precision-recall curves, the reliability diagram (each returns a Figure)."""
+"""The pictures of :mod:`skinhelpers.evaluate.scores` and
+:mod:`skinhelpers.evaluate.calibration`: confusion matrices, ROC and precision-recall
+curves, the reliability diagram (each returns a Figure)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn import metrics as skm
 
-from skinhelpers.evaluate.scores import confusion, expected_calibration_error, reliability_table
+from skinhelpers.evaluate.calibration import expected_calibration_error, reliability_table
+from skinhelpers.evaluate.scores import confusion
 from skinhelpers.figures import synthetic_title
 from skinhelpers.model.metrics import check_predictions
 

@@ -7,7 +7,7 @@ each with its number of images, melanomas (``n_pos``) and other lesions (``n_neg
 
 Small groups are treated honestly. One kind of interval per number, the same as in every
 other table: sensitivity and specificity get Wilson intervals that count lesions
-(:func:`skinhelpers.evaluate.scores.proportion_ci`, never of width zero); balanced accuracy
+(:func:`skinhelpers.evaluate.bootstrap.proportion_ci`, never of width zero); balanced accuracy
 and the AUC a bootstrap of the lesions. Below ``min_n`` images a group's balanced accuracy
 has no bootstrap interval; below ``min_pos`` melanomas or other lesions its AUC is not
 reported (NaN, with the reason in ``note``). Groups under a minimum are shown but never
@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from skinhelpers.evaluate import scores
+from skinhelpers.evaluate import bootstrap, thresholds
 
 #: age bands of the subgroup table (years)
 AGE_BANDS = [
@@ -129,7 +129,7 @@ def attributes(df: pd.DataFrame, max_levels: int = 30) -> dict[str, pd.Series]:
 
 def _bootstrapped(y, probs, fns, n_bootstrap, seed, groups) -> dict:
     """``{metric: (value, ci_low, ci_high)}`` of a group bootstrap (``groups`` None: images)."""
-    t = scores.bootstrap_ci(y, probs, fns, n_bootstrap, seed, groups=groups)
+    t = bootstrap.bootstrap_ci(y, probs, fns, n_bootstrap, seed, groups=groups)
     return {k: (r["value"], r["ci_low"], r["ci_high"]) for k, r in t.iterrows()}
 
 
@@ -158,7 +158,7 @@ def _group_rows(y, probs, groups, pos, threshold, n_bootstrap, seed, min_n, min_
             }
         )
 
-    ba = scores.HEADLINE["balanced_accuracy"]
+    ba = bootstrap.HEADLINE["balanced_accuracy"]
     if n >= min_n:
         v, lo, hi = _bootstrapped(y, probs, {"b": ba}, n_bootstrap, seed, groups)["b"]
         add("balanced_accuracy", v, lo, hi, unit)
@@ -172,7 +172,7 @@ def _group_rows(y, probs, groups, pos, threshold, n_bootstrap, seed, min_n, min_
     yb = (y == pos).astype(int)
     if n_pos >= min_pos and n_neg >= min_pos:
         s = probs[:, pos]
-        auc = scores.binary_auc_fns()["auc"]
+        auc = thresholds.binary_auc_fns()["auc"]
         v, lo, hi = _bootstrapped(
             yb, np.stack([1 - s, s], 1), {"auc": auc}, n_bootstrap, seed, groups
         )["auc"]
@@ -186,7 +186,7 @@ def _group_rows(y, probs, groups, pos, threshold, n_bootstrap, seed, min_n, min_
             eligible=False,
         )
     if threshold is not None:
-        ci = scores.operating_point_ci(yb.astype(bool), probs[:, pos], threshold, groups)
+        ci = thresholds.operating_point_ci(yb.astype(bool), probs[:, pos], threshold, groups)
         for metric, count, what in (
             ("sensitivity", n_pos, "positive"),
             ("specificity", n_neg, "other"),

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skinhelpers.evaluate import scores
+from skinhelpers.evaluate import bootstrap
 from skinhelpers.model.metrics import classification_metrics
 
 CHECKPOINT_NAMES = ("best", "best_ema", "final_ema")
@@ -167,7 +167,7 @@ def metrics_record(
     ("group" or "image") and ``n_test_groups`` (lesions in the test split).
     """
     test = split_df[split_df["split"] == "test"]
-    unit = scores.bootstrap_unit(test_groups, len(test))
+    unit = bootstrap.bootstrap_unit(test_groups, len(test))
     return {
         "dataset": split_df.attrs["dataset"],
         "synthetic": bool(split_df.attrs["synthetic"]),
