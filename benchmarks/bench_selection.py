@@ -39,7 +39,7 @@ from skinhelpers.device import inference_dtype
 from skinhelpers.evaluate import bootstrap, tta
 from skinhelpers.model import checkpoints
 from skinhelpers.model.metrics import macro_auc
-from skinhelpers.split import grouped
+from skinhelpers.split import store
 
 NAMES = ("best", "best_ema", "last", "last_ema")
 
@@ -137,7 +137,7 @@ def main() -> None:
     a = ap.parse_args()
 
     run = Path(a.run)
-    df = grouped.read_split(run)
+    df = store.read_split(run)
     classes = list(df.attrs["classes"])
     pos = classes.index("mel") if "mel" in classes else None
     splits = {s: df[df["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}

@@ -91,9 +91,9 @@ def run_model(run_dir, checkpoint: str = "best_ema"):
     ``(split frame, checkpoint path, model, checkpoint info)``."""
     from skinhelpers.evaluate import summary, tta
     from skinhelpers.model import checkpoints
-    from skinhelpers.split import grouped
+    from skinhelpers.split import store
 
-    df = grouped.read_split(run_dir)
+    df = store.read_split(run_dir)
     primary, ckpts = summary.resolve_checkpoints(run_dir, checkpoint)
     raw, info = checkpoints.model_from_checkpoint(ckpts[primary], "cpu")
     return df, ckpts[primary], tta.prepare_model(raw, channels_last=True), info

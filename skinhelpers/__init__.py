@@ -8,7 +8,8 @@ from earlier stages and the top-level helpers only)::
                  -> validate -> imaging (decode, preprocess) -> cache (uint8 memmap);
                  download (Kaggle), synthetic (the offline SYNTHETIC ``demo`` set)
       explore/   eda, quality, leakage                        -> notebooks 01-03
-      split/     grouped: stratified, lesion-grouped splits   -> notebook 04
+      split/     near_duplicates -> grouped (stratified, lesion-grouped splits) -> checks
+                 (leaks) -> store (split.csv, split.json, folds) -> notebook 04
       model/     factory (hub / package / file weights), checkpoints, inference (the one
                  input function and prediction loop), metrics (the one metrics function)
       train/     augment, batch_augment -> config -> losses, sampling -> trainer ->

@@ -22,10 +22,10 @@ def toy_dataset(n: int = 96, size: int = 32, classes: int = 3, seed: int = 0):
 def demo_run_folder(demo_manifest, run_dir: Path, seed: int = 0) -> Path:
     """A run folder with the demo manifest and a grouped split (what notebooks 01 and 04 write)."""
     from skinhelpers.data import manifest as datasets
-    from skinhelpers.split import grouped as splits
+    from skinhelpers.split import grouped, store
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     datasets.save_manifest(demo_manifest, run_dir)
-    splits.save_split(splits.grouped_split(demo_manifest, seed=seed), run_dir)
+    store.save_split(grouped.grouped_split(demo_manifest, seed=seed), run_dir)
     return run_dir

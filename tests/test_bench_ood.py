@@ -12,12 +12,12 @@ from helpers_train import demo_run_folder
 from short_checkpoint import train_short_checkpoint
 
 from skinhelpers.files import PROJECT_ROOT
-from skinhelpers.split import grouped
+from skinhelpers.split import store
 
 
 def test_bench_ood_scores_side_by_side(tmp_path, demo_manifest):
     run = demo_run_folder(demo_manifest, tmp_path / "run")
-    split = grouped.read_split(run)
+    split = store.read_split(run)
     train = split[split["split"] == "train"].head(60).reset_index(drop=True)
     train.attrs = split.attrs
     train_short_checkpoint(train, run / "checkpoints" / "best_ema.pt", size=32, steps=5)

@@ -70,14 +70,14 @@ def test_a_fold_model_trains_under_torchrun(demo_manifest, tmp_path):
     """K-fold training on several GPUs goes through the same launch: the fold reaches the
     workers, which validate on that fold."""
     from skinhelpers.data import manifest as datasets
-    from skinhelpers.split import grouped as splits
+    from skinhelpers.split import grouped, store
     from skinhelpers.train import kfold
 
     run = tmp_path / "run"
     run.mkdir()
     datasets.save_manifest(demo_manifest, run)
-    split = splits.grouped_split(demo_manifest, seed=0, n_folds=3)
-    splits.save_split(split, run)
+    split = grouped.grouped_split(demo_manifest, seed=0, n_folds=3)
+    store.save_split(split, run)
     cfg = experiment.make_config(
         dict(arch="small_cnn", epochs=1, batch_size=8, workers=0, tensorboard=False), None
     )

@@ -13,22 +13,22 @@ from short_checkpoint import pick_images, train_short_checkpoint
 from skinhelpers.model.checkpoints import CheckpointError
 from skinhelpers.model.ensemble import Ensemble, load_ensemble
 from skinhelpers.model.inference import predict_batch
-from skinhelpers.split import grouped as splits
+from skinhelpers.split import checks, grouped, store
 from skinhelpers.train import kfold
 from skinhelpers.train.config import TrainConfig
 
 
 @pytest.mark.realdata
 def test_ham_fold_splits_keep_lesions_apart_and_fold0_is_the_split(ham_manifest):
-    sp = splits.grouped_split(ham_manifest, seed=0, n_folds=5)
-    assert splits.n_folds_of(sp) == 5
-    same = splits.fold_split(sp, 0)
+    sp = grouped.grouped_split(ham_manifest, seed=0, n_folds=5)
+    assert store.n_folds_of(sp) == 5
+    same = store.fold_split(sp, 0)
     assert (same["split"] == sp["split"]).all()  # the run's own model is the fold-0 model
     lesion = dict(zip(ham_manifest["relpath"], ham_manifest["group"]))
     test = sp["split"] == "test"
     val_rows = []
     for f in range(5):
-        fs = splits.fold_split(sp, f)
+        fs = store.fold_split(sp, f)
         assert fs.attrs["fold"] == f and fs.attrs["n_folds"] == 5
         assert (fs.loc[test, "split"] == "test").all() and not (
             fs.loc[~test, "split"] == "test"
@@ -36,7 +36,7 @@ def test_ham_fold_splits_keep_lesions_apart_and_fold0_is_the_split(ham_manifest)
         val = fs[fs["split"] == "val"]
         assert (val["fold"] == f).all() and len(val) == (sp["fold"] == f).sum()
         by_split = {
-            s: {lesion[r] for r in fs.loc[fs["split"] == s, "relpath"]} for s in splits.SPLITS
+            s: {lesion[r] for r in fs.loc[fs["split"] == s, "relpath"]} for s in checks.SPLITS
         }
         assert not by_split["train"] & by_split["val"], f"fold {f}: a lesion in train and val"
         assert not by_split["test"] & (by_split["train"] | by_split["val"])
@@ -59,17 +59,17 @@ def test_fold_split_errors_name_the_fix():
         }
     )
     with pytest.raises(ValueError, match="n_folds >= 2"):
-        splits.fold_split(df, 1)
+        store.fold_split(df, 1)
     df["fold"] = [1, 1, 0, 0, -1, -1]
     assert (
-        splits.fold_split(df, 1)["split"] == ["val", "val", "train", "train", "test", "test"]
+        store.fold_split(df, 1)["split"] == ["val", "val", "train", "train", "test", "test"]
     ).all()
     for bad in (2, -1, 0.5):
         with pytest.raises(ValueError, match=r"fold must be an integer in 0\.\.1"):
-            splits.fold_split(df, bad)
+            store.fold_split(df, bad)
     df.loc[2, "group"] = "a"  # a lesion in two folds: a leak
-    with pytest.raises(splits.SplitError, match="cross splits"):
-        splits.fold_split(df, 1)
+    with pytest.raises(checks.SplitError, match="cross splits"):
+        store.fold_split(df, 1)
 
 
 def test_ensemble_averages_member_probabilities():

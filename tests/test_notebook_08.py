@@ -21,7 +21,7 @@ from sklearn import metrics as skm
 from skinhelpers.data import manifest as datasets
 from skinhelpers.files import write_json
 from skinhelpers.run.report import render_report
-from skinhelpers.split import grouped as splits
+from skinhelpers.split import grouped, store
 
 pytestmark = pytest.mark.slow  # two notebook executions, ~90 s on 2 cores
 
@@ -33,10 +33,10 @@ def prepare_run(run: Path, df: pd.DataFrame, ema: bool = True, size: int = 32) -
     """What notebooks 01, 02, 04 and 07 leave in a run folder, made directly (also used by
     tests/test_notebook_09.py)."""
     datasets.save_manifest(df, run)
-    split = splits.grouped_split(df, val_size=0.25, test_size=0.3, seed=0)
-    splits.save_split(split, run)
+    split = grouped.grouped_split(df, val_size=0.25, test_size=0.3, seed=0)
+    store.save_split(split, run)
     write_json(run / "preprocessing.json", {"preprocess": "none", "resize_mode": "squash"})
-    full = splits.read_split(run)
+    full = store.read_split(run)
     train = full[full["split"] == "train"].reset_index(drop=True)
     train.attrs = full.attrs
     # the logit-adjusted loss (tau 1), as the trainer trains: checkpoints carry the prior
@@ -81,7 +81,7 @@ def small_evaluated_run(parent: Path, df: pd.DataFrame, dataset: str, data_dir) 
 def _check_consistency(run: Path, classes: list[str]) -> dict:
     m = json.loads((run / "metrics.json").read_text())
     pred = pd.read_csv(run / "predictions_test.csv")
-    split = splits.read_split(run)
+    split = store.read_split(run)
     assert len(pred) == (split["split"] == "test").sum() == m["n_test"]
     pcols = [f"p_{c}" for c in classes]
     assert list(pred.columns) == [
@@ -261,7 +261,7 @@ def test_ham10000_subgroups(ham_run):
     assert {"all", "sex", "age_band", "localization"} <= set(sub["attribute"])
     assert "dx_type" not in set(sub["attribute"])  # described, never a subgroup
     assert set(sub["metric"]) == {"balanced_accuracy", "melanoma_auc", "sensitivity", "specificity"}
-    n_test = (splits.read_split(ham_run)["split"] == "test").sum()
+    n_test = (store.read_split(ham_run)["split"] == "test").sum()
     for attr, t in sub[sub["metric"] == "balanced_accuracy"].groupby("attribute"):
         assert t["n"].sum() == n_test, attr  # each attribute partitions the test set
     assert set(sub.loc[sub["attribute"] == "age_band", "group"]) <= {

@@ -13,7 +13,7 @@ import pytest
 from skinhelpers.data import manifest as datasets
 from skinhelpers.data.validate import validate
 from skinhelpers.files import PROJECT_ROOT
-from skinhelpers.split import grouped as splits
+from skinhelpers.split import store
 from skinhelpers.train import augment
 
 NB = PROJECT_ROOT / "notebooks"
@@ -41,7 +41,7 @@ def _execute(name: str, run_dir: Path, **params) -> None:
 
 
 def _check_run(run_dir: Path, n_folds: int, preset: str) -> None:
-    df = splits.read_split(run_dir)
+    df = store.read_split(run_dir)
     assert set(df["split"]) == {"train", "val", "test"}
     assert (df.groupby("group")["split"].nunique() == 1).all()
     info = df.attrs["split"]
@@ -91,6 +91,6 @@ def test_notebooks_04_05_ham10000(tmp_path, ham_dir, ham_manifest):
         workers=1,
     )
     _check_run(run, n_folds=0, preset="basic")
-    df = splits.read_split(run)
+    df = store.read_split(run)
     # every HAM class reaches every split even in a 400-image subsample
-    assert (splits.split_table(df)[["train", "val", "test"]] > 0).all().all()
+    assert (store.split_table(df)[["train", "val", "test"]] > 0).all().all()

@@ -11,7 +11,7 @@ import pytest
 
 from skinhelpers.data import manifest, sources
 from skinhelpers.data.validate import validate
-from skinhelpers.split import grouped
+from skinhelpers.split import checks, grouped
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_validation_keeps_one_copy_of_each_image(joined, joined_clean, ham_manif
 
 def test_split_by_source_keeps_the_first_sources_own_split(joined_clean, ham_manifest):
     s = grouped.grouped_split(joined_clean, 0.15, 0.15, seed=3)
-    grouped.check_split(s)
+    checks.check_split(s)
     for src in ("ham10000", "isic9"):  # every source in every split
         assert set(s.loc[s["relpath"].str.startswith(src + "/"), "split"]) == {
             "train",
@@ -115,12 +115,12 @@ def test_split_by_source_keeps_the_first_sources_own_split(joined_clean, ham_man
 
 def test_holdout_source_puts_one_whole_source_in_test(joined_clean):
     s = grouped.grouped_split(joined_clean, 0.15, 0.15, seed=0, holdout_source="isic9")
-    checks = grouped.check_split(s)
+    checked = checks.check_split(s)
     is_isic = s["relpath"].str.startswith("isic9/")
     assert (s.loc[is_isic, "split"] == "test").all()
     assert (s.loc[~is_isic, "split"] != "test").all()
     assert set(s.loc[~is_isic, "split"]) == {"train", "val"}
-    assert any("absent from the held-out source" in w for w in checks["warnings"])
+    assert any("absent from the held-out source" in w for w in checked["warnings"])
     with pytest.raises(ValueError, match="'isic8'"):
         grouped.grouped_split(joined_clean, holdout_source="isic8")
 

@@ -8,7 +8,7 @@ import pytest
 from test_folder_dataset import folder_tree  # noqa: F401 (a fixture: HAM images in class folders)
 
 from skinhelpers.data import manifest as datasets
-from skinhelpers.split import grouped as splits
+from skinhelpers.split import checks, grouped, near_duplicates, store
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -62,7 +62,7 @@ def no_group_in_two_splits(split_df: pd.DataFrame) -> bool:
 
 @pytest.fixture(scope="module")
 def ham_split(ham_manifest):
-    return splits.grouped_split(ham_manifest, seed=0)
+    return grouped.grouped_split(ham_manifest, seed=0)
 
 
 @pytest.mark.realdata
@@ -80,20 +80,20 @@ def test_ham_split_no_leak_sizes_and_classes(ham_manifest, ham_split):
     assert abs(share["train"] - 0.70) < 0.03
     assert abs(share["val"] - 0.15) < 0.02
     assert abs(share["test"] - 0.15) < 0.02
-    table = splits.split_table(sp)
+    table = store.split_table(sp)
     assert (table[["train", "val", "test"]] > 0).all().all(), table
     # stratified: the rarest class (df, 115 images) gets roughly its share in val and test
     for s in ("val", "test"):
         assert 0.10 <= table.loc["df", s] / 115 <= 0.22
-    checks = splits.check_split(sp)
-    assert checks["ok"] and checks["classes_missing"] == {}
+    checked = checks.check_split(sp)
+    assert checked["ok"] and checked["classes_missing"] == {}
 
 
 @pytest.mark.realdata
 def test_ham_same_seed_same_split_other_seed_other(ham_manifest, ham_split):
-    again = splits.grouped_split(ham_manifest, seed=0)
+    again = grouped.grouped_split(ham_manifest, seed=0)
     pd.testing.assert_frame_equal(again.reset_index(drop=True), ham_split.reset_index(drop=True))
-    other = splits.grouped_split(ham_manifest, seed=1)
+    other = grouped.grouped_split(ham_manifest, seed=1)
     assert no_group_in_two_splits(other)
     changed = (
         other.set_index("relpath")["split"] != ham_split.set_index("relpath")["split"]
@@ -104,21 +104,21 @@ def test_ham_same_seed_same_split_other_seed_other(ham_manifest, ham_split):
 @pytest.mark.realdata
 def test_ham_folds(ham_manifest):
     sub = datasets.subsample(ham_manifest, 3000, seed=0)  # whole lesions, every class
-    sp = splits.grouped_split(sub, seed=0, n_folds=5)
+    sp = grouped.grouped_split(sub, seed=0, n_folds=5)
     pool = sp[sp["split"] != "test"]
     assert sorted(pool["fold"].unique()) == [0, 1, 2, 3, 4]
     assert (sp.loc[sp["split"] == "test", "fold"] == -1).all()
     assert (pool.groupby("group")["fold"].nunique() == 1).all()
     assert ((pool["fold"] == 0) == (pool["split"] == "val")).all()
-    assert (splits.split_table(sp, by="fold").drop(columns="total") > 0).all().all()
+    assert (store.split_table(sp, by="fold").drop(columns="total") > 0).all().all()
     sizes = pool["fold"].value_counts(normalize=True)
     assert sizes.max() - sizes.min() < 0.03
-    splits.check_split(sp)
+    checks.check_split(sp)
 
 
 @pytest.mark.realdata
 def test_naive_split_leaks_on_ham(ham_manifest):
-    leak = splits.naive_split_leakage(ham_manifest, 0.15, seed=0)
+    leak = checks.naive_split_leakage(ham_manifest, 0.15, seed=0)
     assert leak["leaked_share"] > 0.2  # many HAM lesions have several images
 
 
@@ -138,7 +138,7 @@ def test_random_manifests_never_leak(seed):
     )
     val, test = float(rng.uniform(0.05, 0.3)), float(rng.uniform(0.05, 0.3))
     n_folds = int(rng.choice([0, 0, 3, 5]))
-    sp = splits.grouped_split(df, val_size=val, test_size=test, seed=seed, n_folds=n_folds)
+    sp = grouped.grouped_split(df, val_size=val, test_size=test, seed=seed, n_folds=n_folds)
     dropped = set(sp.attrs["split"]["dropped"])
     assert len(sp) + len(dropped) == len(df)
     assert set(sp["relpath"]) | dropped == set(df["relpath"])
@@ -150,13 +150,13 @@ def test_random_manifests_never_leak(seed):
     assert set(sp["split"]) <= {"train", "val", "test"}
     if n_folds:
         assert (sp[sp["split"] != "test"].groupby("group")["fold"].nunique() == 1).all()
-    splits.check_split(sp)  # raises on leakage or a missing class that had enough groups
+    checks.check_split(sp)  # raises on leakage or a missing class that had enough groups
 
 
 def test_sizes_close_to_requested():
     df = synthetic_manifest(3, n_groups=2000, n_classes=4, max_per_group=2)
     for val, test in [(0.15, 0.15), (0.1, 0.2), (0.2, 0.1)]:
-        share = splits.grouped_split(df, val, test, seed=0)["split"].value_counts(normalize=True)
+        share = grouped.grouped_split(df, val, test, seed=0)["split"].value_counts(normalize=True)
         assert abs(share["test"] - test) < 0.02, (val, test, share)
         assert abs(share["val"] - val) < 0.02, (val, test, share)
 
@@ -176,43 +176,43 @@ def test_small_classes_present_in_every_split():
     df2 = pd.concat([df, extra], ignore_index=True)
     df2.attrs = {**df.attrs, "classes": df.attrs["classes"] + ["class3"]}
     for seed in range(5):
-        sp = splits.grouped_split(df2, seed=seed)
+        sp = grouped.grouped_split(df2, seed=seed)
         present = sp[sp["label"] == "class3"]["split"].unique()
         assert set(present) == {"train", "val", "test"}, (seed, present)
 
 
 def test_check_split_names_the_leaking_group():
     df = synthetic_manifest(1, n_groups=80)
-    sp = splits.grouped_split(df, seed=0)
+    sp = grouped.grouped_split(df, seed=0)
     g = sp.loc[sp["split"] == "test", "group"].iloc[0]
     bad = sp.copy()
     bad.loc[bad.index[bad["group"] == g][0], "split"] = "train"
     if (bad["group"] == g).sum() == 1:  # single-image group: give it a twin in train
         row = bad[bad["group"] == g].iloc[[0]].assign(relpath="twin.jpg", split="test")
         bad = pd.concat([bad, row], ignore_index=True)
-    with pytest.raises(splits.SplitError, match=g):
-        splits.check_split(bad)
+    with pytest.raises(checks.SplitError, match=g):
+        checks.check_split(bad)
 
 
 def test_check_split_missing_class_is_an_error():
     df = synthetic_manifest(2, n_groups=150, n_classes=3)
-    sp = splits.grouped_split(df, seed=0)
+    sp = grouped.grouped_split(df, seed=0)
     big = sp["label"].value_counts().index[0]
     bad = sp[~((sp["split"] == "val") & (sp["label"] == big))]
-    with pytest.raises(splits.SplitError, match=f"{big}.*val"):
-        splits.check_split(bad)
+    with pytest.raises(checks.SplitError, match=f"{big}.*val"):
+        checks.check_split(bad)
 
 
 def test_bad_parameters_are_clear_errors():
     df = synthetic_manifest(0, n_groups=50)
     with pytest.raises(ValueError, match="val_size"):
-        splits.grouped_split(df, val_size=-0.1)
+        grouped.grouped_split(df, val_size=-0.1)
     with pytest.raises(ValueError, match="must be < 1"):
-        splits.grouped_split(df, val_size=0.6, test_size=0.5)
+        grouped.grouped_split(df, val_size=0.6, test_size=0.5)
     with pytest.raises(ValueError, match="n_folds"):
-        splits.grouped_split(df, n_folds=1)
+        grouped.grouped_split(df, n_folds=1)
     with pytest.raises(ValueError, match="lacks column"):
-        splits.grouped_split(df.drop(columns="group"))
+        grouped.grouped_split(df.drop(columns="group"))
 
 
 # ----------------------------------------------------------------------------- near-duplicates
@@ -236,26 +236,26 @@ def test_near_duplicate_pairs_stay_together():
         [pairs, pd.DataFrame({"relpath_a": ["gone.jpg"], "relpath_b": [df["relpath"].iloc[0]]})]
     )
     # without merging, a grouped split separates many pairs
-    plain = splits.grouped_split(df, seed=0)
-    with pytest.raises(splits.SplitError, match="near-duplicate"):
-        splits.check_split(plain, pairs)
-    merged = splits.merge_near_duplicates(df, pairs)
+    plain = grouped.grouped_split(df, seed=0)
+    with pytest.raises(checks.SplitError, match="near-duplicate"):
+        checks.check_split(plain, pairs)
+    merged = near_duplicates.merge_near_duplicates(df, pairs)
     assert merged.attrs["near_duplicates"]["pairs_not_in_manifest"] == 1
     assert merged["group"].nunique() < df["group"].nunique()
     assert (merged["group_before_merge"] == df["group"]).all()
     for seed in range(3):
-        sp = splits.grouped_split(merged, seed=seed)
-        checks = splits.check_split(sp, pairs)
-        assert checks["near_duplicate_pairs_across_splits"] == 0
-        assert checks["near_duplicate_pairs_checked"] == len(pairs) - 1
+        sp = grouped.grouped_split(merged, seed=seed)
+        checked = checks.check_split(sp, pairs)
+        assert checked["near_duplicate_pairs_across_splits"] == 0
+        assert checked["near_duplicate_pairs_checked"] == len(pairs) - 1
 
 
 def test_merge_near_duplicates_without_pairs_is_identity():
     df = synthetic_manifest(0, n_groups=30)
-    out = splits.merge_near_duplicates(df, None)
+    out = near_duplicates.merge_near_duplicates(df, None)
     assert (out["group"] == df["group"]).all()
     with pytest.raises(ValueError, match="relpath_b"):
-        splits.merge_near_duplicates(df, pd.DataFrame({"relpath_a": ["x"]}))
+        near_duplicates.merge_near_duplicates(df, pd.DataFrame({"relpath_a": ["x"]}))
 
 
 # ----------------------------------------------------------------------------- shipped splits
@@ -263,15 +263,15 @@ def test_merge_near_duplicates_without_pairs_is_identity():
 
 def test_shipped_split_synthetic_overlap_dropped():
     df = synthetic_manifest(4, n_groups=200, with_shipped=True)
-    overlap = splits.shipped_overlap(df)
+    overlap = grouped.shipped_overlap(df)
     assert len(overlap) == 3
-    sp = splits.grouped_split(df, seed=0)
+    sp = grouped.grouped_split(df, seed=0)
     shipped_test = set(df.loc[df["source_split"] == "test", "relpath"])
     assert set(sp.loc[sp["split"] == "test", "relpath"]) == shipped_test
     dropped = sp.attrs["split"]["dropped"]
     assert len(dropped) == 3 and not set(dropped) & set(sp["relpath"])
     assert no_group_in_two_splits(sp)
-    moved = splits.grouped_split(df, seed=0, shipped_overlap_action="move_to_test")
+    moved = grouped.grouped_split(df, seed=0, shipped_overlap_action="move_to_test")
     assert len(moved) == len(df)
     assert set(moved.loc[moved["split"] == "test", "relpath"]) == shipped_test | set(dropped)
 
@@ -281,7 +281,7 @@ def test_isic9_keeps_shipped_test(isic9_manifest):
     from skinhelpers.data.validate import validate
 
     clean = validate(isic9_manifest, show_progress=False).apply(isic9_manifest, verbose=False)
-    sp = splits.grouped_split(clean, seed=0)
+    sp = grouped.grouped_split(clean, seed=0)
     shipped_test = set(clean.loc[clean["source_split"] == "test", "relpath"])
     assert set(sp.loc[sp["split"] == "test", "relpath"]) == shipped_test
     assert not (sp.loc[sp["split"] == "val", "relpath"].isin(shipped_test)).any()
@@ -289,20 +289,20 @@ def test_isic9_keeps_shipped_test(isic9_manifest):
     assert sp.attrs["split"]["shipped"]
     share_val = (sp["split"] == "val").mean()
     assert 0.12 < share_val < 0.19
-    checks = splits.check_split(sp)
+    checked = checks.check_split(sp)
     # every class with a shipped-train group is in train
     assert set(sp.loc[sp["split"] == "train", "label"]) == set(
         clean.loc[clean["source_split"] == "train", "label"]
     )
-    assert all("shipped test" in w for w in checks["warnings"] if "test" in w)
+    assert all("shipped test" in w for w in checked["warnings"] if "test" in w)
 
 
 @pytest.mark.realdata
 def test_isic9_raw_overlap_reported(isic9_manifest):
     # before validation the 18 ids in both Train and Test form groups that cross
-    overlap = splits.shipped_overlap(isic9_manifest)
+    overlap = grouped.shipped_overlap(isic9_manifest)
     assert len(overlap) >= 18
-    sp = splits.grouped_split(isic9_manifest, seed=0)
+    sp = grouped.grouped_split(isic9_manifest, seed=0)
     assert no_group_in_two_splits(sp)
     assert sp.attrs["split"]["shipped_overlap"]["groups"] == len(overlap)
 
@@ -312,9 +312,9 @@ def test_isic9_raw_overlap_reported(isic9_manifest):
 
 def test_save_and_read_split_round_trip(tmp_path, demo_manifest):
     datasets.save_manifest(demo_manifest, tmp_path)
-    sp = splits.grouped_split(demo_manifest, seed=3, n_folds=3)
-    splits.save_split(sp, tmp_path)
-    back = splits.read_split(tmp_path)
+    sp = grouped.grouped_split(demo_manifest, seed=3, n_folds=3)
+    store.save_split(sp, tmp_path)
+    back = store.read_split(tmp_path)
     assert back.attrs["dataset"] == "demo" and back.attrs["split"]["seed"] == 3
     assert back.attrs["split"]["checks"]["ok"]
     assert list(back["relpath"]) == list(demo_manifest["relpath"])
@@ -326,28 +326,28 @@ def test_save_and_read_split_round_trip(tmp_path, demo_manifest):
 def test_read_split_errors(tmp_path, demo_manifest):
     datasets.save_manifest(demo_manifest, tmp_path)
     with pytest.raises(FileNotFoundError, match="notebook 04"):
-        splits.read_split(tmp_path)
-    sp = splits.grouped_split(demo_manifest, seed=0)
-    splits.save_split(sp, tmp_path)
+        store.read_split(tmp_path)
+    sp = grouped.grouped_split(demo_manifest, seed=0)
+    store.save_split(sp, tmp_path)
     # a manifest from another run: fewer rows than the split
     fewer = demo_manifest.iloc[10:].reset_index(drop=True)
     fewer.attrs = dict(demo_manifest.attrs)
     datasets.save_manifest(fewer, tmp_path)
     with pytest.raises(ValueError, match="not in manifest.csv"):
-        splits.read_split(tmp_path)
+        store.read_split(tmp_path)
     # a split missing manifest rows
     datasets.save_manifest(demo_manifest, tmp_path)
-    splits.save_split(sp.iloc[5:].copy(), tmp_path, checks={"ok": True})
+    store.save_split(sp.iloc[5:].copy(), tmp_path, checks={"ok": True})
     with pytest.raises(ValueError, match="have no split"):
-        splits.read_split(tmp_path)
+        store.read_split(tmp_path)
 
 
 def test_split_table_and_plot(demo_manifest):
     import matplotlib
 
     matplotlib.use("Agg")
-    sp = splits.grouped_split(demo_manifest, seed=0)
-    t = splits.split_table(sp)
+    sp = grouped.grouped_split(demo_manifest, seed=0)
+    t = store.split_table(sp)
     assert list(t.columns) == ["train", "val", "test", "total"]
     assert t["total"].sum() == len(demo_manifest)
     assert list(t.index) == [c for c in demo_manifest.attrs["classes"]]
@@ -370,36 +370,36 @@ def test_tiny_and_single_class_inputs_fall_back_to_group_shuffle():
         for k in range(2)
     ]
     df = pd.DataFrame(rows)
-    sp = splits.grouped_split(df, val_size=0.2, test_size=0.2, seed=0)
+    sp = grouped.grouped_split(df, val_size=0.2, test_size=0.2, seed=0)
     assert "GroupShuffleSplit" in sp.attrs["split"]["test_method"]
     assert no_group_in_two_splits(sp)
     assert set(sp["split"]) == {"train", "val", "test"}
     with pytest.raises(ValueError, match="too few groups"):
-        splits.grouped_split(df[df["group"].isin(["G0", "G1"])], seed=0)
+        grouped.grouped_split(df[df["group"].isin(["G0", "G1"])], seed=0)
 
 
 # ----------------------------------------------------------------------------- two seeds
 
 
 def test_split_seed_defaults_to_the_training_seed():
-    assert splits.resolve_split_seed(4) == 4 and splits.resolve_split_seed(4, -1) == 4
-    assert splits.resolve_split_seed(4, None) == 4 and splits.resolve_split_seed(4, 0) == 0
+    assert grouped.resolve_split_seed(4) == 4 and grouped.resolve_split_seed(4, -1) == 4
+    assert grouped.resolve_split_seed(4, None) == 4 and grouped.resolve_split_seed(4, 0) == 0
     for bad in (-2, 1.5, "3", True):
         with pytest.raises(ValueError, match="split_seed"):
-            splits.resolve_split_seed(0, bad)
+            grouped.resolve_split_seed(0, bad)
 
 
 def test_split_json_records_the_seeds_and_the_test_images(tmp_path):
     df = synthetic_manifest(0, n_groups=120)
     df.attrs = {"dataset": "toy", "classes": sorted(set(df["label"]))}
-    split = splits.grouped_split(df, seed=3)
-    splits.save_split(split, tmp_path, seeds={"seed": 1, "split_seed": 3, "used": 3})
+    split = grouped.grouped_split(df, seed=3)
+    store.save_split(split, tmp_path, seeds={"seed": 1, "split_seed": 3, "used": 3})
     rec = __import__("json").loads((tmp_path / "split.json").read_text())
     assert rec["seed"] == 3 and rec["seeds"] == {"seed": 1, "split_seed": 3, "used": 3}
     test = split.loc[split["split"] == "test", "relpath"]
-    assert rec["test_fingerprint"] == splits.images_fingerprint(test[::-1])  # order-free
-    other = splits.grouped_split(df, seed=4)
-    assert rec["test_fingerprint"] != splits.images_fingerprint(
+    assert rec["test_fingerprint"] == store.images_fingerprint(test[::-1])  # order-free
+    other = grouped.grouped_split(df, seed=4)
+    assert rec["test_fingerprint"] != store.images_fingerprint(
         other.loc[other["split"] == "test", "relpath"]
     )
 
@@ -449,6 +449,6 @@ def test_split_seed_keeps_subsample_and_split_when_the_training_seed_changes(
     assert sa.equals(sb)
     run("04_splitting", b, seed=1)  # split_seed -1: the training seed draws the split
     own = pd.read_csv(b / "split.csv")
-    direct = splits.grouped_split(datasets.read_manifest(b), seed=1)
+    direct = grouped.grouped_split(datasets.read_manifest(b), seed=1)
     assert own["split"].tolist() == direct["split"].tolist()
     assert not own["split"].equals(sa["split"])

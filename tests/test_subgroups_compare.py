@@ -15,7 +15,7 @@ from skinhelpers.data import manifest as datasets
 from skinhelpers.evaluate import bootstrap, compare, subgroups
 from skinhelpers.evaluate.predict import predict_images
 from skinhelpers.files import write_csv, write_json
-from skinhelpers.split import grouped as splits
+from skinhelpers.split import grouped
 
 pytestmark = pytest.mark.realdata
 
@@ -25,7 +25,7 @@ def ham_runs(ham_manifest, tmp_path_factory):
     """Two run folders (seeds 0 and 1) with the test predictions notebook 08 writes."""
     df = datasets.subsample(ham_manifest, 500, seed=0)
     split = df.merge(
-        splits.grouped_split(df, val_size=0.2, test_size=0.4, seed=0)[["relpath", "split"]],
+        grouped.grouped_split(df, val_size=0.2, test_size=0.4, seed=0)[["relpath", "split"]],
         on="relpath",
     )
     train = split[split["split"] == "train"].reset_index(drop=True)

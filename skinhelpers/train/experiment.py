@@ -31,7 +31,7 @@ from skinhelpers.files import read_json
 from skinhelpers.model.checkpoints import model_from_checkpoint
 from skinhelpers.model.inference import predict_loader
 from skinhelpers.model.metrics import val_metrics
-from skinhelpers.split.grouped import fold_split, read_split
+from skinhelpers.split.store import fold_split, read_split
 from skinhelpers.train import distributed as ddp
 from skinhelpers.train.augment import eval_transform, read_augmentation, train_transform
 from skinhelpers.train.config import DataMeta, TrainConfig
@@ -107,7 +107,7 @@ def load_data(
 ) -> TrainData:
     """Training and validation datasets over the image cache of the run's split; with
     ``fold``, fold ``fold`` of the train+val pool validates and the other folds train
-    (:func:`skinhelpers.split.grouped.fold_split`; fold 0 is the split itself)."""
+    (:func:`skinhelpers.split.store.fold_split`; fold 0 is the split itself)."""
     df = read_split(run_dir)
     if fold is not None:
         df = fold_split(df, fold)

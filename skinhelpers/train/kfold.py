@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from skinhelpers.files import write_json
-from skinhelpers.split.grouped import n_folds_of, read_split
+from skinhelpers.split.store import n_folds_of, read_split
 from skinhelpers.train import experiment, launch
 from skinhelpers.train.config import TrainConfig
 
