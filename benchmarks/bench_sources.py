@@ -11,6 +11,10 @@ split. This pairs them on the images both scored, nothing retrained or re-predic
   interval that resamples the lesions (stratified by class);
 * for A alone, the same two numbers over every ISIC non-copy (its notebook 09).
 
+Run B may also be a second one-source run (a lever of number a, or number c: trained on
+HAM10000 only, scoring every non-copy in its notebook 09): then the two are paired on
+HAM10000's test split and on every non-copy, and B alone is scored like A.
+
 The scores are the balanced scores both notebooks save (the raw softmax). Saved as
 ``results/sources[_LABEL].json``.
 
@@ -31,6 +35,18 @@ from skinhelpers.evaluate import by_source, scores
 
 def _probs(df: pd.DataFrame, classes: list[str]) -> np.ndarray:
     return df[[f"p_{c}" for c in classes]].to_numpy(dtype=float)
+
+
+def _non_copies(df: pd.DataFrame) -> pd.DataFrame:
+    """The external images that are not copies of the training source's (never scored)."""
+    return df[~df["overlap"].astype(bool)]
+
+
+def _several_sources(run: Path) -> bool:
+    """Whether ``run`` trained on several sources (its manifest has a 'source' column with
+    more than one value)."""
+    man = pd.read_csv(run / "manifest.csv", usecols=lambda c: c == "source")
+    return "source" in man.columns and man["source"].nunique() > 1
 
 
 def metric_fns(y: np.ndarray, classes: list[str], min_class: int, positive: str) -> dict:
@@ -61,7 +77,7 @@ def paired(y, pa, pb, groups, classes, min_class, positive, n_bootstrap, seed) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run_a", type=Path, help="one source, with 09's external predictions")
-    ap.add_argument("run_b", type=Path, help="several sources")
+    ap.add_argument("run_b", type=Path, help="several sources, or one with 09's predictions")
     ap.add_argument("--external", default="isic9", help="the second source's name")
     ap.add_argument("--positive", default="mel")
     ap.add_argument("--min-class", type=int, default=20)
@@ -71,18 +87,28 @@ def main() -> None:
     a = ap.parse_args()
     ext = a.external
     pa_ham = pd.read_csv(a.run_a / "predictions_test.csv")
-    pa_ext = pd.read_csv(a.run_a / f"predictions_external_{ext}.csv")
-    pa_ext = pa_ext[~pa_ext["overlap"].astype(bool)]  # copies of HAM10000 images: never scored
+    pa_ext = _non_copies(pd.read_csv(a.run_a / f"predictions_external_{ext}.csv"))
     pb = pd.read_csv(a.run_b / "predictions_test.csv")
     classes = [c[2:] for c in pb.columns if c.startswith("p_")]
     if [c[2:] for c in pa_ham.columns if c.startswith("p_")] != classes:
         raise SystemExit("the two runs' classes differ: nothing to pair")
-    first = pb["relpath"].str.split("/", n=1).str[0]
+    several = _several_sources(a.run_b)
     rows, record = [], {"run_a": str(a.run_a), "run_b": str(a.run_b), "sources": {}}
-    # A's own names: HAM10000 relpaths bare, the external set's under its own folder
-    for source, a_frame in (("ham10000", pa_ham), (ext, pa_ext)):
-        b_part = pb[first == source].copy()
-        b_part["key"] = b_part["relpath"].str.split("/", n=1).str[1]
+    record["b_sources"] = "several" if several else "one"
+    if several:  # B's relpaths carry their source; A's HAM10000 relpaths are bare
+        first = pb["relpath"].str.split("/", n=1).str[0]
+        pairs = []
+        for source, a_frame in (("ham10000", pa_ham), (ext, pa_ext)):
+            b_part = pb[first == source].copy()
+            b_part["key"] = b_part["relpath"].str.split("/", n=1).str[1]
+            pairs.append((source, a_frame, b_part, int((first == source).sum())))
+    else:  # a lever of (a): both trained on one source, both scored every non-copy (09)
+        pb_ext = _non_copies(pd.read_csv(a.run_b / f"predictions_external_{ext}.csv"))
+        pairs = [
+            (source, a_frame, b_frame.assign(key=b_frame["relpath"]), len(b_frame))
+            for source, a_frame, b_frame in (("ham10000", pa_ham, pb), (ext, pa_ext, pb_ext))
+        ]
+    for source, a_frame, b_part, n_b in pairs:
         both = b_part.merge(a_frame, left_on="key", right_on="relpath", suffixes=("_b", "_a"))
         if not len(both):
             raise SystemExit(f"no {source} test image of {a.run_b} was scored by {a.run_a}")
@@ -91,29 +117,31 @@ def main() -> None:
         pbb = both[[f"p_{c}_b" for c in classes]].to_numpy(dtype=float)
         groups = both["group_b"].astype(str).to_numpy()
         t = paired(y, pa, pbb, groups, classes, a.min_class, a.positive, a.n_bootstrap, a.seed)
-        print(f"\n{source}: {len(both):,} test images of B that A scored "
-              f"({int((first == source).sum()):,} in B's test split)")  # fmt: skip
+        print(f"\n{source}: {len(both):,} test images of B that A scored ({n_b:,} B scored)")
         print(t.round(4).to_string())
         record["sources"][source] = {
-            "n_b_test": int((first == source).sum()),
+            "n_b_test": n_b,
             "classes": {c: int((y == i).sum()) for i, c in enumerate(classes) if (y == i).any()},
             "paired": t.reset_index().to_dict(orient="records"),
             "bootstrap_unit": t.attrs.get("bootstrap_unit"),
         }
         rows.append(t.assign(source=source))
-    # A alone over every external non-copy (its chapter 09), with the group bootstrap
-    y = pa_ext["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    fns = metric_fns(y, classes, a.min_class, a.positive)
-    alone = scores.bootstrap_ci(
-        y, _probs(pa_ext, classes), fns, a.n_bootstrap, a.seed, groups=pa_ext["group"].astype(str)
-    )
-    print(f"\nA on every {ext} non-copy ({len(pa_ext):,} images):")
-    print(alone.round(4).to_string())
-    record["a_on_all_external"] = {
-        "n": len(pa_ext),
-        "classes": {c: int((y == i).sum()) for i, c in enumerate(classes) if (y == i).any()},
-        "metrics": alone.reset_index().to_dict(orient="records"),
-    }
+    # each one-source model alone over every external non-copy (its chapter 09), with the
+    # group bootstrap: A always, B when it too trained on one source (leave-one-source-out)
+    alone_runs = [("a", a.run_a, pa_ext)] + ([] if several else [("b", a.run_b, pb_ext)])
+    for key, run, frame in alone_runs:
+        y = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+        fns = metric_fns(y, classes, a.min_class, a.positive)
+        alone = scores.bootstrap_ci(
+            y, _probs(frame, classes), fns, a.n_bootstrap, a.seed, groups=frame["group"].astype(str)
+        )
+        print(f"\n{key.upper()} ({run}) on every {ext} non-copy ({len(frame):,} images):")
+        print(alone.round(4).to_string())
+        record[f"{key}_on_all_external"] = {
+            "n": len(frame),
+            "classes": {c: int((y == i).sum()) for i, c in enumerate(classes) if (y == i).any()},
+            "metrics": alone.reset_index().to_dict(orient="records"),
+        }
     save(f"sources{'_' + a.label if a.label else ''}", record)
 
 

@@ -1,6 +1,7 @@
 """benchmarks/bench_sources.py pairs a one-source run with a several-source run on the
-test images both scored (by name: B's relpaths carry their source as a prefix), and its
-numbers are those a direct computation gives. Small synthetic prediction tables."""
+test images both scored (by name: B's relpaths carry their source as a prefix), or with
+another one-source run on its test split and every external non-copy, and its numbers are
+those a direct computation gives. Small synthetic prediction tables."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ def test_pairs_by_source_and_matches_direct_computation(tmp_path):
                    [f"isic9:E{i}" for i in range(60)]),
         ]
     ).to_csv(b / "predictions_test.csv", index=False)  # fmt: skip
+    pd.DataFrame({"source": ["ham10000"] * n_h + ["isic9"] * n_e}).to_csv(b / "manifest.csv")
     env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path / "results")}
     p = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "benchmarks" / "bench_sources.py"), str(a), str(b),
@@ -79,3 +81,44 @@ def test_pairs_by_source_and_matches_direct_computation(tmp_path):
     assert rec["a_on_all_external"]["n"] == n_e  # the copies left out
     assert alone["mel_auc"]["value"] == roc_auc_score(lab_e == "mel", pa_e[:, 1])
     assert "balanced_accuracy_bkl_mel_nv" in alone
+
+
+def test_two_one_source_runs_pair_on_every_external_non_copy(tmp_path):
+    """A lever of number (a), or number (c): B trained on HAM10000 alone too."""
+    rng = np.random.default_rng(1)
+    n_h, n_e = 60, 70
+    lab_h = rng.choice(CLASSES, n_h)
+    lab_e = np.array(["mel"] * 30 + ["nv"] * 25 + ["bkl"] * 15)
+    rel_h = [f"HAM/img{i}.jpg" for i in range(n_h)]
+    rel_e = [f"Train/x/img{i}.jpg" for i in range(n_e)]
+    probs = {k: (rng.dirichlet([1, 1, 1], n_h), rng.dirichlet([1, 1, 1], n_e)) for k in "ab"}
+    for k in "ab":
+        d = tmp_path / k
+        d.mkdir()
+        _frame(rel_h, lab_h, probs[k][0], [f"L{i // 3}" for i in range(n_h)]).to_csv(
+            d / "predictions_test.csv", index=False
+        )
+        cp = [f"Train/c/{i}.jpg" for i in range(4)]
+        copies = _frame(cp, ["nv"] * 4, rng.dirichlet([1, 1, 1], 4), cp, overlap=True)
+        ext = _frame(rel_e, lab_e, probs[k][1], [f"E{i}" for i in range(n_e)], overlap=False)
+        pd.concat([ext, copies]).to_csv(d / "predictions_external_isic9.csv", index=False)
+        pd.DataFrame({"image_id": rel_h}).to_csv(d / "manifest.csv")  # no 'source': one
+    env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path / "results")}
+    p = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "bench_sources.py"),
+         str(tmp_path / "a"), str(tmp_path / "b"), "--n-bootstrap", "50", "--label", "lever"],
+        capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    rec = json.loads((tmp_path / "results" / "sources_lever.json").read_text())
+    assert rec["b_sources"] == "one"
+    isic = {r["metric"]: r for r in rec["sources"]["isic9"]["paired"]}
+    mel = lab_e == "mel"
+    assert isic["mel_auc"]["n_images"] == n_e  # every non-copy, the copies left out
+    assert isic["mel_auc"]["a"] == roc_auc_score(mel, probs["a"][1][:, 1])
+    assert isic["mel_auc"]["b"] == roc_auc_score(mel, probs["b"][1][:, 1])
+    assert isic["mel_auc"]["diff"] == isic["mel_auc"]["b"] - isic["mel_auc"]["a"]
+    ham = {r["metric"]: r for r in rec["sources"]["ham10000"]["paired"]}
+    assert ham["mel_auc"]["n_lesions"] == n_h // 3
+    b_alone = {r["metric"]: r for r in rec["b_on_all_external"]["metrics"]}
+    assert b_alone["mel_auc"]["value"] == roc_auc_score(mel, probs["b"][1][:, 1])
