@@ -231,3 +231,35 @@ def test_repository_notebooks_are_clean_and_parameterised():
         assert not any(
             line.startswith(("def ", "class ")) for c in code for line in c.source.splitlines()
         ), f"{p.name} defines functions"
+
+
+def test_a_kernel_start_race_is_retried_and_other_errors_are_not(monkeypatch):
+    """jupyter_client's 'Invalid Signature' while a kernel starts (CI saw it once with two
+    workers starting kernels at once) starts the notebook again; other errors raise."""
+    from skinhelpers.run import execute as ex
+
+    monkeypatch.setattr(ex.time, "sleep", lambda s: None)
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(args)
+        if len(calls) < 3:
+            raise ValueError("Invalid Signature: b'4a75'")
+        return "done"
+
+    assert ex._start_retried(flaky, "nb.ipynb") == "done" and len(calls) == 3
+
+    def always(*args, **kwargs):
+        raise ValueError("Invalid Signature: b'00'")
+
+    with pytest.raises(ValueError, match="Invalid Signature"):
+        ex._start_retried(always)
+
+    def other(*args, **kwargs):
+        calls.append(args)
+        raise ValueError("a bug in a cell")
+
+    calls.clear()
+    with pytest.raises(ValueError, match="a bug"):
+        ex._start_retried(other)
+    assert len(calls) == 1

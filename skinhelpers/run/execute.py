@@ -188,6 +188,26 @@ def _mark_stopped(out: Path, cell_index: int | None, ename: str, evalue: str) ->
         log.error(f"(could not mark the stopped cell in {out}: {e})")
 
 
+#: jupyter_client's words when a new kernel client reads a message signed with another key
+#: (two kernels started at once on a shared machine can race for the same ports); raised
+#: while the kernel starts, before any cell ran, so the notebook is simply started again
+KERNEL_START_RACE = ("Invalid Signature", "Duplicate Signature", "Unsigned Message")
+KERNEL_START_TRIES = 3
+
+
+def _start_retried(run, *args, **kwargs):
+    """``run(*args, **kwargs)``, started again (up to :data:`KERNEL_START_TRIES` times) when
+    the kernel's start fails with one of :data:`KERNEL_START_RACE`; anything else raises."""
+    for attempt in range(1, KERNEL_START_TRIES + 1):
+        try:
+            return run(*args, **kwargs)
+        except ValueError as e:
+            if attempt == KERNEL_START_TRIES or not any(w in str(e) for w in KERNEL_START_RACE):
+                raise
+            log.warning(f"the kernel did not start ({e}); starting it again ({attempt + 1})")
+            time.sleep(1.0 * attempt)
+
+
 def execute(
     nb: Path, out: Path, parameters: dict, log_path: Path, timeout_s: float | None = None
 ) -> dict:
@@ -214,7 +234,8 @@ def execute(
         ctrl_c = _CtrlC()
         try:
             with ctrl_c:
-                pm.execute_notebook(
+                _start_retried(
+                    pm.execute_notebook,
                     str(nb),
                     str(out),
                     parameters=parameters,
