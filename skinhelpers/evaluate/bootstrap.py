@@ -9,6 +9,7 @@ on the same resamples) and :func:`proportion_ci` (Wilson, effective number of im
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
@@ -239,6 +240,18 @@ def _draws(y, n_bootstrap: int, seed: int, stratified: bool, groups):
     return _group_draws(y, codes, n_bootstrap, seed, stratified), codes
 
 
+@contextlib.contextmanager
+def _fast_metrics():
+    """Warnings off and scikit-learn's input validation skipped (the inputs were checked
+    once by the caller): that validation dominates the cost of small metrics."""
+    with (
+        warnings.catch_warnings(),
+        sklearn.config_context(assume_finite=True, skip_parameter_validation=True),
+    ):
+        warnings.simplefilter("ignore")
+        yield
+
+
 def bootstrap_ci(
     y,
     probs,
@@ -265,12 +278,8 @@ def bootstrap_ci(
     fns = HEADLINE if fns is None else fns
     draws, codes = _draws(y, n_bootstrap, seed, stratified, groups)
     rows = []
-    # sklearn's input validation dominates the cost of small metrics: checked once above
-    with (
-        warnings.catch_warnings(),
-        sklearn.config_context(assume_finite=True, skip_parameter_validation=True),
-    ):
-        warnings.simplefilter("ignore")
+    # inputs checked once above; the resamples skip the validation (_fast_metrics)
+    with _fast_metrics():
         arr = _resampled(y, probs, draws, codes, fns, desc)
         values = {k: float(f(y, probs)) for k, f in fns.items()}
     for j, k in enumerate(fns):
@@ -310,11 +319,7 @@ def paired_bootstrap_diff(
     fns = HEADLINE if fns is None else fns
     draws, codes = _draws(y, n_bootstrap, seed, True, groups)
     rows = []
-    with (
-        warnings.catch_warnings(),
-        sklearn.config_context(assume_finite=True, skip_parameter_validation=True),
-    ):
-        warnings.simplefilter("ignore")
+    with _fast_metrics():
         diffs = _resampled(y, probs_b, draws, codes, fns, desc) - _resampled(
             y, probs_a, draws, codes, fns, None
         )
