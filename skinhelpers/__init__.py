@@ -10,8 +10,9 @@ from earlier stages and the top-level helpers only)::
       explore/   eda, quality, leakage                        -> notebooks 01-03
       split/     near_duplicates -> grouped (stratified, lesion-grouped splits) -> checks
                  (leaks) -> store (split.csv, split.json, folds) -> notebook 04
-      model/     factory (hub / package / file weights), checkpoints, inference (the one
-                 input function and prediction loop), metrics (the one metrics function)
+      model/     specs -> weights (hub / package / file) -> factory, checkpoints, inference
+                 (the one input function and prediction loop), metrics (the one metrics
+                 function)
       train/     augment, batch_augment -> config -> losses, sampling -> trainer ->
                  experiment, trials; distributed + launch (torchrun); plots -> notebooks 05-07
       evaluate/  scores, bootstrap (CIs), thresholds (operating points), calibration, tta,

@@ -84,7 +84,8 @@ def test_pretrained_model_is_rebuilt_without_downloading(tmp_path, monkeypatch):
     def no_weights(*a, **k):
         raise AssertionError("rebuilding a checkpoint must not load pretrained weights")
 
-    monkeypatch.setattr(models, "_pretrained_state_dict", no_weights)
+    # build_model's own name for it (imported from skinhelpers.model.weights)
+    monkeypatch.setattr(models, "pretrained_state_dict", no_weights)
     rebuilt, info = checkpoints.model_from_checkpoint(path)
     assert info["mean"] == [0.5, 0.5, 0.5]
     assert torch.equal(rebuilt.backbone.conv_stem.weight, model.backbone.conv_stem.weight)

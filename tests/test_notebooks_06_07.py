@@ -16,7 +16,7 @@ from helpers_train import demo_run_folder
 
 from skinhelpers.files import PROJECT_ROOT
 from skinhelpers.model import checkpoints
-from skinhelpers.model import factory as models
+from skinhelpers.model.specs import MODEL_NAMES
 
 NB = PROJECT_ROOT / "notebooks"
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def test_notebooks_06_07_demo(tmp_path, demo_dir, demo_manifest, monkeypatch):
     assert done["balanced_accuracy"].between(0, 1).all() and (done["images_per_s"] > 0).all()
     best = json.loads((run / "best_config.json").read_text())
     assert best["trial"] in ("small_cnn", "efficientnet_lite0")
-    assert best["arch"] in models.MODEL_NAMES and best["image_size"] == 32
+    assert best["arch"] in MODEL_NAMES and best["image_size"] == 32
 
     _execute(
         "07_final_retrain.ipynb",

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from skinhelpers.files import read_json, write_json
-from skinhelpers.model.factory import PretrainedWeightsError, parse_variant
+from skinhelpers.model.factory import parse_variant
+from skinhelpers.model.weights import PretrainedWeightsError
 from skinhelpers.train.config import TrainConfig
 from skinhelpers.train.experiment import TrainData, make_config, train
 
