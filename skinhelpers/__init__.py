@@ -5,6 +5,7 @@ from earlier stages and the top-level helpers only)::
 
     raw images + metadata (read, never written)
       data/      registry -> manifest (one table: image_id, path, label, group, metadata)
+                 -> folder_options (a folder dataset's positive class, metadata CSV)
                  -> validate -> imaging (decode, preprocess) -> cache (uint8 memmap);
                  download (Kaggle), synthetic (the offline SYNTHETIC ``demo`` set)
       explore/   eda, quality, leakage                        -> notebooks 01-03

@@ -12,7 +12,7 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from skinhelpers.data import manifest
+from skinhelpers.data import folder_options, manifest
 from skinhelpers.data.registry import DatasetError
 from skinhelpers.files import PROJECT_ROOT
 from skinhelpers.split import grouped
@@ -64,8 +64,8 @@ def test_folder_options_group_by_patient(folder_tree):
     tree, sel, patient = folder_tree
     plain = manifest.load_manifest("folder", tree)
     assert plain.attrs["positive_class"] is None and plain["lesion_id"].isna().all()
-    assert manifest.grouping_unit(plain.attrs, plain) == "image"
-    df = manifest.apply_folder_options(plain, "mel", "metadata.csv")  # in the dataset folder
+    assert folder_options.grouping_unit(plain.attrs, plain) == "image"
+    df = folder_options.apply_folder_options(plain, "mel", "metadata.csv")  # in the dataset folder
     assert df.attrs["positive_class"] == "mel"
     assert df.attrs["metadata"]["images_matched"] == len(sel) == len(df)
     assert df.attrs["metadata"]["patients"] == len(set(patient.values()))
@@ -76,12 +76,12 @@ def test_folder_options_group_by_patient(folder_tree):
     # one group per patient: all of a patient's images, of both lesions, together
     assert (df.groupby("patient_id")["group"].nunique() == 1).all()
     assert df["group"].nunique() == df["patient_id"].nunique()
-    assert manifest.grouping_unit(df.attrs, df) == "patient"
-    assert "grouped by **patient**" in manifest.grouping_sentences(df.attrs, df)[0]
+    assert folder_options.grouping_unit(df.attrs, df) == "patient"
+    assert "grouped by **patient**" in folder_options.grouping_sentences(df.attrs, df)[0]
     split = grouped.grouped_split(df, 0.2, 0.3, seed=0).merge(df[["relpath", "patient_id"]])
     assert (split.groupby("patient_id")["split"].nunique() == 1).all()
     # the raw folder read again the way chapter 01 read it (notebook 03)
-    again = manifest.reapply_folder_options(plain, df.attrs)
+    again = folder_options.reapply_folder_options(plain, df.attrs)
     assert again["group"].tolist() == df["group"].tolist()
 
 
@@ -89,26 +89,28 @@ def test_folder_options_refuse_what_they_cannot_use(folder_tree, tmp_path, ham_m
     tree, _, _ = folder_tree
     plain = manifest.load_manifest("folder", tree)
     with pytest.raises(DatasetError, match=r"positive_class 'melanoma' is not a class.*'mel'"):
-        manifest.apply_folder_options(plain, "melanoma")
+        folder_options.apply_folder_options(plain, "melanoma")
     csv = pd.read_csv(tree / "metadata.csv")
     csv.rename(columns={"image": "name"}).to_csv(tmp_path / "noid.csv", index=False)
     with pytest.raises(DatasetError, match="no image id column"):
-        manifest.apply_folder_options(plain, "", tmp_path / "noid.csv")
+        folder_options.apply_folder_options(plain, "", tmp_path / "noid.csv")
     pd.concat([csv, csv.head(2)]).to_csv(tmp_path / "twice.csv", index=False)
     with pytest.raises(DatasetError, match="more than one row"):
-        manifest.apply_folder_options(plain, "", tmp_path / "twice.csv")
+        folder_options.apply_folder_options(plain, "", tmp_path / "twice.csv")
     # rows for only part of the images: the rest keep their own group, and are reported
     csv.head(30).to_csv(tmp_path / "part.csv", index=False)
-    part = manifest.apply_folder_options(plain, "", tmp_path / "part.csv")
+    part = folder_options.apply_folder_options(plain, "", tmp_path / "part.csv")
     assert part.attrs["metadata"]["images_without_row"] == 60
     assert any(i["kind"] == "metadata_missing" for i in part.attrs["load_issues"])
     assert part.loc[part["patient_id"].isna(), "group"].str.startswith("id:").all()
     # HAM10000 names its own positive class and metadata
-    assert manifest.apply_folder_options(ham_manifest, "mel") is ham_manifest
+    assert folder_options.apply_folder_options(ham_manifest, "mel") is ham_manifest
     with pytest.raises(DatasetError, match="options of the 'folder' dataset"):
-        manifest.apply_folder_options(ham_manifest, "", tree / "metadata.csv")
-    assert manifest.grouping_unit(ham_manifest.attrs, ham_manifest) == "lesion"
-    assert "two lesions of one patient" in " ".join(manifest.grouping_sentences(ham_manifest.attrs))
+        folder_options.apply_folder_options(ham_manifest, "", tree / "metadata.csv")
+    assert folder_options.grouping_unit(ham_manifest.attrs, ham_manifest) == "lesion"
+    assert "two lesions of one patient" in " ".join(
+        folder_options.grouping_sentences(ham_manifest.attrs)
+    )
 
 
 @pytest.mark.slow  # notebooks 01 and 08 (~70 s on 2 cores)

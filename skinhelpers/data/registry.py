@@ -54,7 +54,7 @@ HAM_OPTIONAL_COLUMNS = ("dx_type", "age", "sex", "localization")
 
 
 #: what a ``folder`` dataset's ``metadata_csv`` may hold beside the image id
-#: (:func:`skinhelpers.data.manifest.apply_folder_options`)
+#: (:func:`skinhelpers.data.folder_options.apply_folder_options`)
 FOLDER_METADATA_COLUMNS = ("lesion_id", "patient_id", "age", "sex", "localization", "dx_type")
 
 #: other names of those columns (ISIC challenge CSVs among them), lower case

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from skinhelpers.data.manifest import grouping_sentences, grouping_unit
+from skinhelpers.data.folder_options import grouping_sentences, grouping_unit
 from skinhelpers.explore.skin_tone import ITA_NOTE
 from skinhelpers.files import atomic_path
 from skinhelpers.share.licences import CODE_LICENCE, data_licence
