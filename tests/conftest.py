@@ -21,6 +21,28 @@ from skinhelpers.files import DEFAULT_SHARED_DATA, shared_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = shared_data_dir()
+
+
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist, give each worker its share of the cores (OpenMP, MKL, OpenCV).
+
+    torch and OpenCV size their thread pools to every core of the machine. Two workers on
+    two cores would then run four busy-waiting OpenMP threads that take turns with each
+    other, and everything slows several-fold. The variables are inherited by what a test
+    starts (papermill kernels, benchmark scripts, torchrun), so they cap those too. A
+    value already set by the user is kept.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers < 2:
+        return
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM"):
+        os.environ.setdefault(var, threads)
+    if "torch" in sys.modules:  # imported before this file: its pool is already sized
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+_share_the_cores_between_workers()
 pytest_plugins = ["pytester"]  # tests/test_realdata_guard.py
 REAL_DATA_FIXTURES = {"shared_data", "ham_dir", "isic9_dir", "ham_manifest", "isic9_manifest"}
 
