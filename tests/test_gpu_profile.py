@@ -1,16 +1,22 @@
 """The gpu profile cannot rot: the whole chain runs with it on the CPU, with tiny overrides
-(image size, image count, epochs, a trial list whose hub-weight trial is skipped offline)."""
+(image size, image count, epochs, a trial list whose hub-weight trial is skipped offline);
+and benchmarks/gpu_check.sh, the prepared GPU check of issue 26, runs end to end on the CPU
+with tiny arguments. Both start from one folder where the gpu profile's 01-05 ran."""
 
 from __future__ import annotations
 
 import json
-import time
+import os
+import shutil
+import subprocess
+import sys
 
 import nbformat
 import pandas as pd
 import pytest
 
 from skinhelpers.evaluate import compare
+from skinhelpers.files import PROJECT_ROOT
 from skinhelpers.run import pipeline, profiles
 
 # everything the gpu profile sets that would make a CPU run long; the rest (preprocess,
@@ -31,7 +37,7 @@ TINY_GPU_OVERRIDES = {
     "n_bootstrap": 50,
     "tta_views": 1,
     "cam_max_images": 4,
-    "n_folds": 3,  # three fold models instead of five
+    "n_folds": 2,  # two fold models instead of five: the ensemble all the same
 }
 
 
@@ -53,15 +59,47 @@ def test_overrides_only_shrink_what_the_gpu_profile_sets():
             assert v <= gpu[k] or gpu[k] == 0, (k, v, gpu[k])  # 0: "all" (max_images)
 
 
-@pytest.mark.slow
-def test_gpu_profile_end_to_end_on_cpu_offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # kernels inherit it: no network, no hang
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # and no cached weights
-    t0 = time.monotonic()
-    run_dir = pipeline.run(
-        "demo", None, "gpu", str(tmp_path / "gpu-ci"), extra=TINY_GPU_OVERRIDES, html=True
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory):
+    """No network and no cached weights, for this process and the kernels it starts."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HF_HUB_OFFLINE", "1")  # kernels inherit it: no network, no hang
+    mp.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def prepared(offline, tmp_path_factory):
+    """A run folder where the gpu profile's 01-05 ran on the demo set (the data decisions
+    that 06-08 and gpu_check.sh's steps 4-5 read); each test works on its own copy."""
+    return pipeline.run(
+        "demo",
+        None,
+        "gpu",
+        str(tmp_path_factory.mktemp("gpu") / "prepared"),
+        only="01-05",
+        extra=TINY_GPU_OVERRIDES,
+        html=False,
     )
-    assert time.monotonic() - t0 < 900
+
+
+def _copy(prepared, dest):
+    shutil.copytree(prepared, dest)
+    return dest
+
+
+@pytest.mark.slow
+def test_gpu_profile_end_to_end_on_cpu_offline(prepared, tmp_path):
+    run_dir = pipeline.run(
+        "demo",
+        None,
+        "gpu",
+        str(_copy(prepared, tmp_path / "gpu-ci")),
+        only="06-08",
+        extra=TINY_GPU_OVERRIDES,
+        html=True,
+    )
     rec = json.loads((run_dir / "run.json").read_text())
     assert rec["profile"] == "gpu" and rec["finished"]
     assert {r["status"] for r in rec["results"].values()} <= {"ok", "skipped"}
@@ -75,16 +113,16 @@ def test_gpu_profile_end_to_end_on_cpu_offline(tmp_path, monkeypatch):
     )
     after = text.split("--- trial efficientnet_b0", 1)[1]  # fails fast and says why
     assert after.lstrip().startswith("skipped:") and "offline" in after.lower()
-    # K-fold: 04 made 3 folds, 07 trained the fold-1 and fold-2 models on their own
-    # validation folds, 08 evaluated the average of the three on the test split
+    # K-fold: 04 made 2 folds, 07 trained the fold-1 model on its own validation fold, 08
+    # evaluated the average of the two on the test split
     split = pd.read_csv(run_dir / "split.csv")
-    assert sorted(split.loc[split["split"] != "test", "fold"].unique()) == [0, 1, 2]
-    for f in (1, 2):
+    assert sorted(split.loc[split["split"] != "test", "fold"].unique()) == [0, 1]
+    for f in (1,):
         res = json.loads((run_dir / "folds" / f"fold{f}" / "train_result.json").read_text())
         assert res["n_val"] == (split["fold"] == f).sum()
         assert res["n_train"] == ((split["split"] != "test") & (split["fold"] != f)).sum()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert len(metrics["ensemble"]["members"]) == 3
+    assert len(metrics["ensemble"]["members"]) == 2
     assert "balanced_accuracy" in metrics["ensemble"]["vs_primary"]
     assert set(metrics["models"]) >= {metrics["primary"], "ensemble"}
     ens = pd.read_csv(run_dir / "predictions_test_ensemble.csv")
@@ -112,3 +150,64 @@ def test_the_gpu_batch_and_learning_rate_follow_the_written_rule():
     assert "warmup_epochs" not in gpu and TrainConfig.warmup_epochs == 1.0  # warm-up kept
     assert gpu["compile_mode"] == "reduce-overhead" and not gpu.get("torch_compile", False)
     assert "convnext_tiny" in gpu["trial_models"]  # a larger backbone, by its timm name
+
+
+def _pairs(selected: str) -> str:
+    """TINY_GPU_OVERRIDES that the notebooks ``selected`` declare, as ``-p NAME VALUE``."""
+    nbs = pipeline.select(pipeline.numbered_notebooks(), selected)
+    declared = set().union(*(pipeline.declared_parameters(nb) for nb in nbs))
+    keep = {k: v for k, v in TINY_GPU_OVERRIDES.items() if k in declared and k != "image_size"}
+    return " ".join(f"-p {k} {v}" for k, v in keep.items())
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_the_cpu_with_tiny_arguments(prepared, tmp_path):
+    """The script on a run folder prepared elsewhere (its step 3 then finds 01-05 done, as
+    on the GPU box with a folder copied from another machine); its own 01-05 step is the
+    same ``pipeline --only 01-05`` that made ``prepared``."""
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "PY": sys.executable,
+        "DATASET": "demo",
+        "RUN": str(_copy(prepared, tmp_path / "run")),
+        "GPU_CHECK_OUT": str(out),
+        "IMAGE_SIZE": "32",
+        "BATCH_SIZES": "8,16",
+        "STEPS": "2",
+        "REPEATS": "1",
+        "N_CACHE": "48",
+        "MAX_MINUTES": "1",
+        "RUN_P": _pairs("07-08"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    proc = subprocess.run(
+        ["bash", str(PROJECT_ROOT / "benchmarks" / "gpu_check.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "=== gpu_check 5/5" in proc.stdout
+    assert "01-05: " in proc.stdout and "has them" in proc.stdout  # step 3 found them done
+    env_json = json.loads((out / "env.json").read_text())
+    assert env_json["torch"] and "gpus" in env_json
+    eager = json.loads((out / "eager" / "train_overhead.json").read_text())
+    assert eager["image_size"] == 32 and eager["batch_sizes"] == [8, 16]
+    assert {(r["batch_size"], r["loop"]) for r in eager["rows"]} == {
+        (b, loop) for b in (8, 16) for loop in ("bare", "trainer")
+    }
+    compiled = json.loads((out / "compiled" / "train_overhead.json").read_text())
+    assert compiled["compile_modes"] == ["reduce-overhead"] and compiled["batch_sizes"] == [16]
+    assert not any(r["compiled"] for r in compiled["rows"])  # a GPU mode: eager on the CPU
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["predictions_saved"] == [
+        "predictions_test.csv",
+        "predictions_test_ensemble.csv",
+    ]
+    assert summary["models"] == 2 and summary["max_minutes"] == 1.0
+    assert {"ensemble", summary["primary"]} <= set(summary["test"])
+    run = json.loads((out / "run" / "run.json").read_text())
+    assert run["profile"] == "gpu" and run["parameters"]["arch"] == "efficientnet_lite0"
+    assert len(list((out / "run" / "folds").iterdir())) == 1  # fold 0's model is the primary
