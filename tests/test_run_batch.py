@@ -108,7 +108,6 @@ def test_a_mistyped_parameter_is_refused_before_anything_runs(tmp_path, nbs):
         'run_dir = ""\nlr = 0.001  # learning rate\nema = True',
         f"open({str(marker)!r}, 'w').write('ran')",
     )
-    t0 = time.monotonic()
     with pytest.raises(SystemExit) as e:
         pipeline.run(
             "demo",
@@ -121,7 +120,7 @@ def test_a_mistyped_parameter_is_refused_before_anything_runs(tmp_path, nbs):
         )
     msg = str(e.value)
     assert "lr='abc' is a str, expected float (default 0.001)" in msg and "-p lr" in msg
-    assert time.monotonic() - t0 < 30 and not marker.exists()
+    assert not marker.exists()  # refused before the notebook ran
     assert not (tmp_path / "r" / "run.json").exists()
     with pytest.raises(SystemExit, match=r"ema=1 is a int, expected bool"):
         pipeline.run(
