@@ -13,7 +13,9 @@ split. This pairs them on the images both scored, nothing retrained or re-predic
 
 Run B may also be a second one-source run (a lever of number a, or number c: trained on
 HAM10000 only, scoring every non-copy in its notebook 09): then the two are paired on
-HAM10000's test split and on every non-copy, and B alone is scored like A.
+HAM10000's test split and on every non-copy, and B alone is scored like A. When both runs
+trained on several sources (a lever of number b, e.g. ``source_balance_power``, on the same
+split), they are paired per source on the test images both scored in chapter 08.
 
 The scores are the balanced scores both notebooks save (the raw softmax). Saved as
 ``results/sources[_LABEL].json``.
@@ -87,15 +89,29 @@ def main() -> None:
     a = ap.parse_args()
     ext = a.external
     pa_ham = pd.read_csv(a.run_a / "predictions_test.csv")
-    pa_ext = _non_copies(pd.read_csv(a.run_a / f"predictions_external_{ext}.csv"))
     pb = pd.read_csv(a.run_b / "predictions_test.csv")
+    both_several = _several_sources(a.run_a)
+    if both_several and not _several_sources(a.run_b):
+        raise SystemExit("run A trained on several sources: give it as run B, or both so")
+    pa_ext = (
+        None
+        if both_several
+        else _non_copies(pd.read_csv(a.run_a / f"predictions_external_{ext}.csv"))
+    )
     classes = [c[2:] for c in pb.columns if c.startswith("p_")]
     if [c[2:] for c in pa_ham.columns if c.startswith("p_")] != classes:
         raise SystemExit("the two runs' classes differ: nothing to pair")
     several = _several_sources(a.run_b)
     rows, record = [], {"run_a": str(a.run_a), "run_b": str(a.run_b), "sources": {}}
     record["b_sources"] = "several" if several else "one"
-    if several:  # B's relpaths carry their source; A's HAM10000 relpaths are bare
+    record["a_sources"] = "several" if both_several else "one"
+    if both_several:  # the same split: pair chapter 08's test predictions per source
+        first = pb["relpath"].str.split("/", n=1).str[0]
+        pairs = [
+            (source, pa_ham, pb[first == source].assign(key=lambda d: d["relpath"]), n)
+            for source, n in first.value_counts(sort=False).items()
+        ]
+    elif several:  # B's relpaths carry their source; A's HAM10000 relpaths are bare
         first = pb["relpath"].str.split("/", n=1).str[0]
         pairs = []
         for source, a_frame in (("ham10000", pa_ham), (ext, pa_ext)):
@@ -128,7 +144,8 @@ def main() -> None:
         rows.append(t.assign(source=source))
     # each one-source model alone over every external non-copy (its chapter 09), with the
     # group bootstrap: A always, B when it too trained on one source (leave-one-source-out)
-    alone_runs = [("a", a.run_a, pa_ext)] + ([] if several else [("b", a.run_b, pb_ext)])
+    alone_runs = [] if both_several else [("a", a.run_a, pa_ext)]
+    alone_runs += [] if several else [("b", a.run_b, pb_ext)]
     for key, run, frame in alone_runs:
         y = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
         fns = metric_fns(y, classes, a.min_class, a.positive)
