@@ -48,9 +48,22 @@ def test_sampler_draws_sources_equally_often():
     drawn = np.array(list(s))
     share_b = (sources[drawn] == "b").mean()
     assert 0.45 < share_b < 0.55  # 1,000 draws: b is a tenth of the images, half the draws
-    # off by default: a plain shuffle sees b a tenth of the time
+    # off (power 0 or no sources): a plain shuffle sees b a tenth of the time
     plain = np.array(list(sampling.train_sampler(labels, 2, 0.0, seed=1)))
     assert (sources[plain] == "b").mean() == pytest.approx(0.1)
+
+
+def test_one_source_draws_as_a_run_without_sources():
+    """The default power (1) changes nothing for a run of one dataset: same sampler, same
+    order, same prior as without sources."""
+    labels, _ = _toy()
+    one = np.array(["ham10000"] * len(labels))
+    s = sampling.train_sampler(labels, 2, 0.0, seed=1, sources=one, source_power=1.0)
+    assert not isinstance(s, sampling.BalancedSampler)
+    assert list(s) == list(sampling.train_sampler(labels, 2, 0.0, seed=1))
+    p = sampling.sampling_prior(labels, 2, 0.0, one, 1.0).numpy()
+    assert p == pytest.approx(sampling.sampling_prior(labels, 2, 0.0).numpy(), abs=1e-7)
+    assert TrainConfig().source_balance_power == 1.0
 
 
 def test_config_refuses_a_negative_source_power():

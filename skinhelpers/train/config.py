@@ -71,8 +71,10 @@ class TrainConfig:
     label_smoothing: float = 0.1
     focal_gamma: float = 2.0
     balance_power: float = 0.5  # class-balanced sampling: 0 off, 0.5 sqrt, 1 full
-    # several sources: balance them in sampling (0 off, 1 every source drawn equally often)
-    source_balance_power: float = 0.0
+    # several sources: balance them in sampling (1 every source drawn equally often, 0 off;
+    # 1 won on validation averaged over the sources, benchmarks/RESULTS.md section 23; one
+    # source: nothing to balance, no effect)
+    source_balance_power: float = 1.0
     class_weight_power: float = 0.0  # class-weighted loss: 0 off, 1 inverse frequency
     logit_adjust_tau: float = 1.0  # logit-adjusted loss (balanced-accuracy decision rule), 0 off
     # batch mixing (CutMix / MixUp)

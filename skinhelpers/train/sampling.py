@@ -130,8 +130,13 @@ def train_sampler(
     source_power: float = 0.0,
 ) -> Sampler[int]:
     """The training sampler: balanced by class (``balance_power > 0``) and/or by source
-    (``sources`` with ``source_power > 0``), or a seeded shuffle."""
-    by_source = sources is not None and source_power and source_power > 0
+    (``sources`` of more than one name, with ``source_power > 0``), or a seeded shuffle. One
+    source has nothing to balance: its run draws exactly as a run without sources."""
+    by_source = (
+        sources is not None
+        and bool(source_power and source_power > 0)
+        and len(np.unique(np.asarray(sources).astype(str))) > 1
+    )
     if (balance_power and balance_power > 0) or by_source:
         return BalancedSampler(
             labels,
