@@ -59,3 +59,29 @@ def test_external_chapter_works_for_a_dataset_outside_the_run(multi_run):
     assert out["n_images"] > 0
     pred = pd.read_csv(multi_run / "predictions_external_demo.csv")
     assert len(pred) == out["n_images_with_overlap"] and "overlap" in pred.columns
+
+
+def test_validation_per_source_benchmark(multi_run, tmp_path):
+    """benchmarks/bench_val_sources.py scores the run's checkpoint on its validation images,
+    per source, and averages over the sources (each weighs the same)."""
+    import os
+    import subprocess
+    import sys
+
+    from skinhelpers.files import PROJECT_ROOT
+
+    env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path), "SKINHELPERS_PROGRESS": "plain"}
+    script = PROJECT_ROOT / "benchmarks" / "bench_val_sources.py"
+    args = [sys.executable, str(script), str(multi_run), "--min-class", "1", "--label", "t"]
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    res = json.loads((tmp_path / "val_sources_t.json").read_text())["runs"][str(multi_run)]
+    split = pd.read_csv(multi_run / "split.csv")
+    val = split[split["split"] == "val"]
+    assert set(res["sources"]) == {"ham10000", "isic9"}
+    assert sum(r["n"] for r in res["sources"].values()) == len(val)
+    n_isic = int(val["relpath"].str.startswith("isic9/").sum())
+    assert res["sources"]["isic9"]["n"] == n_isic > 0
+    bas = [r["balanced_accuracy"] for r in res["sources"].values()]
+    assert all(0 <= b <= 1 for b in bas)
+    assert res["mean_over_sources"]["balanced_accuracy"] == pytest.approx(sum(bas) / 2)
