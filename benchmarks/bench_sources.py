@@ -47,6 +47,8 @@ def _non_copies(df: pd.DataFrame) -> pd.DataFrame:
 def _several_sources(run: Path) -> bool:
     """Whether ``run`` trained on several sources (its manifest has a 'source' column with
     more than one value)."""
+    if not (run / "manifest.csv").exists():  # predictions alone: scored as one source
+        return False
     man = pd.read_csv(run / "manifest.csv", usecols=lambda c: c == "source")
     return "source" in man.columns and man["source"].nunique() > 1
 

@@ -1,7 +1,8 @@
 """benchmarks/bench_sources.py pairs a one-source run with a several-source run on the
 test images both scored (by name: B's relpaths carry their source as a prefix), or with
-another one-source run on its test split and every external non-copy, and its numbers are
-those a direct computation gives. Small synthetic prediction tables."""
+another one-source run on its test split and every external non-copy, or two several-source
+runs per source of their shared test split, and its numbers are those a direct computation
+gives. Small synthetic prediction tables."""
 
 from __future__ import annotations
 
@@ -122,3 +123,36 @@ def test_two_one_source_runs_pair_on_every_external_non_copy(tmp_path):
     assert ham["mel_auc"]["n_lesions"] == n_h // 3
     b_alone = {r["metric"]: r for r in rec["b_on_all_external"]["metrics"]}
     assert b_alone["mel_auc"]["value"] == roc_auc_score(mel, probs["b"][1][:, 1])
+
+
+def test_two_several_source_runs_pair_per_source(tmp_path):
+    """A lever of number (b) (e.g. source_balance_power): both trained on both sources,
+    the same split; paired per source on chapter 08's test predictions."""
+    rng = np.random.default_rng(2)
+    n_h, n_e = 50, 40
+    rel = [f"ham10000/HAM/img{i}.jpg" for i in range(n_h)]
+    rel += [f"isic9/Train/x/img{i}.jpg" for i in range(n_e)]
+    labels = np.concatenate([rng.choice(CLASSES, n_h), ["mel"] * 20 + ["nv"] * 20])
+    groups = [f"G{i // 2}" for i in range(n_h + n_e)]
+    probs = {k: rng.dirichlet([1, 1, 1], n_h + n_e) for k in "ab"}
+    for k in "ab":
+        d = tmp_path / k
+        d.mkdir()
+        _frame(rel, labels, probs[k], groups).to_csv(d / "predictions_test.csv", index=False)
+        pd.DataFrame({"source": ["ham10000"] * n_h + ["isic9"] * n_e}).to_csv(d / "manifest.csv")
+    env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path / "results")}
+    p = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "bench_sources.py"),
+         str(tmp_path / "a"), str(tmp_path / "b"), "--n-bootstrap", "50", "--label", "bb"],
+        capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    rec = json.loads((tmp_path / "results" / "sources_bb.json").read_text())
+    assert rec["a_sources"] == rec["b_sources"] == "several"
+    assert "a_on_all_external" not in rec and "b_on_all_external" not in rec
+    isic = {r["metric"]: r for r in rec["sources"]["isic9"]["paired"]}
+    mel = labels[n_h:] == "mel"
+    assert isic["mel_auc"]["n_images"] == n_e and rec["sources"]["isic9"]["n_b_test"] == n_e
+    assert isic["mel_auc"]["a"] == roc_auc_score(mel, probs["a"][n_h:, 1])
+    assert isic["mel_auc"]["b"] == roc_auc_score(mel, probs["b"][n_h:, 1])
+    assert rec["sources"]["ham10000"]["n_b_test"] == n_h

@@ -79,7 +79,7 @@ def prepared(offline, tmp_path_factory):
         "gpu",
         str(tmp_path_factory.mktemp("gpu") / "prepared"),
         only="01-05",
-        extra=TINY_GPU_OVERRIDES,
+        extra=_declared("01-05"),
         html=False,
     )
 
@@ -87,6 +87,14 @@ def prepared(offline, tmp_path_factory):
 def _copy(prepared, dest):
     shutil.copytree(prepared, dest)
     return dest
+
+
+def _declared(selected: str) -> dict:
+    """TINY_GPU_OVERRIDES that the notebooks ``selected`` declare (a run of some chapters
+    refuses a parameter none of them declares)."""
+    nbs = pipeline.select(pipeline.numbered_notebooks(), selected)
+    declared = set().union(*(pipeline.declared_parameters(nb) for nb in nbs))
+    return {k: v for k, v in TINY_GPU_OVERRIDES.items() if k in declared}
 
 
 @pytest.mark.slow
@@ -97,7 +105,7 @@ def test_gpu_profile_end_to_end_on_cpu_offline(prepared, tmp_path):
         "gpu",
         str(_copy(prepared, tmp_path / "gpu-ci")),
         only="06-08",
-        extra=TINY_GPU_OVERRIDES,
+        extra=_declared("06-08"),
         html=True,
     )
     rec = json.loads((run_dir / "run.json").read_text())
@@ -154,9 +162,7 @@ def test_the_gpu_batch_and_learning_rate_follow_the_written_rule():
 
 def _pairs(selected: str) -> str:
     """TINY_GPU_OVERRIDES that the notebooks ``selected`` declare, as ``-p NAME VALUE``."""
-    nbs = pipeline.select(pipeline.numbered_notebooks(), selected)
-    declared = set().union(*(pipeline.declared_parameters(nb) for nb in nbs))
-    keep = {k: v for k, v in TINY_GPU_OVERRIDES.items() if k in declared and k != "image_size"}
+    keep = {k: v for k, v in _declared(selected).items() if k != "image_size"}
     return " ".join(f"-p {k} {v}" for k, v in keep.items())
 
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import difflib
 import functools
+import logging
 from dataclasses import dataclass
 
 import timm
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
