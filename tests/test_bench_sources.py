@@ -30,6 +30,21 @@ def _frame(rel, labels, probs, groups, **extra):
     return df.assign(**extra)
 
 
+def _bench(tmp_path, a, b, *args):
+    """Run bench_sources.py on run folders ``a`` and ``b``; the result JSON it wrote."""
+    env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path / "results")}
+    p = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "bench_sources.py"), str(a), str(b),
+         "--n-bootstrap", "50", *args],
+        capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    label = args[args.index("--label") + 1] if "--label" in args else ""
+    return json.loads(
+        (tmp_path / "results" / f"sources{'_' + label if label else ''}.json").read_text()
+    )
+
+
 def test_pairs_by_source_and_matches_direct_computation(tmp_path):
     rng = np.random.default_rng(0)
     n_h, n_e = 90, 80
@@ -59,14 +74,7 @@ def test_pairs_by_source_and_matches_direct_computation(tmp_path):
         ]
     ).to_csv(b / "predictions_test.csv", index=False)  # fmt: skip
     pd.DataFrame({"source": ["ham10000"] * n_h + ["isic9"] * n_e}).to_csv(b / "manifest.csv")
-    env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path / "results")}
-    p = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "bench_sources.py"), str(a), str(b),
-         "--n-bootstrap", "50", "--min-class", "20"],
-        capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=300,
-    )  # fmt: skip
-    assert p.returncode == 0, p.stderr[-2000:]
-    rec = json.loads((tmp_path / "results" / "sources.json").read_text())
+    rec = _bench(tmp_path, a, b, "--min-class", "20")
     isic = {r["metric"]: r for r in rec["sources"]["isic9"]["paired"]}
     mel = (lab_e[:60] == "mel").astype(int)
     assert isic["mel_auc"]["a"] == roc_auc_score(mel, pa_e[:60, 1])
@@ -104,14 +112,7 @@ def test_two_one_source_runs_pair_on_every_external_non_copy(tmp_path):
         ext = _frame(rel_e, lab_e, probs[k][1], [f"E{i}" for i in range(n_e)], overlap=False)
         pd.concat([ext, copies]).to_csv(d / "predictions_external_isic9.csv", index=False)
         pd.DataFrame({"image_id": rel_h}).to_csv(d / "manifest.csv")  # no 'source': one
-    env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path / "results")}
-    p = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "bench_sources.py"),
-         str(tmp_path / "a"), str(tmp_path / "b"), "--n-bootstrap", "50", "--label", "lever"],
-        capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=300,
-    )  # fmt: skip
-    assert p.returncode == 0, p.stderr[-2000:]
-    rec = json.loads((tmp_path / "results" / "sources_lever.json").read_text())
+    rec = _bench(tmp_path, tmp_path / "a", tmp_path / "b", "--label", "lever")
     assert rec["b_sources"] == "one"
     isic = {r["metric"]: r for r in rec["sources"]["isic9"]["paired"]}
     mel = lab_e == "mel"
@@ -140,14 +141,7 @@ def test_two_several_source_runs_pair_per_source(tmp_path):
         d.mkdir()
         _frame(rel, labels, probs[k], groups).to_csv(d / "predictions_test.csv", index=False)
         pd.DataFrame({"source": ["ham10000"] * n_h + ["isic9"] * n_e}).to_csv(d / "manifest.csv")
-    env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path / "results")}
-    p = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "bench_sources.py"),
-         str(tmp_path / "a"), str(tmp_path / "b"), "--n-bootstrap", "50", "--label", "bb"],
-        capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=300,
-    )  # fmt: skip
-    assert p.returncode == 0, p.stderr[-2000:]
-    rec = json.loads((tmp_path / "results" / "sources_bb.json").read_text())
+    rec = _bench(tmp_path, tmp_path / "a", tmp_path / "b", "--label", "bb")
     assert rec["a_sources"] == rec["b_sources"] == "several"
     assert "a_on_all_external" not in rec and "b_on_all_external" not in rec
     isic = {r["metric"]: r for r in rec["sources"]["isic9"]["paired"]}
