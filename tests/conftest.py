@@ -49,15 +49,10 @@ REAL_DATA_FIXTURES = {"shared_data", "ham_dir", "isic9_dir", "ham_manifest", "is
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
 def pytest_collection_modifyitems(config, items):
-    """Mark every test that (transitively) uses a real-data fixture ``realdata``; then put
-    the files holding a ``slow`` test first (each file's tests stay together and in order),
-    so that under pytest-xdist the long end-to-end files start at once instead of leaving
-    one worker busy after the other has finished."""
+    """Mark every test that (transitively) uses a real-data fixture ``realdata``."""
     for item in items:
         if REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.realdata)
-    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
-    items.sort(key=lambda item: item.path not in slow_files)  # stable: order kept within
 
 
 # --------------------------------------------------------------------------- the guard
