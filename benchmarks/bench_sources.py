@@ -107,14 +107,13 @@ def main() -> None:
     rows, record = [], {"run_a": str(a.run_a), "run_b": str(a.run_b), "sources": {}}
     record["b_sources"] = "several" if several else "one"
     record["a_sources"] = "several" if both_several else "one"
+    first = pb["relpath"].str.split("/", n=1).str[0]  # a several-source relpath's source
     if both_several:  # the same split: pair chapter 08's test predictions per source
-        first = pb["relpath"].str.split("/", n=1).str[0]
         pairs = [
             (source, pa_ham, pb[first == source].assign(key=lambda d: d["relpath"]), n)
             for source, n in first.value_counts(sort=False).items()
         ]
     elif several:  # B's relpaths carry their source; A's HAM10000 relpaths are bare
-        first = pb["relpath"].str.split("/", n=1).str[0]
         pairs = []
         for source, a_frame in (("ham10000", pa_ham), (ext, pa_ext)):
             b_part = pb[first == source].copy()

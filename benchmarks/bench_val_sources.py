@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bench_sources import metric_fns
 from common import save
 
 from skinhelpers.evaluate import by_source
@@ -43,20 +44,14 @@ def validation_by_source(run: Path, checkpoint: str, min_class: int, positive: s
     for source in sorted(val["source"].unique()):
         m = (val["source"] == source).to_numpy()
         y, p = y_all[m], probs_all[m]
-        big = by_source.large_classes(y, len(classes), min_class)
-        bal = by_source.balanced_accuracy_over(big)(y, p)
-        pos = classes.index(positive)
-        t = y == pos
-        auc = (
-            float(by_source.skm.roc_auc_score(t, p[:, pos]))
-            if 0 < t.sum() < len(t)
-            else float("nan")
-        )
+        # the two numbers bench_sources.py pairs: melanoma AUC, balanced accuracy over the
+        # classes with at least min_class images here
+        auc_fn, bal_fn = metric_fns(y, classes, min_class, positive).values()
         out["sources"][source] = {
             "n": int(m.sum()),
-            "classes": [classes[k] for k in big],
-            "balanced_accuracy": bal,
-            f"{positive}_auc": auc,
+            "classes": [classes[k] for k in by_source.large_classes(y, len(classes), min_class)],
+            "balanced_accuracy": bal_fn(y, p),
+            f"{positive}_auc": auc_fn(y, p),
         }
     rows = out["sources"].values()
     out["mean_over_sources"] = {

@@ -5,11 +5,15 @@ of chapter 09 (a dataset the run did not train on)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
 from skinhelpers.data import manifest
+from skinhelpers.files import PROJECT_ROOT
 from skinhelpers.run import pipeline
 
 pytestmark = pytest.mark.slow  # the nine chapters on 2 cores: a few minutes
@@ -64,12 +68,6 @@ def test_external_chapter_works_for_a_dataset_outside_the_run(multi_run):
 def test_validation_per_source_benchmark(multi_run, tmp_path):
     """benchmarks/bench_val_sources.py scores the run's checkpoint on its validation images,
     per source, and averages over the sources (each weighs the same)."""
-    import os
-    import subprocess
-    import sys
-
-    from skinhelpers.files import PROJECT_ROOT
-
     env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path), "SKINHELPERS_PROGRESS": "plain"}
     script = PROJECT_ROOT / "benchmarks" / "bench_val_sources.py"
     args = [sys.executable, str(script), str(multi_run), "--min-class", "1", "--label", "t"]
