@@ -83,3 +83,22 @@ def test_ensure_demo_reuses_and_refuses_foreign_folders(tmp_path):
     with pytest.raises(ValueError, match="refusing to write"):
         synthetic.ensure_demo(other, seed=0)
     assert not list(tmp_path.glob(".*.tmp-*"))
+
+
+def _ensure_in_child(root):
+    return str(synthetic.ensure_demo(root, seed=0))
+
+
+def test_two_processes_asking_at_once_get_one_dataset(tmp_path):
+    # two test workers on a fresh clone asked for the default demo set together: the
+    # second renamed its copy onto the first's and failed (CI, 2026-12-06); now one waits
+    import concurrent.futures
+    import multiprocessing
+
+    root = tmp_path / "demo" / "seed0"
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        done = list(pool.map(_ensure_in_child, [root, root]))
+    assert done == [str(root), str(root)]
+    assert len(list(root.rglob("*.jpg"))) > 500 and (root / ".demo.json").exists()
+    assert not list(root.parent.glob(".*.tmp-*"))

@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from filelock import FileLock
 
 from skinhelpers.data.registry import HAM_CLASSES
 
@@ -297,9 +298,17 @@ def ensure_demo(root: str | os.PathLike, seed: int = 0) -> Path:
     """Generate the demo set into ``root`` unless the same version and seed is there.
 
     Generation goes to a temporary sibling folder that is renamed into place, so an
-    interrupted run never leaves a half-made dataset behind.
+    interrupted run never leaves a half-made dataset behind; a lock file beside ``root``
+    makes processes that ask at the same time (test workers, two notebooks) wait for the
+    first one's dataset instead of racing to rename theirs onto it.
     """
     root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(root.with_name(f".{root.name}.lock")):
+        return _ensure_demo_locked(root, seed)
+
+
+def _ensure_demo_locked(root: Path, seed: int) -> Path:
     stamp = root / ".demo.json"
     replace_old = False
     if stamp.exists():
@@ -318,8 +327,11 @@ def ensure_demo(root: str | os.PathLike, seed: int = 0) -> Path:
         )
     tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    generate_demo(tmp, seed=seed)
-    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        generate_demo(tmp, seed=seed)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if replace_old:
         shutil.rmtree(root)
     elif root.exists():
