@@ -189,3 +189,100 @@ def test_passed_vs_flagged_counts_and_scores():
     assert passed["n"] == 6 and flagged["n"] == 2 and passed["share"] == pytest.approx(0.75)
     assert passed["accuracy"] == pytest.approx(4 / 6) and flagged["accuracy"] == pytest.approx(0.5)
     assert passed["balanced accuracy (classes with >= 1)"] == pytest.approx((0.5 + 1 + 0.5) / 3)
+
+
+@pytest.fixture(scope="module")
+def layered(ham_manifest, tmp_path_factory):
+    """A Lite0 checkpoint (timm: stages to read) with a ``mahalanobis_layers`` guard fitted
+    on 35 real training images and 21 validation images."""
+    d = tmp_path_factory.mktemp("layered")
+    train = pick_images(ham_manifest, per_class=5, seed=3)
+    train.attrs = ham_manifest.attrs
+    ckpt = train_short_checkpoint(
+        train, d / "lite0.pt", size=SIZE, steps=3, arch="efficientnet_lite0"
+    )
+    rest = ham_manifest[~ham_manifest["image_id"].isin(train["image_id"])]
+    val = pick_images(rest, per_class=3, seed=4)
+    model, info = model_from_checkpoint(ckpt)
+    assert ood.has_layers(model)
+    tr_f, _ = ood.features_and_logits(
+        model, _batch(train["path"], info), info["mean"], info["std"], layers=True
+    )
+    va_f, va_l = ood.features_and_logits(
+        model, _batch(val["path"], info), info["mean"], info["std"], layers=True
+    )
+    lg = ood.LayerGaussians.fit(tr_f, train["label_idx"].to_numpy(), va_f)
+    val_scores = lg.score(va_f)
+    guard = ood.OODGuard(
+        "mahalanobis_layers", float(np.quantile(val_scores, 0.9)), 0.9, None, 1.0, {}, lg
+    )
+    ood_fit.attach_guard(ckpt, guard)
+    images = list(pick_images(rest, per_class=1, seed=5)["path"])
+    for name, im in ood.package_photos(crops_per_photo=0, tiles_per_side=1)[:4]:
+        p = d / f"{name}.png"
+        Image.fromarray(im).save(p)
+        images.append(str(p))
+    return {"ckpt": ckpt, "guard": guard, "images": images, "tr_f": tr_f, "va_f": va_f,
+            "va_l": va_l, "y": train["label_idx"].to_numpy()}  # fmt: skip
+
+
+def test_every_stage_of_a_timm_backbone_is_read(layered):
+    model, info = model_from_checkpoint(layered["ckpt"])
+    x = _batch(layered["images"][:3], info)
+    layers, lg = ood.features_and_logits(model, x, info["mean"], info["std"], layers=True)
+    plain, lg1 = ood.features_and_logits(model, x, info["mean"], info["std"])
+    # Lite0's five stages (16, 24, 40, 112, 320 channels), then what the head sees
+    assert [f.shape[1] for f in layers] == [16, 24, 40, 112, 320, plain.shape[1]]
+    np.testing.assert_allclose(layers[-1], plain, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lg, lg1, rtol=1e-5, atol=1e-5)
+    g = layered["guard"]
+    with pytest.raises(ValueError, match="layers of features"):
+        g.score(plain, lg)  # the penultimate features alone are not enough
+
+
+def test_fit_guard_weighs_the_layered_score_only_with_layers(layered):
+    tr_f, va_f, va_l, y = layered["tr_f"], layered["va_f"], layered["va_l"], layered["y"]
+    far_f, far_l = [f[:5] * 3 + 1 for f in va_f], va_l[:5]  # stand-ins: shifted features
+    g = ood.fit_guard(tr_f, y, va_f, va_l, far_f, far_l, 0.9)
+    assert set(g.measured["auroc_vs_far_ood"]) == set(ood.METHODS)
+    assert g.measured["n_layers"] == 6
+    g1 = ood.fit_guard(tr_f[-1], y, va_f[-1], va_l, far_f[-1], far_l, 0.9)
+    assert set(g1.measured["auroc_vs_far_ood"]) == {"mahalanobis", "energy"}
+    # the layered score is the sum of each layer's distance on its validation scale
+    lg = ood.LayerGaussians.fit(tr_f, y, va_f)
+    d = np.stack([gg.score(v) for gg, v in zip(lg.layers, va_f)], 1)
+    np.testing.assert_allclose(np.median((d - lg.centre) / lg.scale, 0), 0, atol=1e-5)
+
+
+def test_the_layered_guard_survives_checkpoint_predict_and_onnx(layered, tmp_path):
+    from skinhelpers.model.inference import to_model_input
+
+    g = layered["guard"]
+    back = ood.guard_of(torch.load(layered["ckpt"], weights_only=True))
+    assert back.method == "mahalanobis_layers" and len(back.layers.layers) == 6
+    model, info = model_from_checkpoint(layered["ckpt"])
+    x = _batch(layered["images"], info)
+    f, lg = ood.features_and_logits(model, x, info["mean"], info["std"], layers=True)
+    ref = g.score(f, lg)
+    np.testing.assert_allclose(back.score(f, lg), ref, rtol=1e-5)
+    with torch.inference_mode():
+        _, got = ood.GuardedModel(model, back)(to_model_input(x, info["mean"], info["std"]))
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-4, atol=1e-3)
+    kw = {"tta": 1, "show_progress": False, "precision": "float32"}
+    torch_pred = predict_images(layered["ckpt"], layered["images"], **kw)
+    np.testing.assert_allclose(torch_pred["ood_score"], ref, rtol=1e-4, atol=1e-3)
+    out = tmp_path / "onnx"
+    assert cli(["export", "--checkpoint", str(layered["ckpt"]), "--format", "onnx",
+                "--out", str(out)]) == 0  # fmt: skip
+    onnx_pred = predict_images(out / "model.onnx", layered["images"], **kw)
+    np.testing.assert_allclose(onnx_pred["ood_score"], torch_pred["ood_score"], rtol=1e-4)
+    assert json.loads((out / "config.json").read_text())["ood_guard"]["method"] == g.method
+    st = tmp_path / "st"
+    assert cli(["export", "--checkpoint", str(layered["ckpt"]), "--format", "safetensors",
+                "--out", str(st)]) == 0  # fmt: skip
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(st / "model.safetensors"))
+    for i, gg in enumerate(g.layers.layers):
+        np.testing.assert_allclose(tensors[f"ood_guard.layer{i}.precision"].numpy(), gg.precision)
+    np.testing.assert_allclose(tensors["ood_guard.layer_scale"].numpy(), g.layers.scale)

@@ -8,10 +8,18 @@ own outputs say how far an image is from its training data (higher: further):
   one shared covariance (Lee et al. 2018), estimated with Ledoit-Wolf shrinkage (the
   features outnumber the images of the small classes). Feature-space scores are the better
   kind for near-OOD dermoscopy (see ../shared/notes).
+* ``mahalanobis_layers`` - the same distance at every stage of the backbone (each stage's
+  output averaged over the image, timm's ``forward_intermediates``) and at the penultimate
+  features, each put on the scale of the validation images' own distances (median and
+  interquartile range) and summed: Lee et al.'s feature ensemble with equal weights (their
+  weights are fitted on out-of-distribution images; equal weights need none). The early
+  stages see colour, texture and sharpness, which a photo differs in even when its
+  penultimate features pass; they also see a change of camera or resolution, so another
+  dermoscopy source can read as out of distribution too (benchmarks/RESULTS.md).
 * ``energy`` - the negative free energy of the logits, ``-T logsumexp(logits / T)`` (Liu et
   al. 2020): no fitting, but it sees only what the classes' logits see.
 
-:func:`fit_guard` fits both on the training features, compares them on validation against
+:func:`fit_guard` fits them on the training features, compares them on validation against
 far out-of-distribution photos, keeps the better one and fixes the threshold that
 ``pass_rate`` (95%) of the in-distribution validation images pass. The photos that ship
 inside installed packages (:func:`package_photos`: scikit-image's ``skimage.data`` and
@@ -36,7 +44,7 @@ from skinhelpers.model.inference import model_device, to_model_input
 
 log = logging.getLogger(__name__)
 
-METHODS = ("mahalanobis", "energy")
+METHODS = ("mahalanobis", "energy", "mahalanobis_layers")
 #: real photos bundled in scikit-image's wheel (no download): people, animals, objects,
 #: text, textures, astronomy, microscopy, a retina
 SKIMAGE_PHOTOS = (
@@ -127,11 +135,34 @@ def images_to_batch(
 # ----------------------------------------------------------------------------- features
 
 
+def has_layers(model: torch.nn.Module) -> bool:
+    """Whether the network's backbone gives its stages' outputs (timm's
+    ``forward_intermediates``, which nearly every timm model has; the small CNN has not)."""
+    bb = getattr(model, "backbone", None)
+    return hasattr(bb, "forward_intermediates") and hasattr(bb, "forward_head")
+
+
+def _pooled(t: torch.Tensor) -> torch.Tensor:
+    return t.float().mean((2, 3)) if t.ndim == 4 else t.float().mean(1)
+
+
+def backbone_layers(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """``[stage 1, ..., stage S, penultimate]``: every stage's output averaged over the
+    image, then the features the head sees (the last item is ``model.backbone(x)``); just
+    ``[penultimate]`` for a backbone without stages (:func:`has_layers`)."""
+    bb = model.backbone
+    if not has_layers(model):
+        return [bb(x)]
+    final, stages = bb.forward_intermediates(x)
+    return [_pooled(t) for t in stages] + [bb.forward_head(final, pre_logits=True)]
+
+
 @torch.inference_mode()
 def features_and_logits(
-    model: torch.nn.Module, x: torch.Tensor, mean, std, batch_size: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    """Penultimate features (the head's input) and logits of a uint8 batch ``x``."""
+    model: torch.nn.Module, x: torch.Tensor, mean, std, batch_size: int = 64, layers: bool = False
+) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
+    """Penultimate features (the head's input) and logits of a uint8 batch ``x``; with
+    ``layers``, a list of every layer's features instead (:func:`backbone_layers`)."""
     if not hasattr(model, "backbone") or not hasattr(model, "head"):
         raise TypeError("out-of-distribution scores need a skinhelpers Classifier (backbone+head)")
     model.eval()
@@ -141,10 +172,16 @@ def features_and_logits(
         xb = to_model_input(x[i : i + batch_size], mean, std, dev)
         if getattr(model, "sample_center", False):
             xb = xb - xb.mean(dim=(2, 3), keepdim=True)
-        f = model.backbone(xb)
-        feats.append(f.float().cpu().numpy())
-        logits.append(model.head(f).float().cpu().numpy())
-    return np.concatenate(feats), np.concatenate(logits)
+        fs = backbone_layers(model, xb) if layers else [model.backbone(xb)]
+        feats.append([f.float().cpu().numpy() for f in fs])
+        logits.append(model.head(fs[-1]).float().cpu().numpy())
+    per_layer = [np.concatenate(f) for f in zip(*feats)]
+    return (per_layer if layers else per_layer[0]), np.concatenate(logits)
+
+
+def penultimate(features) -> np.ndarray:
+    """The features the head sees, from the penultimate array or a list of every layer's."""
+    return features[-1] if isinstance(features, (list, tuple)) else features
 
 
 def energy_score(logits, temperature: float = 1.0) -> np.ndarray:
@@ -183,6 +220,37 @@ class FeatureGaussian:
 
 
 @dataclass
+class LayerGaussians:
+    """A :class:`FeatureGaussian` per layer, and each layer's scale: the median and the
+    interquartile range of the validation images' distances. The score is the sum over
+    layers of ``(distance - median) / range`` (higher: further)."""
+
+    layers: list[FeatureGaussian]
+    centre: np.ndarray  # (L,)
+    scale: np.ndarray  # (L,)
+
+    @classmethod
+    def fit(cls, train_layers, labels, val_layers) -> LayerGaussians:
+        if len(train_layers) != len(val_layers):
+            raise ValueError(f"{len(train_layers)} training layers, {len(val_layers)} validation")
+        gs = [FeatureGaussian.fit(f, labels) for f in train_layers]
+        d = np.stack([g.score(v) for g, v in zip(gs, val_layers)], 1)
+        q25, centre, q75 = np.percentile(d, [25, 50, 75], axis=0)
+        scale = np.maximum(q75 - q25, 1e-12)
+        return cls(gs, centre.astype(np.float32), scale.astype(np.float32))
+
+    def score(self, layers) -> np.ndarray:
+        if not isinstance(layers, (list, tuple)) or len(layers) != len(self.layers):
+            got = len(layers) if isinstance(layers, (list, tuple)) else "one"
+            raise ValueError(
+                f"this guard scores {len(self.layers)} layers of features "
+                f"(features_and_logits with layers=True), got {got}"
+            )
+        d = np.stack([g.score(f) for g, f in zip(self.layers, layers)], 1)
+        return ((d - self.centre) / self.scale).sum(1)
+
+
+@dataclass
 class OODGuard:
     """The chosen score, its threshold, and what was measured to choose them."""
 
@@ -192,10 +260,20 @@ class OODGuard:
     gaussian: FeatureGaussian | None = None
     temperature: float = 1.0
     measured: dict = field(default_factory=dict)
+    layers: LayerGaussians | None = None
+
+    @property
+    def needs_layers(self) -> bool:
+        """Whether :meth:`score` needs every layer's features (``layers=True``)."""
+        return self.method == "mahalanobis_layers"
 
     def score(self, features, logits) -> np.ndarray:
+        """``features``: the penultimate features, or the list of every layer's (the
+        last item the penultimate), as :func:`features_and_logits` gives them."""
+        if self.method == "mahalanobis_layers":
+            return self.layers.score(features)
         if self.method == "mahalanobis":
-            return self.gaussian.score(features)
+            return self.gaussian.score(penultimate(features))
         return energy_score(logits, self.temperature)
 
     def in_distribution(self, scores) -> np.ndarray:
@@ -213,6 +291,11 @@ class OODGuard:
         if self.gaussian is not None:
             out["means"] = torch.from_numpy(self.gaussian.means)
             out["precision"] = torch.from_numpy(self.gaussian.precision)
+        if self.layers is not None:
+            out["layer_means"] = [torch.from_numpy(g.means) for g in self.layers.layers]
+            out["layer_precision"] = [torch.from_numpy(g.precision) for g in self.layers.layers]
+            out["layer_centre"] = torch.from_numpy(self.layers.centre)
+            out["layer_scale"] = torch.from_numpy(self.layers.scale)
         return out
 
     @classmethod
@@ -220,6 +303,16 @@ class OODGuard:
         g = None
         if "means" in s:
             g = FeatureGaussian(np.asarray(s["means"]), np.asarray(s["precision"]))
+        lg = None
+        if "layer_means" in s:
+            lg = LayerGaussians(
+                [
+                    FeatureGaussian(np.asarray(m), np.asarray(p))
+                    for m, p in zip(s["layer_means"], s["layer_precision"])
+                ],
+                np.asarray(s["layer_centre"]),
+                np.asarray(s["layer_scale"]),
+            )
         return cls(
             s["method"],
             float(s["threshold"]),
@@ -227,6 +320,7 @@ class OODGuard:
             g,
             float(s.get("temperature", 1.0)),
             dict(s.get("measured", {})),
+            lg,
         )
 
 
@@ -255,11 +349,34 @@ class GuardedModel(torch.nn.Module):
         if guard.method == "mahalanobis":
             self.register_buffer("means", torch.as_tensor(guard.gaussian.means).float())
             self.register_buffer("precision", torch.as_tensor(guard.gaussian.precision).float())
+        self.n_layers = 0
+        if guard.method == "mahalanobis_layers":
+            if not has_layers(model):
+                raise TypeError(f"a {guard.method} guard needs a backbone with stages (timm)")
+            self.n_layers = len(guard.layers.layers)
+            for i, g in enumerate(guard.layers.layers):
+                self.register_buffer(f"means{i}", torch.as_tensor(g.means).float())
+                self.register_buffer(f"precision{i}", torch.as_tensor(g.precision).float())
+            self.register_buffer("centre", torch.as_tensor(guard.layers.centre).float())
+            self.register_buffer("scale", torch.as_tensor(guard.layers.scale).float())
 
-    def _score(self, f: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _mahalanobis(f: torch.Tensor, means: torch.Tensor, precision: torch.Tensor):
+        z = f.float()[:, None, :] - means[None]  # (N, C, D)
+        return ((z @ precision) * z).sum(-1).amin(1)
+
+    def _score(self, fs: list[torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+        if self.method == "mahalanobis_layers":
+            d = torch.stack(
+                [
+                    self._mahalanobis(f, getattr(self, f"means{i}"), getattr(self, f"precision{i}"))
+                    for i, f in enumerate(fs)
+                ],
+                1,
+            )
+            return ((d - self.centre) / self.scale).sum(1)
         if self.method == "mahalanobis":
-            z = f.float()[:, None, :] - self.means[None]  # (N, C, D)
-            return ((z @ self.precision) * z).sum(-1).amin(1)
+            return self._mahalanobis(fs[-1], self.means, self.precision)
         t = self.temperature
         return -t * torch.logsumexp(logits.float() / t, dim=1)
 
@@ -267,12 +384,13 @@ class GuardedModel(torch.nn.Module):
         m = self.model
         if getattr(m, "sample_center", False):
             x = x - x.mean(dim=(2, 3), keepdim=True)
-        f = m.backbone(x)
-        logits = m.head(f)
-        if torch.is_autocast_enabled(f.device.type):
-            with torch.autocast(f.device.type, enabled=False):
-                return logits, self._score(f, logits)
-        return logits, self._score(f, logits)
+        fs = backbone_layers(m, x) if self.n_layers else [m.backbone(x)]
+        logits = m.head(fs[-1])
+        dev = logits.device.type
+        if torch.is_autocast_enabled(dev):
+            with torch.autocast(dev, enabled=False):
+                return logits, self._score(fs, logits)
+        return logits, self._score(fs, logits)
 
 
 def guarded(model: torch.nn.Module, info: dict) -> torch.nn.Module:
@@ -297,15 +415,26 @@ def fit_guard(
     ood_logits,
     pass_rate: float = 0.95,
 ) -> OODGuard:
-    """Fit both scores, keep the one with the higher AUROC of validation images against the
-    far-OOD images, and fix its threshold at the ``pass_rate`` quantile of validation."""
+    """Fit the scores, keep the one with the higher AUROC of validation images against the
+    far-OOD images (the first of :data:`METHODS` on a tie), and fix its threshold at the
+    ``pass_rate`` quantile of validation.
+
+    The features are the penultimate ones, or lists of every layer's
+    (:func:`features_and_logits` with ``layers=True``): ``mahalanobis_layers`` is a
+    candidate only with more than one layer."""
     if not 0.5 <= pass_rate < 1:
         raise ValueError(f"pass_rate must be in [0.5, 1), got {pass_rate}")
-    g = FeatureGaussian.fit(train_features, train_labels)
-    val = {"mahalanobis": g.score(val_features), "energy": energy_score(val_logits)}
-    far = {"mahalanobis": g.score(ood_features), "energy": energy_score(ood_logits)}
-    aurocs = {m: auroc(val[m], far[m]) for m in METHODS}
-    best = max(METHODS, key=lambda m: aurocs[m])
+    g = FeatureGaussian.fit(penultimate(train_features), train_labels)
+    val = {"mahalanobis": g.score(penultimate(val_features)), "energy": energy_score(val_logits)}
+    far = {"mahalanobis": g.score(penultimate(ood_features)), "energy": energy_score(ood_logits)}
+    lg = None
+    if isinstance(train_features, (list, tuple)) and len(train_features) > 1:
+        lg = LayerGaussians.fit(train_features, train_labels, val_features)
+        val["mahalanobis_layers"] = lg.score(val_features)
+        far["mahalanobis_layers"] = lg.score(ood_features)
+    methods = [m for m in METHODS if m in val]
+    aurocs = {m: auroc(val[m], far[m]) for m in methods}
+    best = max(methods, key=lambda m: aurocs[m])
     # "higher": at least pass_rate of validation passes (no interpolation below it)
     thr = float(np.quantile(val[best], pass_rate, method="higher"))
     measured = {
@@ -315,20 +444,34 @@ def fit_guard(
         "far_ood_flagged": float(np.mean(far[best] > thr)),
         "val_passed": float(np.mean(val[best] <= thr)),
     }
-    return OODGuard(best, thr, pass_rate, g if best == "mahalanobis" else None, 1.0, measured)
+    if lg is not None:
+        measured["n_layers"] = len(lg.layers)
+    return OODGuard(
+        best,
+        thr,
+        pass_rate,
+        g if best == "mahalanobis" else None,
+        1.0,
+        measured,
+        lg if best == "mahalanobis_layers" else None,
+    )
 
 
 __all__ = [
     "METHODS",
     "FeatureGaussian",
     "GuardedModel",
+    "LayerGaussians",
     "OODGuard",
     "auroc",
+    "backbone_layers",
     "energy_score",
     "features_and_logits",
     "fit_guard",
     "guard_of",
     "guarded",
+    "has_layers",
     "images_to_batch",
     "package_photos",
+    "penultimate",
 ]

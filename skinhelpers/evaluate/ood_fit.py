@@ -3,10 +3,10 @@
 :func:`fit_run_guard` takes the reported model, the run's image cache and its train and
 validation frames: the training features give the class means and covariance, the
 validation images and half of the far out-of-distribution photos
-(:func:`skinhelpers.evaluate.ood.package_photos`) choose between the Mahalanobis and the
-energy score, the validation images fix the threshold (``pass_rate`` of them pass), and
-the other half of the photos, never seen while choosing, measures the guard (AUROC and the
-share flagged). Crops of one photo stay in one half.
+(:func:`skinhelpers.evaluate.ood.package_photos`) choose between the candidate scores
+(:data:`skinhelpers.evaluate.ood.METHODS`), the validation images fix the threshold
+(``pass_rate`` of them pass), and the other half of the photos, never seen while choosing,
+measures the guard (AUROC and the share flagged). Crops of one photo stay in one half.
 
 :func:`attach_guard` writes the guard into the checkpoint (atomically: a reader never sees
 half a file), so ``predict``, the export and the demo find it with the network.
@@ -47,27 +47,46 @@ def split_photos(photos, seed: int = 0) -> tuple[list, list]:
 
 
 def frame_features(
-    model, cache, df: pd.DataFrame, mean, std, batch_size: int = 64, desc: str | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Penultimate features and logits of the rows of ``df`` from the image cache (one
-    view: the image as cached)."""
+    model,
+    cache,
+    df: pd.DataFrame,
+    mean,
+    std,
+    batch_size: int = 64,
+    desc: str | None = None,
+    layers: bool = False,
+):
+    """Penultimate features (with ``layers``: the list of every layer's) and logits of the
+    rows of ``df`` from the image cache (one view: the image as cached)."""
     loader = DataLoader(CachedImageDataset(cache, df), batch_size=batch_size, shuffle=False)
     feats, logits = [], []
     for x, _ in progress(loader, total=len(loader), desc=desc, unit="batch", disable=desc is None):
-        f, lg = ood.features_and_logits(model, x, mean, std, batch_size)
-        feats.append(f)
+        f, lg = ood.features_and_logits(model, x, mean, std, batch_size, layers=layers)
+        feats.append(f if layers else [f])
         logits.append(lg)
     if not feats:
         raise ValueError("no images to take features of (an empty split)")
-    return np.concatenate(feats), np.concatenate(logits)
+    per_layer = [np.concatenate(f) for f in zip(*feats)]
+    return (per_layer if layers else per_layer[0]), np.concatenate(logits)
 
 
-def photo_features(model, info: dict, photos) -> tuple[np.ndarray, np.ndarray]:
+def photo_features(model, info: dict, photos, layers: bool = False):
     """Features and logits of ``(name, RGB)`` photos prepared like the run's images."""
     x = ood.images_to_batch(
         [im for _, im in photos], info["image_size"], info["preprocess"], info["resize_mode"]
     )
-    return ood.features_and_logits(model, x, info["mean"], info["std"])
+    return ood.features_and_logits(model, x, info["mean"], info["std"], layers=layers)
+
+
+def guard_scores(
+    guard: ood.OODGuard, model, cache, df: pd.DataFrame, info: dict, batch_size: int = 64
+) -> np.ndarray:
+    """The guard's score of every row of ``df`` (from the image cache, one view), with the
+    features the guard needs."""
+    f, lg = frame_features(
+        model, cache, df, info["mean"], info["std"], batch_size, layers=guard.needs_layers
+    )
+    return guard.score(f, lg)
 
 
 def fit_run_guard(
@@ -91,6 +110,7 @@ def fit_run_guard(
     if max_train_images and len(train_df) > max_train_images:
         train_df = train_df.sample(max_train_images, random_state=seed)
     mean, std = info["mean"], info["std"]
+    layers = ood.has_layers(model)  # the small CNN has no stages: two candidates then
     tr_f, _ = frame_features(
         model,
         cache,
@@ -99,15 +119,23 @@ def fit_run_guard(
         std,
         batch_size,
         "guard: train features" if show_progress else None,
+        layers,
     )
     va_f, va_l = frame_features(
-        model, cache, val_df, mean, std, batch_size, "guard: validation" if show_progress else None
+        model,
+        cache,
+        val_df,
+        mean,
+        std,
+        batch_size,
+        "guard: validation" if show_progress else None,
+        layers,
     )
     photos = ood.package_photos(seed=seed)
     choose, measure = split_photos(photos, seed)
-    ch_f, ch_l = photo_features(model, info, choose)
+    ch_f, ch_l = photo_features(model, info, choose, layers)
     guard = ood.fit_guard(tr_f, train_df["label_idx"].to_numpy(), va_f, va_l, ch_f, ch_l, pass_rate)
-    me_f, me_l = photo_features(model, info, measure)
+    me_f, me_l = photo_features(model, info, measure, layers)
     held = guard.score(me_f, me_l)
     val = guard.score(va_f, va_l)
     guard.measured.update(
@@ -143,15 +171,15 @@ def attach_guard(path: str | os.PathLike, guard: ood.OODGuard) -> None:
 
 
 def guard_table(guard: ood.OODGuard) -> pd.DataFrame:
-    """The two scores side by side, as they were compared (one row per method)."""
+    """The candidate scores side by side, as they were compared (one row per method)."""
     m = guard.measured
     rows = [
         {
             "score": name,
-            "AUROC, validation vs photos (choosing)": m["auroc_vs_far_ood"][name],
+            "AUROC, validation vs photos (choosing)": value,
             "kept": name == guard.method,
         }
-        for name in ood.METHODS
+        for name, value in m["auroc_vs_far_ood"].items()
     ]
     return pd.DataFrame(rows)
 
@@ -201,6 +229,7 @@ __all__ = [
     "attach_guard",
     "fit_run_guard",
     "frame_features",
+    "guard_scores",
     "guard_table",
     "passed_vs_flagged",
     "photo_features",

@@ -235,7 +235,11 @@ def export_config(
             "where": "model.onnx: the output 'ood_score'; safetensors: the tensors "
             "'ood_guard.means' and 'ood_guard.precision' (mahalanobis: the smallest "
             "(f - means[c]) precision (f - means[c]) over classes c, f the features the "
-            "head sees); energy: -temperature * logsumexp(logits / temperature)",
+            "head sees); mahalanobis_layers: the same distance d_i at every stage i of the "
+            "backbone (timm forward_intermediates, each stage averaged over the image; the "
+            "last layer the features the head sees) with 'ood_guard.layer{i}.means' and "
+            "'ood_guard.layer{i}.precision', summed as (d_i - 'ood_guard.layer_centre'[i]) / "
+            "'ood_guard.layer_scale'[i]; energy: -temperature * logsumexp(logits / temperature)",
         }
         cfg["output"]["ood_score"] = (
             "model.onnx's second output: the out-of-distribution score (higher: further "
@@ -354,9 +358,12 @@ def export_model(checkpoint, fmt: str, out_dir: str | os.PathLike) -> dict:
     else:
         state = dict(ckpt["state_dict"])
         guard = ckpt.get("ood_guard") or {}
-        for key in ("means", "precision"):
+        for key in ("means", "precision", "layer_centre", "layer_scale"):
             if key in guard:
                 state[f"ood_guard.{key}"] = guard[key]
+        for key in ("means", "precision"):
+            for i, t in enumerate(guard.get(f"layer_{key}") or []):
+                state[f"ood_guard.layer{i}.{key}"] = t
         path = export_safetensors(
             state,
             out_dir / "model.safetensors",

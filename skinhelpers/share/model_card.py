@@ -607,8 +607,10 @@ def _guard_section(metrics: dict) -> str | None:
     lines += [
         "",
         "Ordinary photos are far from dermoscopy; an image of a lesion from another clinic "
-        "or camera is near, and the guard flags only part of those (see the external test "
-        "sets). Passing the guard is no promise that the answer is right.",
+        "or camera is near. The `mahalanobis_layers` score reads the network's early stages "
+        "too (colour, texture, sharpness) and flags most images of a source the model was "
+        "not trained on; the penultimate features alone flag only part of them (see the "
+        "external test sets). Passing the guard is no promise that the answer is right.",
     ]
     return "\n".join(lines)
 
