@@ -21,7 +21,8 @@ from earlier stages and the top-level helpers only)::
                  onnx_model -> notebooks 08-09
       run/       pipeline (papermill, run_all.sh), execute, provenance, profiles, folders,
                  report
-      share/     export (ONNX, safetensors), model_card, demo (Gradio), licences
+      share/     export (ONNX, safetensors), card_results -> model_card, demo (Gradio),
+                 licences
 
     top level, used by every stage: files (atomic JSON/CSV, PROJECT_ROOT), device,
     progress, figures

@@ -33,7 +33,8 @@ from skinhelpers.evaluate.glossary import glossary_html
 from skinhelpers.evaluate.next_steps import what_next
 from skinhelpers.files import atomic_path
 from skinhelpers.progress import progress_match
-from skinhelpers.share.model_card import bootstrap_text, test_size_text, write_model_card
+from skinhelpers.share.card_results import bootstrap_text, test_size_text
+from skinhelpers.share.model_card import write_model_card
 
 # run with `python -m` this module is "__main__": its spec keeps its name under skinhelpers
 log = logging.getLogger(__spec__.name if __spec__ else __name__)
