@@ -18,7 +18,7 @@ from skinhelpers.model.factory import parse_variant
 
 AUGMENT_ON = ("loader", "device")
 #: torch.compile modes; all but "default" are GPU modes (CUDA graphs, kernel autotuning):
-#: on the CPU the model then runs eagerly (see Trainer._compile_mode)
+#: on the CPU the model then runs eagerly (see skinhelpers.train.phases, PhasesMixin._compile_mode)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MONITORS = ("balanced_accuracy", "macro_f1", "macro_auc")
 SCHEDULERS = ("cosine", "plateau", "constant")
