@@ -13,10 +13,13 @@ external test sets and the appendix of the checkpoints not reported.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 
 def _read(path: Path):
