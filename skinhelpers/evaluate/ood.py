@@ -212,11 +212,11 @@ class FeatureGaussian:
         """The smallest squared Mahalanobis distance to a class mean (higher: further)."""
         f = np.asarray(features, dtype=np.float64)
         p = self.precision.astype(np.float64)
-        d = []
-        for m in self.means.astype(np.float64):
-            z = f - m
-            d.append(np.einsum("nd,de,ne->n", z, p, z))
-        return np.min(np.stack(d, 1), axis=1)
+        m = self.means.astype(np.float64)
+        # (f - m) P (f - m) = fPf - 2 fPm + mPm: one product with P for all classes (BLAS)
+        fp = f @ p
+        d = (fp * f).sum(1)[:, None] - 2 * (fp @ m.T) + ((m @ p) * m).sum(1)[None, :]
+        return d.min(axis=1)
 
 
 @dataclass
