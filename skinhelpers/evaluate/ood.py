@@ -393,6 +393,23 @@ class GuardedModel(torch.nn.Module):
         return logits, self._score(fs, logits)
 
 
+def guarded_precision(info: dict, precision: str) -> str:
+    """The precision a checkpoint with a guard is run in: its threshold was fixed on float32
+    features, and bfloat16 autocast moves the scores (the layered score of the cpu model by
+    about a third of its threshold, flagging 7% of the test images instead of 2.7%:
+    benchmarks/RESULTS.md section 25). So ``"auto"`` means float32 with a guard, and
+    ``"bfloat16"`` is refused; without a guard ``precision`` is returned as it is."""
+    if guard_of(info) is None:
+        return precision
+    if precision == "bfloat16":
+        raise ValueError(
+            "precision 'bfloat16': this checkpoint carries an out-of-distribution guard whose "
+            "threshold was fixed on float32 features, and bfloat16 moves its score; use "
+            "'float32' or 'auto' (float32 with a guard)"
+        )
+    return "float32" if precision == "auto" else precision
+
+
 def guarded(model: torch.nn.Module, info: dict) -> torch.nn.Module:
     """``model`` wrapped with the checkpoint's guard (:class:`GuardedModel`), or ``model``
     itself when the checkpoint carries none."""
@@ -470,6 +487,7 @@ __all__ = [
     "fit_guard",
     "guard_of",
     "guarded",
+    "guarded_precision",
     "has_layers",
     "images_to_batch",
     "package_photos",

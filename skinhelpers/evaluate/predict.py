@@ -151,7 +151,8 @@ def predict_images(
     ``precision`` (auto | float32 | bfloat16) is that of
     :func:`skinhelpers.device.inference_dtype`: ``auto`` runs bfloat16 autocast on a GPU
     and on CPUs with native bfloat16, float32 elsewhere (an ``.onnx`` model always runs in
-    float32). ``df.attrs["precision"]`` says which ran.
+    float32); a checkpoint with a guard runs in float32 (:func:`ood.guarded_precision`).
+    ``df.attrs["precision"]`` says which ran.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -182,7 +183,8 @@ def predict_images(
         model = prepare_model(
             ood.guarded(model, info), channels_last=True
         )  # eager: compiling costs more than it saves here
-        amp_dtype = inference_dtype(model_device(model), precision)
+        # a guard's threshold holds for float32 features: "auto" is float32 with a guard
+        amp_dtype = inference_dtype(model_device(model), ood.guarded_precision(info, precision))
     classes = list(info["classes"])
     shift = priors.shift_for(info, prior)  # before any image is read: a bad prior fails fast
     views = resolve_views(tta)

@@ -81,8 +81,9 @@ class DemoModel:
         # with the checkpoint's out-of-distribution guard, as predict scores it
         self.guard = ood.guard_of(self.info)
         self.model = ood.guarded(self.net, self.info)
-        # as predict does: bfloat16 autocast on a CPU with native bfloat16 ("auto")
-        self.amp_dtype = inference_dtype("cpu", precision)
+        # as predict does: bfloat16 autocast on a CPU with native bfloat16 ("auto"), float32
+        # with a guard (its threshold holds for float32 features)
+        self.amp_dtype = inference_dtype("cpu", ood.guarded_precision(self.info, precision))
         self.precision = precision_name(self.amp_dtype)
         self.classes = list(self.info["classes"])
         self.shift = priors.shift_for(self.info, prior)
