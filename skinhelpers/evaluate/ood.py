@@ -175,6 +175,13 @@ def features_and_logits(
         fs = backbone_layers(model, xb) if layers else [model.backbone(xb)]
         feats.append([f.float().cpu().numpy() for f in fs])
         logits.append(model.head(fs[-1]).float().cpu().numpy())
+    return join_batches(feats, logits, layers)
+
+
+def join_batches(feats: list[list[np.ndarray]], logits: list[np.ndarray], layers: bool):
+    """Batches' features (each a list of layers' arrays) and logits joined row-wise: the
+    ``(features, logits)`` of :func:`features_and_logits`, the features a list of layers
+    with ``layers``, else the penultimate array."""
     per_layer = [np.concatenate(f) for f in zip(*feats)]
     return (per_layer if layers else per_layer[0]), np.concatenate(logits)
 
@@ -490,6 +497,7 @@ __all__ = [
     "guarded_precision",
     "has_layers",
     "images_to_batch",
+    "join_batches",
     "package_photos",
     "penultimate",
 ]

@@ -66,8 +66,7 @@ def frame_features(
         logits.append(lg)
     if not feats:
         raise ValueError("no images to take features of (an empty split)")
-    per_layer = [np.concatenate(f) for f in zip(*feats)]
-    return (per_layer if layers else per_layer[0]), np.concatenate(logits)
+    return ood.join_batches(feats, logits, layers)
 
 
 def photo_features(model, info: dict, photos, layers: bool = False):
