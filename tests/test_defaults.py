@@ -145,3 +145,18 @@ def test_profiles_list_only_what_they_change(name):
     assert set(profiles.PROFILES[name]) <= declared, (
         f"profile {name} sets parameters no notebook declares"
     )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_start_notebook_reads_the_names_papermill_reads(path, monkeypatch):
+    """Kernels read the parameters cell with ast (no papermill import); the names, their
+    order and their defaults as written are papermill's."""
+    from skinhelpers.run import folders
+
+    monkeypatch.setenv("SKINHELPERS_NOTEBOOK_DIR", str(path.parent))
+    ours = folders.notebook_parameters(path.stem)
+    theirs = pm.inspect_notebook(str(path))
+    assert list(ours) == list(theirs)
+    assert {k: ast.literal_eval(v) for k, v in ours.items()} == {
+        k: ast.literal_eval(v["default"]) for k, v in theirs.items()
+    }

@@ -67,6 +67,40 @@ def test_start_notebook_collects_declared_names_records_and_seeds(tmp_path, monk
         folders.start_notebook("10_absent", ns)
 
 
+def test_start_notebook_seeds_torch_when_loaded_and_never_loads_it(tmp_path):
+    """Chapters 01-04 start without torch (a second per kernel); a chapter that imported
+    torch gets it seeded. In fresh interpreters: this test process has torch loaded."""
+    import subprocess
+    import sys
+
+    _notebook(tmp_path / "09_test.ipynb", 'run_dir = "runs/x"\nseed = 0')
+    code = (
+        "import sys\n{pre}"
+        "from skinhelpers.run import folders\n"
+        "ns = {{'run_dir': sys.argv[1], 'seed': 5}}\n"
+        "folders.start_notebook('09_test', ns)\n"
+        "print('torch' in sys.modules, {post})\n"
+    )
+    env = {**__import__("os").environ, "SKINHELPERS_NOTEBOOK_DIR": str(tmp_path)}
+
+    def run(pre, post):
+        out = subprocess.run(
+            [sys.executable, "-c", code.format(pre=pre, post=post), str(tmp_path / "r")],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        return out
+
+    assert run("", "''") == ["False"]
+    loaded = run("import torch\n", "torch.rand(1).item()")
+    import torch
+
+    torch.manual_seed(5)
+    assert loaded == ["True", str(torch.rand(1).item())]
+
+
 def test_start_notebook_reads_the_repository_notebooks(monkeypatch):
     monkeypatch.delenv("SKINHELPERS_NOTEBOOK_DIR", raising=False)
     declared = folders.notebook_parameters("07_final_retrain")

@@ -25,7 +25,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-import torch
 
 from skinhelpers.data import imaging
 from skinhelpers.data.imaging import (
@@ -261,6 +260,7 @@ class CachedImageDataset:
         return len(self.rows)
 
     def __getitem__(self, i: int):
+        import torch  # here, not at the top: chapters 01-04 read the cache without torch
 
         img = torch.from_numpy(np.array(self.cache.images[self.rows[i]])).permute(2, 0, 1)
         if self.transform is not None:

@@ -43,6 +43,7 @@ import platform
 import random
 import re
 import subprocess
+import sys
 from dataclasses import MISSING, fields, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,17 +61,18 @@ NEVER_ADOPTED = ("run_dir",)  # how the run is found in the first place
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and (if importable) torch."""
+    """Seed Python, NumPy and torch, when torch is loaded.
+
+    torch is not imported for this: chapters 01-04 never load it, and importing it would
+    cost every one of their kernels a second. A chapter that uses torch has loaded it by the
+    time it calls :func:`start_notebook` (its imports come first), so it is seeded."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
     # (PYTHONHASHSEED acts only when an interpreter starts: the pipeline sets it for the
     # notebooks' kernels, skinhelpers.run.pipeline.run)
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
 
 
 def resolve_run_dir(run_dir: str | os.PathLike) -> Path:
@@ -93,11 +95,11 @@ def notebook_path(name: str) -> Path:
     return here if here.exists() else PROJECT_ROOT / "notebooks" / f"{name}.ipynb"
 
 
-def notebook_parameters(name: str) -> dict[str, dict]:
-    """The names (and literal defaults) the ``parameters`` cell of notebook ``name`` declares,
-    as ``papermill.inspect_notebook`` reads them."""
-    import papermill as pm
-
+def notebook_parameters(name: str) -> dict[str, str]:
+    """``{name: default as written}`` of what the ``parameters`` cell of notebook ``name``
+    declares, in order: the names ``papermill.inspect_notebook`` reads (a test holds them
+    equal), read with :mod:`ast` because importing papermill in a kernel costs a second
+    (nbformat's schema validator), paid by every chapter of every run."""
     path = notebook_path(name)
     if not path.exists():
         raise FileNotFoundError(
@@ -105,18 +107,19 @@ def notebook_parameters(name: str) -> dict[str, dict]:
             "is read from it; set SKINHELPERS_NOTEBOOK_DIR if the "
             "notebooks live elsewhere)"
         )
-    declared = pm.inspect_notebook(str(path))
+    declared = parameter_cell(path.read_text(encoding="utf-8"))
     if not declared:
         raise ValueError(f"notebook {path} has no cell tagged 'parameters'")
-    return declared
+    return {k: src for k, (src, _node) in declared.items()}
 
 
 # ----------------------------------------------------------------------------- the run's values
 
 
-def parameter_cell_defaults(notebook_json: str) -> dict[str, Any]:
-    """``{name: value}`` of the literal assignments in a notebook's ``parameters`` cell
-    (``notebook_json``: the .ipynb text); names whose value is not a literal are left out."""
+def parameter_cell(notebook_json: str) -> dict[str, tuple[str, ast.expr]]:
+    """``{name: (value as written, value node)}`` of the assignments in a notebook's
+    ``parameters`` cell (``notebook_json``: the .ipynb text), in order; empty when no cell
+    is tagged ``parameters``."""
     nb = json.loads(notebook_json)
     for cell in nb.get("cells", []):
         if "parameters" not in (cell.get("metadata") or {}).get("tags", []):
@@ -129,12 +132,21 @@ def parameter_cell_defaults(notebook_json: str) -> dict[str, Any]:
             if isinstance(node, ast.AnnAssign):
                 target = node.target
             if isinstance(target, ast.Name) and node.value is not None:
-                try:
-                    out[target.id] = ast.literal_eval(node.value)
-                except ValueError:
-                    pass
+                out[target.id] = (ast.get_source_segment(src, node.value) or "", node.value)
         return out
     return {}
+
+
+def parameter_cell_defaults(notebook_json: str) -> dict[str, Any]:
+    """``{name: value}`` of the literal assignments in a notebook's ``parameters`` cell
+    (``notebook_json``: the .ipynb text); names whose value is not a literal are left out."""
+    out = {}
+    for k, (_src, node) in parameter_cell(notebook_json).items():
+        try:
+            out[k] = ast.literal_eval(node)
+        except ValueError:
+            pass
+    return out
 
 
 def shipped_defaults(name: str) -> dict[str, Any]:
