@@ -335,3 +335,25 @@ def test_run_json_records_the_environment(tmp_path, nbs):
     assert "torchvision" in env["packages"] and "cuda" in env and "cudnn" in env
     assert isinstance(env["gpus"], list)
     assert len(env["git"]["commit"]) == 40 and isinstance(env["git"]["dirty"], bool)
+
+
+def test_the_kernel_runs_its_exit_handlers_before_its_quick_exit(tmp_path, nbs, monkeypatch):
+    """The kernel leaves with os._exit (no module tear-down), but only after every exit
+    handler ran: a handler a cell registered writes its file, a buffered line written to
+    the process's own stdout at exit arrives, and the notebook is recorded as ok."""
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # stdout to a pipe: block-buffered
+    marker = tmp_path / "handler_ran.txt"
+    _nb(
+        nbs / "01_exit.ipynb",
+        'run_dir = ""',
+        "import atexit, pathlib, sys\n"
+        f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'ran')\n"
+        "atexit.register(lambda: sys.__stdout__.write('written at exit\\n'))",
+    )
+    run_dir = tmp_path / "run"
+    p = _cli(["--run", str(run_dir), "--no-html"], nbs, tmp_path)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert marker.read_text() == "ran"
+    assert "written at exit" in out + err
+    assert _record(run_dir)["results"]["01_exit.ipynb"]["status"] == "ok"

@@ -3,6 +3,10 @@
 * **This Python.** The kernel runs ``sys.executable -m ipykernel_launcher`` (the
   environment ``run_all.sh`` set up), whatever kernelspec the notebook's metadata or the
   user's Jupyter names, so a missing or foreign kernel cannot be picked.
+* **A quick exit.** When the last cell is done the kernel shuts down as asked (every exit
+  handler runs: logs, TensorBoard, output streams), then leaves with ``os._exit``, skipping
+  the interpreter's tear-down of its modules: with torch loaded that took 0.4-0.7 s per
+  notebook, and IPython's history database is not written (a batch run has no use for it).
 * **IPC transport.** Kernel and client talk over Unix sockets, not TCP: nothing listens on
   a port and ipykernel has no "running over TCP without encryption" warning to print.
 * **Live output.** Every stream a cell writes goes to the terminal as it arrives and to
@@ -33,15 +37,40 @@ log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 30.0  # after a timeout: seconds between the interrupt and the kill
 
+# The kernel's program (``python -c``): an exit handler registered before anything else runs
+# last, after all the others; it flushes the streams and ends the process without the
+# interpreter's tear-down of modules (torch's alone took 0.4 s). Then ipykernel_launcher.
+KERNEL_BOOT = (
+    "import atexit, os, sys\n"
+    "def _quick_exit():\n"
+    "    for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):\n"
+    "        try:\n"
+    "            s.flush()\n"
+    "        except Exception:\n"
+    "            pass\n"
+    "    os._exit(0)\n"
+    "atexit.register(_quick_exit)\n"
+    "from ipykernel import kernelapp\n"
+    "kernelapp.launch_new_instance()\n"
+)
+
 
 class RunKernelManager(AsyncKernelManager):
-    """A kernel manager that always starts ``sys.executable``'s ipykernel over IPC."""
+    """A kernel manager that always starts ``sys.executable``'s ipykernel over IPC, with
+    the quick exit of :data:`KERNEL_BOOT`."""
 
     def __init__(self, *args, **kwargs):
         kwargs["transport"] = "ipc" if os.name == "posix" else "tcp"  # no ipc on Windows
         super().__init__(*args, **kwargs)
         self._kernel_spec = KernelSpec(
-            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            argv=[
+                sys.executable,
+                "-c",
+                KERNEL_BOOT,
+                "-f",
+                "{connection_file}",
+                "--HistoryManager.enabled=False",
+            ],
             display_name=f"Python ({sys.executable})",
             language="python",
             interrupt_mode="signal",
