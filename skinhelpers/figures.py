@@ -101,6 +101,8 @@ def table(df: pd.DataFrame, title: str, synthetic: bool = False, precision: int 
     )
 
 
+FIGURE_DPI = 110  # the saved PNGs' resolution
+
 #: the run folder of the notebook running in this process (set by
 #: :func:`skinhelpers.run.folders.start_notebook`); its figures go to ``<run>/figures/``
 _RUN_DIR: Path | None = None
@@ -124,7 +126,7 @@ def save_figure(
     dataset: str,
     name: str,
     synthetic: bool = False,
-    dpi: int = 110,
+    dpi: int = FIGURE_DPI,
     run_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Save a matplotlib figure as ``<run_dir>/figures/<name>.png`` (atomically), and copy it
@@ -158,4 +160,30 @@ def save_figure(
     if out != latest:
         with atomic_path(latest) as tmp:
             shutil.copyfile(out, tmp)
+    return out
+
+
+def show(fig, dataset: str, name: str, **save_kw) -> Path:
+    """Save ``fig`` (:func:`save_figure`, given ``save_kw``) and show it; returns the run
+    folder's file.
+
+    In a notebook (the inline backend) the saved PNG itself is shown, at the size the
+    inline backend would give the figure, and the figure is closed: the figure is drawn
+    once, not once more for the display (each drawing is two with a tight bounding box:
+    0.3 s for a gallery on 2 cores). Elsewhere (a script, an interactive backend such as
+    ``%matplotlib widget``) it is ``plt.show()``.
+    """
+    out = save_figure(fig, dataset, name, **save_kw)
+    dpi = save_kw.get("dpi", FIGURE_DPI)
+    if "inline" not in str(plt.get_backend()):
+        plt.show()
+        return out
+    from IPython.display import Image, display
+    from PIL import Image as PILImage
+
+    data = out.read_bytes()
+    with PILImage.open(out) as im:
+        width = im.size[0]
+    display(Image(data=data, format="png", width=max(1, round(width * fig.dpi / dpi))))
+    plt.close(fig)
     return out

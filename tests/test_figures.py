@@ -59,3 +59,32 @@ def test_save_figure_writes_into_the_run_folder_and_copies_the_latest(tmp_path, 
     assert figures.save_figure(fig, "demo", "x", run_dir=first) == first / "figures" / "x.png"
     assert figures.save_figure(fig, "demo", "y") == tmp_path / "figures" / "demo" / "y.png"
     plt.close(fig)
+
+
+def test_show_displays_the_saved_png_once_under_the_inline_backend(tmp_path, monkeypatch):
+    """In a notebook the saved PNG itself is shown (at the inline backend's size) and the
+    figure closed, so the inline backend does not draw it again; elsewhere plt.show()."""
+    import IPython.display
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(figures, "PROJECT_ROOT", tmp_path)
+    shown, plain = [], []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    monkeypatch.setattr(plt, "show", lambda: plain.append(1))
+
+    fig = plt.figure(figsize=(2, 1), dpi=100)
+    monkeypatch.setattr(plt, "get_backend", lambda: "module://matplotlib_inline.backend_inline")
+    out = figures.show(fig, "t", "f", dpi=200, run_dir=tmp_path / "run")
+    assert out == tmp_path / "run" / "figures" / "f.png" and out.exists()
+    (img,) = shown
+    assert img.data == out.read_bytes() and img.format == "png"
+    from PIL import Image
+
+    assert img.width == round(Image.open(out).size[0] * 100 / 200)  # the inline size
+    assert not plt.fignum_exists(fig.number) and not plain
+
+    fig = plt.figure(figsize=(2, 1))
+    monkeypatch.setattr(plt, "get_backend", lambda: "agg")
+    figures.show(fig, "t", "g", run_dir=tmp_path / "run")
+    assert len(shown) == 1 and plain == [1] and plt.fignum_exists(fig.number)
+    plt.close(fig)
