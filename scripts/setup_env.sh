@@ -34,6 +34,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   fi
   echo "$want" > "$stamp"
 fi
+# Byte-compile the package: where PYTHONDONTWRITEBYTECODE is set (as on some CI machines)
+# Python never writes .pyc files, and every kernel and script would compile skinhelpers
+# again (0.3 s a process). Only changed files are compiled; stale ones are never used.
+"$VENV/bin/python" -m compileall -q skinhelpers >&2 || true
 # Notebooks are committed without outputs: the nbstripout git filter (and a diff driver
 # that compares notebooks without their outputs), in this clone's git config. The command
 # is relative to the top of the work tree, where git runs filters, so no absolute path of

@@ -47,6 +47,12 @@ PROFILES: dict[str, dict] = {
     "smoke": {
         "image_size": 64,
         "max_images": 600,
+        # 02: the preprocessing cost timed on 40 images per method, not 100
+        "sample_size": 40,
+        # 03: the label audit's features at the smoke image size (it reads 02's cache)
+        "audit_image_size": 64,
+        # 05: a throughput figure of 64 images per preset is enough to see the order
+        "throughput_images": 64,
         # 06: model trials
         "trial_models": ["small_cnn", "efficientnet_lite0"],
         "trial_epochs": 1,
