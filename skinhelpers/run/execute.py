@@ -26,8 +26,10 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec
@@ -61,6 +63,13 @@ class RunKernelManager(AsyncKernelManager):
 
     def __init__(self, *args, **kwargs):
         kwargs["transport"] = "ipc" if os.name == "posix" else "tcp"  # no ipc on Windows
+        if kwargs["transport"] == "ipc":
+            # socket files of its own: jupyter_client's default, kernel-ipc-1..5 in the
+            # working directory (the notebooks' folder), is shared by every kernel started
+            # from that folder at once (two test workers, two runs), and such a kernel took
+            # another's sockets and never answered ("Kernel didn't respond in 60 seconds")
+            name = f"skinlab-kernel-{uuid.uuid4().hex[:16]}-ipc"
+            kwargs.setdefault("ip", os.path.join(tempfile.gettempdir(), name))
         super().__init__(*args, **kwargs)
         self._kernel_spec = KernelSpec(
             argv=[
