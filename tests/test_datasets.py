@@ -266,3 +266,18 @@ def test_the_root_itself_is_accepted(isic9_manifest, ham_manifest):
     again = load_manifest("isic9", isic9_manifest.attrs["root"])
     assert len(again) == len(isic9_manifest)
     assert len(load_manifest("ham10000", ham_manifest.attrs["root"])) == 10015
+
+
+def test_without_attrs_is_the_same_frame_without_its_attrs():
+    """The loops over a manifest's groups use it: pandas deep-copies attrs into each."""
+    import pandas as pd
+
+    from skinhelpers.data.manifest import without_attrs
+
+    df = pd.DataFrame({"a": [1, 2]}, index=[5, 9])
+    df.attrs["sources"] = [{"name": "x", "classes": list("abc")}]
+    out = without_attrs(df)
+    assert out.attrs == {} and df.attrs["sources"][0]["name"] == "x"
+    pd.testing.assert_frame_equal(out, df, check_flags=False)
+    assert list(out.index) == [5, 9]
+    assert out.groupby("a").get_group(1).attrs == {}

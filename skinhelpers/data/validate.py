@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from PIL import Image
 
+from skinhelpers.data.manifest import without_attrs
 from skinhelpers.progress import progress
 
 log = logging.getLogger(__name__)
@@ -304,6 +305,8 @@ def validate(df: pd.DataFrame, workers: int = 4, show_progress: bool = True) -> 
     ``findings["row"]`` is the manifest's index label, so :meth:`ValidationReport.apply`
     must get the same ``df`` (not a re-indexed copy).
     """
+    attrs = df.attrs
+    df = without_attrs(df)  # the loops below hand out thousands of groups and rows
     info = inspect_images(df, workers=workers, show_progress=show_progress)
     found = []
     for i, r in df.iterrows():
@@ -316,7 +319,7 @@ def validate(df: pd.DataFrame, workers: int = 4, show_progress: bool = True) -> 
             detail = MODE_NAMES.get(inf["mode"], inf["mode"])
             found.append(_finding("non_rgb", r, f"mode {inf['mode']} ({detail})", True))
     if "label_idx" in df:
-        classes = list(df.attrs.get("classes") or [])
+        classes = list(attrs.get("classes") or [])
         for _, r in df[df["label_idx"] < 0].iterrows():
             found.append(
                 _finding("unknown_label", r, f"label '{r['label']}' is not one of {classes}", True)
@@ -399,9 +402,9 @@ def validate(df: pd.DataFrame, workers: int = 4, show_progress: bool = True) -> 
     cols = ["kind", "row", "case", "image_id", "relpath", "label", "detail", "drop"]
     findings = pd.DataFrame(found, columns=cols)
     return ValidationReport(
-        dataset=str(df.attrs.get("dataset")),
+        dataset=str(attrs.get("dataset")),
         n_rows=len(df),
         findings=findings,
         image_info=info,
-        load_issues=list(df.attrs.get("load_issues", [])),
+        load_issues=list(attrs.get("load_issues", [])),
     )

@@ -23,7 +23,7 @@ from scipy import stats
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from skinhelpers.data.hashes import DIHEDRAL_VIEWS, hamming_pairs
-from skinhelpers.data.manifest import has_shipped_split
+from skinhelpers.data.manifest import has_shipped_split, without_attrs
 from skinhelpers.explore.eda import clean_category
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ PAIR_COLUMNS = [
 def exact_duplicates(df: pd.DataFrame) -> pd.DataFrame:
     """Every pair of rows with the same ``sha1`` (byte-identical files), distance 0."""
     rows = []
-    d = df[df["sha1"].notna()]
+    d = without_attrs(df[df["sha1"].notna()])
     for sha, g in d.groupby("sha1", sort=True):
         if len(g) < 2:
             continue
@@ -147,7 +147,7 @@ def pair_summary(pairs: pd.DataFrame) -> pd.DataFrame:
 
 def label_conflicts(df: pd.DataFrame) -> pd.DataFrame:
     """Identical files (one sha1) filed under more than one label: one row per content."""
-    d = df[df["sha1"].notna()]
+    d = without_attrs(df[df["sha1"].notna()])
     rows = []
     for sha, g in d.groupby("sha1", sort=True):
         labels = sorted(set(g["label"]))

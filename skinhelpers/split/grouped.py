@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold
 
-from skinhelpers.data.manifest import has_shipped_split
+from skinhelpers.data.manifest import has_shipped_split, without_attrs
 from skinhelpers.split.store import SPLIT_COLUMNS, split_summary
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def shipped_overlap(df: pd.DataFrame, group_col: str = "group") -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     sp = df["source_split"].fillna("train").replace({"val": "train"})
     rows = []
-    for g, sub in df.assign(_sp=sp).groupby(group_col, sort=True):
+    for g, sub in without_attrs(df).assign(_sp=sp).groupby(group_col, sort=True):
         parts = set(sub["_sp"])
         if {"train", "test"} <= parts:
             tr, te = sub[sub["_sp"] == "train"], sub[sub["_sp"] == "test"]
