@@ -361,7 +361,7 @@ def test_the_kernel_runs_its_exit_handlers_before_its_quick_exit(tmp_path, nbs):
 def test_kernels_started_from_one_folder_have_socket_files_of_their_own(tmp_path, monkeypatch):
     """jupyter_client's default IPC sockets are kernel-ipc-1..5 in the working directory:
     two kernels started at once from the notebooks' folder took each other's sockets and
-    one never answered (reproduced with three processes: 3 of 27 starts hung for 60 s)."""
+    one never answered (three processes starting kernels at once: 4 of 90 starts hung)."""
     monkeypatch.chdir(tmp_path)
     a, b = execute.RunKernelManager(), execute.RunKernelManager()
     assert a.transport == b.transport == "ipc"
