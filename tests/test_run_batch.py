@@ -367,3 +367,16 @@ def test_kernels_started_from_one_folder_have_socket_files_of_their_own(tmp_path
     assert a.transport == b.transport == "ipc"
     assert a.ip != b.ip and os.path.isabs(a.ip) and not a.ip.startswith(str(tmp_path))
     assert len(f"{a.ip}-5") < 100  # a Unix socket path is at most 107 bytes
+
+
+def test_a_file_in_the_notebooks_folder_does_not_shadow_what_the_kernel_loads(tmp_path, nbs):
+    """ipykernel's launcher keeps the notebook's folder off sys.path while the kernel loads
+    (as ``python -m ipykernel_launcher`` does), and the cells see the folder afterwards."""
+    (nbs / "zmq.py").write_text("raise ImportError('the notebooks folder shadowed zmq')\n")
+    (nbs / "helper_here.py").write_text("VALUE = 7\n")
+    _nb(nbs / "01_path.ipynb", 'run_dir = ""', "import helper_here\nassert helper_here.VALUE == 7")
+    run_dir = tmp_path / "run"
+    p = _cli(["--run", str(run_dir), "--no-html"], nbs, tmp_path)
+    _out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert _record(run_dir)["results"]["01_path.ipynb"]["status"] == "ok"

@@ -1,14 +1,16 @@
 """Execute one notebook with papermill the way a batch run needs it.
 
-* **This Python.** The kernel runs ``sys.executable -m ipykernel_launcher`` (the
-  environment ``run_all.sh`` set up), whatever kernelspec the notebook's metadata or the
-  user's Jupyter names, so a missing or foreign kernel cannot be picked.
+* **This Python.** The kernel runs ``sys.executable``'s ``ipykernel_launcher`` (the
+  environment ``run_all.sh`` set up; see :data:`KERNEL_BOOT`), whatever kernelspec the
+  notebook's metadata or the user's Jupyter names, so a missing or foreign kernel cannot be
+  picked.
 * **A quick exit.** When the last cell is done the kernel shuts down as asked (every exit
   handler runs: logs, TensorBoard, output streams), then leaves with ``os._exit``, skipping
   the interpreter's tear-down of its modules: with torch loaded that took 0.4-0.7 s per
   notebook, and IPython's history database is not written (a batch run has no use for it).
 * **IPC transport.** Kernel and client talk over Unix sockets, not TCP: nothing listens on
-  a port and ipykernel has no "running over TCP without encryption" warning to print.
+  a port and ipykernel has no "running over TCP without encryption" warning to print. Each
+  kernel's socket files are its own (:class:`RunKernelManager`).
 * **Live output.** Every stream a cell writes goes to the terminal as it arrives and to
   ``<run_dir>/logs/<notebook>.log`` (carriage-return redraws become lines there; each
   attempt is appended under a dated header, so a resumed notebook's log keeps the first).
@@ -41,9 +43,11 @@ KILL_GRACE_S = 30.0  # after a timeout: seconds between the interrupt and the ki
 
 # The kernel's program (``python -c``): an exit handler registered before anything else runs
 # last, after all the others; it flushes the streams and ends the process without the
-# interpreter's tear-down of modules (torch's alone took 0.4 s). Then ipykernel_launcher.
+# interpreter's tear-down of modules (torch's alone took 0.4 s). Then ipykernel's own
+# launcher, run as ``python -m ipykernel_launcher`` would run it (it keeps the notebook's
+# folder off sys.path while the kernel loads).
 KERNEL_BOOT = (
-    "import atexit, os, sys\n"
+    "import atexit, os, runpy, sys\n"
     "def _quick_exit():\n"
     "    for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):\n"
     "        try:\n"
@@ -52,8 +56,7 @@ KERNEL_BOOT = (
     "            pass\n"
     "    os._exit(0)\n"
     "atexit.register(_quick_exit)\n"
-    "from ipykernel import kernelapp\n"
-    "kernelapp.launch_new_instance()\n"
+    "runpy.run_module('ipykernel_launcher', run_name='__main__', alter_sys=True)\n"
 )
 
 
