@@ -380,3 +380,28 @@ def test_a_file_in_the_notebooks_folder_does_not_shadow_what_the_kernel_loads(tm
     _out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     assert _record(run_dir)["results"]["01_path.ipynb"]["status"] == "ok"
+
+
+def test_the_executed_notebook_is_written_sparsely_and_completely_at_the_end(
+    tmp_path, nbs, monkeypatch
+):
+    """papermill would write the notebook before and after each of these 30 cells; the
+    run's engine writes it at the start and at the end (and every 10 s in between), and
+    the last write holds every output and every cell's timing."""
+    import papermill.engines
+
+    writes = []
+    real = papermill.engines.write_ipynb
+    monkeypatch.setattr(
+        papermill.engines, "write_ipynb", lambda nb, path: (writes.append(path), real(nb, path))
+    )
+    _nb(nbs / "01_many.ipynb", 'run_dir = ""', *(f"print('cell {i}')" for i in range(30)))
+    run_dir = pipeline.run("demo", None, "smoke", str(tmp_path / "r"), notebook_dir=nbs,
+                           html=False)  # fmt: skip
+    assert 2 <= len(writes) <= 4, len(writes)  # start, end (and at most two 10 s saves)
+    nb = nbformat.read(run_dir / "01_many.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"][-30:]
+    assert [c.outputs[0]["text"] for c in code] == [f"cell {i}\n" for i in range(30)]
+    assert all(c.metadata.papermill["status"] == "completed" for c in code)
+    assert all(c.metadata.papermill["duration"] is not None for c in code)
+    assert nb.metadata.papermill["end_time"] is not None

@@ -14,6 +14,8 @@
 * **Live output.** Every stream a cell writes goes to the terminal as it arrives and to
   ``<run_dir>/logs/<notebook>.log`` (carriage-return redraws become lines there; each
   attempt is appended under a dated header, so a resumed notebook's log keeps the first).
+  The executed notebook itself is written at most every 10 s while it runs, and at the
+  end (:mod:`skinhelpers.run.engine`).
 * **Outcomes, not tracebacks.** :func:`execute` returns a dict saying how the notebook
   ended: ``ok``, ``failed`` (a cell raised), ``kernel_died`` (killed, e.g. out of memory),
   ``kernel_missing`` (the kernel could not start), ``timeout`` (``timeout_s`` passed: the
@@ -264,6 +266,8 @@ def execute(
         PapermillExecutionError,  # local: heavy, notebooks extra: only the pipeline needs it
     )
 
+    from skinhelpers.run import engine  # local: imports papermill
+
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     result: dict = {"status": "ok"}
@@ -288,6 +292,7 @@ def execute(
                     stdout_file=Tee(sys.stdout, log),
                     stderr_file=Tee(sys.stderr, log),
                     kernel_manager_class=RunKernelManager,
+                    engine_name=engine.register(),
                 )
         except PapermillExecutionError as e:
             kind = "interrupted" if ctrl_c.pressed else "timeout" if watchdog.fired else "failed"
