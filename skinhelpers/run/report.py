@@ -136,18 +136,29 @@ def strip_progress(nb, keep_last: bool = False) -> int:
     return changed
 
 
-def render_notebook(nb_path: Path, out_dir: Path) -> dict:
+def html_exporters() -> tuple:
+    """The two HTML exporters of a notebook's pages: with code, and the story (no input,
+    no prompts). One pair serves every notebook of a report, as nbconvert's command line
+    uses one exporter for all its notebooks: each new one compiles its templates again
+    (0.1 s)."""
+    from nbconvert import (
+        HTMLExporter,  # local: notebooks extra, slow to import: only the report needs it
+    )
+
+    story = {"exclude_input": True, "exclude_input_prompt": True, "exclude_output_prompt": True}
+    return HTMLExporter(), HTMLExporter(**story)
+
+
+def render_notebook(nb_path: Path, out_dir: Path, exporters: tuple | None = None) -> dict:
     """Render one executed notebook twice (with code / story); return its index entry.
 
     Stream fragments are merged first (a progress bar's updates become one block; what a
     carriage return overwrote is dropped, as the nbconvert command line does); the
-    version with code keeps each progress bar's last state, the story none."""
+    version with code keeps each progress bar's last state, the story none.
+    ``exporters``: :func:`html_exporters` (made here when not given)."""
     import copy
 
     import nbformat  # local: notebooks extra: only the runner/report need it
-    from nbconvert import (
-        HTMLExporter,  # local: notebooks extra, slow to import: only the report needs it
-    )
     from nbconvert.preprocessors import (
         CoalesceStreamsPreprocessor,
     )
@@ -163,17 +174,11 @@ def render_notebook(nb_path: Path, out_dir: Path) -> dict:
         "story": f"{nb_path.stem}.story.html",
         "seconds": nb.metadata.get("papermill", {}).get("duration"),
     }
-    for fname, kw, keep_last in (
-        (entry["html"], {}, True),
-        (
-            entry["story"],
-            {"exclude_input": True, "exclude_input_prompt": True, "exclude_output_prompt": True},
-            False,
-        ),
-    ):
+    with_code, story = exporters or html_exporters()
+    for fname, exporter, keep_last in ((entry["html"], with_code, True),
+                                       (entry["story"], story, False)):  # fmt: skip
         version = copy.deepcopy(nb)
         strip_progress(version, keep_last=keep_last)
-        exporter = HTMLExporter(**kw)
         body, _ = exporter.from_notebook_node(version, resources={"metadata": {"name": title}})
         _write(out_dir / fname, body)
     return entry
@@ -507,9 +512,10 @@ def render_report(run_dir, out_dir=None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     notebooks = sorted(p for p in run_dir.glob("*.ipynb") if _NB.match(p.name))
     entries = []
+    exporters = html_exporters() if notebooks else None
     for nb in notebooks:
         try:
-            entries.append(render_notebook(nb, out_dir))
+            entries.append(render_notebook(nb, out_dir, exporters))
         except Exception as e:  # noqa: BLE001 - a broken notebook must not hide the others
             entries.append(
                 {
