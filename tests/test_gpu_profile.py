@@ -1,13 +1,12 @@
 """The gpu profile cannot rot: the whole chain runs with it on the CPU, with tiny overrides
 (image size, image count, epochs, a trial list whose hub-weight trial is skipped offline);
 and benchmarks/gpu_check.sh, the prepared GPU check of issue 26, runs end to end on the CPU
-with tiny arguments. Both start from one folder where the gpu profile's 01-05 ran."""
+with tiny arguments, as the chain's 07-08 (one test: the two shared one run of 07-08)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ import pytest
 
 from skinhelpers.evaluate import compare
 from skinhelpers.files import PROJECT_ROOT
-from skinhelpers.run import pipeline, profiles
+from skinhelpers.run import pipeline, profiles, report
 
 # everything the gpu profile sets that would make a CPU run long; the rest (preprocess,
 # recipe, trial variants, lr, ...) is the gpu profile's own
@@ -72,7 +71,7 @@ def offline(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prepared(offline, tmp_path_factory):
     """A run folder where the gpu profile's 01-05 ran on the demo set (the data decisions
-    that 06-08 and gpu_check.sh's steps 4-5 read); each test works on its own copy."""
+    that 06-08 and gpu_check.sh's steps 4-5 read)."""
     return pipeline.run(
         "demo",
         None,
@@ -84,64 +83,12 @@ def prepared(offline, tmp_path_factory):
     )
 
 
-def _copy(prepared, dest):
-    shutil.copytree(prepared, dest)
-    return dest
-
-
 def _declared(selected: str) -> dict:
     """TINY_GPU_OVERRIDES that the notebooks ``selected`` declare (a run of some chapters
     refuses a parameter none of them declares)."""
     nbs = pipeline.select(pipeline.numbered_notebooks(), selected)
     declared = set().union(*(pipeline.declared_parameters(nb) for nb in nbs))
     return {k: v for k, v in TINY_GPU_OVERRIDES.items() if k in declared}
-
-
-@pytest.mark.slow
-def test_gpu_profile_end_to_end_on_cpu_offline(prepared, tmp_path):
-    run_dir = pipeline.run(
-        "demo",
-        None,
-        "gpu",
-        str(_copy(prepared, tmp_path / "gpu-ci")),
-        only="06-08",
-        extra=_declared("06-08"),
-        html=True,
-    )
-    rec = json.loads((run_dir / "run.json").read_text())
-    assert rec["profile"] == "gpu" and rec["finished"]
-    assert {r["status"] for r in rec["results"].values()} <= {"ok", "skipped"}
-    assert rec["parameters"]["preprocess"] == "shades_of_gray"
-    trials = nbformat.read(run_dir / "06_model_trials.ipynb", as_version=4)
-    text = "".join(
-        o.get("text", "")
-        for c in trials.cells
-        if c.cell_type == "code"
-        for o in c.get("outputs", [])
-    )
-    after = text.split("--- trial efficientnet_b0", 1)[1]  # fails fast and says why
-    assert after.lstrip().startswith("skipped:") and "offline" in after.lower()
-    # K-fold: 04 made 2 folds, 07 trained the fold-1 model on its own validation fold, 08
-    # evaluated the average of the two on the test split
-    split = pd.read_csv(run_dir / "split.csv")
-    assert sorted(split.loc[split["split"] != "test", "fold"].unique()) == [0, 1]
-    for f in (1,):
-        res = json.loads((run_dir / "folds" / f"fold{f}" / "train_result.json").read_text())
-        assert res["n_val"] == (split["fold"] == f).sum()
-        assert res["n_train"] == ((split["split"] != "test") & (split["fold"] != f)).sum()
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert len(metrics["ensemble"]["members"]) == 2
-    assert "balanced_accuracy" in metrics["ensemble"]["vs_primary"]
-    assert set(metrics["models"]) >= {metrics["primary"], "ensemble"}
-    ens = pd.read_csv(run_dir / "predictions_test_ensemble.csv")
-    assert len(ens) == (split["split"] == "test").sum()
-    _, diff = compare.compare_runs(
-        [run_dir, run_dir / "predictions_test_ensemble.csv"], 20, min_shared=10
-    )
-    assert (diff["n_shared"] == len(ens)).all()
-    card = (run_dir / "MODEL_CARD.md").read_text()
-    assert "--checkpoint checkpoints/best_ema.pt folds/fold1/checkpoints/best_ema.pt" in card
-    assert (run_dir / "report" / "index.html").exists()
 
 
 def test_the_gpu_batch_and_learning_rate_follow_the_written_rule():
@@ -167,16 +114,30 @@ def _pairs(selected: str) -> str:
 
 
 @pytest.mark.slow
-def test_gpu_check_runs_on_the_cpu_with_tiny_arguments(prepared, tmp_path):
-    """The script on a run folder prepared elsewhere (its step 3 then finds 01-05 done, as
-    on the GPU box with a folder copied from another machine); its own 01-05 step is the
-    same ``pipeline --only 01-05`` that made ``prepared``."""
-    out = tmp_path / "out"
+def test_gpu_profile_end_to_end_on_cpu_offline_with_gpu_check(prepared):
+    """The gpu profile's chain to its end: 06 here, then gpu_check.sh on the same folder,
+    which finds 01-05 done (as on the GPU box with a folder copied from another machine;
+    its own 01-05 step is the same ``pipeline --only 01-05`` that made ``prepared``), times
+    the trainer and runs 07-08 with the tiny overrides."""
+    run_dir = pipeline.run(
+        "demo", None, "gpu", str(prepared), only="06", extra=_declared("06"), html=False
+    )
+    trials = nbformat.read(run_dir / "06_model_trials.ipynb", as_version=4)
+    text = "".join(
+        o.get("text", "")
+        for c in trials.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
+    after = text.split("--- trial efficientnet_b0", 1)[1]  # fails fast and says why
+    assert after.lstrip().startswith("skipped:") and "offline" in after.lower()
+
+    out = run_dir.parent / "gpu_check_out"
     env = {
         **os.environ,
         "PY": sys.executable,
         "DATASET": "demo",
-        "RUN": str(_copy(prepared, tmp_path / "run")),
+        "RUN": str(run_dir),
         "GPU_CHECK_OUT": str(out),
         "IMAGE_SIZE": "32",
         "BATCH_SIZES": "8,16",
@@ -214,6 +175,33 @@ def test_gpu_check_runs_on_the_cpu_with_tiny_arguments(prepared, tmp_path):
     ]
     assert summary["models"] == 2 and summary["max_minutes"] == 1.0
     assert {"ensemble", summary["primary"]} <= set(summary["test"])
-    run = json.loads((out / "run" / "run.json").read_text())
-    assert run["profile"] == "gpu" and run["parameters"]["arch"] == "efficientnet_lite0"
+    copied = json.loads((out / "run" / "run.json").read_text())
+    assert copied["parameters"]["arch"] == "efficientnet_lite0"
     assert len(list((out / "run" / "folds").iterdir())) == 1  # fold 0's model is the primary
+
+    # the run folder itself: every chapter of the gpu profile ran, 01-05 and 06 before
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec == copied and rec["profile"] == "gpu" and rec["finished"]
+    assert {r["status"] for r in rec["results"].values()} <= {"ok", "skipped"}
+    assert rec["parameters"]["preprocess"] == "shades_of_gray"
+    # K-fold: 04 made 2 folds, 07 trained the fold-1 model on its own validation fold, 08
+    # evaluated the average of the two on the test split
+    split = pd.read_csv(run_dir / "split.csv")
+    assert sorted(split.loc[split["split"] != "test", "fold"].unique()) == [0, 1]
+    res = json.loads((run_dir / "folds" / "fold1" / "train_result.json").read_text())
+    assert res["n_val"] == (split["fold"] == 1).sum()
+    assert res["n_train"] == ((split["split"] != "test") & (split["fold"] != 1)).sum()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(metrics["ensemble"]["members"]) == 2
+    assert "balanced_accuracy" in metrics["ensemble"]["vs_primary"]
+    assert set(metrics["models"]) >= {metrics["primary"], "ensemble"}
+    ens = pd.read_csv(run_dir / "predictions_test_ensemble.csv")
+    assert len(ens) == (split["split"] == "test").sum()
+    _, diff = compare.compare_runs(
+        [run_dir, run_dir / "predictions_test_ensemble.csv"], 20, min_shared=10
+    )
+    assert (diff["n_shared"] == len(ens)).all()
+    index = report.render_report(run_dir)  # what run_all.sh renders at the end: pages, card
+    assert "06_model_trials.html" in index.read_text()
+    card = (run_dir / "MODEL_CARD.md").read_text()
+    assert "--checkpoint checkpoints/best_ema.pt folds/fold1/checkpoints/best_ema.pt" in card
