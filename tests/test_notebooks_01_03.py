@@ -6,6 +6,7 @@ import json
 import shutil
 import uuid
 
+import nbformat
 import pandas as pd
 import pytest
 
@@ -111,3 +112,13 @@ def test_notebooks_01_03_on_real_ham10000(ham_dir, run_name):
         frozenset({"ISIC_0024366", "ISIC_0029861"}),
         frozenset({"ISIC_0024777", "ISIC_0029938"}),
     }
+    # 01 on the real data: every class, the validation's only finding the identical
+    # files, the resolved parameters beside the run, the plots drawn
+    assert set(manifest["label"]) == {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"}
+    assert set(pd.read_csv(run_dir / "validation_findings.csv")["kind"]) == {"byte_identical"}
+    params = json.loads((run_dir / "params" / "01_eda.json").read_text())["params"]
+    assert params["dataset"] == "ham10000" and params["max_images"] == 400
+    nb = nbformat.read(run_dir / "01_eda.ipynb", as_version=4)
+    assert any(
+        o.get("output_type") == "display_data" for c in nb.cells for o in c.get("outputs", [])
+    )

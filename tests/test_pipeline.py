@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import nbformat
-import pandas as pd
 import pytest
 
 from skinhelpers.run import pipeline
@@ -188,32 +187,6 @@ def test_kernels_hash_strings_the_same_in_every_run(tmp_path, toy_notebooks, mon
                      notebook_dir=nbs, extra={"seed": 7})  # fmt: skip
     first, second = out.read_text().splitlines()
     assert first == second and first.startswith("7 ")
-
-
-def test_notebook_01_on_real_ham10000(tmp_path, shared_data):
-    run_dir = pipeline.run(
-        "ham10000", str(shared_data), "smoke", str(tmp_path / "ham"), only="01", html=False
-    )
-    from skinhelpers.data.manifest import read_manifest
-
-    df = read_manifest(run_dir)
-    assert 400 < len(df) < 900 and set(df.label) == {
-        "akiec",
-        "bcc",
-        "bkl",
-        "df",
-        "mel",
-        "nv",
-        "vasc",
-    }
-    params = json.loads((run_dir / "params" / "01_eda.json").read_text())["params"]
-    assert params["dataset"] == "ham10000" and params["max_images"] == 600
-    findings = pd.read_csv(run_dir / "validation_findings.csv")
-    assert set(findings.kind) == {"byte_identical"}
-    nb = nbformat.read(run_dir / "01_eda.ipynb", as_version=4)
-    assert any(
-        o.get("output_type") == "display_data" for c in nb.cells for o in c.get("outputs", [])
-    )  # the plots were drawn
 
 
 def test_repository_notebooks_are_clean_and_parameterised():
