@@ -79,6 +79,8 @@ def test_bench_train_tiny(tmp_path, ham_dir):
         "--workers",
         "0,device",
         "--no-compile",
+        "--image-size",
+        "64",
     )
     d = _result(tmp_path, "train_overhead")
     bare, real, batched = d["rows"]
@@ -88,7 +90,8 @@ def test_bench_train_tiny(tmp_path, ham_dir):
     # shared machine: only that they were measured
     assert bare["median"] > 0 and real["ratio"] > 0 and batched["ratio"] > 0
     cpu = PROFILES["cpu"]  # the script measures the cpu profile's recipe by default
-    assert d["arch"] == cpu["arch"] and d["image_size"] == cpu["image_size"] and not d["compile"]
+    assert d["arch"] == cpu["arch"] and d["image_size"] == 64 and not d["compile"]
+    assert d["batch_sizes"] == [cpu.get("batch_size", 32)]
 
 
 @pytest.mark.realdata
