@@ -14,7 +14,11 @@ the cell that was running when a kernel died or timed out).
 
 from __future__ import annotations
 
+import logging
+
 from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+
+log = logging.getLogger(__name__)
 
 ENGINE = "skinlab"
 SAVE_EVERY_S = 10.0
@@ -32,6 +36,7 @@ class SparseSaves(NotebookExecutionManager):
         since = (self.now() - self.last_save_time).total_seconds()
         if self._force or since >= SAVE_EVERY_S:
             super().save()
+            log.debug("wrote %s (%.1f s after the last write)", self.output_path, since)
 
     def notebook_start(self, **kwargs):
         self._force = True
