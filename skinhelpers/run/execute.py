@@ -47,7 +47,12 @@ KILL_GRACE_S = 30.0  # after a timeout: seconds between the interrupt and the ki
 # last, after all the others; it flushes the streams and ends the process without the
 # interpreter's tear-down of modules (torch's alone took 0.4 s). Then ipykernel's own
 # launcher, run as ``python -m ipykernel_launcher`` would run it (it keeps the notebook's
-# folder off sys.path while the kernel loads).
+# folder off sys.path while the kernel loads). When it returns, the kernel was asked to shut
+# down and its loops were told to stop: wait for the control thread to send its last reply
+# and flush while the IOPub thread still runs. ipykernel's own close() (an exit handler)
+# stops IOPub first and then joins the control thread, which may still be flushing into
+# the stopped IOPub: a hang until the client's SIGTERM, 2.5 s later (11 of 20 shutdowns
+# here with ipykernel 7.4.0, the newest; 0 of 20 with the wait).
 KERNEL_BOOT = (
     "import atexit, os, runpy, sys\n"
     "def _quick_exit():\n"
@@ -59,6 +64,10 @@ KERNEL_BOOT = (
     "    os._exit(0)\n"
     "atexit.register(_quick_exit)\n"
     "runpy.run_module('ipykernel_launcher', run_name='__main__', alter_sys=True)\n"
+    "from ipykernel.kernelapp import IPKernelApp\n"
+    "_control = IPKernelApp.instance().control_thread\n"
+    "if _control is not None:\n"
+    "    _control.join(10)\n"
 )
 
 
