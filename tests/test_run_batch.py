@@ -405,3 +405,36 @@ def test_the_executed_notebook_is_written_sparsely_and_completely_at_the_end(
     assert all(c.metadata.papermill["status"] == "completed" for c in code)
     assert all(c.metadata.papermill["duration"] is not None for c in code)
     assert nb.metadata.papermill["end_time"] is not None
+
+
+def test_a_kernel_asked_to_shut_down_exits_by_itself_without_hanging(monkeypatch):
+    """ipykernel 7's close() can stop the IOPub thread while the control thread still
+    flushes into it: the kernel then hangs for the 10 s flush timeout (the client's SIGTERM
+    came first). Eight kernels, each given 30 s before a SIGTERM, must all exit at once
+    (5 s: a hang, not a speed, is what this catches) and with status 0 (the quick exit)."""
+    import asyncio
+
+    async def one() -> tuple[float, int | None]:
+        km = execute.RunKernelManager()
+        km.shutdown_wait_time = 60.0  # no SIGTERM within 30 s
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            kc.execute("print('hello')")
+            await asyncio.sleep(0.05)
+            proc = km.provisioner.process
+            kc.shutdown()
+            t0 = time.monotonic()
+            while proc.poll() is None and time.monotonic() - t0 < 30:
+                await asyncio.sleep(0.02)
+            return time.monotonic() - t0, proc.poll()
+        finally:
+            kc.stop_channels()
+            if await km.is_alive():
+                await km.shutdown_kernel(now=True)
+
+    results = [asyncio.run(one()) for _ in range(8)]
+    assert all(code == 0 for _, code in results), results
+    assert max(s for s, _ in results) < 5, results
