@@ -9,8 +9,8 @@ import json
 import shutil
 
 import pandas as pd
-import papermill as pm
 import pytest
+from helpers_run import run_notebook
 
 from skinhelpers.data import folder_options, manifest
 from skinhelpers.data.registry import DatasetError
@@ -122,19 +122,16 @@ def test_folder_dataset_gets_operating_points_and_subgroups(folder_tree, tmp_pat
     monkeypatch.setenv("SKINHELPERS_PROGRESS", "plain")
     tree, sel, _ = folder_tree
     run = tmp_path / "own"
-    pm.execute_notebook(
-        str(NB / "01_eda.ipynb"),
-        str(tmp_path / "01_eda.ipynb"),
-        cwd=str(NB),
-        parameters={
+    run_notebook(
+        NB / "01_eda.ipynb",
+        tmp_path / "01_eda.ipynb",
+        {
             "dataset": "folder",
             "data_dir": str(tree),
             "run_dir": str(run),
             "positive_class": "mel",
             "metadata_csv": "metadata.csv",
         },
-        progress_bar=False,
-        kernel_name="python3",
     )
     df = manifest.read_manifest(run)
     assert df.attrs["positive_class"] == "mel" and len(df) == len(sel)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import papermill as pm
 import pytest
+from helpers_run import run_notebook
 from short_checkpoint import train_short_checkpoint
 from sklearn import metrics as skm
 
@@ -48,11 +48,10 @@ def prepare_run(run: Path, df: pd.DataFrame, ema: bool = True, size: int = 32) -
 
 
 def _execute(run: Path, dataset: str, data_dir, **params) -> None:
-    pm.execute_notebook(
-        str(NB),
-        str(run / "08_evaluation.ipynb"),
-        cwd=str(NB.parent),
-        parameters={
+    run_notebook(
+        NB,
+        run / "08_evaluation.ipynb",
+        {
             "dataset": dataset,
             "data_dir": str(data_dir),
             "run_dir": str(run),
@@ -61,8 +60,6 @@ def _execute(run: Path, dataset: str, data_dir, **params) -> None:
             "workers": 0,
             **params,
         },
-        progress_bar=False,
-        kernel_name="python3",
     )
 
 

@@ -12,6 +12,7 @@ import json
 import pandas as pd
 import pytest
 import torch
+from helpers_run import run_notebook
 from helpers_train import demo_run_folder
 
 from skinhelpers.files import PROJECT_ROOT
@@ -23,16 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def _execute(name, run_dir, **params):
-    import papermill as pm
-
-    pm.execute_notebook(
-        str(NB / name),
-        str(run_dir / name),
-        cwd=str(NB),
-        parameters={"run_dir": str(run_dir), **params},
-        progress_bar=False,
-        kernel_name="python3",
-    )
+    run_notebook(NB / name, run_dir / name, {"run_dir": str(run_dir), **params})
 
 
 def test_notebooks_06_07_demo(tmp_path, demo_dir, demo_manifest, monkeypatch):

@@ -413,7 +413,7 @@ def test_split_seed_keeps_subsample_and_split_when_the_training_seed_changes(
     """Two runs that differ in ``seed`` only, both with ``split_seed`` 3: the same smoke
     subsample (01) and the same split (04). Without ``split_seed``, ``seed`` draws the split
     as it always did."""
-    import papermill as pm
+    from helpers_run import run_notebook
 
     from skinhelpers.files import PROJECT_ROOT
 
@@ -422,18 +422,10 @@ def test_split_seed_keeps_subsample_and_split_when_the_training_seed_changes(
     tree = folder_tree[0]
 
     def run(nb, folder, **params):
-        pm.execute_notebook(
-            str(nbs / f"{nb}.ipynb"),
-            str(folder / f"{nb}.ipynb"),
-            cwd=str(nbs),
-            parameters={
-                "dataset": "folder",
-                "data_dir": str(tree),
-                "run_dir": str(folder),
-                **params,
-            },
-            progress_bar=False,
-            kernel_name="python3",
+        run_notebook(
+            nbs / f"{nb}.ipynb",
+            folder / f"{nb}.ipynb",
+            {"dataset": "folder", "data_dir": str(tree), "run_dir": str(folder), **params},
         )
 
     a, b = tmp_path / "a", tmp_path / "b"
