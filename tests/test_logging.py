@@ -16,8 +16,8 @@ from test_pipeline import _nb  # the toy notebook of the pipeline tests
 
 from skinhelpers import logs
 from skinhelpers.__main__ import main as cli
+from skinhelpers.data.imaging import read_preprocessing
 from skinhelpers.run import pipeline
-from skinhelpers.train.experiment import read_preprocessing
 
 PKG = Path(__file__).resolve().parents[1] / "skinhelpers"
 

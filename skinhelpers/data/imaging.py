@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
+
+from skinhelpers.files import read_json
 
 log = logging.getLogger(__name__)
 
@@ -280,3 +283,25 @@ def prepare(
         for step in steps:
             img = PREPROCESSORS[step](img)
     return fit_to_size(img, size, resize_mode)
+
+
+# ----------------------------------------------------------------------------- the run's choice
+
+DEFAULT_PREPROCESSING = {"preprocess": "none", "resize_mode": "squash"}
+
+
+def read_preprocessing(run_dir, verbose: bool = True) -> dict:
+    """``preprocessing.json`` of notebook 02, or none/squash (with a note) if it is absent."""
+    path = Path(run_dir) / "preprocessing.json"
+    if not path.exists():
+        if verbose:
+            log.warning(
+                f"note: {path.name} not found in the run folder (notebook 02 writes it); "
+                "using no preprocessing and squash resizing"
+            )
+        return dict(DEFAULT_PREPROCESSING)
+    d = read_json(path)
+    return {
+        "preprocess": d.get("preprocess") or "none",
+        "resize_mode": d.get("resize_mode") or "squash",
+    }

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from skinhelpers.data.cache import CachedImageDataset, build_cache
-from skinhelpers.data.imaging import canonical_size
+from skinhelpers.data.imaging import canonical_size, read_preprocessing
 from skinhelpers.data.manifest import read_manifest, subsample
 from skinhelpers.files import read_json
 from skinhelpers.model.checkpoints import model_from_checkpoint
@@ -38,26 +38,6 @@ from skinhelpers.train.config import DataMeta, TrainConfig
 from skinhelpers.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PREPROCESSING = {"preprocess": "none", "resize_mode": "squash"}
-
-
-def read_preprocessing(run_dir, verbose: bool = True) -> dict:
-    """``preprocessing.json`` of notebook 02, or none/squash (with a note) if it is absent."""
-    path = Path(run_dir) / "preprocessing.json"
-    if not path.exists():
-        if verbose:
-            log.warning(
-                f"note: {path.name} not found in the run folder (notebook 02 writes it); "
-                "using no preprocessing and squash resizing"
-            )
-        return dict(DEFAULT_PREPROCESSING)
-    d = read_json(path)
-    return {
-        "preprocess": d.get("preprocess") or "none",
-        "resize_mode": d.get("resize_mode") or "squash",
-    }
-
 
 @dataclass
 class TrainData:
