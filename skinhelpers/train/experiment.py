@@ -39,6 +39,7 @@ from skinhelpers.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class TrainData:
     train_ds: object
