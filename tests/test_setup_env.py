@@ -3,7 +3,6 @@ constraints, certificate), so a fresh environment gets what pip would have insta
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -12,14 +11,9 @@ from skinhelpers.files import PROJECT_ROOT
 SCRIPT = PROJECT_ROOT / "scripts" / "uv_args.py"
 
 
-def _uv_args(pip_config_list: str, dont_write_bytecode: str = "1") -> list[str]:
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": dont_write_bytecode}
+def _uv_args(pip_config_list: str) -> list[str]:
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT)],
-        input=pip_config_list,
-        capture_output=True,
-        text=True,
-        env=env,
+        [sys.executable, str(SCRIPT)], input=pip_config_list, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
@@ -40,7 +34,7 @@ def test_pip_settings_become_the_same_uv_options():
     args = _uv_args(text)
     pairs = list(zip(args[::2], args[1::2]))
     assert ("--index-strategy", "unsafe-best-match") in pairs  # pip's: best of all indexes
-    assert "--compile-bytecode" in args  # PYTHONDONTWRITEBYTECODE: no .pyc would be written
+    assert "--compile-bytecode" in args
     assert [v for o, v in zip(args, args[1:]) if o == "--extra-index-url"] == [
         "file:///opt/a/simple",
         "file:///opt/b/simple",
@@ -55,7 +49,5 @@ def test_pip_settings_become_the_same_uv_options():
 
 def test_no_pip_settings_give_only_the_defaults():
     assert _uv_args("") == ["--index-strategy", "unsafe-best-match", "--compile-bytecode"]
-    # where Python writes .pyc files as it imports, uv leaves the compiling to it
-    assert _uv_args("", dont_write_bytecode="") == ["--index-strategy", "unsafe-best-match"]
     args = _uv_args("global.index-url='https://mirror.example/simple'\n")
     assert args[-2:] == ["--index-url", "https://mirror.example/simple"]
