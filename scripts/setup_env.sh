@@ -16,12 +16,15 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 install_with_uv() {
-  local cfg opts=() envs=() a
+  local cfg args opts=() envs=() a
   "$VENV/bin/python" -m pip install uv || return 1
   cfg=$("$VENV/bin/python" -m pip config list) || return 1
+  # pip's settings as uv options; without them uv would not see pip's wheel folders,
+  # indexes or constraints, so a failure here means pip installs instead
+  args=$(printf '%s\n' "$cfg" | "$VENV/bin/python" scripts/uv_args.py) || return 1
   while IFS= read -r a; do
     case $a in SSL_CERT_FILE=*) envs+=("$a") ;; ?*) opts+=("$a") ;; esac
-  done < <(printf '%s\n' "$cfg" | "$VENV/bin/python" scripts/uv_args.py)
+  done <<< "$args"
   echo "uv pip install ${opts[*]}"
   env "${envs[@]}" "$VENV/bin/uv" pip install --python "$VENV/bin/python" "${opts[@]}" \
     -e ".[notebooks,dev,share]"
