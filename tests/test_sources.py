@@ -20,8 +20,19 @@ def joined(shared_data):
 
 
 @pytest.fixture(scope="module")
-def joined_clean(joined):
-    return validate(joined, show_progress=False).apply(joined, verbose=False)
+def joined_report(joined):
+    return validate(joined, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def joined_clean(joined, joined_report):
+    return joined_report.apply(joined, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def ham_alone(ham_manifest):
+    """HAM10000 validated on its own, as a one-source run does it."""
+    return validate(ham_manifest, show_progress=False).apply(ham_manifest, verbose=False)
 
 
 def test_requests_are_checked_before_reading_anything(tmp_path):
@@ -74,8 +85,10 @@ def test_copies_across_sources_are_found_by_content(joined, ham_manifest):
     assert twins.str.startswith("ham10000/").all()
 
 
-def test_validation_keeps_one_copy_of_each_image(joined, joined_clean, ham_manifest):
-    rep = validate(joined, show_progress=False)
+def test_validation_keeps_one_copy_of_each_image(
+    joined, joined_report, joined_clean, ham_manifest, ham_alone
+):
+    rep = joined_report
     kinds = set(rep.findings["kind"])
     assert {"cross_source_copy", "cross_source_conflict"} <= kinds
     # after validation no HAM10000 image is there twice
@@ -83,8 +96,7 @@ def test_validation_keeps_one_copy_of_each_image(joined, joined_clean, ham_manif
     assert not isic["image_id"].isin(set(ham_manifest["image_id"])).any()
     assert joined_clean["copy_of"].isna().all()
     # HAM10000 loses exactly what it loses alone (its own two byte-identical files)
-    alone = validate(ham_manifest, show_progress=False).apply(ham_manifest, verbose=False)
-    assert (joined_clean["source"] == "ham10000").sum() == len(alone)
+    assert (joined_clean["source"] == "ham10000").sum() == len(ham_alone)
     # "keep" keeps both copies, in one group
     kept = rep.apply(
         joined,
@@ -98,7 +110,7 @@ def test_validation_keeps_one_copy_of_each_image(joined, joined_clean, ham_manif
     )
 
 
-def test_split_by_source_keeps_the_first_sources_own_split(joined_clean, ham_manifest):
+def test_split_by_source_keeps_the_first_sources_own_split(joined_clean, ham_alone):
     s = grouped.grouped_split(joined_clean, 0.15, 0.15, seed=3)
     checks.check_split(s)
     for src in ("ham10000", "isic9"):  # every source in every split
@@ -107,8 +119,7 @@ def test_split_by_source_keeps_the_first_sources_own_split(joined_clean, ham_man
             "val",
             "test",
         }
-    alone = validate(ham_manifest, show_progress=False).apply(ham_manifest, verbose=False)
-    a = grouped.grouped_split(alone, 0.15, 0.15, seed=3)
+    a = grouped.grouped_split(ham_alone, 0.15, 0.15, seed=3)
     joined_split = dict(zip(s["relpath"], s["split"]))
     assert all(joined_split["ham10000/" + r] == sp for r, sp in zip(a["relpath"], a["split"]))
 
