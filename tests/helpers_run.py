@@ -15,7 +15,7 @@ from pathlib import Path
 def run_notebook(nb: Path, out: Path, parameters: dict) -> None:
     import papermill as pm
 
-    from skinhelpers.run import engine, execute
+    from skinhelpers.run import execute
 
     pm.execute_notebook(
         str(nb),
@@ -23,8 +23,5 @@ def run_notebook(nb: Path, out: Path, parameters: dict) -> None:
         cwd=str(nb.parent),
         parameters=parameters,
         progress_bar=False,
-        kernel_name="skinlab-run",
-        language="python",
-        kernel_manager_class=execute.RunKernelManager,
-        engine_name=engine.register(),
+        **execute.batch_kernel(),
     )

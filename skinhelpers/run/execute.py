@@ -247,6 +247,20 @@ KERNEL_START_RACE = ("Invalid Signature", "Duplicate Signature", "Unsigned Messa
 KERNEL_START_TRIES = 3
 
 
+def batch_kernel() -> dict:
+    """papermill's ``execute_notebook`` arguments that run a notebook as a batch run does:
+    :class:`RunKernelManager`'s kernel and the engine that writes the executed notebook
+    every 10 s (:mod:`skinhelpers.run.engine`)."""
+    from skinhelpers.run import engine  # local: imports papermill
+
+    return {
+        "kernel_name": "skinlab-run",
+        "language": "python",
+        "kernel_manager_class": RunKernelManager,
+        "engine_name": engine.register(),
+    }
+
+
 def _start_retried(run, *args, **kwargs):
     """``run(*args, **kwargs)``, started again (up to :data:`KERNEL_START_TRIES` times) when
     the kernel's start fails with one of :data:`KERNEL_START_RACE`; anything else raises."""
@@ -275,8 +289,6 @@ def execute(
         PapermillExecutionError,  # local: heavy, notebooks extra: only the pipeline needs it
     )
 
-    from skinhelpers.run import engine  # local: imports papermill
-
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     result: dict = {"status": "ok"}
@@ -293,15 +305,12 @@ def execute(
                     str(nb),
                     str(out),
                     parameters=parameters,
-                    kernel_name="skinlab-run",
-                    language="python",
                     cwd=str(nb.parent),
                     progress_bar=False,
                     log_output=False,
                     stdout_file=Tee(sys.stdout, log),
                     stderr_file=Tee(sys.stderr, log),
-                    kernel_manager_class=RunKernelManager,
-                    engine_name=engine.register(),
+                    **batch_kernel(),
                 )
         except PapermillExecutionError as e:
             kind = "interrupted" if ctrl_c.pressed else "timeout" if watchdog.fired else "failed"
