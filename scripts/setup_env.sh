@@ -32,7 +32,7 @@ install_with_uv() {
 stamp="$VENV/.skinlesion-lab-installed"
 want=$(cat pyproject.toml | sha1sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "setup: installing dependencies into $VENV (first time: about a minute with uv, ~6 GB with CUDA torch) ..." >&2
+  echo "setup: installing dependencies into $VENV (first time: about a minute with uv, a few with pip; ~6 GB with CUDA torch) ..." >&2
   log="$VENV/pip-install.log"
   # torch and torchvision resolve together in one command (matching builds). uv (from PyPI,
   # into the venv) installs what pip would, with pip's indexes, wheel folders and
