@@ -148,3 +148,13 @@ def demo_manifest(demo_dir):
     from skinhelpers.data.manifest import load_manifest
 
     return load_manifest("demo", demo_dir)
+
+
+@pytest.fixture()
+def light_preload(monkeypatch):
+    """Runs of toy notebooks (which import nothing heavy) still fork their kernels, from a
+    preload server that imports only ``json``: the fork path is what they exercise, without
+    preloading torch for them (tests/test_kernel_start.py preloads the real list)."""
+    from skinhelpers.run import kernel_start
+
+    monkeypatch.setattr(kernel_start, "PRELOAD", ("json",))

@@ -19,6 +19,9 @@ from skinhelpers.__main__ import main as cli
 from skinhelpers.data.imaging import read_preprocessing
 from skinhelpers.run import pipeline
 
+# toy notebooks: their kernels fork from a light preload server (conftest.light_preload)
+pytestmark = pytest.mark.usefixtures("light_preload")
+
 PKG = Path(__file__).resolve().parents[1] / "skinhelpers"
 
 

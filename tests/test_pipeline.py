@@ -12,6 +12,9 @@ import pytest
 
 from skinhelpers.run import pipeline
 
+# toy notebooks: their kernels fork from a light preload server (conftest.light_preload)
+pytestmark = pytest.mark.usefixtures("light_preload")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -20,6 +20,9 @@ import pytest
 
 from skinhelpers.run import execute, pipeline, profiles
 
+# toy notebooks: their kernels fork from a light preload server (conftest.light_preload)
+pytestmark = pytest.mark.usefixtures("light_preload")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -39,41 +39,18 @@ from pathlib import Path
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
+from skinhelpers.run import kernel_start
+from skinhelpers.run.kernel_start import KERNEL_BOOT
+
 log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 30.0  # after a timeout: seconds between the interrupt and the kill
 
-# The kernel's program (``python -c``): an exit handler registered before anything else runs
-# last, after all the others; it flushes the streams and ends the process without the
-# interpreter's tear-down of modules (torch's alone took 0.4 s). Then ipykernel's own
-# launcher, run as ``python -m ipykernel_launcher`` would run it (it keeps the notebook's
-# folder off sys.path while the kernel loads). When it returns, the kernel was asked to shut
-# down and its loops were told to stop: wait for the control thread to send its last reply
-# and flush while the IOPub thread still runs. ipykernel's own close() (an exit handler)
-# stops IOPub first and then joins the control thread, which may still be flushing into
-# the stopped IOPub: a hang until the client's SIGTERM, 2.5 s later (11 of 20 shutdowns
-# here with ipykernel 7.4.0, the newest; 0 of 20 with the wait).
-KERNEL_BOOT = (
-    "import atexit, os, runpy, sys\n"
-    "def _quick_exit():\n"
-    "    for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):\n"
-    "        try:\n"
-    "            s.flush()\n"
-    "        except Exception:\n"
-    "            pass\n"
-    "    os._exit(0)\n"
-    "atexit.register(_quick_exit)\n"
-    "runpy.run_module('ipykernel_launcher', run_name='__main__', alter_sys=True)\n"
-    "from ipykernel.kernelapp import IPKernelApp\n"
-    "_control = IPKernelApp.instance().control_thread\n"
-    "if _control is not None:\n"
-    "    _control.join(10)\n"
-)
-
 
 class RunKernelManager(AsyncKernelManager):
     """A kernel manager that always starts ``sys.executable``'s ipykernel over IPC, with
-    the quick exit of :data:`KERNEL_BOOT`."""
+    the quick exit of :data:`~skinhelpers.run.kernel_start.KERNEL_BOOT`, forked from the
+    run's preload server when there is one (:mod:`skinhelpers.run.kernel_start`)."""
 
     def __init__(self, *args, **kwargs):
         kwargs["transport"] = "ipc" if os.name == "posix" else "tcp"  # no ipc on Windows
@@ -100,6 +77,14 @@ class RunKernelManager(AsyncKernelManager):
             metadata={"debugger": False},
         )
         RunKernelManager.latest = self
+
+    async def _async_pre_start_kernel(self, **kw):
+        if self.provisioner is None:  # jupyter_client's local provisioner, which may fork
+            self.kernel_id = self.kernel_id or kw.pop("kernel_id", str(uuid.uuid4()))
+            self.provisioner = kernel_start.ForkingProvisioner(
+                kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self
+            )
+        return await super()._async_pre_start_kernel(**kw)
 
     latest: RunKernelManager | None = None
 
