@@ -153,8 +153,9 @@ def demo_manifest(demo_dir):
 @pytest.fixture()
 def light_preload(monkeypatch):
     """Runs of toy notebooks (which import nothing heavy) still fork their kernels, from a
-    preload server that imports only ``json``: the fork path is what they exercise, without
-    preloading torch for them (tests/test_kernel_start.py preloads the real list)."""
+    preload server that imports only ``json`` (in this process and in the run_all.sh it
+    starts): the fork path is what they exercise, without preloading torch for them
+    (tests/test_kernel_start.py preloads the real list)."""
     from skinhelpers.run import kernel_start
 
-    monkeypatch.setattr(kernel_start, "PRELOAD", ("json",))
+    monkeypatch.setenv(kernel_start.ENV_PRELOAD, "json")

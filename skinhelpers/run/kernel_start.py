@@ -5,9 +5,9 @@
   last, that skips the interpreter's tear-down of its modules) and then :data:`KERNEL_MAIN`
   (ipykernel's own launcher, then a wait for its control thread).
 * **Preloaded kernels.** Every chapter's kernel imports the same heavy libraries first
-  (torch, torchvision, scikit-learn, pandas, ipykernel: 2-3 s on 2 cores, per notebook). A
-  run of several notebooks has one *preload server* (:class:`ForkServer`, started when the
-  first kernel is asked for): an interpreter that ran :data:`KERNEL_EXIT`, imported
+  (torch, torchvision, scikit-learn, pandas, ipykernel: 2-3 s on 2 cores, per notebook).
+  The runner has a *preload server* (:class:`ForkServer`, started when the first kernel is
+  asked for, :func:`shared_server`): an interpreter that ran :data:`KERNEL_EXIT`, imported
   :data:`PRELOAD` and waits on a Unix socket. Each kernel is a fork of it (``os.fork``, as
   multiprocessing's forkserver does) that runs :data:`KERNEL_MAIN` with the kernel's own
   arguments, environment and working folder, in a session of its own, its random
@@ -23,15 +23,19 @@
 * **Lifecycle.** The server forks, reports the kernel's process id, and when the kernel
   exits (its ``pidfd`` becomes readable) its exit status, as ``Popen.wait()`` would. The
   provisioner (:class:`ForkingProvisioner`) signals, kills and polls that process as
-  jupyter_client does a ``Popen``'s. A client that disconnects takes its kernel with it;
-  the server exits with the run (:meth:`ForkServer.close`) or when its parent is gone,
-  killing what kernels are left.
+  jupyter_client does a ``Popen``'s. A client that disconnects takes its kernel with it.
+  One server serves every kernel of the same environment that this process starts (all
+  the notebooks of a run, runs after runs in a script or a test session); it exits after
+  :data:`SERVER_IDLE_S` without a kernel, when this process exits (:func:`close_servers`)
+  or when its parent is gone, killing what kernels are left.
 
-``SKINLAB_KERNEL_FORK=0`` turns preloading off (every kernel a new interpreter).
+``SKINLAB_KERNEL_FORK=0`` turns preloading off (every kernel a new interpreter);
+``SKINLAB_KERNEL_PRELOAD=torch,kornia`` preloads that list instead of :data:`PRELOAD`.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -43,7 +47,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from jupyter_client.provisioning import LocalProvisioner
@@ -51,6 +54,7 @@ from jupyter_client.provisioning import LocalProvisioner
 log = logging.getLogger(__name__)
 
 ENV_SWITCH = "SKINLAB_KERNEL_FORK"
+ENV_PRELOAD = "SKINLAB_KERNEL_PRELOAD"  # a comma-separated list instead of PRELOAD
 
 # The kernel's exit: an exit handler registered before anything else runs last, after all
 # the others; it flushes the streams and ends the process without the interpreter's
@@ -101,10 +105,23 @@ PRELOAD = (
 #: environment variables that differ between kernels of one run by design (jupyter_client
 #: sets them per kernel); any other difference from the server's environment means a new
 #: interpreter
-PER_KERNEL_ENV = frozenset({"JPY_PARENT_PID", "JPY_SESSION_NAME", "PYTHONEXECUTABLE"})
+PER_KERNEL_ENV = frozenset(
+    {"JPY_PARENT_PID", "JPY_SESSION_NAME", "PYTHONEXECUTABLE", "PYTEST_CURRENT_TEST"}
+)  # (pytest sets the last for each test; read at run time only, by ipykernel)
 READY_TIMEOUT_S = 10.0  # for the server's reply with a forked kernel's process id
 # the first kernel waits for the preloading (what it would have imported itself: 3 s here)
 PRELOAD_WAIT_S = 120.0
+SERVER_IDLE_S = 60.0  # a server with no kernel for this long exits (its memory is freed)
+
+
+def preload_list(env: dict | None = None) -> tuple[str, ...]:
+    """What a server for kernels with ``env`` (this process's by default) preloads:
+    ``SKINLAB_KERNEL_PRELOAD`` (comma-separated module names; empty: nothing) when set,
+    else :data:`PRELOAD`."""
+    env = os.environ if env is None else env
+    if ENV_PRELOAD in env:
+        return tuple(m.strip() for m in env[ENV_PRELOAD].split(",") if m.strip())
+    return PRELOAD
 
 
 def available() -> bool:
@@ -117,11 +134,14 @@ def available() -> bool:
 # ----------------------------------------------------------------------------- server side
 
 
-def serve_kernels(path: str, preload: tuple[str, ...]) -> None:
+def serve_kernels(path: str, preload: tuple[str, ...], idle_s: float = SERVER_IDLE_S) -> None:
     """The preload server's main loop (in its own interpreter; see the module doc)."""
     import importlib
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # close(): leave via finally
+    # as ipykernel_launcher does before loading anything: no module from the working folder
+    if sys.path and sys.path[0] == "":
+        del sys.path[0]
     # ipykernel reads its parent's pid at import (the parent poller's, and whether to print
     # "Ctrl-C will not work"): the kernels' parent is this server
     os.environ["JPY_PARENT_PID"] = str(os.getpid())
@@ -141,9 +161,14 @@ def serve_kernels(path: str, preload: tuple[str, ...]) -> None:
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ, ("accept",))
     kernels: dict[int, tuple[socket.socket, int]] = {}  # pid -> (client socket, pidfd)
+    idle_since = time.monotonic()
     try:
         while os.getppid() == parent:
-            for key, _ in sel.select(timeout=1.0):
+            if kernels:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > idle_s:
+                break
+            for key, _ in sel.select(timeout=min(1.0, idle_s)):
                 kind = key.data[0]
                 if kind == "accept":
                     _start_kernel(listener, sel, kernels)
@@ -231,6 +256,7 @@ def _become_kernel(request: dict, sockets: list, fds: list[int], sel) -> None:
         os.environ.update(request["env"])
         os.environ["JPY_PARENT_PID"] = str(os.getppid())  # ipykernel exits with the server
         sys.argv = ["-c", *request["args"]]
+        sys.path.insert(0, "")  # python -c's first entry (ipykernel_launcher removes it)
         # random generators from fresh entropy, as a new interpreter's (Python's own random
         # reseeds itself after a fork)
         if "numpy" in sys.modules:
@@ -341,9 +367,15 @@ class ForkServer:
     """A preload server (its own interpreter, started with ``env``) and the client that asks
     it for kernels. :meth:`spawn` returns ``None`` when a new interpreter must be used."""
 
-    def __init__(self, env: dict | None = None, preload: tuple[str, ...] | None = None):
+    def __init__(
+        self,
+        env: dict | None = None,
+        preload: tuple[str, ...] | None = None,
+        idle_s: float = SERVER_IDLE_S,
+    ):
         self.env = dict(os.environ if env is None else env)
-        self.preload = tuple(PRELOAD if preload is None else preload)
+        self.preload = tuple(preload_list(self.env) if preload is None else preload)
+        self.idle_s = idle_s
         self.proc: subprocess.Popen | None = None  # started by the first spawn()
         self._dir = tempfile.mkdtemp(prefix="skinlab-preload-")
         self.path = os.path.join(self._dir, "kernels.sock")
@@ -353,11 +385,12 @@ class ForkServer:
     def start(self) -> None:
         program = KERNEL_EXIT + (
             "from skinhelpers.run.kernel_start import serve_kernels\n"
-            f"serve_kernels({self.path!r}, {self.preload!r})\n"
+            f"serve_kernels({self.path!r}, {self.preload!r}, {self.idle_s!r})\n"
         )
         self.proc = subprocess.Popen(
             [sys.executable, "-c", program],
             env=self.env,
+            cwd=self._dir,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C in the terminal reaches the runner, not it
         )
@@ -422,40 +455,45 @@ class ForkServer:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-_ACTIVE: ForkServer | None = None
+_SERVERS: dict[tuple, ForkServer] = {}
 
 
-def active() -> ForkServer | None:
-    """The preload server of the run in progress, if any."""
-    return _ACTIVE
+def _env_key(env: dict) -> tuple:
+    return tuple(sorted((k, v) for k, v in env.items() if k not in PER_KERNEL_ENV))
 
 
-@contextmanager
-def preloaded_kernels(enabled: bool = True, preload: tuple[str, ...] | None = None):
-    """Within this block, batch kernels are forked from one preload server (started here,
-    with this process's environment, and closed at the end); ``enabled=False``, or where
-    :func:`available` says no, it does nothing."""
-    global _ACTIVE
-    if not enabled or not available() or _ACTIVE is not None:
-        yield None
-        return
-    server = ForkServer(preload=preload)
-    _ACTIVE = server
-    try:
-        yield server
-    finally:
-        _ACTIVE = None
-        server.close()
-        log.debug(f"preload server: {server.forked} kernel(s) forked")
+def shared_server(env: dict | None = None) -> ForkServer:
+    """This process's preload server for kernels with ``env`` (which also says what it
+    preloads, :func:`preload_list`): the one already running, or a new one (started by its first
+    :meth:`~ForkServer.spawn`). Servers of other environments keep running until they have
+    been idle for :data:`SERVER_IDLE_S`; all are closed when this process exits."""
+    env = dict(os.environ if env is None else env)
+    key = (_env_key(env), preload_list(env))
+    server = _SERVERS.get(key)
+    if server is None or (server.proc is not None and server.proc.poll() is not None):
+        if server is not None:
+            server.close()
+        if not _SERVERS:
+            atexit.register(close_servers)
+        server = _SERVERS[key] = ForkServer(env, key[1])
+    return server
+
+
+def close_servers() -> None:
+    """Close every preload server of this process (and the kernels still running)."""
+    while _SERVERS:
+        _SERVERS.popitem()[1].close()
 
 
 class ForkingProvisioner(LocalProvisioner):
-    """jupyter_client's local provisioner, except that a kernel is forked from the active
-    preload server when one can be (see the module doc)."""
+    """jupyter_client's local provisioner, except that a kernel is forked from this
+    process's preload server for its environment when it can be (see the module doc)."""
 
     async def launch_kernel(self, cmd: list[str], **kwargs):
-        server = active()
-        proc = server.spawn(cmd, kwargs.get("env"), kwargs.get("cwd")) if server else None
+        proc = None
+        if available():
+            env = kwargs.get("env")
+            proc = shared_server(env).spawn(cmd, env, kwargs.get("cwd"))
         if proc is None:
             return await super().launch_kernel(cmd, **kwargs)
         self.process = proc

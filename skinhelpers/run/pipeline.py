@@ -31,7 +31,7 @@ from pathlib import Path
 from skinhelpers import logs
 from skinhelpers.data import sources
 from skinhelpers.files import PROJECT_ROOT, write_json
-from skinhelpers.run import execute, kernel_start, profiles, provenance
+from skinhelpers.run import execute, profiles, provenance
 from skinhelpers.run.report import render_report
 
 # run with `python -m` this module is "__main__": its spec keeps its name under skinhelpers
@@ -342,66 +342,62 @@ def run(
     # the kernels are new processes: hash randomisation is set when an interpreter starts,
     # so the run's seed reaches them only through their environment
     os.environ["PYTHONHASHSEED"] = str(common.get("seed", 0))
-    # two or more notebooks: their kernels are forks of one interpreter that imported the
-    # heavy libraries once (kernel_start: 2-3 s per notebook on 2 cores)
-    with kernel_start.preloaded_kernels(enabled=len(plan) - start >= 2):
-        for step in plan[start:]:
-            nb, nb_params = step["nb"], step["params"]
-            name, out = nb.name, run_dir / nb.name
-            reason = skip_reason(step["declared"], nb_params)
-            if common.get("node_rank") and name[:2] not in WORKER_NODE_NOTEBOOKS:
-                reason = f"node {common['node_rank']} trains with node 0, which runs this chapter"
-            if reason:
-                log.info(f"\n=== {name} skipped: {reason}")
-                record["results"][name] = {"status": "skipped", "reason": reason}
-                write_json(run_dir / "run.json", record)
-                continue
-            nb_log = run_dir / "logs" / f"{nb.stem}.log"
-            log.info(
-                f"\n=== {name}  ({', '.join(f'{k}={v!r}' for k, v in nb_params.items())})"
-                f"\n=== log: {nb_log}",
+    for step in plan[start:]:
+        nb, nb_params = step["nb"], step["params"]
+        name, out = nb.name, run_dir / nb.name
+        reason = skip_reason(step["declared"], nb_params)
+        if common.get("node_rank") and name[:2] not in WORKER_NODE_NOTEBOOKS:
+            reason = f"node {common['node_rank']} trains with node 0, which runs this chapter"
+        if reason:
+            log.info(f"\n=== {name} skipped: {reason}")
+            record["results"][name] = {"status": "skipped", "reason": reason}
+            write_json(run_dir / "run.json", record)
+            continue
+        nb_log = run_dir / "logs" / f"{nb.stem}.log"
+        log.info(
+            f"\n=== {name}  ({', '.join(f'{k}={v!r}' for k, v in nb_params.items())})"
+            f"\n=== log: {nb_log}",
+        )
+        record["results"][name] = {
+            "status": "running",
+            "started": _now(),
+            "parameters": nb_params,
+            "log": str(nb_log),
+        }
+        write_json(run_dir / "run.json", record)
+        t0 = time.perf_counter()
+        try:
+            res = execute.execute(nb, out, nb_params, nb_log, timeout_s=timeout_s)
+        except KeyboardInterrupt as e:  # Ctrl-C inside execute carries its result; outside not
+            res = (
+                e.args[0]
+                if e.args and isinstance(e.args[0], dict)
+                else {"status": "interrupted", "error": "interrupted (Ctrl-C)"}
             )
-            record["results"][name] = {
-                "status": "running",
-                "started": _now(),
-                "parameters": nb_params,
-                "log": str(nb_log),
+        res.setdefault("seconds", round(time.perf_counter() - t0, 1))
+        res = {**record["results"][name], **res, "log": str(nb_log)}
+        record["results"][name] = res
+        record["timings_s"][name] = res["seconds"]
+        if res["status"] != OK:
+            record["failed"] = name
+            record["failure"] = {
+                "notebook": name,
+                **{
+                    k: res[k]
+                    for k in ("status", "cell", "cell_index", "cell_source", "error")
+                    if k in res
+                },
             }
             write_json(run_dir / "run.json", record)
-            t0 = time.perf_counter()
-            try:
-                res = execute.execute(nb, out, nb_params, nb_log, timeout_s=timeout_s)
-            except KeyboardInterrupt as e:  # Ctrl-C inside execute carries its result; outside not
-                res = (
-                    e.args[0]
-                    if e.args and isinstance(e.args[0], dict)
-                    else {"status": "interrupted", "error": "interrupted (Ctrl-C)"}
-                )
-            res.setdefault("seconds", round(time.perf_counter() - t0, 1))
-            res = {**record["results"][name], **res, "log": str(nb_log)}
-            record["results"][name] = res
-            record["timings_s"][name] = res["seconds"]
-            if res["status"] != OK:
-                record["failed"] = name
-                record["failure"] = {
-                    "notebook": name,
-                    **{
-                        k: res[k]
-                        for k in ("status", "cell", "cell_index", "cell_source", "error")
-                        if k in res
-                    },
-                }
-                write_json(run_dir / "run.json", record)
-                sys.stderr.write(_failure_message(name, res, out))
-                sys.stderr.write(
-                    f"  continue with: ./run_all.sh --run {run_name} --resume"
-                    " (plus the same options)\n"
-                )
-                if html:
-                    _render(run_dir)
-                raise SystemExit(130 if res["status"] == "interrupted" else 1)
-            log.info(f"=== {name} done in {res['seconds']} s")
-            write_json(run_dir / "run.json", record)
+            sys.stderr.write(_failure_message(name, res, out))
+            sys.stderr.write(
+                f"  continue with: ./run_all.sh --run {run_name} --resume (plus the same options)\n"
+            )
+            if html:
+                _render(run_dir)
+            raise SystemExit(130 if res["status"] == "interrupted" else 1)
+        log.info(f"=== {name} done in {res['seconds']} s")
+        write_json(run_dir / "run.json", record)
     record.pop("failed", None)
     record.pop("failure", None)
     record["finished"] = _now()
