@@ -117,7 +117,8 @@ def measure(tr, ds, labels, a, bs, workers) -> tuple[list[dict], dict]:
         tr.train_loader.sampler.per_rank = a.steps * bs
 
     xb = torch.stack([ds[i % len(ds)][0] for i in range(bs)])
-    x, y = tr._to_input(xb), torch.as_tensor(labels)[torch.arange(bs) % len(labels)].to(tr.dev)
+    y = torch.tensor(labels)[torch.arange(bs) % len(labels)].to(tr.dev)  # a copy: read-only
+    x = tr._to_input(xb)
     loaders = {
         w: (
             DeviceBatchLoader(ds, loader_args["sampler"], bs, tr.dev, "basic")

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
+from helpers_script import run_script
 from helpers_train import demo_run_folder
 from short_checkpoint import train_short_checkpoint
 
@@ -23,11 +22,9 @@ def test_bench_ood_scores_side_by_side(tmp_path, demo_manifest):
     train_short_checkpoint(train, run / "checkpoints" / "best_ema.pt", size=32, steps=5)
     env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path / "results"),
            "SKINHELPERS_PROGRESS": "off"}  # fmt: skip
-    p = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "bench_ood.py"), str(run),
-         "--train-images", "80", "--k", "3", "--label", "t"],
-        capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=600,
-    )  # fmt: skip
+    p = run_script(PROJECT_ROOT / "benchmarks" / "bench_ood.py", str(run),
+                   "--train-images", "80", "--k", "3", "--label", "t",
+                   env=env, cwd=PROJECT_ROOT)  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]
     d = json.loads((tmp_path / "results" / "ood_t.json").read_text())
     rows = {r["score"]: r for r in d["rows"]}

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
+from helpers_script import run_script
 from sklearn.metrics import roc_auc_score
 
 from skinhelpers.files import PROJECT_ROOT
@@ -33,11 +32,8 @@ def _frame(rel, labels, probs, groups, **extra):
 def _bench(tmp_path, a, b, *args):
     """Run bench_sources.py on run folders ``a`` and ``b``; the result JSON it wrote."""
     env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path / "results")}
-    p = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "bench_sources.py"), str(a), str(b),
-         "--n-bootstrap", "50", *args],
-        capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=300,
-    )  # fmt: skip
+    p = run_script(PROJECT_ROOT / "benchmarks" / "bench_sources.py", str(a), str(b),
+                   "--n-bootstrap", "50", *args, env=env, cwd=PROJECT_ROOT)  # fmt: skip
     assert p.returncode == 0, p.stderr[-2000:]
     label = args[args.index("--label") + 1] if "--label" in args else ""
     return json.loads(

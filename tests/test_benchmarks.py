@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from helpers_script import run_script
 from helpers_train import demo_run_folder
 
 from skinhelpers.files import PROJECT_ROOT
@@ -20,22 +19,17 @@ pytestmark = [pytest.mark.slow]
 PRECISION_TINY = ("--steps", "1", "--repeats", "1", "--size", "32", "--batch", "4")
 
 
-def _bench(tmp_path, script, *args, timeout=600, ok=True):
-    """Run a benchmark script; it must succeed (``ok``) or refuse with a non-zero exit."""
+def _bench(tmp_path, script, *args, ok=True):
+    """Run a benchmark script (as ``python script ARGS`` would, in this process: its imports
+    are loaded already, tests/helpers_script.py); it must succeed (``ok``) or refuse with a
+    non-zero exit."""
     env = {
         **os.environ,
         "SKINLAB_BENCH_RESULTS": str(tmp_path / "results"),
         "SKINHELPERS_PROGRESS": "plain",
         "HF_HUB_OFFLINE": "1",
     }
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / script), *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    proc = run_script(BENCH / script, *args, env=env, cwd=PROJECT_ROOT)
     assert (proc.returncode == 0) == ok, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
 

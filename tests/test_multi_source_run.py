@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
+from helpers_script import run_script
 
 from skinhelpers.data import manifest
 from skinhelpers.files import PROJECT_ROOT
@@ -78,8 +77,7 @@ def test_validation_per_source_benchmark(multi_run, tmp_path):
     per source, and averages over the sources (each weighs the same)."""
     env = {**os.environ, "SKINLAB_BENCH_RESULTS": str(tmp_path), "SKINHELPERS_PROGRESS": "plain"}
     script = PROJECT_ROOT / "benchmarks" / "bench_val_sources.py"
-    args = [sys.executable, str(script), str(multi_run), "--min-class", "1", "--label", "t"]
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_script(script, str(multi_run), "--min-class", "1", "--label", "t", env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     res = json.loads((tmp_path / "val_sources_t.json").read_text())["runs"][str(multi_run)]
     split = pd.read_csv(multi_run / "split.csv")
