@@ -49,10 +49,17 @@ REAL_DATA_FIXTURES = {"shared_data", "ham_dir", "isic9_dir", "ham_manifest", "is
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
 def pytest_collection_modifyitems(config, items):
-    """Mark every test that (transitively) uses a real-data fixture ``realdata``."""
+    """Mark every test that (transitively) uses a real-data fixture ``realdata``; then put
+    the files with a ``slow`` test first (each file's own order kept). Under
+    ``-n 2 --dist loadfile --no-loadscope-reorder`` (.ci/run) the workers take files in
+    this order, so the long ones start early and the last minute is short files on both
+    workers, not one long file on one of them (xdist's default order, most tests first,
+    left the two-source run for the end)."""
     for item in items:
         if REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.realdata)
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: False (slow) first
 
 
 # --------------------------------------------------------------------------- the guard
