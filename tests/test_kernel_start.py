@@ -32,6 +32,8 @@ fp = {
     "env": {k: v for k, v in os.environ.items() if not k.startswith("JPY_")},
     "sigint": repr(signal.getsignal(signal.SIGINT)),
     "sigterm": repr(signal.getsignal(signal.SIGTERM)),
+    "sigpipe": repr(signal.getsignal(signal.SIGPIPE)),
+    "sigchld": repr(signal.getsignal(signal.SIGCHLD)),
     "own_session": os.getsid(0) == os.getpid(),
     "name": __name__,
     "backend": plt.get_backend(),

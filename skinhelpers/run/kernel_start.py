@@ -177,7 +177,11 @@ def serve_kernels(path: str, preload: tuple[str, ...], idle_s: float = SERVER_ID
                 elif kind == "client":  # a message or EOF: the client is gone (or done)
                     pid = key.data[1]
                     conn = kernels[pid][0]
-                    if not conn.recv(64):
+                    try:
+                        data = conn.recv(64)
+                    except OSError:
+                        data = b""
+                    if not data:
                         sel.unregister(conn)
                         _kill_group(pid)  # its exit is reported (to no one) and reaped
     finally:
@@ -248,8 +252,8 @@ def _become_kernel(request: dict, sockets: list, fds: list[int], sel) -> None:
         for fd in fds:  # the other kernels' pidfds
             os.close(fd)
         os.setsid()  # a session of its own, as jupyter_client starts a kernel
-        for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL)
+        # the handlers a new interpreter has (SIGPIPE stays ignored, as Python sets it)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.chdir(request["cwd"])
         os.environ.clear()
