@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
+from test_run_batch import _nb  # the toy notebook of the batch-run tests
 
 from skinhelpers.run import execute, kernel_start, pipeline
 
@@ -46,21 +46,16 @@ open(OUT, "w").write(json.dumps(out))
 """
 
 
-def _nb(path: Path, *cells: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    p = nbformat.v4.new_code_cell('run_dir = ""')
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [p, *(nbformat.v4.new_code_cell(c) for c in cells)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "py", "language": "python"}
-    nbformat.write(nb, path)
-
-
 def _fingerprints(tmp_path: Path, name: str, fork: bool, monkeypatch, only=None) -> list[dict]:
     nbs = tmp_path / "nbs"  # the same notebooks (and working folder) for both runs
     if not nbs.exists():
         nbs.mkdir()
         for i in (1, 2):
-            _nb(nbs / f"0{i}_fp.ipynb", f"OUT = run_dir + '/fp{i}.json'\n" + FINGERPRINT)
+            _nb(
+                nbs / f"0{i}_fp.ipynb",
+                'run_dir = ""',
+                f"OUT = run_dir + '/fp{i}.json'\n" + FINGERPRINT,
+            )
     monkeypatch.setenv(kernel_start.ENV_SWITCH, "1" if fork else "0")
     run = pipeline.run(
         "demo", None, "smoke", str(tmp_path / name), notebook_dir=nbs, html=False, only=only
@@ -94,8 +89,13 @@ def test_a_forked_kernel_that_dies_is_recorded(tmp_path, monkeypatch):
     monkeypatch.setenv(kernel_start.ENV_PRELOAD, "json")  # what is preloaded is not the point
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    _nb(nbs / "01_ok.ipynb", "x = 1")
-    _nb(nbs / "02_dies.ipynb", "x = 1", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    _nb(nbs / "01_ok.ipynb", 'run_dir = ""', "x = 1")
+    _nb(
+        nbs / "02_dies.ipynb",
+        'run_dir = ""',
+        "x = 1",
+        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+    )
     with pytest.raises(SystemExit):
         pipeline.run("demo", None, "smoke", str(tmp_path / "r"), notebook_dir=nbs, html=False)
     rec = json.loads((tmp_path / "r" / "run.json").read_text())

@@ -276,8 +276,6 @@ def _become_kernel(request: dict, sockets: list, fds: list[int], sel) -> None:
 
         traceback.print_exc()
     finally:
-        import atexit
-
         try:
             atexit._run_exitfuncs()  # ipykernel's, then KERNEL_EXIT's (which ends the process)
         finally:
@@ -416,11 +414,7 @@ class ForkServer:
         env = dict(os.environ if env is None else env)
         if cmd[:3] != [sys.executable, "-c", KERNEL_BOOT]:
             return None
-        differs = sorted(
-            k
-            for k in set(env) | set(self.env)
-            if k not in PER_KERNEL_ENV and env.get(k) != self.env.get(k)
-        )
+        differs = sorted({k for k, _ in set(_env_key(env)) ^ set(_env_key(self.env))})
         if differs:
             log.debug(f"kernel started as a new interpreter: its environment differs in {differs}")
             return None
